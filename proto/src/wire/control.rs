@@ -1,0 +1,375 @@
+//! Control-stream messages between a node and the server.
+//!
+//! Frame layout: `type: u8 | length: varint | body`. A frame body is at most
+//! [`MAX_CONTROL_FRAME`] bytes. Unknown frame types decode to
+//! [`ControlMessage::Unknown`] and are skipped, so either side can add messages without
+//! breaking an older peer. The version is negotiated in [`Hello`] / [`Welcome`].
+
+use super::codec::{put_bytes, put_varint, split_frame, Reader};
+use super::{WireError, WIRE_VERSION};
+
+/// Largest control frame body accepted.
+pub const MAX_CONTROL_FRAME: usize = 4096;
+
+/// The node's first message: who it is and what it offers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hello {
+    /// Highest wire version the node speaks.
+    pub version: u8,
+    /// The node token from the join string. Secret: never logged.
+    pub token: String,
+    /// Software name and version, for operators (`turbo-node/0.1.0`).
+    pub agent: String,
+    /// The country the runner declared (ISO 3166-1 alpha-2), if any.
+    pub country: Option<String>,
+    /// Where the runner wants to be paid, if set.
+    pub payout_address: Option<String>,
+    /// Most relay streams the node accepts at once.
+    pub max_streams: u32,
+}
+
+/// The server's answer to an accepted [`Hello`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Welcome {
+    /// Wire version chosen for this connection.
+    pub version: u8,
+    /// The node's identity as the server knows it.
+    pub node_id: String,
+    /// How often the node should ping, in milliseconds.
+    pub ping_interval_ms: u64,
+    /// After this long without hearing from the node the server drops it.
+    pub liveness_timeout_ms: u64,
+}
+
+/// Why the server refused a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum RejectCode {
+    /// The token is unknown or revoked.
+    BadToken = 1,
+    /// No common wire version.
+    Version = 2,
+    /// The server is draining or full.
+    Unavailable = 3,
+    /// The hello was malformed or came too late.
+    Protocol = 4,
+}
+
+impl RejectCode {
+    fn from_u8(v: u8) -> Result<Self, WireError> {
+        Ok(match v {
+            1 => RejectCode::BadToken,
+            2 => RejectCode::Version,
+            3 => RejectCode::Unavailable,
+            4 => RejectCode::Protocol,
+            other => {
+                return Err(WireError::UnknownValue {
+                    field: "reject code",
+                    value: other.into(),
+                })
+            }
+        })
+    }
+}
+
+/// Counters the node reports about itself (informational: billing counts on the server).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NodeStats {
+    /// Relay streams open right now.
+    pub active_streams: u64,
+    /// Relay streams accepted since the node started.
+    pub total_streams: u64,
+    /// Bytes received from targets.
+    pub bytes_from_targets: u64,
+    /// Bytes sent to targets.
+    pub bytes_to_targets: u64,
+}
+
+/// One control-stream message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ControlMessage {
+    /// Node -> server, first message.
+    Hello(Hello),
+    /// Server -> node, hello accepted.
+    Welcome(Welcome),
+    /// Server -> node, hello refused; the server closes the connection next.
+    Reject {
+        /// Why.
+        code: RejectCode,
+        /// Human-readable detail.
+        message: String,
+    },
+    /// Liveness probe, either direction.
+    Ping {
+        /// Echoed in the pong.
+        seq: u64,
+    },
+    /// Answer to a ping.
+    Pong {
+        /// The ping's sequence number.
+        seq: u64,
+    },
+    /// Node -> server counters.
+    Stats(NodeStats),
+    /// The sender is going away: no new relay streams; open ones may finish within
+    /// `grace_ms`.
+    Drain {
+        /// Grace period in milliseconds.
+        grace_ms: u64,
+    },
+    /// A frame type this build does not know; skipped.
+    Unknown {
+        /// The frame type byte.
+        kind: u8,
+    },
+}
+
+const T_HELLO: u8 = 1;
+const T_WELCOME: u8 = 2;
+const T_REJECT: u8 = 3;
+const T_PING: u8 = 4;
+const T_PONG: u8 = 5;
+const T_STATS: u8 = 6;
+const T_DRAIN: u8 = 7;
+
+impl ControlMessage {
+    /// Appends the framed message to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let mut body = Vec::with_capacity(64);
+        let kind = match self {
+            ControlMessage::Hello(h) => {
+                body.push(h.version);
+                put_bytes(&mut body, h.token.as_bytes());
+                put_bytes(&mut body, h.agent.as_bytes());
+                put_bytes(&mut body, h.country.as_deref().unwrap_or("").as_bytes());
+                put_bytes(
+                    &mut body,
+                    h.payout_address.as_deref().unwrap_or("").as_bytes(),
+                );
+                put_varint(&mut body, h.max_streams.into());
+                T_HELLO
+            }
+            ControlMessage::Welcome(w) => {
+                body.push(w.version);
+                put_bytes(&mut body, w.node_id.as_bytes());
+                put_varint(&mut body, w.ping_interval_ms);
+                put_varint(&mut body, w.liveness_timeout_ms);
+                T_WELCOME
+            }
+            ControlMessage::Reject { code, message } => {
+                body.push(*code as u8);
+                put_bytes(&mut body, message.as_bytes());
+                T_REJECT
+            }
+            ControlMessage::Ping { seq } => {
+                put_varint(&mut body, *seq);
+                T_PING
+            }
+            ControlMessage::Pong { seq } => {
+                put_varint(&mut body, *seq);
+                T_PONG
+            }
+            ControlMessage::Stats(s) => {
+                put_varint(&mut body, s.active_streams);
+                put_varint(&mut body, s.total_streams);
+                put_varint(&mut body, s.bytes_from_targets);
+                put_varint(&mut body, s.bytes_to_targets);
+                T_STATS
+            }
+            ControlMessage::Drain { grace_ms } => {
+                put_varint(&mut body, *grace_ms);
+                T_DRAIN
+            }
+            ControlMessage::Unknown { kind } => *kind,
+        };
+        out.push(kind);
+        put_bytes(out, &body);
+    }
+
+    fn decode_body(kind: u8, body: &[u8]) -> Result<Self, WireError> {
+        let mut r = Reader::new(body);
+        let msg = match kind {
+            T_HELLO => {
+                let version = r.u8("hello version")?;
+                let token = r.string("token", 256)?;
+                let agent = r.string("agent", 64)?;
+                let country = non_empty(r.string("country", 2)?);
+                let payout_address = non_empty(r.string("payout address", 128)?);
+                let max_streams = r.varint("max streams")?.min(u32::MAX.into()) as u32;
+                ControlMessage::Hello(Hello {
+                    version,
+                    token,
+                    agent,
+                    country,
+                    payout_address,
+                    max_streams,
+                })
+            }
+            T_WELCOME => {
+                let version = r.u8("welcome version")?;
+                if version != WIRE_VERSION {
+                    return Err(WireError::UnsupportedVersion(version));
+                }
+                ControlMessage::Welcome(Welcome {
+                    version,
+                    node_id: r.string("node id", 64)?,
+                    ping_interval_ms: r.varint("ping interval")?,
+                    liveness_timeout_ms: r.varint("liveness timeout")?,
+                })
+            }
+            T_REJECT => ControlMessage::Reject {
+                code: RejectCode::from_u8(r.u8("reject code")?)?,
+                message: r.string("reject message", 256)?,
+            },
+            T_PING => ControlMessage::Ping {
+                seq: r.varint("ping seq")?,
+            },
+            T_PONG => ControlMessage::Pong {
+                seq: r.varint("pong seq")?,
+            },
+            T_STATS => ControlMessage::Stats(NodeStats {
+                active_streams: r.varint("active streams")?,
+                total_streams: r.varint("total streams")?,
+                bytes_from_targets: r.varint("bytes from targets")?,
+                bytes_to_targets: r.varint("bytes to targets")?,
+            }),
+            T_DRAIN => ControlMessage::Drain {
+                grace_ms: r.varint("grace")?,
+            },
+            other => ControlMessage::Unknown { kind: other },
+        };
+        Ok(msg)
+    }
+}
+
+fn non_empty(s: String) -> Option<String> {
+    (!s.is_empty()).then_some(s)
+}
+
+/// Incremental decoder for the control stream: push bytes as they arrive, pull
+/// messages out. Holds at most one incomplete frame.
+#[derive(Debug, Default)]
+pub struct ControlDecoder {
+    buf: Vec<u8>,
+}
+
+impl ControlDecoder {
+    /// A decoder with an empty buffer.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends received bytes.
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Decodes the next complete message, if any.
+    ///
+    /// # Errors
+    /// [`WireError`] for an oversized or malformed frame; the stream should then be
+    /// closed, as the decoder's position is lost.
+    pub fn next_message(&mut self) -> Result<Option<ControlMessage>, WireError> {
+        let Some(&kind) = self.buf.first() else {
+            return Ok(None);
+        };
+        let Some((body, used)) = split_frame(&self.buf[1..], "control frame", MAX_CONTROL_FRAME)?
+        else {
+            return Ok(None);
+        };
+        let msg = ControlMessage::decode_body(kind, body)?;
+        self.buf.drain(..1 + used);
+        Ok(Some(msg))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn samples() -> Vec<ControlMessage> {
+        vec![
+            ControlMessage::Hello(Hello {
+                version: 1,
+                token: "tok_abc".into(),
+                agent: "turbo-node/0.1.0".into(),
+                country: Some("DE".into()),
+                payout_address: None,
+                max_streams: 512,
+            }),
+            ControlMessage::Welcome(Welcome {
+                version: 1,
+                node_id: "n-1".into(),
+                ping_interval_ms: 1000,
+                liveness_timeout_ms: 5000,
+            }),
+            ControlMessage::Reject {
+                code: RejectCode::BadToken,
+                message: "unknown token".into(),
+            },
+            ControlMessage::Ping { seq: 7 },
+            ControlMessage::Pong { seq: 1 << 40 },
+            ControlMessage::Stats(NodeStats {
+                active_streams: 3,
+                total_streams: 90,
+                bytes_from_targets: 1 << 33,
+                bytes_to_targets: 12,
+            }),
+            ControlMessage::Drain { grace_ms: 30_000 },
+        ]
+    }
+
+    #[test]
+    fn round_trip_one_byte_at_a_time() {
+        let mut wire = Vec::new();
+        for m in samples() {
+            m.encode(&mut wire);
+        }
+        let mut dec = ControlDecoder::new();
+        let mut got = Vec::new();
+        for b in &wire {
+            dec.push(std::slice::from_ref(b));
+            while let Some(m) = dec.next_message().unwrap() {
+                got.push(m);
+            }
+        }
+        assert_eq!(got, samples());
+    }
+
+    #[test]
+    fn unknown_frames_are_skipped() {
+        let mut wire = vec![200, 3, 1, 2, 3];
+        ControlMessage::Ping { seq: 1 }.encode(&mut wire);
+        let mut dec = ControlDecoder::new();
+        dec.push(&wire);
+        assert_eq!(
+            dec.next_message().unwrap(),
+            Some(ControlMessage::Unknown { kind: 200 })
+        );
+        assert_eq!(
+            dec.next_message().unwrap(),
+            Some(ControlMessage::Ping { seq: 1 })
+        );
+    }
+
+    #[test]
+    fn oversized_frame_is_refused_before_buffering() {
+        let mut wire = vec![T_HELLO];
+        put_varint(&mut wire, 1 << 20);
+        let mut dec = ControlDecoder::new();
+        dec.push(&wire);
+        assert!(matches!(
+            dec.next_message(),
+            Err(WireError::TooLong { .. })
+        ));
+    }
+
+    #[test]
+    fn truncated_body_is_an_error() {
+        let mut wire = vec![T_PING];
+        put_bytes(&mut wire, &[]);
+        let mut dec = ControlDecoder::new();
+        dec.push(&wire);
+        assert_eq!(dec.next_message(), Err(WireError::Truncated("ping seq")));
+    }
+}
