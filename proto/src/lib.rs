@@ -8,11 +8,13 @@
 //! - [`http`]: the HTTP proxy request head (`CONNECT` and absolute-form requests).
 //! - [`params`]: the parameters customers put in their proxy username.
 //! - [`wire`]: the versioned server<->node protocol (control stream + relay streams).
+//! - [`join`]: the join string that tells a node where its server is and how to trust it.
 //! - [`status`]: mapping of relay outcomes to SOCKS5 reply codes and HTTP statuses with
 //!   RFC 9209 `Proxy-Status`.
 #![warn(missing_docs)]
 
 pub mod http;
+pub mod join;
 pub mod params;
 pub mod socks5;
 pub mod status;
