@@ -11,9 +11,18 @@
 #![warn(missing_docs)]
 
 pub mod control;
+mod cores;
+mod customer;
+mod pool;
+mod quic;
+mod relay;
+mod signal;
+mod sockets;
+mod sys;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use turbo_proto::http::HttpLimits;
@@ -98,6 +107,8 @@ pub enum DataplaneError {
 /// A running data plane.
 pub struct Dataplane {
     addrs: BoundAddrs,
+    inboxes: Arc<[cores::CoreSender]>,
+    threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Dataplane {
@@ -111,8 +122,73 @@ impl Dataplane {
         control: control::ControlHandle,
         nodes: control::NodeTableHandle,
     ) -> Result<Self, DataplaneError> {
-        let _ = (config, control, nodes);
-        todo!()
+        let count = config.cores.clamp(1, 255);
+        let uring = cores::use_io_uring(config.driver)?;
+        // Fail fast on bad TLS material instead of inside every core.
+        quic::endpoint::server_config(&config)?;
+        let (udp, quic_addr) = sockets::udp_sockets(config.quic_listen, count)?;
+        let socks = config
+            .socks_listen
+            .map(|a| sockets::tcp_listeners(a, count))
+            .transpose()?;
+        let http = config
+            .http_listen
+            .map(|a| sockets::tcp_listeners(a, count))
+            .transpose()?;
+        let addrs = BoundAddrs {
+            socks: socks.as_ref().map(|s| s.1),
+            http: http.as_ref().map(|h| h.1),
+            quic: quic_addr,
+        };
+        let mut socks = socks.map(|s| s.0.into_iter());
+        let mut http = http.map(|h| h.0.into_iter());
+        let (senders, receivers): (Vec<_>, Vec<_>) = (0..count)
+            .map(|_| tokio::sync::mpsc::unbounded_channel())
+            .unzip();
+        let inboxes: Arc<[cores::CoreSender]> = senders.into();
+        let config = Arc::new(config);
+        let mut threads = Vec::with_capacity(count);
+        for ((index, inbox), udp) in receivers.into_iter().enumerate().zip(udp) {
+            let seed = cores::CoreSeed {
+                index,
+                cfg: config.clone(),
+                control: control.clone(),
+                nodes: nodes.clone(),
+                peers: inboxes.clone(),
+                inbox,
+                sockets: cores::CoreSockets {
+                    socks: socks.as_mut().and_then(Iterator::next),
+                    http: http.as_mut().and_then(Iterator::next),
+                    udp,
+                },
+                quic_local: quic_addr,
+            };
+            let handle = std::thread::Builder::new()
+                .name(format!("turbo-core-{index}"))
+                .spawn(move || {
+                    if let Err(e) = cores::run_core(seed, uring) {
+                        tracing::error!(core = index, error = %e, "core failed");
+                    }
+                })
+                .map_err(|source| DataplaneError::Runtime {
+                    core: index,
+                    source,
+                })?;
+            threads.push(handle);
+        }
+        tracing::info!(
+            cores = count,
+            driver = if uring { "io_uring" } else { "legacy" },
+            socks = ?addrs.socks,
+            http = ?addrs.http,
+            quic = %addrs.quic,
+            "data plane started"
+        );
+        Ok(Dataplane {
+            addrs,
+            inboxes,
+            threads,
+        })
     }
 
     /// The bound addresses.
@@ -120,8 +196,13 @@ impl Dataplane {
         self.addrs
     }
 
-    /// Stops accepting, tells every core to finish, and waits for the threads.
+    /// Stops accepting, closes node connections, and waits for the core threads.
     pub fn shutdown(self) {
-        todo!()
+        for tx in self.inboxes.iter() {
+            let _ = tx.send(cores::CoreMsg::Shutdown);
+        }
+        for t in self.threads {
+            let _ = t.join();
+        }
     }
 }

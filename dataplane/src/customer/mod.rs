@@ -1,0 +1,156 @@
+//! Customer connections: the front ends (SOCKS5, HTTP proxy) that authenticate a
+//! request and learn its target, then the hand-off to the core that owns the chosen
+//! node's QUIC connection.
+
+mod http;
+mod reply;
+mod socks;
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Instant;
+
+use monoio::io::AsyncWriteRentExt;
+use monoio::net::TcpStream;
+use tracing::{debug, field, Instrument, Span};
+use turbo_proto::{RelayStatus, TargetAddr};
+
+pub(crate) use reply::ReplyKind;
+
+use crate::control::{AuthDenied, AuthGrant};
+use crate::cores::{Core, CoreMsg};
+use crate::relay::{self, RelayJob};
+
+/// Which protocol a listener speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Frontend {
+    /// SOCKS5 (RFC 1928/1929).
+    Socks,
+    /// HTTP proxy (CONNECT and absolute-form).
+    Http,
+}
+
+/// The result of a successful front-end handshake.
+pub(crate) struct Handshake {
+    /// Who the customer is.
+    pub(crate) grant: AuthGrant,
+    /// Where they want to go.
+    pub(crate) target: TargetAddr,
+    /// How to answer them once the node replies.
+    pub(crate) reply: ReplyKind,
+    /// Bytes to send upstream before relaying (rewritten HTTP head, pipelined data).
+    pub(crate) pending: Vec<u8>,
+}
+
+/// Why a handshake ended without a relay. The customer has already been answered.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum HandshakeError {
+    /// The socket failed.
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    /// The customer closed the connection mid-handshake.
+    #[error("closed during handshake")]
+    Closed,
+    /// The SOCKS5 handshake was malformed or refused.
+    #[error("socks5: {0}")]
+    Socks(#[from] turbo_proto::socks5::Socks5Error),
+    /// The HTTP head was malformed.
+    #[error("http: {0}")]
+    Http(#[from] turbo_proto::http::HttpError),
+    /// The HTTP request carried no `Proxy-Authorization`.
+    #[error("no credentials")]
+    NoCredentials,
+    /// The control plane refused the credentials.
+    #[error("denied: {0}")]
+    Denied(#[from] AuthDenied),
+    /// The handshake did not finish in time.
+    #[error("handshake timed out")]
+    Timeout,
+}
+
+/// Serves one accepted customer connection to the end of its handshake, then relays it
+/// here or hands it to the core that owns its node.
+pub(crate) async fn serve(
+    core: Rc<Core>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    frontend: Frontend,
+) {
+    let span = tracing::debug_span!(
+        "customer",
+        %peer,
+        ?frontend,
+        key = field::Empty,
+        target = field::Empty,
+        node = field::Empty
+    );
+    async move {
+        let started = Instant::now();
+        let _ = stream.set_nodelay(true);
+        let handshake = async {
+            match frontend {
+                Frontend::Socks => socks::handshake(&core, &mut stream, peer).await,
+                Frontend::Http => http::handshake(&core, &mut stream, peer).await,
+            }
+        };
+        let hs = match monoio::time::timeout(core.cfg.handshake_timeout, handshake).await {
+            Ok(Ok(hs)) => hs,
+            Ok(Err(e)) => {
+                debug!(error = %e, "handshake failed");
+                return;
+            }
+            Err(_) => {
+                if frontend == Frontend::Http {
+                    let resp = turbo_proto::http::response(
+                        408,
+                        Some(&turbo_proto::status::proxy_status_value(
+                            "http_request_error",
+                            "handshake timeout",
+                        )),
+                        &[],
+                    );
+                    let _ = stream.write_all(resp).await;
+                }
+                debug!(error = %HandshakeError::Timeout, "handshake failed");
+                return;
+            }
+        };
+        let span = Span::current();
+        span.record("key", &*hs.grant.key_id);
+        span.record("target", field::display(&hs.target));
+        let country = hs.grant.params.country;
+        let route = core.nodes.load().choose(country, rand::random()).cloned();
+        let Some(route) = route else {
+            let detail = match country {
+                Some(c) => format!("no nodes available in {c}"),
+                None => "no nodes available".to_owned(),
+            };
+            let _ = stream
+                .write_all(hs.reply.failure(RelayStatus::NoNodes, &detail))
+                .await;
+            debug!("no node available");
+            return;
+        };
+        span.record("node", &*route.node_id);
+        let job = RelayJob {
+            stream,
+            reply: hs.reply,
+            target: hs.target,
+            pending: hs.pending,
+            grant: hs.grant,
+            route,
+            span: span.clone(),
+            started,
+        };
+        let owner = job.route.conn.core;
+        if owner == core.index {
+            relay::run(core, job).await;
+            return;
+        }
+        // Move the connection to the node's core: the one and only hop it makes.
+        let job = job.map_stream(crate::sys::into_std_stream);
+        core.send_to_core(owner, CoreMsg::Relay(job));
+    }
+    .instrument(span)
+    .await
+}

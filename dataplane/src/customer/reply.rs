@@ -1,0 +1,57 @@
+//! How a customer is told the outcome of their request, per front end: a SOCKS5 reply,
+//! `200 Connection Established`, or an HTTP error with an RFC 9209 `Proxy-Status`.
+
+use turbo_proto::http::response;
+use turbo_proto::socks5::{encode_reply, Reply};
+use turbo_proto::status::proxy_status_value;
+use turbo_proto::RelayStatus;
+
+/// The protocol the customer is waiting for an answer in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReplyKind {
+    /// SOCKS5 CONNECT.
+    Socks,
+    /// HTTP CONNECT.
+    HttpConnect,
+    /// Absolute-form HTTP request: the target's response is the answer.
+    HttpForward,
+}
+
+impl ReplyKind {
+    /// Bytes to send once the node connected, if any.
+    pub(crate) fn success(self) -> Option<Vec<u8>> {
+        match self {
+            ReplyKind::Socks => {
+                let mut out = Vec::with_capacity(10);
+                encode_reply(Reply::Succeeded, None, &mut out);
+                Some(out)
+            }
+            ReplyKind::HttpConnect => Some(response(200, None, &[])),
+            ReplyKind::HttpForward => None,
+        }
+    }
+
+    /// Bytes that tell the customer the request failed with `status`.
+    pub(crate) fn failure(self, status: RelayStatus, details: &str) -> Vec<u8> {
+        match self {
+            ReplyKind::Socks => {
+                let mut out = Vec::with_capacity(10);
+                encode_reply(status.socks_reply(), None, &mut out);
+                out
+            }
+            ReplyKind::HttpConnect | ReplyKind::HttpForward => {
+                let error = status.proxy_error().unwrap_or("proxy_internal_error");
+                let details = if details.is_empty() {
+                    status.reason()
+                } else {
+                    details
+                };
+                response(
+                    status.http_status(),
+                    Some(&proxy_status_value(error, details)),
+                    &[],
+                )
+            }
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! One node's QUIC connection on its owning core: the quiche state, the wakers of the
+//! relay streams that ride on it, and the task that drives it (timers, packet output,
+//! waking streams).
+//!
+//! Packets are fed in by the endpoint's receive loop ([`NodeConn::deliver`]), which
+//! then signals the driver. Relay tasks call into the quiche state through
+//! [`super::stream::RelayStream`] and signal the driver when they queued data.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::Waker;
+use std::time::Instant;
+
+use monoio::buf::IoBuf;
+use monoio::net::udp::UdpSocket;
+use tracing::{debug, info, Instrument};
+
+use super::control_stream::ControlStream;
+use crate::cores::Core;
+use crate::signal::Signal;
+
+/// Largest UDP payload the server sends.
+pub(crate) const MAX_DATAGRAM: usize = 1500;
+
+/// Wakers of one relay stream.
+#[derive(Default)]
+pub(crate) struct StreamSlot {
+    pub(crate) read: Option<Waker>,
+    pub(crate) write: Option<Waker>,
+    pub(crate) closed: Option<Waker>,
+}
+
+/// A node connection owned by one core.
+pub(crate) struct NodeConn {
+    /// Serial number on this core (see [`crate::control::ConnRef`]).
+    pub(crate) serial: u64,
+    /// The quiche connection. Never borrowed across an await.
+    pub(crate) quic: RefCell<quiche::Connection>,
+    /// Wakers of open relay streams, by stream id.
+    pub(crate) slots: RefCell<HashMap<u64, StreamSlot>>,
+    /// Wakes the driver: packets arrived or streams queued data.
+    pub(crate) flush: Signal,
+    /// Set once the connection is closing or closed: streams fail from then on.
+    closed: Cell<bool>,
+    /// Next server-initiated bidirectional stream id.
+    next_stream: Cell<u64>,
+    /// The node's id once admitted by the control plane.
+    pub(crate) node_id: RefCell<Option<Arc<str>>>,
+    /// The node's current address.
+    pub(crate) peer: Cell<SocketAddr>,
+    /// The control stream (id 0).
+    pub(crate) control: RefCell<ControlStream>,
+    /// Connection ids routed to this connection by the endpoint.
+    pub(crate) cids: RefCell<Vec<Vec<u8>>>,
+    /// When the connection was accepted.
+    pub(crate) accepted_at: Instant,
+}
+
+impl NodeConn {
+    pub(crate) fn new(
+        serial: u64,
+        quic: quiche::Connection,
+        peer: SocketAddr,
+        cids: Vec<Vec<u8>>,
+    ) -> Self {
+        NodeConn {
+            serial,
+            quic: RefCell::new(quic),
+            slots: RefCell::new(HashMap::new()),
+            flush: Signal::default(),
+            closed: Cell::new(false),
+            next_stream: Cell::new(1),
+            node_id: RefCell::new(None),
+            peer: Cell::new(peer),
+            control: RefCell::new(ControlStream::default()),
+            cids: RefCell::new(cids),
+            accepted_at: Instant::now(),
+        }
+    }
+
+    /// Whether streams can still be used.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.get()
+    }
+
+    /// Whether the node is admitted and not draining, so it may get new streams.
+    pub(crate) fn accepts_streams(&self) -> bool {
+        !self.is_closed() && self.node_id.borrow().is_some() && !self.control.borrow().draining
+    }
+
+    /// Allocates the next relay stream id.
+    pub(crate) fn next_stream_id(&self) -> u64 {
+        let id = self.next_stream.get();
+        self.next_stream.set(id + 4);
+        id
+    }
+
+    /// Feeds one received datagram to quiche and wakes the driver.
+    pub(crate) fn deliver(&self, pkt: &mut [u8], from: SocketAddr, to: SocketAddr) {
+        let res = self
+            .quic
+            .borrow_mut()
+            .recv(pkt, quiche::RecvInfo { from, to });
+        if let Err(e) = res {
+            debug!(error = %e, "dropping undecodable packet");
+        }
+        self.peer.set(from);
+        self.flush.notify();
+    }
+
+    /// Wakes streams that quiche reports readable or writable.
+    fn wake_ready_streams(&self) {
+        let quic = self.quic.borrow();
+        let mut slots = self.slots.borrow_mut();
+        for id in quic.readable() {
+            if let Some(w) = slots.get_mut(&id).and_then(|s| s.read.take()) {
+                w.wake();
+            }
+        }
+        for id in quic.writable() {
+            if let Some(w) = slots.get_mut(&id).and_then(|s| s.write.take()) {
+                w.wake();
+            }
+        }
+    }
+
+    /// Marks the connection closed and wakes every stream so that each tears down.
+    fn mark_closed(&self) {
+        if self.closed.replace(true) {
+            return;
+        }
+        for slot in self.slots.borrow_mut().values_mut() {
+            for w in [slot.read.take(), slot.write.take(), slot.closed.take()]
+                .into_iter()
+                .flatten()
+            {
+                w.wake();
+            }
+        }
+    }
+
+    /// Sends every packet quiche has ready.
+    async fn flush_packets(&self, socket: &UdpSocket, mut out: Vec<u8>) -> Vec<u8> {
+        loop {
+            out.resize(MAX_DATAGRAM, 0);
+            let res = self.quic.borrow_mut().send(&mut out);
+            match res {
+                Ok((n, info)) => {
+                    let (res, slice) = socket.send_to(out.slice(..n), info.to).await;
+                    out = slice.into_inner();
+                    if let Err(e) = res {
+                        debug!(error = %e, "udp send failed");
+                    }
+                }
+                Err(quiche::Error::Done) => return out,
+                Err(e) => {
+                    debug!(error = %e, "quiche send failed; closing");
+                    let _ = self.quic.borrow_mut().close(false, 0x1, b"internal error");
+                    return out;
+                }
+            }
+        }
+    }
+}
+
+/// Drives `conn` until it is closed: processes the control stream, wakes streams,
+/// sends packets and runs quiche's timers. Then unregisters it everywhere.
+pub(crate) async fn drive(core: Rc<Core>, conn: Rc<NodeConn>) {
+    let span = tracing::info_span!("node", serial = conn.serial, peer = %conn.peer.get());
+    async {
+        let mut out = Vec::with_capacity(MAX_DATAGRAM);
+        loop {
+            super::control_stream::process(&core, &conn);
+            conn.wake_ready_streams();
+            out = conn.flush_packets(&core.quic.socket, out).await;
+            let (closed, draining, timeout) = {
+                let q = conn.quic.borrow();
+                (q.is_closed(), q.is_draining(), q.timeout())
+            };
+            if closed || draining {
+                conn.mark_closed();
+                core.forget_node(&conn);
+            }
+            if closed {
+                break;
+            }
+            match timeout {
+                Some(t) => {
+                    monoio::select! {
+                        _ = conn.flush.wait() => {}
+                        _ = monoio::time::sleep(t) => conn.quic.borrow_mut().on_timeout(),
+                    }
+                }
+                None => conn.flush.wait().await,
+            }
+        }
+        let q = conn.quic.borrow();
+        info!(
+            timed_out = q.is_timed_out(),
+            peer_error = ?q.peer_error().map(|e| String::from_utf8_lossy(&e.reason).into_owned()),
+            lived_ms = conn.accepted_at.elapsed().as_millis() as u64,
+            "node connection closed"
+        );
+    }
+    .instrument(span)
+    .await;
+    core.quic.remove(&conn);
+}

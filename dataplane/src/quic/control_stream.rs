@@ -1,0 +1,223 @@
+//! The server's side of a node's control stream (client bidirectional stream 0):
+//! admission (hello -> control plane -> welcome/reject), pings, stats and drain.
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use tracing::{info, warn};
+use turbo_proto::wire::control::{ControlDecoder, ControlMessage, NodeStats, RejectCode, Welcome};
+use turbo_proto::wire::WIRE_VERSION;
+
+use super::conn::NodeConn;
+use crate::control::{ConnRef, ToControl};
+use crate::cores::Core;
+
+/// The control stream's id.
+pub(crate) const CONTROL_STREAM: u64 = 0;
+/// A node must send its hello this soon after connecting.
+const HELLO_DEADLINE: Duration = Duration::from_secs(10);
+/// Minimum spacing of RTT reports to the control plane.
+const RTT_REPORT_EVERY: Duration = Duration::from_secs(2);
+/// Application error codes in CONNECTION_CLOSE.
+const CLOSE_PROTOCOL: u64 = 0x100;
+
+/// Per-connection control-stream state.
+#[derive(Default)]
+pub(crate) struct ControlStream {
+    decoder: ControlDecoder,
+    out: Vec<u8>,
+    hello_received: bool,
+    /// The node announced it is draining: no new streams.
+    pub(crate) draining: bool,
+    /// The control plane has been told the node is gone.
+    pub(crate) gone_reported: bool,
+    close_after_flush: Option<(u64, &'static [u8])>,
+    last_rtt_report: Option<Instant>,
+    /// The node's own counters (informational only).
+    pub(crate) stats: NodeStats,
+}
+
+impl ControlStream {
+    fn queue(&mut self, msg: &ControlMessage) {
+        msg.encode(&mut self.out);
+    }
+}
+
+/// Reads and answers control messages, refuses streams the node must not open, and
+/// writes queued control output. Called by the connection driver on every wake-up.
+pub(crate) fn process(core: &Rc<Core>, conn: &Rc<NodeConn>) {
+    if !conn.quic.borrow().is_established() {
+        return;
+    }
+    let mut buf = [0u8; 2048];
+    loop {
+        let res = conn.quic.borrow_mut().stream_recv(CONTROL_STREAM, &mut buf);
+        match res {
+            Ok((n, fin)) => {
+                conn.control.borrow_mut().decoder.push(&buf[..n]);
+                if fin {
+                    protocol_close(conn, b"control stream finished");
+                    break;
+                }
+            }
+            Err(quiche::Error::Done) | Err(quiche::Error::InvalidStreamState(_)) => break,
+            Err(_) => {
+                protocol_close(conn, b"control stream reset");
+                break;
+            }
+        }
+    }
+    loop {
+        let next = conn.control.borrow_mut().decoder.next_message();
+        match next {
+            Ok(Some(msg)) => handle(core, conn, msg),
+            Ok(None) => break,
+            Err(e) => {
+                warn!(error = %e, "malformed control message");
+                protocol_close(conn, b"malformed control message");
+                break;
+            }
+        }
+    }
+    refuse_node_streams(conn);
+    let mut cs = conn.control.borrow_mut();
+    let mut quic = conn.quic.borrow_mut();
+    if !cs.out.is_empty() {
+        match quic.stream_send(CONTROL_STREAM, &cs.out, false) {
+            Ok(n) => {
+                cs.out.drain(..n);
+            }
+            Err(quiche::Error::Done) => {}
+            Err(_) => {
+                let _ = quic.close(true, CLOSE_PROTOCOL, b"control stream broken");
+            }
+        }
+    }
+    if cs.out.is_empty() {
+        if let Some((code, reason)) = cs.close_after_flush.take() {
+            let _ = quic.close(true, code, reason);
+        }
+    }
+    if !cs.hello_received && conn.accepted_at.elapsed() > HELLO_DEADLINE {
+        let _ = quic.close(true, CLOSE_PROTOCOL, b"no hello");
+    }
+}
+
+fn protocol_close(conn: &NodeConn, reason: &'static [u8]) {
+    let _ = conn.quic.borrow_mut().close(true, CLOSE_PROTOCOL, reason);
+}
+
+/// Nodes may only open the control stream; anything else is shut down.
+fn refuse_node_streams(conn: &NodeConn) {
+    let mut quic = conn.quic.borrow_mut();
+    let foreign: Vec<u64> = quic
+        .readable()
+        .filter(|id| id % 4 == 0 && *id != CONTROL_STREAM)
+        .collect();
+    for id in foreign {
+        let _ = quic.stream_shutdown(id, quiche::Shutdown::Read, CLOSE_PROTOCOL);
+        let _ = quic.stream_shutdown(id, quiche::Shutdown::Write, CLOSE_PROTOCOL);
+    }
+}
+
+fn handle(core: &Rc<Core>, conn: &Rc<NodeConn>, msg: ControlMessage) {
+    let first = !conn.control.borrow().hello_received;
+    match msg {
+        ControlMessage::Hello(hello) if first => {
+            conn.control.borrow_mut().hello_received = true;
+            if hello.version < WIRE_VERSION {
+                reject(conn, RejectCode::Version, "unsupported wire version");
+                return;
+            }
+            admit(core, conn, hello);
+        }
+        _ if first => protocol_close(conn, b"hello must come first"),
+        ControlMessage::Hello(_) => protocol_close(conn, b"duplicate hello"),
+        ControlMessage::Ping { seq } => {
+            conn.control
+                .borrow_mut()
+                .queue(&ControlMessage::Pong { seq });
+            report_rtt(core, conn);
+        }
+        ControlMessage::Pong { .. } | ControlMessage::Unknown { .. } => {}
+        ControlMessage::Stats(stats) => conn.control.borrow_mut().stats = stats,
+        ControlMessage::Drain { grace_ms } => {
+            info!(grace_ms, "node is draining");
+            conn.control.borrow_mut().draining = true;
+            core.forget_node(conn);
+        }
+        ControlMessage::Welcome(_) | ControlMessage::Reject { .. } => {
+            protocol_close(conn, b"server-only message")
+        }
+    }
+}
+
+fn reject(conn: &NodeConn, code: RejectCode, message: &'static str) {
+    let mut cs = conn.control.borrow_mut();
+    cs.queue(&ControlMessage::Reject {
+        code,
+        message: message.to_owned(),
+    });
+    cs.close_after_flush = Some((code as u64, message.as_bytes()));
+}
+
+fn admit(core: &Rc<Core>, conn: &Rc<NodeConn>, hello: turbo_proto::wire::control::Hello) {
+    let (core, conn) = (core.clone(), conn.clone());
+    monoio::spawn(async move {
+        let conn_ref = ConnRef {
+            core: core.index,
+            serial: conn.serial,
+        };
+        let agent = hello.agent.clone();
+        match core
+            .control
+            .admit_node(hello, conn.peer.get(), conn_ref)
+            .await
+        {
+            Ok(admission) => {
+                info!(node = %admission.node_id, %agent, "node admitted");
+                *conn.node_id.borrow_mut() = Some(admission.node_id.clone());
+                let liveness = core.cfg.node_liveness;
+                conn.control
+                    .borrow_mut()
+                    .queue(&ControlMessage::Welcome(Welcome {
+                        version: WIRE_VERSION,
+                        node_id: admission.node_id.to_string(),
+                        ping_interval_ms: (liveness.as_millis() as u64 / 4).max(100),
+                        liveness_timeout_ms: liveness.as_millis() as u64,
+                    }));
+                if conn.is_closed() {
+                    // Closed while the control plane decided: retract the route.
+                    core.forget_node(&conn);
+                }
+            }
+            Err(code) => {
+                warn!(?code, "node rejected");
+                reject(&conn, code, "node rejected");
+            }
+        }
+        conn.flush.notify();
+    });
+}
+
+fn report_rtt(core: &Core, conn: &NodeConn) {
+    let now = Instant::now();
+    let due = conn
+        .control
+        .borrow()
+        .last_rtt_report
+        .is_none_or(|t| now.duration_since(t) >= RTT_REPORT_EVERY);
+    let Some(node_id) = conn.node_id.borrow().clone() else {
+        return;
+    };
+    if !due {
+        return;
+    }
+    conn.control.borrow_mut().last_rtt_report = Some(now);
+    if let Some(path) = conn.quic.borrow().path_stats().next() {
+        core.control.send(ToControl::NodeRtt {
+            node_id,
+            rtt: path.rtt,
+        });
+    }
+}

@@ -1,0 +1,181 @@
+//! A core's QUIC endpoint: its SO_REUSEPORT UDP socket, its connection table, and the
+//! receive loop that routes each datagram to its connection, to the core that owns it,
+//! or to a new connection.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+use monoio::buf::IoBuf;
+use monoio::net::udp::UdpSocket;
+use tracing::{debug, warn};
+use turbo_proto::wire::ALPN;
+
+use super::cid::{self, CID_LEN};
+use super::conn::{self, NodeConn, MAX_DATAGRAM};
+use crate::cores::{Core, CoreMsg};
+use crate::{DataplaneConfig, DataplaneError};
+
+/// Largest datagram accepted from the network.
+const RECV_BUFFER: usize = 65_535;
+
+/// The QUIC side of one core.
+pub(crate) struct QuicEndpoint {
+    /// This core's UDP socket (all cores bind the same address).
+    pub(crate) socket: UdpSocket,
+    /// The bound address, used as the local side of every path.
+    pub(crate) local: SocketAddr,
+    config: RefCell<quiche::Config>,
+    by_cid: RefCell<HashMap<Vec<u8>, Rc<NodeConn>>>,
+    by_serial: RefCell<HashMap<u64, Rc<NodeConn>>>,
+    next_serial: Cell<u64>,
+}
+
+impl QuicEndpoint {
+    pub(crate) fn new(socket: UdpSocket, local: SocketAddr, config: quiche::Config) -> Self {
+        QuicEndpoint {
+            socket,
+            local,
+            config: RefCell::new(config),
+            by_cid: RefCell::new(HashMap::new()),
+            by_serial: RefCell::new(HashMap::new()),
+            next_serial: Cell::new(1),
+        }
+    }
+
+    /// The live connection with this serial, if any.
+    pub(crate) fn conn(&self, serial: u64) -> Option<Rc<NodeConn>> {
+        self.by_serial.borrow().get(&serial).cloned()
+    }
+
+    /// Every live connection.
+    pub(crate) fn all(&self) -> Vec<Rc<NodeConn>> {
+        self.by_serial.borrow().values().cloned().collect()
+    }
+
+    /// Forgets a closed connection.
+    pub(crate) fn remove(&self, conn: &NodeConn) {
+        self.by_serial.borrow_mut().remove(&conn.serial);
+        let mut by_cid = self.by_cid.borrow_mut();
+        for id in conn.cids.borrow().iter() {
+            by_cid.remove(id);
+        }
+    }
+}
+
+/// Builds the quiche server configuration shared by every node connection of a core.
+///
+/// # Errors
+/// [`DataplaneError::Tls`] when the certificate or key cannot be loaded.
+pub(crate) fn server_config(cfg: &DataplaneConfig) -> Result<quiche::Config, DataplaneError> {
+    let tls = |what: &str, e: quiche::Error| DataplaneError::Tls(format!("{what}: {e}"));
+    let mut c = quiche::Config::new(quiche::PROTOCOL_VERSION).map_err(|e| tls("config", e))?;
+    let cert = cfg.cert_chain.to_string_lossy();
+    let key = cfg.private_key.to_string_lossy();
+    c.load_cert_chain_from_pem_file(&cert)
+        .map_err(|e| tls(&format!("certificate {cert}"), e))?;
+    c.load_priv_key_from_pem_file(&key)
+        .map_err(|e| tls(&format!("private key {key}"), e))?;
+    c.set_application_protos(&[ALPN])
+        .map_err(|e| tls("alpn", e))?;
+    c.verify_peer(false);
+    c.set_max_idle_timeout(cfg.node_liveness.as_millis() as u64);
+    c.set_max_recv_udp_payload_size(MAX_DATAGRAM);
+    c.set_max_send_udp_payload_size(1350);
+    // Node -> server data (target -> customer): per relay stream and per connection.
+    c.set_initial_max_data(16 << 20);
+    c.set_initial_max_stream_data_bidi_local(1 << 20);
+    c.set_max_stream_window(16 << 20);
+    c.set_max_connection_window(64 << 20);
+    // Node-initiated streams: only the control stream.
+    c.set_initial_max_stream_data_bidi_remote(64 << 10);
+    c.set_initial_max_streams_bidi(4);
+    c.set_initial_max_streams_uni(0);
+    c.set_disable_active_migration(false);
+    Ok(c)
+}
+
+/// Receives datagrams forever and routes each one.
+pub(crate) async fn recv_loop(core: Rc<Core>) {
+    let mut buf = Vec::with_capacity(RECV_BUFFER);
+    loop {
+        let (res, b) = core.quic.socket.recv_from(buf).await;
+        buf = b;
+        match res {
+            Ok((n, from)) => dispatch(&core, &mut buf[..n], from),
+            Err(e) => warn!(error = %e, "udp receive failed"),
+        }
+        buf.clear();
+    }
+}
+
+/// Routes one datagram: to a known connection, to the core that owns its connection
+/// id, or to a new connection when it is an Initial.
+pub(crate) fn dispatch(core: &Rc<Core>, pkt: &mut [u8], from: SocketAddr) {
+    let ep = &core.quic;
+    let Ok(hdr) = quiche::Header::from_slice(pkt, CID_LEN) else {
+        return;
+    };
+    let known = ep.by_cid.borrow().get(hdr.dcid.as_ref()).cloned();
+    if let Some(conn) = known {
+        conn.deliver(pkt, from, ep.local);
+        return;
+    }
+    if hdr.ty != quiche::Type::Initial {
+        match cid::owner(&hdr.dcid, core.cores()) {
+            Some(owner) if owner != core.index => core.send_to_core(
+                owner,
+                CoreMsg::Datagram {
+                    data: pkt.to_vec(),
+                    from,
+                },
+            ),
+            _ => debug!(%from, "datagram for unknown connection"),
+        }
+        return;
+    }
+    if !quiche::version_is_supported(hdr.version) {
+        let mut out = vec![0u8; MAX_DATAGRAM];
+        if let Ok(n) = quiche::negotiate_version(&hdr.scid, &hdr.dcid, &mut out) {
+            let core = core.clone();
+            monoio::spawn(async move {
+                let _ = core.quic.socket.send_to(out.slice(..n), from).await;
+            });
+        }
+        return;
+    }
+    let scid = cid::generate(core.index);
+    let odcid = hdr.dcid.to_vec();
+    let accepted = quiche::accept(
+        &quiche::ConnectionId::from_ref(&scid),
+        None,
+        ep.local,
+        from,
+        &mut ep.config.borrow_mut(),
+    );
+    let quic = match accepted {
+        Ok(q) => q,
+        Err(e) => {
+            debug!(%from, error = %e, "refusing initial");
+            return;
+        }
+    };
+    let serial = ep.next_serial.get();
+    ep.next_serial.set(serial + 1);
+    let conn = Rc::new(NodeConn::new(
+        serial,
+        quic,
+        from,
+        vec![scid.to_vec(), odcid.clone()],
+    ));
+    {
+        let mut by_cid = ep.by_cid.borrow_mut();
+        by_cid.insert(scid.to_vec(), conn.clone());
+        by_cid.insert(odcid, conn.clone());
+    }
+    ep.by_serial.borrow_mut().insert(serial, conn.clone());
+    debug!(%from, serial, "new node connection");
+    conn.deliver(pkt, from, ep.local);
+    monoio::spawn(conn::drive(core.clone(), conn));
+}

@@ -1,0 +1,7 @@
+//! The per-core QUIC endpoint that nodes dial, and the connections and streams on it.
+
+pub(crate) mod cid;
+pub(crate) mod conn;
+pub(crate) mod control_stream;
+pub(crate) mod endpoint;
+pub(crate) mod stream;

@@ -1,0 +1,74 @@
+//! Single-threaded wake-up primitives for tasks on one core: a level-triggered
+//! [`Signal`] and a join that stops at the first error.
+
+use std::cell::Cell;
+use std::future::{poll_fn, Future};
+use std::pin::pin;
+use std::task::{Poll, Waker};
+
+/// A wake-up flag with one waiter: `notify` sets it, `wait` consumes it. Notifying
+/// twice before the waiter runs wakes it once. Not `Send`: for tasks on one core.
+#[derive(Default)]
+pub(crate) struct Signal {
+    set: Cell<bool>,
+    waker: Cell<Option<Waker>>,
+}
+
+impl Signal {
+    /// Sets the flag and wakes the waiter, if any.
+    pub(crate) fn notify(&self) {
+        self.set.set(true);
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+
+    /// Resolves once the flag is set, clearing it.
+    pub(crate) async fn wait(&self) {
+        poll_fn(|cx| {
+            if self.set.replace(false) {
+                Poll::Ready(())
+            } else {
+                self.waker.set(Some(cx.waker().clone()));
+                Poll::Pending
+            }
+        })
+        .await
+    }
+}
+
+/// Runs `a` and `b` concurrently, and `watch` alongside them. Returns `Ok` when both
+/// `a` and `b` finish with `Ok`; returns the first `Err` from any of the three at once,
+/// dropping (cancelling) the others. `watch` is expected to only ever fail.
+pub(crate) async fn join_or_abort<E>(
+    a: impl Future<Output = Result<(), E>>,
+    b: impl Future<Output = Result<(), E>>,
+    watch: impl Future<Output = E>,
+) -> Result<(), E> {
+    let mut a = pin!(a);
+    let mut b = pin!(b);
+    let mut watch = pin!(watch);
+    let (mut a_done, mut b_done) = (false, false);
+    poll_fn(|cx| {
+        if !a_done {
+            if let Poll::Ready(r) = a.as_mut().poll(cx) {
+                r?;
+                a_done = true;
+            }
+        }
+        if !b_done {
+            if let Poll::Ready(r) = b.as_mut().poll(cx) {
+                r?;
+                b_done = true;
+            }
+        }
+        if a_done && b_done {
+            return Poll::Ready(Ok(()));
+        }
+        if let Poll::Ready(e) = watch.as_mut().poll(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Poll::Pending
+    })
+    .await
+}
