@@ -72,3 +72,49 @@ pub(crate) async fn join_or_abort<E>(
     })
     .await
 }
+
+#[cfg(test)]
+mod tests {
+    use std::rc::Rc;
+
+    use super::*;
+
+    #[monoio::test_all]
+    async fn signal_wakes_waiter_once_per_burst() {
+        let s = Rc::new(Signal::default());
+        let waiter = {
+            let s = s.clone();
+            monoio::spawn(async move {
+                s.wait().await;
+                1
+            })
+        };
+        s.notify();
+        s.notify();
+        assert_eq!(waiter.await, 1);
+        // The burst was consumed: the flag is clear again.
+        assert!(!s.set.get());
+    }
+
+    #[monoio::test_all]
+    async fn join_stops_at_first_error() {
+        let never = std::future::pending::<Result<(), &str>>();
+        let failing = async { Err::<(), _>("boom") };
+        let r = join_or_abort(never, failing, std::future::pending()).await;
+        assert_eq!(r, Err("boom"));
+        let ok = join_or_abort(
+            async { Ok::<(), &str>(()) },
+            async { Ok(()) },
+            std::future::pending(),
+        )
+        .await;
+        assert_eq!(ok, Ok(()));
+        let watched = join_or_abort(
+            std::future::pending::<Result<(), &str>>(),
+            async { Ok(()) },
+            async { "closed" },
+        )
+        .await;
+        assert_eq!(watched, Err("closed"));
+    }
+}
