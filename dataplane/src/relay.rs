@@ -223,7 +223,7 @@ async fn relay(
         let _ = stream
             .write_all(fail(node_reply.status, &node_reply.message))
             .await;
-        rs.finish();
+        // Dropping `rs` unfinished resets our half too, so both sides free the stream.
         return node_reply.status;
     }
     if let Some(ok) = reply.success() {
