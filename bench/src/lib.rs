@@ -1,1 +1,8 @@
-//! placeholder
+//! Turbo's load-testing harness. It starts real release binaries (`turbo-server`,
+//! `turbo-node`) and target servers on loopback, drives load with real clients, and
+//! reports every figure next to the same workload over a direct connection, measured
+//! in the same run (absolute numbers drift on shared machines; ratios do not).
+
+pub mod curl;
+pub mod net;
+pub mod target;

@@ -1,0 +1,46 @@
+//! `turbo-bench`: runs Turbo's load workloads against release binaries on loopback.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(version, about = "Turbo load-testing harness (loopback only)")]
+struct Cli {
+    /// Directory holding release `turbo-server` and `turbo-node`.
+    #[arg(long, env = "TURBO_BENCH_BIN_DIR", default_value = "target/release")]
+    bin_dir: PathBuf,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Bulk download with curl: direct vs SOCKS5 vs HTTP CONNECT through Turbo.
+    Curl {
+        /// Size of the downloaded body, MiB.
+        #[arg(long, default_value_t = 200)]
+        size_mb: usize,
+        /// Runs per path (median reported).
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// Server cores.
+        #[arg(long, default_value_t = 2)]
+        cores: usize,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Curl {
+            size_mb,
+            runs,
+            cores,
+        } => {
+            let rows = turbo_bench::curl::run(&cli.bin_dir, size_mb, runs, cores)?;
+            println!("{}", turbo_bench::curl::table(&rows));
+        }
+    }
+    Ok(())
+}
