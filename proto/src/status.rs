@@ -98,8 +98,8 @@ impl RelayStatus {
             RefusedByPolicy => 403,
             Timeout => 504,
             NodeOverloaded | NoNodes => 503,
-            DnsFailure | ConnectionRefused | NetworkUnreachable | HostUnreachable
-            | BadRequest | GeneralFailure | NodeGone => 502,
+            DnsFailure | ConnectionRefused | NetworkUnreachable | HostUnreachable | BadRequest
+            | GeneralFailure | NodeGone => 502,
         }
     }
 

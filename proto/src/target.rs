@@ -123,7 +123,10 @@ mod tests {
             Ok(TargetAddr::Ip("10.0.0.1:80".parse().unwrap()))
         );
         assert_eq!(TargetAddr::domain("", 80), Err(TargetError::EmptyHost));
-        assert_eq!(TargetAddr::domain("a\0b", 80), Err(TargetError::BadHostChar));
+        assert_eq!(
+            TargetAddr::domain("a\0b", 80),
+            Err(TargetError::BadHostChar)
+        );
         assert_eq!(TargetAddr::domain("a b", 80), Err(TargetError::BadHostChar));
         assert_eq!(TargetAddr::domain("a.com", 0), Err(TargetError::PortZero));
         assert_eq!(

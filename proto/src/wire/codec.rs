@@ -162,7 +162,17 @@ mod tests {
 
     #[test]
     fn varint_round_trip() {
-        for v in [0, 1, 63, 64, 16383, 16384, (1 << 30) - 1, 1 << 30, VARINT_MAX] {
+        for v in [
+            0,
+            1,
+            63,
+            64,
+            16383,
+            16384,
+            (1 << 30) - 1,
+            1 << 30,
+            VARINT_MAX,
+        ] {
             let mut out = Vec::new();
             put_varint(&mut out, v);
             assert_eq!(get_varint(&out), Some((v, out.len())));

@@ -358,10 +358,7 @@ mod tests {
         put_varint(&mut wire, 1 << 20);
         let mut dec = ControlDecoder::new();
         dec.push(&wire);
-        assert!(matches!(
-            dec.next_message(),
-            Err(WireError::TooLong { .. })
-        ));
+        assert!(matches!(dec.next_message(), Err(WireError::TooLong { .. })));
     }
 
     #[test]

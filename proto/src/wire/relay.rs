@@ -74,8 +74,7 @@ impl RelayHeader {
         if version != WIRE_VERSION {
             return Err(WireError::UnsupportedVersion(version));
         }
-        let Some((body, used)) = split_frame(&buf[1..], "relay header", MAX_RELAY_HEADER)?
-        else {
+        let Some((body, used)) = split_frame(&buf[1..], "relay header", MAX_RELAY_HEADER)? else {
             return Ok(None);
         };
         let mut r = Reader::new(body);
@@ -161,8 +160,7 @@ impl RelayReply {
         let Some(&code) = buf.get(1) else {
             return Ok(None);
         };
-        let Some((msg, used)) = split_frame(&buf[2..], "reply message", MAX_REPLY_MESSAGE)?
-        else {
+        let Some((msg, used)) = split_frame(&buf[2..], "reply message", MAX_REPLY_MESSAGE)? else {
             return Ok(None);
         };
         let message = std::str::from_utf8(msg)
@@ -209,7 +207,11 @@ mod tests {
             h.encode(&mut wire);
             wire.extend_from_slice(b"payload");
             for cut in 0..wire.len() - 7 {
-                assert_eq!(RelayHeader::decode(&wire[..cut]).unwrap(), None, "cut {cut}");
+                assert_eq!(
+                    RelayHeader::decode(&wire[..cut]).unwrap(),
+                    None,
+                    "cut {cut}"
+                );
             }
             let (got, used) = RelayHeader::decode(&wire).unwrap().unwrap();
             assert_eq!(got, h);
