@@ -608,6 +608,7 @@ fn parse_port(port: Option<&str>, default_port: Option<u16>) -> Result<u16, Http
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -412,6 +412,7 @@ impl Socks5Handshake {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::target::TargetError;
