@@ -183,7 +183,10 @@ impl Socks5Handshake {
     pub fn input(&mut self, bytes: &[u8]) -> Result<Socks5Step, Socks5Error> {
         match &self.state {
             State::Failed(e) => return Err(e.clone()),
-            State::AwaitAuthResult | State::Done => return Err(self.fail(Socks5Error::OutOfOrder)),
+            // The handshake stays finished (and `into_leftover` intact); `bytes` are
+            // not taken.
+            State::Done => return Err(Socks5Error::OutOfOrder),
+            State::AwaitAuthResult => return Err(self.fail(Socks5Error::OutOfOrder)),
             State::Greeting | State::Auth | State::Request => {}
         }
         self.buf.extend_from_slice(bytes);
@@ -619,9 +622,11 @@ mod tests {
         hs.auth_result(true);
         assert!(matches!(hs.input(&[]), Ok(Socks5Step::Connect(_))));
         assert_eq!(hs.input(b"x"), Err(Socks5Error::OutOfOrder));
+        assert_eq!(hs.input(&[]), Err(Socks5Error::OutOfOrder));
         // auth_result out of turn is ignored.
         hs.auth_result(true);
         assert_eq!(hs.take_output(), [5, 2, 1, 0]);
+        assert!(hs.into_leftover().is_empty());
     }
 
     #[test]

@@ -1,0 +1,294 @@
+//! Shared by the cargo-fuzz targets in `fuzz/` (through `#[path]`) and by
+//! `proto/tests/corpus.rs`: each function feeds one input through a parser whole,
+//! one byte at a time and in pseudo-random chunks, and panics if the results differ or
+//! an invariant breaks.
+#![allow(dead_code)]
+
+use turbo_proto::http::{response, HttpError, HttpHeadParser, HttpLimits, HttpProxyRequest};
+use turbo_proto::params::{parse_username, CountryCode, MAX_SESSTIME_MINUTES};
+use turbo_proto::socks5::{Socks5Error, Socks5Handshake, Socks5Step};
+use turbo_proto::wire::control::{ControlDecoder, ControlMessage};
+use turbo_proto::wire::relay::{RelayHeader, RelayReply};
+use turbo_proto::wire::WireError;
+
+/// The splittings every input is tried with: whole, byte at a time, and chunks whose
+/// sizes derive from the input itself.
+fn splittings(data: &[u8]) -> Vec<Vec<&[u8]>> {
+    let whole = vec![data];
+    let bytes = data.chunks(1).collect();
+    // FNV-1a of the input seeds an xorshift generator for the chunk sizes.
+    let mut seed = data.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    }) | 1;
+    let mut random = Vec::new();
+    let mut rest = data;
+    while !rest.is_empty() {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let n = match seed % 8 {
+            0 => 1 + (seed >> 8) as usize % 512,
+            _ => 1 + (seed >> 8) as usize % 16,
+        }
+        .min(rest.len());
+        let (chunk, tail) = rest.split_at(n);
+        random.push(chunk);
+        rest = tail;
+    }
+    vec![whole, bytes, random]
+}
+
+// ---------------------------------------------------------------------------- SOCKS5
+
+/// Everything a SOCKS5 handshake did: the steps, the bytes sent, and the bytes after
+/// the request (leftover plus anything never fed).
+#[derive(Debug, PartialEq)]
+struct SocksRun {
+    steps: Vec<Result<Socks5Step, Socks5Error>>,
+    out: Vec<u8>,
+    after: Vec<u8>,
+}
+
+fn socks_run(chunks: &[&[u8]]) -> SocksRun {
+    let mut hs = Socks5Handshake::new();
+    let mut steps = Vec::new();
+    let mut out = Vec::new();
+    let mut i = 0;
+    let mut next: &[u8] = chunks.first().copied().unwrap_or(&[]);
+    let mut after = Vec::new();
+    loop {
+        let step = hs.input(next);
+        next = &[];
+        out.extend(hs.take_output());
+        match step {
+            Ok(Socks5Step::NeedInput) => {
+                i += 1;
+                match chunks.get(i) {
+                    Some(c) => next = c,
+                    None => break,
+                }
+            }
+            Ok(Socks5Step::Credentials(c)) => {
+                assert!(!c.username.is_empty() && !c.password.is_empty());
+                // Refuse one password so both paths are exercised.
+                hs.auth_result(c.password != "bad");
+                out.extend(hs.take_output());
+                steps.push(Ok(Socks5Step::Credentials(c)));
+            }
+            Ok(Socks5Step::Connect(target)) => {
+                assert_ne!(target.port(), 0);
+                steps.push(Ok(Socks5Step::Connect(target)));
+                assert_eq!(hs.input(b"x"), Err(Socks5Error::OutOfOrder));
+                after = std::mem::take(&mut hs).into_leftover();
+                for c in chunks.iter().skip(i + 1) {
+                    after.extend_from_slice(c);
+                }
+                break;
+            }
+            Err(e) => {
+                steps.push(Err(e));
+                break;
+            }
+        }
+    }
+    SocksRun { steps, out, after }
+}
+
+/// Runs a SOCKS5 handshake over `data`.
+pub(crate) fn socks5(data: &[u8]) {
+    let mut first: Option<SocksRun> = None;
+    for chunks in splittings(data) {
+        let run = socks_run(&chunks);
+        match &first {
+            None => first = Some(run),
+            Some(f) => assert_eq!(f, &run, "chunked SOCKS5 run differs"),
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------ HTTP
+
+type HttpRun = (Result<Option<HttpProxyRequest>, HttpError>, Vec<u8>);
+
+fn http_run(chunks: &[&[u8]], limits: HttpLimits) -> HttpRun {
+    let mut p = HttpHeadParser::new(limits);
+    let mut result = Ok(None);
+    for c in chunks {
+        match p.input(c) {
+            Ok(None) => {}
+            Ok(Some(r)) => {
+                assert!(matches!(result, Ok(None)), "a second request from one head");
+                result = Ok(Some(r));
+            }
+            Err(e) => {
+                let again = p.input(b"");
+                assert_eq!(again.as_ref().err(), Some(&e));
+                result = Err(e);
+                break;
+            }
+        }
+    }
+    (result, p.into_leftover())
+}
+
+fn check_http(run: &HttpRun, limits: HttpLimits) {
+    match &run.0 {
+        Ok(Some(HttpProxyRequest::Forward { target, head, .. })) => {
+            assert_ne!(target.port(), 0);
+            assert!(head.ends_with(b"Connection: close\r\n\r\n"));
+            let lower = head.to_ascii_lowercase();
+            assert!(!lower.windows(20).any(|w| w == b"proxy-authorization:"));
+            // The rewritten head is an origin-form request.
+            let space = lower.iter().position(|&b| b == b' ').unwrap_or(0);
+            assert_eq!(lower.get(space + 1), Some(&b'/'));
+        }
+        Ok(Some(HttpProxyRequest::Connect { target, .. })) => assert_ne!(target.port(), 0),
+        Ok(None) => {}
+        Err(e) => {
+            let status = e.status();
+            assert!(matches!(status, 400 | 431 | 501));
+            let r = response(status, Some(e.proxy_error()), &[("X", "y")]);
+            assert!(r.ends_with(b"\r\n\r\n"));
+            if matches!(e, HttpError::HeadTooLarge) {
+                assert!(limits.max_head_bytes < usize::MAX);
+            }
+        }
+    }
+}
+
+/// Parses `data` as an HTTP proxy head with default and with tight limits.
+pub(crate) fn http_head(data: &[u8]) {
+    for limits in [
+        HttpLimits::default(),
+        HttpLimits {
+            max_head_bytes: 200,
+            max_headers: 4,
+        },
+    ] {
+        let mut first: Option<HttpRun> = None;
+        for chunks in splittings(data) {
+            let run = http_run(&chunks, limits);
+            check_http(&run, limits);
+            match &first {
+                None => first = Some(run),
+                Some(f) => assert_eq!(f, &run, "chunked HTTP run differs"),
+            }
+        }
+    }
+}
+
+// -------------------------------------------------------------------------- username
+
+/// Parses `data` (when UTF-8) as a proxy username.
+pub(crate) fn username(data: &[u8]) {
+    let Ok(s) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Some(two) = s.get(..2) {
+        if let Ok(c) = CountryCode::parse(two) {
+            assert_eq!(c.as_str(), two.to_ascii_uppercase());
+        }
+    }
+    let Ok(p) = parse_username(s) else {
+        return;
+    };
+    assert!(!s.is_empty() && s.len() <= 255);
+    if let Some(session) = &p.session {
+        assert!((1..=64).contains(&session.len()));
+    }
+    if let Some(m) = p.sesstime_minutes {
+        assert!((1..=MAX_SESSTIME_MINUTES).contains(&m));
+        assert!(p.session.is_some());
+    }
+    if let Some(c) = p.country {
+        assert_eq!(CountryCode::parse(c.as_str()), Ok(c));
+    }
+}
+
+// ----------------------------------------------------------------------------- relay
+
+/// Decodes growing prefixes the way a driver would: the first definite answer must
+/// match decoding the whole input.
+fn first_definite<T: PartialEq + std::fmt::Debug>(
+    chunks: &[&[u8]],
+    decode: impl Fn(&[u8]) -> Result<Option<(T, usize)>, WireError>,
+) -> Result<Option<(T, usize)>, WireError> {
+    let mut buf = Vec::new();
+    for c in chunks {
+        buf.extend_from_slice(c);
+        match decode(&buf) {
+            Ok(None) => {}
+            other => return other,
+        }
+    }
+    Ok(None)
+}
+
+/// Decodes `data` as a relay header and as a relay reply.
+pub(crate) fn relay_header(data: &[u8]) {
+    let whole = RelayHeader::decode(data);
+    for chunks in splittings(data) {
+        assert_eq!(first_definite(&chunks, RelayHeader::decode), whole);
+    }
+    if let Ok(Some((h, used))) = &whole {
+        assert!(*used <= data.len());
+        let mut out = Vec::new();
+        h.encode(&mut out);
+        assert_eq!(RelayHeader::decode(&out), Ok(Some((h.clone(), out.len()))));
+    }
+
+    let whole = RelayReply::decode(data);
+    for chunks in splittings(data) {
+        assert_eq!(first_definite(&chunks, RelayReply::decode), whole);
+    }
+    if let Ok(Some((r, used))) = &whole {
+        assert!(*used <= data.len());
+        let mut out = Vec::new();
+        r.encode(&mut out);
+        assert_eq!(RelayReply::decode(&out), Ok(Some((r.clone(), out.len()))));
+    }
+}
+
+// --------------------------------------------------------------------------- control
+
+type ControlRun = (Vec<ControlMessage>, Option<WireError>);
+
+fn control_run(chunks: &[&[u8]]) -> ControlRun {
+    let mut d = ControlDecoder::new();
+    let mut msgs = Vec::new();
+    for c in chunks {
+        d.push(c);
+        loop {
+            match d.next_message() {
+                Ok(Some(m)) => msgs.push(m),
+                Ok(None) => break,
+                Err(e) => return (msgs, Some(e)),
+            }
+        }
+    }
+    (msgs, None)
+}
+
+/// Decodes `data` as a control stream.
+pub(crate) fn control(data: &[u8]) {
+    let mut first: Option<ControlRun> = None;
+    for chunks in splittings(data) {
+        let run = control_run(&chunks);
+        match &first {
+            None => first = Some(run),
+            Some(f) => assert_eq!(f, &run, "chunked control run differs"),
+        }
+    }
+    if let Some((msgs, _)) = first {
+        for m in msgs {
+            if matches!(m, ControlMessage::Unknown { .. }) {
+                continue;
+            }
+            let mut out = Vec::new();
+            m.encode(&mut out);
+            let mut d = ControlDecoder::new();
+            d.push(&out);
+            assert_eq!(d.next_message(), Ok(Some(m)));
+        }
+    }
+}
