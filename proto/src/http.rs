@@ -193,7 +193,6 @@ enum State {
 }
 
 /// Incremental parser of one proxy request head.
-#[derive(Debug)]
 pub struct HttpHeadParser {
     limits: HttpLimits,
     buf: Vec<u8>,
@@ -204,6 +203,18 @@ pub struct HttpHeadParser {
     request: Option<RequestLine>,
     headers: Vec<Header>,
     state: State,
+}
+
+/// Shows progress only: the buffer may hold `Proxy-Authorization`.
+impl std::fmt::Debug for HttpHeadParser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpHeadParser")
+            .field("limits", &self.limits)
+            .field("state", &self.state)
+            .field("buffered", &self.buf.len())
+            .field("headers", &self.headers.len())
+            .finish()
+    }
 }
 
 impl HttpHeadParser {
@@ -1098,5 +1109,15 @@ mod tests {
             );
             assert_eq!(r, want.as_bytes());
         }
+    }
+
+    #[test]
+    fn debug_does_not_show_head() {
+        let mut p = HttpHeadParser::new(HttpLimits::default());
+        assert_eq!(
+            p.input(b"CONNECT a:1 HTTP/1.1\r\nProxy-Authorization: Basic c2VjcmV0\r\n"),
+            Ok(None)
+        );
+        assert!(!format!("{p:?}").contains("c2VjcmV0"));
     }
 }

@@ -152,13 +152,24 @@ enum State {
 }
 
 /// The server side of a SOCKS5 handshake.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Socks5Handshake {
     state: State,
     /// Received bytes not yet consumed by a complete message.
     buf: Vec<u8>,
     /// Bytes queued for the client.
     out: Vec<u8>,
+}
+
+/// Shows the state and buffer sizes only: the buffer may hold a password.
+impl std::fmt::Debug for Socks5Handshake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Socks5Handshake")
+            .field("state", &self.state)
+            .field("buffered", &self.buf.len())
+            .field("queued", &self.out.len())
+            .finish()
+    }
 }
 
 /// Result of trying to parse one message from the buffer.
@@ -742,5 +753,17 @@ mod tests {
             encode_reply(r, None, &mut out);
             assert_eq!(out[1], code);
         }
+    }
+
+    #[test]
+    fn debug_does_not_show_password() {
+        let mut hs = Socks5Handshake::new();
+        assert_eq!(
+            hs.input(&[GREETING, &[1, 3, b'b', b'o', b'b', 6], b"secre"].concat()),
+            Ok(Socks5Step::NeedInput)
+        );
+        let shown = format!("{hs:?}");
+        assert!(!shown.contains("115"), "{shown}"); // b's'
+        assert!(!shown.contains("secre"), "{shown}");
     }
 }

@@ -161,3 +161,56 @@ fn write_binary_seeds() {
     }
     write("control", "stream", &stream);
 }
+
+/// A small deterministic mutation pass over the seeds (bit flips, inserts, deletes,
+/// splices, truncation), so `cargo test` catches what a short fuzz run would.
+#[test]
+fn mutated_seeds() {
+    const ROUNDS: usize = 2000;
+    type Check = fn(&[u8]);
+    let targets: [(&str, Check); 5] = [
+        ("socks5", harness::socks5),
+        ("http_head", harness::http_head),
+        ("username", harness::username),
+        ("relay_header", harness::relay_header),
+        ("control", harness::control),
+    ];
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut rnd = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state as usize
+    };
+    for (target, check) in targets {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fuzz/corpus")
+            .join(target);
+        let mut seeds: Vec<Vec<u8>> = std::fs::read_dir(&dir)
+            .expect("corpus dir")
+            .map(|e| std::fs::read(e.expect("entry").path()).expect("seed"))
+            .collect();
+        seeds.sort();
+        for _ in 0..ROUNDS {
+            let mut d = seeds[rnd() % seeds.len()].clone();
+            for _ in 0..1 + rnd() % 4 {
+                let pos = rnd() % (d.len() + 1);
+                match rnd() % 5 {
+                    0 if pos < d.len() => d[pos] ^= 1 << (rnd() % 8),
+                    1 => d.insert(pos, rnd() as u8),
+                    2 if pos < d.len() => {
+                        d.remove(pos);
+                    }
+                    3 => {
+                        let other = &seeds[rnd() % seeds.len()];
+                        let from = rnd() % (other.len() + 1);
+                        d.splice(pos..pos, other[from..].iter().copied());
+                    }
+                    _ => d.truncate(pos),
+                }
+            }
+            let result = std::panic::catch_unwind(|| check(&d));
+            assert!(result.is_ok(), "{target}: {d:?}");
+        }
+    }
+}

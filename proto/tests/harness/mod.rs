@@ -137,7 +137,7 @@ fn check_http(run: &HttpRun, limits: HttpLimits) {
             assert_ne!(target.port(), 0);
             assert!(head.ends_with(b"Connection: close\r\n\r\n"));
             let lower = head.to_ascii_lowercase();
-            assert!(!lower.windows(20).any(|w| w == b"proxy-authorization:"));
+            assert!(!lower.windows(22).any(|w| w == b"\nproxy-authorization:"));
             // The rewritten head is an origin-form request.
             let space = lower.iter().position(|&b| b == b' ').unwrap_or(0);
             assert_eq!(lower.get(space + 1), Some(&b'/'));
