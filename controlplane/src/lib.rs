@@ -1,1 +1,14 @@
-//! placeholder
+//! Control plane of Turbo (tokio): the store of keys and nodes, customer authorization,
+//! node admission and the route table the data plane reads, usage booking, and the
+//! HTTP API. It talks to the data plane only through
+//! [`turbo_dataplane::control`] messages.
+#![warn(missing_docs)]
+
+pub mod api;
+pub mod config;
+pub mod secrets;
+pub mod server;
+pub mod service;
+pub mod size;
+pub mod store;
+pub mod tls;

@@ -1,1 +1,315 @@
-fn main() {}
+//! `turbo-server`: runs the Turbo server (data plane + control plane), a one-command
+//! demo, and the operator's client commands for the HTTP API.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use turbo_controlplane::config::ServerConfig;
+use turbo_controlplane::server::{wait_for_signal, Server};
+use turbo_controlplane::store::Store;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Turbo proxy server: customers in over SOCKS5/HTTP, out through nodes over QUIC"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the server.
+    Run(RunArgs),
+    /// Run a complete network on loopback: server, one local node, a demo key and a
+    /// local target, then print a curl line to try.
+    Demo(RunArgs),
+    /// Manage customer API keys through the HTTP API.
+    Keys {
+        #[command(subcommand)]
+        cmd: KeysCmd,
+    },
+    /// Manage nodes through the HTTP API.
+    Nodes {
+        #[command(subcommand)]
+        cmd: NodesCmd,
+    },
+}
+
+/// Server flags; each overrides the `--config` file and has a `TURBO_*` twin.
+#[derive(Args, Clone, Default)]
+struct RunArgs {
+    /// TOML configuration file.
+    #[arg(long, env = "TURBO_CONFIG")]
+    config: Option<PathBuf>,
+    /// SOCKS5 listener [default: 0.0.0.0:1080].
+    #[arg(long, env = "TURBO_SOCKS_LISTEN")]
+    socks_listen: Option<SocketAddr>,
+    /// HTTP proxy listener [default: 0.0.0.0:8080].
+    #[arg(long, env = "TURBO_HTTP_LISTEN")]
+    http_listen: Option<SocketAddr>,
+    /// QUIC (UDP) address nodes dial [default: 0.0.0.0:8443].
+    #[arg(long, env = "TURBO_QUIC_LISTEN")]
+    quic_listen: Option<SocketAddr>,
+    /// HTTP API listener [default: 127.0.0.1:9090].
+    #[arg(long, env = "TURBO_API_LISTEN")]
+    api_listen: Option<SocketAddr>,
+    /// Data directory: certificate, key, admin token [default: ./turbo-data].
+    #[arg(long, env = "TURBO_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Store backend [default: memory].
+    #[arg(long, env = "TURBO_STORE")]
+    store: Option<String>,
+    /// Data-plane cores, 0 = all [default: 0].
+    #[arg(long, env = "TURBO_CORES")]
+    cores: Option<usize>,
+    /// Admin bearer token [default: generated into DATA_DIR/admin-token].
+    #[arg(long, env = "TURBO_ADMIN_TOKEN")]
+    admin_token: Option<String>,
+    /// monoio driver: auto, io_uring or legacy [default: auto].
+    #[arg(long, env = "TURBO_DRIVER")]
+    driver: Option<String>,
+    /// host:port written into node invites [default: from --quic-listen].
+    #[arg(long, env = "TURBO_PUBLIC_ADDR")]
+    public_addr: Option<String>,
+    /// PEM certificate chain [default: self-signed in DATA_DIR].
+    #[arg(long, env = "TURBO_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key [default: generated in DATA_DIR].
+    #[arg(long, env = "TURBO_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// Drop a silent node after this long, e.g. 5s [default: 5s].
+    #[arg(long, env = "TURBO_NODE_LIVENESS")]
+    node_liveness: Option<humantime::Duration>,
+    /// Validate the configuration and exit.
+    #[arg(long)]
+    check_config: bool,
+}
+
+impl RunArgs {
+    fn load(&self, base: ServerConfig) -> Result<ServerConfig> {
+        let mut c = match &self.config {
+            Some(path) => ServerConfig::from_file(path)?,
+            None => base,
+        };
+        macro_rules! over {
+            ($($f:ident),*) => { $( if let Some(v) = self.$f.clone() { c.$f = v; } )* };
+        }
+        over!(
+            socks_listen,
+            http_listen,
+            quic_listen,
+            api_listen,
+            data_dir,
+            store,
+            cores,
+            driver
+        );
+        if self.admin_token.is_some() {
+            c.admin_token = self.admin_token.clone();
+        }
+        if self.public_addr.is_some() {
+            c.public_addr = self.public_addr.clone();
+        }
+        if self.tls_cert.is_some() {
+            c.tls_cert = self.tls_cert.clone();
+        }
+        if self.tls_key.is_some() {
+            c.tls_key = self.tls_key.clone();
+        }
+        if let Some(l) = self.node_liveness {
+            c.node_liveness = l.into();
+        }
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+/// Where a client command finds the API.
+#[derive(Args)]
+struct ApiArgs {
+    /// API base URL.
+    #[arg(long, env = "TURBO_API", default_value = "http://127.0.0.1:9090")]
+    api: String,
+    /// Admin token (else read from DATA_DIR/admin-token).
+    #[arg(long, env = "TURBO_ADMIN_TOKEN")]
+    admin_token: Option<String>,
+    /// Data directory holding admin-token.
+    #[arg(long, env = "TURBO_DATA_DIR", default_value = "turbo-data")]
+    data_dir: PathBuf,
+}
+
+impl ApiArgs {
+    fn token(&self) -> Result<String> {
+        if let Some(t) = &self.admin_token {
+            return Ok(t.clone());
+        }
+        let path = self.data_dir.join("admin-token");
+        Ok(std::fs::read_to_string(&path)
+            .with_context(|| format!("no --admin-token and cannot read {}", path.display()))?
+            .trim()
+            .to_owned())
+    }
+
+    fn post(&self, path: &str, body: serde_json::Value) -> Result<serde_json::Value> {
+        let resp = ureq::post(&format!("{}{path}", self.api.trim_end_matches('/')))
+            .set("Authorization", &format!("Bearer {}", self.token()?))
+            .send_json(body);
+        match resp {
+            Ok(r) => Ok(r.into_json()?),
+            Err(ureq::Error::Status(code, r)) => {
+                bail!(
+                    "API answered {code}: {}",
+                    r.into_string().unwrap_or_default()
+                )
+            }
+            Err(e) => bail!("API unreachable: {e}"),
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum KeysCmd {
+    /// Create a key; prints only the key.
+    Create {
+        /// Label.
+        #[arg(long)]
+        name: String,
+        /// Credits, e.g. 10GB, 1.5GiB or bytes.
+        #[arg(long)]
+        credits: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum NodesCmd {
+    /// Create a node invite; prints only the join string.
+    Invite {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().cmd {
+        Cmd::Run(args) => {
+            let cfg = args.load(ServerConfig::default())?;
+            if args.check_config {
+                println!("configuration ok");
+                return Ok(());
+            }
+            let server = Server::start(&cfg)?;
+            wait_for_signal();
+            tracing::info!("shutting down");
+            server.shutdown();
+        }
+        Cmd::Demo(args) => demo(args)?,
+        Cmd::Keys {
+            cmd: KeysCmd::Create { name, credits, api },
+        } => {
+            turbo_controlplane::size::parse_size(&credits)?;
+            let v = api.post(
+                "/api/keys",
+                serde_json::json!({"name": name, "credits": credits}),
+            )?;
+            println!("{}", v["key"].as_str().context("no key in answer")?);
+        }
+        Cmd::Nodes {
+            cmd: NodesCmd::Invite { api },
+        } => {
+            let v = api.post("/api/nodes/invite", serde_json::json!({}))?;
+            println!("{}", v["join"].as_str().context("no join in answer")?);
+        }
+    }
+    Ok(())
+}
+
+/// The demo: everything on loopback, one command.
+fn demo(args: RunArgs) -> Result<()> {
+    let base = ServerConfig {
+        socks_listen: ([127, 0, 0, 1], 1080).into(),
+        http_listen: ([127, 0, 0, 1], 8080).into(),
+        quic_listen: ([127, 0, 0, 1], 8443).into(),
+        data_dir: PathBuf::from("turbo-demo"),
+        ..ServerConfig::default()
+    };
+    let cfg = args.load(base)?;
+    let server = Server::start(&cfg)?;
+    let store = server.control.store.clone();
+    let (_, key) = server.block_on(async { store.create_key("demo", 10_000_000_000).await })?;
+    let (_, token) = server.block_on(async { store.create_node().await })?;
+    let st = &server.api_state;
+    let join = turbo_proto::join::JoinString {
+        token,
+        host: st.public_host.clone(),
+        port: st.public_port,
+        pin: Some(st.pin),
+    };
+    let mut node_cfg = turbo_node::NodeConfig::new(join);
+    node_cfg.allow_cidrs = vec!["127.0.0.0/8".parse()?, "::1/128".parse()?];
+    let node = turbo_node::spawn(node_cfg)?; // NODE
+    let target = serve_hello()?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while server.control.live_nodes().is_empty() {
+        if std::time::Instant::now() > deadline {
+            bail!("the demo node did not connect within 15s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (socks, http) = (server.addrs.socks, server.addrs.http);
+    println!("\nTurbo demo is running: server, one node, a key with 10 GB of credits.");
+    println!("Try (Ctrl-C to stop):\n");
+    if let Some(s) = socks {
+        println!("  curl -x socks5h://demo:{key}@{s} http://{target}/");
+    }
+    if let Some(h) = http {
+        println!("  curl -x http://demo:{key}@{h} http://{target}/");
+    }
+    println!(
+        "\nAPI: http://{} (admin token in {}/admin-token)\n",
+        server.api,
+        cfg.data_dir.display()
+    );
+    wait_for_signal();
+    node.shutdown();
+    server.shutdown();
+    Ok(())
+}
+
+/// A tiny local web page, so the demo works without internet access.
+fn serve_hello() -> Result<SocketAddr> {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                let _ = conn.read(&mut buf);
+                let body = "Hello from the Turbo demo target: this page came through a node.\n";
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            });
+        }
+    });
+    Ok(addr)
+}

@@ -1,0 +1,228 @@
+//! The HTTP API on `--api-listen`: key and node administration for operators (bearer
+//! admin token, compared in constant time) and an unauthenticated health check.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use turbo_proto::join::JoinString;
+
+use crate::secrets;
+use crate::service::ControlPlane;
+use crate::size::parse_size;
+use crate::store::{Store, StoreError};
+
+/// What the API handlers share.
+pub struct ApiState<S> {
+    /// The control plane.
+    pub control: Arc<ControlPlane<S>>,
+    /// The admin bearer token.
+    pub admin_token: String,
+    /// Host nodes dial, for join strings.
+    pub public_host: String,
+    /// Port nodes dial.
+    pub public_port: u16,
+    /// SHA-256 of the server certificate.
+    pub pin: [u8; 32],
+}
+
+/// An API failure, rendered as `{"error": ...}`.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Missing or wrong bearer token.
+    #[error("unauthorized")]
+    Unauthorized,
+    /// The request body is invalid.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The store failed.
+    #[error("{0}")]
+    Store(#[from] StoreError),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Store(StoreError::NotFound(_)) => StatusCode::NOT_FOUND,
+            ApiError::Store(StoreError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        (status, Json(json!({ "error": self.to_string() }))).into_response()
+    }
+}
+
+fn check_admin<S>(state: &ApiState<S>, headers: &HeaderMap) -> Result<(), ApiError> {
+    let given = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or(ApiError::Unauthorized)?;
+    if secrets::same_str(given.trim(), &state.admin_token) {
+        Ok(())
+    } else {
+        Err(ApiError::Unauthorized)
+    }
+}
+
+/// Credits as a byte count or a size string.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Credits {
+    Bytes(u64),
+    Text(String),
+}
+
+#[derive(Deserialize)]
+struct NewKey {
+    name: String,
+    credits: Credits,
+}
+
+/// Builds the router.
+pub fn router<S: Store>(state: Arc<ApiState<S>>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/api/keys", post(create_key::<S>).get(list_keys::<S>))
+        .route("/api/nodes/invite", post(invite::<S>))
+        .route("/api/nodes", get(list_nodes::<S>))
+        .with_state(state)
+}
+
+async fn create_key<S: Store>(
+    State(st): State<Arc<ApiState<S>>>,
+    headers: HeaderMap,
+    Json(body): Json<NewKey>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    check_admin(&st, &headers)?;
+    let credits = match body.credits {
+        Credits::Bytes(b) => b,
+        Credits::Text(t) => parse_size(&t).map_err(|e| ApiError::BadRequest(e.to_string()))?,
+    };
+    if body.name.is_empty() || body.name.len() > 64 {
+        return Err(ApiError::BadRequest(
+            "name must be 1 to 64 characters".into(),
+        ));
+    }
+    let (rec, key) = st.control.store.create_key(&body.name, credits).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "key": key, "id": rec.id, "name": rec.name, "credits": rec.credits })),
+    ))
+}
+
+async fn list_keys<S: Store>(
+    State(st): State<Arc<ApiState<S>>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    check_admin(&st, &headers)?;
+    Ok(Json(json!(st.control.store.list_keys().await?)))
+}
+
+async fn invite<S: Store>(
+    State(st): State<Arc<ApiState<S>>>,
+    headers: HeaderMap,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    check_admin(&st, &headers)?;
+    let (node, token) = st.control.store.create_node().await?;
+    let join = JoinString {
+        token,
+        host: st.public_host.clone(),
+        port: st.public_port,
+        pin: Some(st.pin),
+    };
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "join": join.to_string(), "node_id": node.id })),
+    ))
+}
+
+async fn list_nodes<S: Store>(
+    State(st): State<Arc<ApiState<S>>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    check_admin(&st, &headers)?;
+    let live = st.control.live_nodes();
+    let nodes: Vec<Value> = st
+        .control
+        .store
+        .list_nodes()
+        .await?
+        .into_iter()
+        .map(|n| {
+            let l = live.get(n.id.as_str());
+            json!({
+                "id": n.id,
+                "connected": l.is_some(),
+                "country": l.and_then(|l| l.country).map(|c| c.to_string()),
+                "peer": l.map(|l| l.peer.to_string()),
+                "connected_since": l.map(|l| l.connected_since),
+                "rtt_ms": l.and_then(|l| l.rtt).map(|r| r.as_secs_f64() * 1000.0),
+                "bytes_relayed": n.bytes_carried,
+            })
+        })
+        .collect();
+    Ok(Json(Value::Array(nodes)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryStore;
+
+    #[tokio::test]
+    async fn admin_routes_need_the_token() {
+        let control = Arc::new(ControlPlane::new(
+            Arc::new(MemoryStore::default()),
+            Default::default(),
+        ));
+        let state = Arc::new(ApiState {
+            control,
+            admin_token: "secret-admin".into(),
+            public_host: "127.0.0.1".into(),
+            public_port: 8443,
+            pin: [7; 32],
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(listener, router(state)).await });
+        let base = format!("http://{addr}");
+        let result = tokio::task::spawn_blocking(move || {
+            let health = ureq::get(&format!("{base}/healthz"))
+                .call()
+                .expect("health");
+            assert_eq!(health.status(), 200);
+            let denied = ureq::get(&format!("{base}/api/nodes")).call();
+            assert!(matches!(denied, Err(ureq::Error::Status(401, _))));
+            let wrong = ureq::get(&format!("{base}/api/nodes"))
+                .set("Authorization", "Bearer nope")
+                .call();
+            assert!(matches!(wrong, Err(ureq::Error::Status(401, _))));
+            let created: Value = ureq::post(&format!("{base}/api/keys"))
+                .set("Authorization", "Bearer secret-admin")
+                .send_json(json!({"name": "a", "credits": "1.5GiB"}))
+                .expect("create")
+                .into_json()
+                .expect("json");
+            assert_eq!(created["credits"], 1_610_612_736u64);
+            assert!(created["key"].as_str().expect("key").starts_with("tk_"));
+            let invite: Value = ureq::post(&format!("{base}/api/nodes/invite"))
+                .set("Authorization", "Bearer secret-admin")
+                .call()
+                .expect("invite")
+                .into_json()
+                .expect("json");
+            let join = JoinString::parse(invite["join"].as_str().expect("join")).expect("parse");
+            assert_eq!(join.pin, Some([7; 32]));
+            assert_eq!(join.port, 8443);
+        });
+        result.await.expect("client");
+    }
+}

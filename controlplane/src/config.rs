@@ -1,0 +1,223 @@
+//! `turbo-server` configuration: a serde TOML file, overridden by command-line flags and
+//! their `TURBO_*` environment twins, validated once at start-up.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Configuration problems found at start-up.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML for this schema.
+    #[error("parsing {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's error.
+        source: toml::de::Error,
+    },
+    /// A value is out of range or unsupported.
+    #[error("invalid {field}: {reason}")]
+    Invalid {
+        /// The setting.
+        field: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Server settings. Every field can be set in the TOML file, by flag, or by env var.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// SOCKS5 listener. Defaults to `0.0.0.0:1080`.
+    pub socks_listen: SocketAddr,
+    /// HTTP proxy listener. Defaults to `0.0.0.0:8080`.
+    pub http_listen: SocketAddr,
+    /// UDP address nodes dial (QUIC). Defaults to `0.0.0.0:8443`.
+    pub quic_listen: SocketAddr,
+    /// Admin/API listener. Defaults to `127.0.0.1:9090`.
+    pub api_listen: SocketAddr,
+    /// Where the certificate, key and admin token live. Defaults to `./turbo-data`.
+    pub data_dir: PathBuf,
+    /// Store backend: `memory`. Defaults to `memory`.
+    pub store: String,
+    /// Data-plane cores; 0 means one per available CPU. Defaults to `0`.
+    pub cores: usize,
+    /// monoio driver: `auto`, `io_uring` or `legacy`. Defaults to `auto`.
+    pub driver: String,
+    /// Admin bearer token. Defaults to one generated into `DATA_DIR/admin-token`.
+    pub admin_token: Option<String>,
+    /// `host:port` that invites tell nodes to dial. Defaults to `quic_listen`, with an
+    /// unspecified IP replaced by `127.0.0.1`.
+    pub public_addr: Option<String>,
+    /// PEM certificate chain. Defaults to a self-signed one generated in `data_dir`.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for `tls_cert`. Defaults to the generated one.
+    pub tls_key: Option<PathBuf>,
+    /// Time a customer has to finish the SOCKS5/HTTP handshake. Defaults to `10s`.
+    #[serde(with = "humantime_serde_compat")]
+    pub handshake_timeout: Duration,
+    /// Time a node has to resolve and connect to a target. Defaults to `10s`.
+    #[serde(with = "humantime_serde_compat")]
+    pub connect_timeout: Duration,
+    /// A silent node is dropped after this long. Defaults to `5s` (at most `60s`).
+    #[serde(with = "humantime_serde_compat")]
+    pub node_liveness: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            socks_listen: ([0, 0, 0, 0], 1080).into(),
+            http_listen: ([0, 0, 0, 0], 8080).into(),
+            quic_listen: ([0, 0, 0, 0], 8443).into(),
+            api_listen: ([127, 0, 0, 1], 9090).into(),
+            data_dir: PathBuf::from("turbo-data"),
+            store: "memory".to_owned(),
+            cores: 0,
+            driver: "auto".to_owned(),
+            admin_token: None,
+            public_addr: None,
+            tls_cert: None,
+            tls_key: None,
+            handshake_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(10),
+            node_liveness: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Durations as humantime strings (`"5s"`, `"250ms"`).
+mod humantime_serde_compat {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+impl ServerConfig {
+    /// Reads a TOML file.
+    ///
+    /// # Errors
+    /// [`ConfigError::Read`] or [`ConfigError::Parse`].
+    pub fn from_file(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// Checks every value.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the first bad setting.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |field, reason: &str| {
+            Err(ConfigError::Invalid {
+                field,
+                reason: reason.to_owned(),
+            })
+        };
+        if self.store != "memory" {
+            return invalid(
+                "store",
+                "only `memory` is supported so far (Redis arrives with the control-plane issue)",
+            );
+        }
+        if !matches!(self.driver.as_str(), "auto" | "io_uring" | "legacy") {
+            return invalid("driver", "must be auto, io_uring or legacy");
+        }
+        if self.cores > 255 {
+            return invalid("cores", "at most 255");
+        }
+        if self.node_liveness < Duration::from_millis(500)
+            || self.node_liveness > Duration::from_secs(60)
+        {
+            return invalid("node_liveness", "must be between 500ms and 60s");
+        }
+        if self.handshake_timeout.is_zero() || self.connect_timeout.is_zero() {
+            return invalid("timeouts", "must be positive");
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return invalid("tls_cert/tls_key", "set both or neither");
+        }
+        if let Some(t) = &self.admin_token {
+            if t.len() < 8 {
+                return invalid("admin_token", "at least 8 characters");
+            }
+        }
+        Ok(())
+    }
+
+    /// The address invites point nodes at.
+    pub fn public_addr(&self) -> String {
+        if let Some(a) = &self.public_addr {
+            return a.clone();
+        }
+        let mut addr = self.quic_listen;
+        if addr.ip().is_unspecified() {
+            addr.set_ip([127, 0, 0, 1].into());
+        }
+        addr.to_string()
+    }
+
+    /// Cores to run.
+    pub fn effective_cores(&self) -> usize {
+        if self.cores == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            self.cores
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        ServerConfig::default().validate().expect("valid");
+        assert_eq!(ServerConfig::default().public_addr(), "127.0.0.1:8443");
+    }
+
+    #[test]
+    fn toml_overrides_and_validation() {
+        let c: ServerConfig = toml::from_str(
+            "socks_listen = \"127.0.0.1:1999\"\nnode_liveness = \"2s\"\nstore = \"memory\"",
+        )
+        .expect("parse");
+        assert_eq!(c.socks_listen.port(), 1999);
+        assert_eq!(c.node_liveness, Duration::from_secs(2));
+        assert!(toml::from_str::<ServerConfig>("nope = 1").is_err());
+        let bad = ServerConfig {
+            store: "redis://x".into(),
+            ..Default::default()
+        };
+        assert!(bad.validate().is_err());
+        let bad = ServerConfig {
+            node_liveness: Duration::from_secs(120),
+            ..Default::default()
+        };
+        assert!(bad.validate().is_err());
+    }
+}

@@ -1,0 +1,169 @@
+//! Assembling a running `turbo-server`: data directory, certificate, admin token, the
+//! data plane on its own core threads, and the control plane plus API on a tokio
+//! runtime of their own.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use turbo_dataplane::control::{control_channel, NodeTableHandle};
+use turbo_dataplane::{BoundAddrs, Dataplane, DataplaneConfig, DriverChoice};
+
+use crate::api::{self, ApiState};
+use crate::config::ServerConfig;
+use crate::service::ControlPlane;
+use crate::store::MemoryStore;
+use crate::tls;
+
+/// A running server.
+pub struct Server {
+    /// The control plane (for in-process callers such as the demo).
+    pub control: Arc<ControlPlane<MemoryStore>>,
+    /// The admin token in force.
+    pub admin_token: String,
+    /// The API address.
+    pub api: std::net::SocketAddr,
+    /// Data-plane addresses.
+    pub addrs: BoundAddrs,
+    /// The API state (join string inputs).
+    pub api_state: Arc<ApiState<MemoryStore>>,
+    dataplane: Dataplane,
+    runtime: tokio::runtime::Runtime,
+}
+
+/// Reads `DATA_DIR/admin-token`, creating it (owner-only) when missing.
+fn admin_token(data_dir: &Path) -> anyhow::Result<String> {
+    let path = data_dir.join("admin-token");
+    if let Ok(t) = std::fs::read_to_string(&path) {
+        return Ok(t.trim().to_owned());
+    }
+    let token = crate::secrets::generate("adm");
+    tls::write_private(&path, token.as_bytes()).with_context(|| path.display().to_string())?;
+    tracing::info!(path = %path.display(), "generated an admin token");
+    Ok(token)
+}
+
+impl Server {
+    /// Starts everything described by `cfg` (already validated).
+    ///
+    /// # Errors
+    /// When the data directory, certificate, listeners or runtime cannot be set up.
+    pub fn start(cfg: &ServerConfig) -> anyhow::Result<Server> {
+        std::fs::create_dir_all(&cfg.data_dir)
+            .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
+        let admin_token = match &cfg.admin_token {
+            Some(t) => t.clone(),
+            None => admin_token(&cfg.data_dir)?,
+        };
+        let public = cfg.public_addr();
+        let (host, port) = public
+            .rsplit_once(':')
+            .and_then(|(h, p)| {
+                Some((
+                    h.trim_matches(['[', ']']).to_owned(),
+                    p.parse::<u16>().ok()?,
+                ))
+            })
+            .context("public_addr must be host:port")?;
+        let mut names = vec![
+            "localhost".to_owned(),
+            "127.0.0.1".to_owned(),
+            "::1".to_owned(),
+        ];
+        if !names.contains(&host) {
+            names.push(host.clone());
+        }
+        let configured = cfg.tls_cert.clone().zip(cfg.tls_key.clone());
+        let cert = tls::load_or_generate(&cfg.data_dir, configured, &names)?;
+
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("turbo-control")
+            .enable_all()
+            .build()?;
+        let table = NodeTableHandle::default();
+        let control = Arc::new(ControlPlane::new(
+            Arc::new(MemoryStore::default()),
+            table.clone(),
+        ));
+        let (handle, rx) = control_channel();
+        runtime.spawn(control.clone().serve(rx));
+
+        let driver = match cfg.driver.as_str() {
+            "io_uring" => DriverChoice::IoUring,
+            "legacy" => DriverChoice::Legacy,
+            _ => DriverChoice::Auto,
+        };
+        let dataplane = Dataplane::start(
+            DataplaneConfig {
+                socks_listen: Some(cfg.socks_listen),
+                http_listen: Some(cfg.http_listen),
+                quic_listen: cfg.quic_listen,
+                cores: cfg.effective_cores(),
+                driver,
+                cert_chain: cert.cert.clone(),
+                private_key: cert.key.clone(),
+                handshake_timeout: cfg.handshake_timeout,
+                connect_timeout: cfg.connect_timeout,
+                node_liveness: cfg.node_liveness,
+                http_limits: Default::default(),
+            },
+            handle,
+            table,
+        )?;
+        let api_state = Arc::new(ApiState {
+            control: control.clone(),
+            admin_token: admin_token.clone(),
+            public_host: host,
+            public_port: port,
+            pin: cert.pin,
+        });
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind(cfg.api_listen))
+            .with_context(|| format!("binding API on {}", cfg.api_listen))?;
+        let api_addr = listener.local_addr()?;
+        let router = api::router(api_state.clone());
+        runtime.spawn(async move {
+            if let Err(e) = axum::serve(listener, router).await {
+                tracing::error!(error = %e, "API server failed");
+            }
+        });
+        tracing::info!(api = %api_addr, "control plane started");
+        Ok(Server {
+            control,
+            admin_token,
+            api: api_addr,
+            addrs: dataplane.addrs(),
+            api_state,
+            dataplane,
+            runtime,
+        })
+    }
+
+    /// Runs `f` on the control-plane runtime.
+    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.runtime.block_on(f)
+    }
+
+    /// Stops the data plane, then the control plane.
+    pub fn shutdown(self) {
+        self.dataplane.shutdown();
+        self.runtime
+            .shutdown_timeout(std::time::Duration::from_secs(1));
+    }
+}
+
+/// Waits for SIGINT or SIGTERM.
+pub fn wait_for_signal() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
+    let Ok(rt) = rt else { return };
+    rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+        }
+    });
+}

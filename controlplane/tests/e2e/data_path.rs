@@ -1,0 +1,107 @@
+//! The happy path: downloads through every front end, concurrency, half-close.
+
+use std::io::{Read, Write};
+use std::net::Shutdown;
+use std::sync::Arc;
+
+use crate::fixtures::socks::{self, Connect};
+use crate::fixtures::targets::{self, FileServer};
+use crate::fixtures::{curl, random_bytes, sha256_hex, Net};
+
+const TWENTY_MB: usize = 20 * 1024 * 1024;
+
+fn download(driver: &'static str, proxy_scheme: &str, extra: &[&str]) {
+    let body = Arc::new(random_bytes(TWENTY_MB, 0x5eed));
+    let want = sha256_hex(&body);
+    let target = FileServer::start(body);
+    let net = Net::start(driver);
+    let out_path = net.dir.path().join("download.bin");
+    let url = format!("http://localhost:{}/file.bin", target.addr.port());
+    let proxy = net.proxy_url(proxy_scheme);
+    let mut args = vec!["-x", &proxy, "-o"];
+    let out_str = out_path.to_string_lossy().into_owned();
+    args.push(&out_str);
+    args.extend_from_slice(extra);
+    args.push(&url);
+    let started = std::time::Instant::now();
+    let out = curl(&args);
+    let elapsed = started.elapsed();
+    assert!(
+        out.status.success(),
+        "curl failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = std::fs::read(&out_path).expect("downloaded file");
+    assert_eq!(got.len(), TWENTY_MB);
+    assert_eq!(sha256_hex(&got), want, "download corrupted");
+    println!(
+        "{driver} {proxy_scheme}{extra:?}: 20 MiB in {:.2}s ({:.0} MiB/s)",
+        elapsed.as_secs_f64(),
+        20.0 / elapsed.as_secs_f64()
+    );
+    // The target never sees the customer's credentials.
+    let heads = target.heads.lock().unwrap();
+    assert!(heads
+        .iter()
+        .all(|h| !h.to_ascii_lowercase().contains("proxy-authorization")));
+}
+
+fn download_socks5h(driver: &'static str) {
+    download(driver, "socks5h", &[]);
+}
+
+fn download_http_connect(driver: &'static str) {
+    download(driver, "http", &["--proxytunnel"]);
+}
+
+fn download_plain_http(driver: &'static str) {
+    download(driver, "http", &[]);
+}
+
+fn concurrent_200(driver: &'static str) {
+    let echo = targets::echo();
+    let net = Net::start(driver);
+    let threads: Vec<_> = (0..200)
+        .map(|i| {
+            let (proxy, key) = (net.socks, net.key.clone());
+            std::thread::spawn(move || {
+                let Connect::Open(mut s) =
+                    socks::connect(proxy, "e2e", &key, "127.0.0.1", echo.port())
+                else {
+                    panic!("connection {i} refused");
+                };
+                let msg = random_bytes(4096, i + 1);
+                s.write_all(&msg).unwrap();
+                let mut back = vec![0u8; msg.len()];
+                s.read_exact(&mut back).unwrap();
+                assert_eq!(back, msg, "connection {i} got wrong bytes");
+            })
+        })
+        .collect();
+    let ok = threads.into_iter().filter_map(|t| t.join().ok()).count();
+    assert_eq!(ok, 200, "only {ok} of 200 concurrent connections succeeded");
+}
+
+fn half_close(driver: &'static str) {
+    let target = targets::count_until_eof();
+    let net = Net::start(driver);
+    let Connect::Open(mut s) =
+        socks::connect(net.socks, "e2e", &net.key, "127.0.0.1", target.port())
+    else {
+        panic!("connect refused");
+    };
+    let payload = random_bytes(300_000, 7);
+    s.write_all(&payload).unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    assert_eq!(reply, "received 300000 bytes\n");
+}
+
+crate::both_drivers!(
+    download_socks5h,
+    download_http_connect,
+    download_plain_http,
+    concurrent_200,
+    half_close,
+);

@@ -1,0 +1,23 @@
+//! End-to-end tests: real `turbo-server` and `turbo-node` processes, real targets and
+//! real clients (curl, a raw SOCKS5 client) on loopback. Every data-path test runs
+//! under both monoio drivers.
+
+mod fixtures;
+
+mod data_path;
+mod failures;
+mod node_loss;
+
+/// Declares `$name` as a test under each driver: `io_uring::$name` and
+/// `legacy::$name`, calling `$body(driver)`.
+#[macro_export]
+macro_rules! both_drivers {
+    ($($name:ident),* $(,)?) => {
+        mod io_uring {
+            $( #[test] fn $name() { super::$name("io_uring") } )*
+        }
+        mod legacy {
+            $( #[test] fn $name() { super::$name("legacy") } )*
+        }
+    };
+}
