@@ -1,1 +1,165 @@
-//! placeholder
+//! `turbo-node`: the runner's daemon. It dials the Turbo server over QUIC (outbound
+//! only, so it works behind NAT), proves who it is with its node token, and serves each
+//! relay stream the server opens by connecting to the target, after checking the
+//! destination against a policy that protects the runner's own network.
+//!
+//! Single-threaded by design (a tokio current-thread runtime and a `LocalSet`): a node
+//! moves one home connection's worth of traffic and must stay small.
+#![warn(missing_docs)]
+
+pub mod conn;
+pub mod dial;
+pub mod guard;
+pub mod relay;
+pub mod retry;
+pub mod session;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::pin;
+use std::rc::Rc;
+use std::time::Duration;
+
+use tracing::{info, warn};
+use turbo_proto::join::JoinString;
+
+/// Everything a node needs to run.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Server address, node token and certificate pin.
+    pub join: JoinString,
+    /// CA file to verify the server with, when the join string has no pin.
+    pub ca_file: Option<PathBuf>,
+    /// Ranges the policy lets through despite the defaults (labs and tests).
+    pub allow_cidrs: Vec<ipnet::IpNet>,
+    /// Declared country (ISO 3166-1 alpha-2).
+    pub country: Option<String>,
+    /// Most relay streams at once.
+    pub max_streams: u32,
+    /// On shutdown, how long open streams may finish.
+    pub shutdown_grace: Duration,
+}
+
+impl NodeConfig {
+    /// Defaults: no CA file, no allowed ranges, no country, 1024 streams, no grace.
+    pub fn new(join: JoinString) -> Self {
+        NodeConfig {
+            join,
+            ca_file: None,
+            allow_cidrs: Vec::new(),
+            country: None,
+            max_streams: 1024,
+            shutdown_grace: Duration::ZERO,
+        }
+    }
+}
+
+/// Fatal node errors (everything else is retried).
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// Neither a pin nor a CA file: the server could not be verified.
+    #[error("no way to verify the server: the join string has no pin and no --ca-file was given")]
+    NoTrustAnchor,
+    /// The server's certificate does not match the pin.
+    #[error("server certificate does not match the pinned hash: refusing to talk to it")]
+    PinMismatch,
+    /// The server refused the token.
+    #[error("server rejected this node: {0}")]
+    Rejected(String),
+    /// The server sent something that is not the protocol.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// The server address did not resolve.
+    #[error("cannot resolve server {0}")]
+    Resolve(String),
+    /// A socket failed.
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    /// quiche refused the configuration or connection.
+    #[error("quic: {0}")]
+    Quic(#[from] quiche::Error),
+}
+
+impl NodeError {
+    /// Whether reconnecting could help.
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            NodeError::NoTrustAnchor | NodeError::PinMismatch | NodeError::Rejected(_)
+        )
+    }
+}
+
+/// Runs the node until `shutdown` resolves or a fatal error, reconnecting with
+/// jittered backoff. Must run inside a [`tokio::task::LocalSet`] on a current-thread
+/// runtime.
+///
+/// # Errors
+/// Fatal errors only ([`NodeError::is_fatal`]).
+pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<(), NodeError> {
+    for net in &config.allow_cidrs {
+        warn!(range = %net, "destination policy: explicitly allowing this range");
+    }
+    let policy = Rc::new(guard::DestinationPolicy::new(config.allow_cidrs.clone()));
+    let mut backoff = retry::Backoff::default();
+    let mut shutdown = pin!(shutdown);
+    loop {
+        match session::run(&config, &policy, &mut shutdown).await {
+            Ok(session::SessionEnd::Shutdown) => return Ok(()),
+            Ok(session::SessionEnd::Lost { welcomed }) => {
+                if welcomed {
+                    backoff.reset();
+                }
+            }
+            Err(e) if e.is_fatal() => return Err(e),
+            Err(e) => warn!(error = %e, "session failed"),
+        }
+        let delay = backoff.next_delay();
+        info!(?delay, "reconnecting");
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.as_mut() => return Ok(()),
+        }
+    }
+}
+
+/// A node running on its own thread.
+pub struct NodeHandle {
+    stop: tokio::sync::oneshot::Sender<()>,
+    thread: std::thread::JoinHandle<Result<(), NodeError>>,
+}
+
+/// Starts a node on its own thread with its own runtime.
+///
+/// # Errors
+/// When the thread or runtime cannot be created.
+pub fn spawn(config: NodeConfig) -> std::io::Result<NodeHandle> {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let thread = std::thread::Builder::new()
+        .name("turbo-node".into())
+        .spawn(move || {
+            let local = tokio::task::LocalSet::new();
+            local.block_on(
+                &rt,
+                run(config, async {
+                    let _ = stopped.await;
+                }),
+            )
+        })?;
+    Ok(NodeHandle { stop, thread })
+}
+
+impl NodeHandle {
+    /// Triggers a graceful shutdown and waits for the node to finish.
+    pub fn shutdown(self) {
+        let _ = self.stop.send(());
+        match self.thread.join() {
+            Ok(Err(e)) => warn!(error = %e, "node ended with an error"),
+            Err(_) => warn!("node thread panicked"),
+            Ok(Ok(())) => {}
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! One relay stream on the node: read the relay header, dial the target under the
+//! destination policy, answer with a typed status, then relay bytes both ways with
+//! half-close until both directions finish or either side aborts.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tracing::{debug, Instrument};
+use turbo_proto::wire::relay::{RelayHeader, RelayReply, MAX_RELAY_HEADER};
+use turbo_proto::RelayStatus;
+
+use crate::conn::{Conn, StreamError, StreamIo};
+use crate::dial::dial;
+use crate::guard::DestinationPolicy;
+
+const CHUNK: usize = 32 * 1024;
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a relay ended early.
+#[derive(Debug, thiserror::Error)]
+enum RelayError {
+    #[error("stream: {0}")]
+    Stream(#[from] StreamError),
+    #[error("target io: {0}")]
+    Target(#[from] std::io::Error),
+}
+
+/// Counts a stream as active for as long as it lives.
+struct Active(Rc<Conn>);
+
+impl Active {
+    fn new(conn: &Rc<Conn>) -> Self {
+        conn.active.set(conn.active.get() + 1);
+        conn.total.set(conn.total.get() + 1);
+        Active(conn.clone())
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.active.set(self.0.active.get().saturating_sub(1));
+        self.0.wake.notify_one();
+    }
+}
+
+/// Serves relay stream `id` to completion.
+pub async fn serve(conn: Rc<Conn>, id: u64, policy: Rc<DestinationPolicy>, max_streams: u64) {
+    let span = tracing::debug_span!("stream", id);
+    async move {
+        let _active = Active::new(&conn);
+        let mut io = StreamIo::new(conn.clone(), id);
+        if conn.draining.get() || conn.active.get() > max_streams {
+            let out = refusal(RelayStatus::NodeOverloaded, "node busy".into());
+            if io.send_all(&out, true).await.is_ok() {
+                io.finish();
+            }
+            return;
+        }
+        let (header, extra) = match read_header(&io).await {
+            Ok(h) => h,
+            Err(Some(msg)) => {
+                let out = refusal(RelayStatus::BadRequest, msg);
+                if io.send_all(&out, true).await.is_ok() {
+                    io.finish();
+                }
+                return;
+            }
+            Err(None) => return,
+        };
+        let limit = match header.connect_timeout_ms {
+            0 => DEFAULT_CONNECT_TIMEOUT,
+            ms => Duration::from_millis(ms),
+        };
+        let target = match dial(&header.target, limit, &policy).await {
+            Ok(t) => t,
+            Err((status, msg)) => {
+                debug!(target = %header.target, status = status.reason(), %msg, "dial failed");
+                let out = refusal(status, msg);
+                if io.send_all(&out, true).await.is_ok() {
+                    io.finish();
+                }
+                return;
+            }
+        };
+        let mut ok = Vec::with_capacity(4);
+        RelayReply::ok().encode(&mut ok);
+        if io.send_all(&ok, false).await.is_err() {
+            return;
+        }
+        let _ = target.set_nodelay(true);
+        let (mut rd, mut wr) = target.into_split();
+        let result = async {
+            if !extra.is_empty() {
+                wr.write_all(&extra).await?;
+                conn.to_targets.set(conn.to_targets.get() + extra.len() as u64);
+            }
+            tokio::select! {
+                r = async { tokio::try_join!(to_target(&io, &mut wr, &conn), from_target(&io, &mut rd, &conn)) } => r.map(|_| ()),
+                e = io.conn_closed() => Err(RelayError::from(e)),
+            }
+        }
+        .await;
+        match result {
+            Ok(()) => io.finish(),
+            Err(e) => {
+                debug!(error = %e, "relay aborted");
+                // RST the target so it sees an abort, not a clean end.
+                let _ = socket2::SockRef::from(rd.as_ref()).set_linger(Some(Duration::ZERO));
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+fn refusal(status: RelayStatus, message: String) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16 + message.len());
+    RelayReply { status, message }.encode(&mut out);
+    out
+}
+
+/// Reads the relay header; `Err(Some(msg))` for a malformed one, `Err(None)` when the
+/// stream died first.
+async fn read_header(io: &StreamIo) -> Result<(RelayHeader, Vec<u8>), Option<String>> {
+    let mut acc = Vec::with_capacity(64);
+    let mut buf = [0u8; 2048];
+    loop {
+        let (n, fin) = io.recv(&mut buf).await.map_err(|_| None)?;
+        acc.extend_from_slice(&buf[..n]);
+        match RelayHeader::decode(&acc) {
+            Ok(Some((h, used))) => return Ok((h, acc.split_off(used))),
+            Ok(None) if fin => return Err(Some("stream ended inside the header".into())),
+            Ok(None) if acc.len() > MAX_RELAY_HEADER + 16 => {
+                return Err(Some("header too long".into()))
+            }
+            Ok(None) => {}
+            Err(e) => return Err(Some(e.to_string())),
+        }
+    }
+}
+
+/// Server -> target; stream FIN becomes a TCP half-close.
+async fn to_target(io: &StreamIo, wr: &mut OwnedWriteHalf, conn: &Conn) -> Result<(), RelayError> {
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let (n, fin) = io.recv(&mut buf).await?;
+        if n > 0 {
+            wr.write_all(&buf[..n]).await?;
+            conn.to_targets.set(conn.to_targets.get() + n as u64);
+        }
+        if fin {
+            wr.shutdown().await?;
+            return Ok(());
+        }
+    }
+}
+
+/// Target -> server; read only when the stream has credit; TCP EOF becomes stream FIN.
+async fn from_target(io: &StreamIo, rd: &mut OwnedReadHalf, conn: &Conn) -> Result<(), RelayError> {
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        io.writable().await?;
+        let n = rd.read(&mut buf).await?;
+        if n == 0 {
+            io.send_all(&[], true).await?;
+            return Ok(());
+        }
+        io.send_all(&buf[..n], false).await?;
+        conn.from_targets.set(conn.from_targets.get() + n as u64);
+    }
+}

@@ -1,0 +1,287 @@
+//! One QUIC session with the server, from dial to close: TLS with the pinned (or
+//! CA-verified) certificate, the hello on the control stream, pings and stats, a relay
+//! task per server-opened stream, and a graceful drain on shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::time::Duration;
+
+use sha2::Digest as _;
+use subtle::ConstantTimeEq;
+use tokio::net::UdpSocket;
+use tokio::time::{sleep, sleep_until, Instant};
+use tracing::{info, warn};
+use turbo_proto::wire::control::{ControlDecoder, ControlMessage, Hello, NodeStats, RejectCode};
+use turbo_proto::wire::{ALPN, WIRE_VERSION};
+
+use crate::conn::Conn;
+use crate::guard::DestinationPolicy;
+use crate::{NodeConfig, NodeError};
+
+const CONTROL: u64 = 0;
+const STATS_EVERY: Duration = Duration::from_secs(10);
+const MAX_DATAGRAM: usize = 1500;
+
+/// How a session ended without a fatal error.
+pub enum SessionEnd {
+    /// The shutdown future resolved and the node drained.
+    Shutdown,
+    /// The connection was lost; `welcomed` says whether it had been admitted.
+    Lost {
+        /// Whether the server had accepted the hello.
+        welcomed: bool,
+    },
+}
+
+fn quic_config(cfg: &NodeConfig) -> Result<quiche::Config, NodeError> {
+    let mut c = quiche::Config::new(quiche::PROTOCOL_VERSION)?;
+    c.set_application_protos(&[ALPN])?;
+    match (&cfg.join.pin, &cfg.ca_file) {
+        (Some(_), _) => c.verify_peer(false), // The pin is checked before any byte is sent.
+        (None, Some(ca)) => {
+            c.verify_peer(true);
+            c.load_verify_locations_from_file(&ca.to_string_lossy())?;
+        }
+        (None, None) => return Err(NodeError::NoTrustAnchor),
+    }
+    c.set_max_idle_timeout(30_000);
+    c.set_max_recv_udp_payload_size(MAX_DATAGRAM);
+    c.set_max_send_udp_payload_size(1350);
+    c.set_initial_max_data(16 << 20);
+    c.set_initial_max_stream_data_bidi_local(1 << 20);
+    c.set_initial_max_stream_data_bidi_remote(1 << 20);
+    c.set_initial_max_streams_bidi(u64::from(cfg.max_streams));
+    c.set_initial_max_streams_uni(0);
+    c.set_max_stream_window(16 << 20);
+    c.set_max_connection_window(64 << 20);
+    Ok(c)
+}
+
+async fn flush(conn: &Conn, socket: &UdpSocket, out: &mut [u8]) {
+    loop {
+        let res = conn.quic.borrow_mut().send(out);
+        match res {
+            Ok((n, info)) => {
+                if let Err(e) = socket.send_to(&out[..n], info.to).await {
+                    warn!(error = %e, "udp send failed");
+                }
+            }
+            Err(quiche::Error::Done) => return,
+            Err(e) => {
+                warn!(error = %e, "quic send failed");
+                let _ = conn.quic.borrow_mut().close(false, 1, b"internal");
+                return;
+            }
+        }
+    }
+}
+
+/// Runs one session. Must run inside a `LocalSet`.
+///
+/// # Errors
+/// Fatal problems only: a wrong pin, a refused token, bad configuration.
+pub async fn run(
+    cfg: &NodeConfig,
+    policy: &Rc<DestinationPolicy>,
+    shutdown: &mut Pin<&mut impl Future<Output = ()>>,
+) -> Result<SessionEnd, NodeError> {
+    let server = cfg.join.server_addr();
+    let peer: SocketAddr = tokio::net::lookup_host(&server)
+        .await?
+        .next()
+        .ok_or_else(|| NodeError::Resolve(server.clone()))?;
+    let socket = UdpSocket::bind(if peer.is_ipv6() {
+        "[::]:0"
+    } else {
+        "0.0.0.0:0"
+    })
+    .await?;
+    let local = socket.local_addr()?;
+    let mut qcfg = quic_config(cfg)?;
+    let scid: [u8; 16] = rand::random();
+    let quic = quiche::connect(
+        Some(&cfg.join.host),
+        &quiche::ConnectionId::from_ref(&scid),
+        local,
+        peer,
+        &mut qcfg,
+    )?;
+    let conn = Rc::new(Conn::new(quic));
+    let span = tracing::info_span!("session", %peer);
+    let _enter = span.enter();
+    info!("connecting");
+
+    let mut decoder = ControlDecoder::new();
+    let mut control_out: Vec<u8> = Vec::new();
+    let mut hello_sent = false;
+    let mut welcomed = false;
+    let mut ping_every = Duration::from_secs(1);
+    let mut next_ping = Instant::now() + ping_every;
+    let mut next_stats = Instant::now() + STATS_EVERY;
+    let mut ping_seq = 0u64;
+    let mut next_stream_id = 1u64;
+    let mut drain_deadline: Option<Instant> = None;
+    let mut recv_buf = vec![0u8; 65_535];
+    let mut out = vec![0u8; MAX_DATAGRAM];
+    let queue = |out: &mut Vec<u8>, m: ControlMessage| m.encode(out);
+
+    loop {
+        let established = conn.quic.borrow().is_established();
+        if established && !hello_sent {
+            check_pin(cfg, &conn)?;
+            queue(
+                &mut control_out,
+                ControlMessage::Hello(Hello {
+                    version: WIRE_VERSION,
+                    token: cfg.join.token.clone(),
+                    agent: format!("turbo-node/{}", env!("CARGO_PKG_VERSION")),
+                    country: cfg.country.clone(),
+                    payout_address: None,
+                    max_streams: cfg.max_streams,
+                }),
+            );
+            hello_sent = true;
+        }
+        if hello_sent {
+            let mut buf = [0u8; 2048];
+            loop {
+                let r = conn.quic.borrow_mut().stream_recv(CONTROL, &mut buf);
+                match r {
+                    Ok((n, _)) => decoder.push(&buf[..n]),
+                    Err(_) => break,
+                }
+            }
+            while let Some(msg) = decoder
+                .next_message()
+                .map_err(|e| NodeError::Protocol(e.to_string()))?
+            {
+                match msg {
+                    ControlMessage::Welcome(w) => {
+                        info!(node_id = %w.node_id, "admitted by server");
+                        welcomed = true;
+                        ping_every = Duration::from_millis(w.ping_interval_ms.clamp(100, 60_000));
+                        next_ping = Instant::now() + ping_every;
+                    }
+                    ControlMessage::Reject { code, message } => {
+                        if code == RejectCode::BadToken {
+                            return Err(NodeError::Rejected(message));
+                        }
+                        warn!(?code, %message, "server refused the node");
+                    }
+                    ControlMessage::Ping { seq } => {
+                        queue(&mut control_out, ControlMessage::Pong { seq })
+                    }
+                    ControlMessage::Drain { grace_ms } => info!(grace_ms, "server is draining"),
+                    _ => {}
+                }
+            }
+            // New relay streams: server-initiated bidirectional, ids 1, 5, 9, ...
+            let fresh: Vec<u64> = conn
+                .quic
+                .borrow()
+                .readable()
+                .filter(|id| id % 4 == 1 && *id >= next_stream_id)
+                .collect();
+            for id in fresh {
+                next_stream_id = next_stream_id.max(id + 4);
+                tokio::task::spawn_local(crate::relay::serve(
+                    conn.clone(),
+                    id,
+                    policy.clone(),
+                    u64::from(cfg.max_streams),
+                ));
+            }
+            if !control_out.is_empty() {
+                let r = conn
+                    .quic
+                    .borrow_mut()
+                    .stream_send(CONTROL, &control_out, false);
+                if let Ok(n) = r {
+                    control_out.drain(..n);
+                }
+            }
+        }
+        conn.wake_ready();
+        if let Some(deadline) = drain_deadline {
+            if conn.active.get() == 0 || Instant::now() >= deadline {
+                let _ = conn.quic.borrow_mut().close(true, 0, b"shutdown");
+                flush(&conn, &socket, &mut out).await;
+                conn.mark_closed();
+                info!("shut down");
+                return Ok(SessionEnd::Shutdown);
+            }
+        }
+        flush(&conn, &socket, &mut out).await;
+        if conn.quic.borrow().is_closed() {
+            conn.mark_closed();
+            if drain_deadline.is_some() {
+                return Ok(SessionEnd::Shutdown);
+            }
+            let q = conn.quic.borrow();
+            warn!(
+                timed_out = q.is_timed_out(),
+                peer_error = ?q.peer_error().map(|e| String::from_utf8_lossy(&e.reason).into_owned()),
+                "connection closed"
+            );
+            if let Some(e) = q.peer_error() {
+                if e.is_app && e.error_code == RejectCode::BadToken as u64 {
+                    return Err(NodeError::Rejected(
+                        String::from_utf8_lossy(&e.reason).into_owned(),
+                    ));
+                }
+            }
+            return Ok(SessionEnd::Lost { welcomed });
+        }
+        let timeout = conn
+            .quic
+            .borrow()
+            .timeout()
+            .unwrap_or(Duration::from_secs(60));
+        tokio::select! {
+            r = socket.recv_from(&mut recv_buf) => {
+                if let Ok((n, from)) = r {
+                    let info = quiche::RecvInfo { from, to: local };
+                    let _ = conn.quic.borrow_mut().recv(&mut recv_buf[..n], info);
+                }
+            }
+            _ = conn.wake.notified() => {}
+            _ = sleep(timeout) => conn.quic.borrow_mut().on_timeout(),
+            _ = sleep_until(next_ping), if welcomed => {
+                ping_seq += 1;
+                queue(&mut control_out, ControlMessage::Ping { seq: ping_seq });
+                next_ping = Instant::now() + ping_every;
+            }
+            _ = sleep_until(next_stats), if welcomed => {
+                queue(&mut control_out, ControlMessage::Stats(NodeStats {
+                    active_streams: conn.active.get(),
+                    total_streams: conn.total.get(),
+                    bytes_from_targets: conn.from_targets.get(),
+                    bytes_to_targets: conn.to_targets.get(),
+                }));
+                next_stats = Instant::now() + STATS_EVERY;
+            }
+            _ = shutdown.as_mut(), if drain_deadline.is_none() => {
+                info!(grace = ?cfg.shutdown_grace, "draining");
+                conn.draining.set(true);
+                queue(&mut control_out, ControlMessage::Drain { grace_ms: cfg.shutdown_grace.as_millis() as u64 });
+                drain_deadline = Some(Instant::now() + cfg.shutdown_grace);
+            }
+        }
+    }
+}
+
+fn check_pin(cfg: &NodeConfig, conn: &Conn) -> Result<(), NodeError> {
+    let Some(pin) = cfg.join.pin else {
+        return Ok(()); // Verified against the CA by BoringSSL.
+    };
+    let quic = conn.quic.borrow();
+    let der = quic.peer_cert().ok_or(NodeError::PinMismatch)?;
+    let got: [u8; 32] = sha2::Sha256::digest(der).into();
+    if bool::from(got.ct_eq(&pin)) {
+        Ok(())
+    } else {
+        Err(NodeError::PinMismatch)
+    }
+}
