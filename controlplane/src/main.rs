@@ -263,7 +263,7 @@ fn demo(args: RunArgs) -> Result<()> {
     };
     let mut node_cfg = turbo_node::NodeConfig::new(join);
     node_cfg.allow_cidrs = vec!["127.0.0.0/8".parse()?, "::1/128".parse()?];
-    let node = turbo_node::spawn(node_cfg)?; // NODE
+    let node = turbo_node::spawn(node_cfg)?;
     let target = serve_hello()?;
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     while server.control.live_nodes().is_empty() {

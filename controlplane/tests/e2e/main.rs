@@ -2,6 +2,8 @@
 //! real clients (curl, a raw SOCKS5 client) on loopback. Every data-path test runs
 //! under both monoio drivers.
 
+#![allow(unreachable_pub, dead_code)]
+
 mod fixtures;
 
 mod data_path;
