@@ -122,6 +122,7 @@ pub async fn run(
     let mut next_stats = Instant::now() + STATS_EVERY;
     let mut ping_seq = 0u64;
     let mut next_stream_id = 1u64;
+    let mut gaps: std::collections::HashSet<u64> = Default::default();
     let mut drain_deadline: Option<Instant> = None;
     let mut recv_buf = vec![0u8; 65_535];
     let mut out = vec![0u8; MAX_DATAGRAM];
@@ -177,15 +178,22 @@ pub async fn run(
                     _ => {}
                 }
             }
-            // New relay streams: server-initiated bidirectional, ids 1, 5, 9, ...
+            // New relay streams: server-initiated bidirectional, ids 1, 5, 9, ... Their
+            // first bytes may arrive out of order, so skipped ids are remembered as gaps
+            // (bounded: quiche refuses ids beyond the stream limit we advertise).
             let fresh: Vec<u64> = conn
                 .quic
                 .borrow()
                 .readable()
-                .filter(|id| id % 4 == 1 && *id >= next_stream_id)
+                .filter(|id| id % 4 == 1 && (*id >= next_stream_id || gaps.contains(id)))
                 .collect();
             for id in fresh {
-                next_stream_id = next_stream_id.max(id + 4);
+                if id >= next_stream_id {
+                    gaps.extend((next_stream_id..id).step_by(4));
+                    next_stream_id = id + 4;
+                } else {
+                    gaps.remove(&id);
+                }
                 tokio::task::spawn_local(crate::relay::serve(
                     conn.clone(),
                     id,

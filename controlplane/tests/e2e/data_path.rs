@@ -65,10 +65,9 @@ fn concurrent_200(driver: &'static str) {
         .map(|i| {
             let (proxy, key) = (net.socks, net.key.clone());
             std::thread::spawn(move || {
-                let Connect::Open(mut s) =
-                    socks::connect(proxy, "e2e", &key, "127.0.0.1", echo.port())
-                else {
-                    panic!("connection {i} refused");
+                let mut s = match socks::connect(proxy, "e2e", &key, "127.0.0.1", echo.port()) {
+                    Connect::Open(s) => s,
+                    other => panic!("connection {i} refused: {other:?}"),
                 };
                 let msg = random_bytes(4096, i + 1);
                 s.write_all(&msg).unwrap();
