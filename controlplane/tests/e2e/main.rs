@@ -7,6 +7,7 @@
 mod fixtures;
 
 mod data_path;
+mod demo;
 mod failures;
 mod node_loss;
 
