@@ -39,6 +39,12 @@ fn download(driver: &'static str, proxy_scheme: &str, extra: &[&str]) {
         elapsed.as_secs_f64(),
         20.0 / elapsed.as_secs_f64()
     );
+    // The server counted the bytes for the node that carried them.
+    crate::fixtures::wait_for("usage booked for the node", || {
+        let nodes = net.api_get("/api/nodes");
+        let relayed = nodes[0]["bytes_relayed"].as_u64()?;
+        (relayed >= TWENTY_MB as u64).then_some(())
+    });
     // The target never sees the customer's credentials.
     let heads = target.heads.lock().unwrap();
     assert!(heads
@@ -97,7 +103,81 @@ fn half_close(driver: &'static str) {
     assert_eq!(reply, "received 300000 bytes\n");
 }
 
+/// Aborts `s` with a TCP RST (SO_LINGER 0, then close).
+fn abort(s: std::net::TcpStream) {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt on an fd we own, with a correctly sized linger struct.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
+    drop(s);
+}
+
+/// A customer abort reaches the target, and a target abort reaches the customer.
+fn resets_propagate(driver: &'static str) {
+    use std::sync::mpsc;
+    let net = Net::start(driver);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (seen_tx, seen_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let seen_tx = seen_tx.clone();
+            std::thread::spawn(move || {
+                let mut first = [0u8; 1];
+                match conn.read_exact(&mut first) {
+                    // Target-side abort.
+                    Ok(()) if first[0] == b'k' => abort(conn),
+                    // The customer's abort may reach us before its byte does.
+                    Err(_) => {
+                        let _ = seen_tx.send(true);
+                    }
+                    Ok(()) => {
+                        let mut buf = [0u8; 64];
+                        let r = conn.read(&mut buf);
+                        let _ = seen_tx.send(matches!(r, Ok(0) | Err(_)));
+                    }
+                }
+            });
+        }
+    });
+    let connect = || match socks::connect(net.socks, "e2e", &net.key, "127.0.0.1", port) {
+        Connect::Open(s) => s,
+        other => panic!("refused: {other:?}"),
+    };
+    // Customer aborts: the target's read ends.
+    let mut s = connect();
+    s.write_all(b"c").unwrap();
+    abort(s);
+    let ended = seen_rx
+        .recv_timeout(std::time::Duration::from_secs(5))
+        .expect("target saw the customer's abort");
+    assert!(ended);
+    // Target aborts: the customer's read fails or ends (no hang).
+    let mut s = connect();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    s.write_all(b"k").unwrap();
+    let mut buf = [0u8; 16];
+    let r = s.read(&mut buf);
+    assert!(
+        matches!(&r, Ok(0)) || matches!(&r, Err(e) if e.kind() != std::io::ErrorKind::WouldBlock),
+        "customer still open after target abort: {r:?}"
+    );
+}
+
 crate::both_drivers!(
+    resets_propagate,
     download_socks5h,
     download_http_connect,
     download_plain_http,
