@@ -24,9 +24,10 @@ pub fn status_of(e: &std::io::Error) -> RelayStatus {
         ErrorKind::TimedOut => RelayStatus::Timeout,
         ErrorKind::NetworkUnreachable => RelayStatus::NetworkUnreachable,
         ErrorKind::HostUnreachable => RelayStatus::HostUnreachable,
+        // ENETUNREACH / EHOSTUNREACH on Linux, for std versions that map them to Other.
         _ => match e.raw_os_error() {
-            Some(libc_enetunreach) if libc_enetunreach == 101 => RelayStatus::NetworkUnreachable,
-            Some(libc_ehostunreach) if libc_ehostunreach == 113 => RelayStatus::HostUnreachable,
+            Some(101) => RelayStatus::NetworkUnreachable,
+            Some(113) => RelayStatus::HostUnreachable,
             _ => RelayStatus::GeneralFailure,
         },
     }

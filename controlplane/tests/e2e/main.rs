@@ -2,7 +2,7 @@
 //! real clients (curl, a raw SOCKS5 client) on loopback. Every data-path test runs
 //! under both monoio drivers.
 
-#![allow(unreachable_pub, dead_code)]
+#![allow(unreachable_pub, dead_code, clippy::unwrap_used)]
 
 mod fixtures;
 
