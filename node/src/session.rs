@@ -23,6 +23,24 @@ use crate::{NodeConfig, NodeError};
 const CONTROL: u64 = 0;
 const STATS_EVERY: Duration = Duration::from_secs(10);
 const MAX_DATAGRAM: usize = 1500;
+const RECV_BURST: usize = 64;
+const UDP_BUFFER: usize = 4 << 20;
+
+/// A UDP socket with large buffers (the kernel caps them at rmem_max / wmem_max).
+fn bind_udp(peer: SocketAddr) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let sock = Socket::new(Domain::for_address(peer), Type::DGRAM, Some(Protocol::UDP))?;
+    let _ = sock.set_recv_buffer_size(UDP_BUFFER);
+    let _ = sock.set_send_buffer_size(UDP_BUFFER);
+    sock.set_nonblocking(true)?;
+    let any: SocketAddr = if peer.is_ipv6() {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    };
+    sock.bind(&any.into())?;
+    UdpSocket::from_std(sock.into())
+}
 
 /// How a session ended without a fatal error.
 pub enum SessionEnd {
@@ -92,12 +110,7 @@ pub async fn run(
         .await?
         .next()
         .ok_or_else(|| NodeError::Resolve(server.clone()))?;
-    let socket = UdpSocket::bind(if peer.is_ipv6() {
-        "[::]:0"
-    } else {
-        "0.0.0.0:0"
-    })
-    .await?;
+    let socket = bind_udp(peer)?;
     let local = socket.local_addr()?;
     let mut qcfg = quic_config(cfg)?;
     let scid: [u8; 16] = rand::random();
@@ -249,9 +262,14 @@ pub async fn run(
             .unwrap_or(Duration::from_secs(60));
         tokio::select! {
             r = socket.recv_from(&mut recv_buf) => {
-                if let Ok((n, from)) = r {
+                let mut next = r;
+                // Drain the burst before doing anything else, so the socket buffer does
+                // not overflow while quiche works.
+                for _ in 0..RECV_BURST {
+                    let Ok((n, from)) = next else { break };
                     let info = quiche::RecvInfo { from, to: local };
                     let _ = conn.quic.borrow_mut().recv(&mut recv_buf[..n], info);
+                    next = socket.try_recv_from(&mut recv_buf);
                 }
             }
             _ = conn.wake.notified() => {}

@@ -148,13 +148,17 @@ impl NodeConn {
             out.resize(MAX_DATAGRAM, 0);
             let res = self.quic.borrow_mut().send(&mut out);
             match res {
-                Ok((n, info)) => {
-                    let (res, slice) = socket.send_to(out.slice(..n), info.to).await;
-                    out = slice.into_inner();
-                    if let Err(e) = res {
-                        debug!(error = %e, "udp send failed");
+                Ok((n, info)) => match crate::sys::try_send_to(socket, &out[..n], info.to) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        let (res, slice) = socket.send_to(out.slice(..n), info.to).await;
+                        out = slice.into_inner();
+                        if let Err(e) = res {
+                            debug!(error = %e, "udp send failed");
+                        }
                     }
-                }
+                    Err(e) => debug!(error = %e, "udp send failed"),
+                },
                 Err(quiche::Error::Done) => return out,
                 Err(e) => {
                     debug!(error = %e, "quiche send failed; closing");

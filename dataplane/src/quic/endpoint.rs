@@ -19,6 +19,8 @@ use crate::{DataplaneConfig, DataplaneError};
 
 /// Largest datagram accepted from the network.
 const RECV_BUFFER: usize = 65_535;
+/// Most datagrams drained per wake-up before yielding to other tasks.
+const RECV_BURST: usize = 64;
 
 /// The QUIC side of one core.
 pub(crate) struct QuicEndpoint {
@@ -105,6 +107,15 @@ pub(crate) async fn recv_loop(core: Rc<Core>) {
         match res {
             Ok((n, from)) => dispatch(&core, &mut buf[..n], from),
             Err(e) => warn!(error = %e, "udp receive failed"),
+        }
+        // Drain the rest of the burst without a runtime round trip per packet, so the
+        // socket buffer does not overflow while quiche works.
+        buf.resize(RECV_BUFFER, 0);
+        for _ in 0..RECV_BURST {
+            match crate::sys::try_recv_from(&core.quic.socket, &mut buf) {
+                Ok((n, from)) => dispatch(&core, &mut buf[..n], from),
+                Err(_) => break,
+            }
         }
         buf.clear();
     }
