@@ -9,6 +9,7 @@ mod fixtures;
 mod data_path;
 mod demo;
 mod failures;
+mod nat_rebind;
 mod node_loss;
 
 /// Declares `$name` as a test under each driver: `io_uring::$name` and

@@ -126,8 +126,10 @@ pub(crate) async fn recv_loop(core: Rc<Core>) {
 pub(crate) fn dispatch(core: &Rc<Core>, pkt: &mut [u8], from: SocketAddr) {
     let ep = &core.quic;
     let Ok(hdr) = quiche::Header::from_slice(pkt, CID_LEN) else {
+        debug!(%from, "dropping datagram without a QUIC header");
         return;
     };
+    tracing::trace!(%from, core = core.index, ty = ?hdr.ty, "datagram");
     let known = ep.by_cid.borrow().get(hdr.dcid.as_ref()).cloned();
     if let Some(conn) = known {
         conn.deliver(pkt, from, ep.local);
@@ -135,13 +137,16 @@ pub(crate) fn dispatch(core: &Rc<Core>, pkt: &mut [u8], from: SocketAddr) {
     }
     if hdr.ty != quiche::Type::Initial {
         match cid::owner(&hdr.dcid, core.cores()) {
-            Some(owner) if owner != core.index => core.send_to_core(
-                owner,
-                CoreMsg::Datagram {
-                    data: pkt.to_vec(),
-                    from,
-                },
-            ),
+            Some(owner) if owner != core.index => {
+                debug!(%from, owner, "forwarding datagram to its owning core");
+                core.send_to_core(
+                    owner,
+                    CoreMsg::Datagram {
+                        data: pkt.to_vec(),
+                        from,
+                    },
+                )
+            }
             _ => debug!(%from, "datagram for unknown connection"),
         }
         return;
