@@ -158,6 +158,9 @@ pub async fn run(
             );
             hello_sent = true;
         }
+        if established {
+            top_up_connection_ids(&conn);
+        }
         if hello_sent {
             let mut buf = [0u8; 2048];
             loop {
@@ -294,6 +297,21 @@ pub async fn run(
                 queue(&mut control_out, ControlMessage::Drain { grace_ms: cfg.shutdown_grace.as_millis() as u64 });
                 drain_deadline = Some(Instant::now() + cfg.shutdown_grace);
             }
+        }
+    }
+}
+
+/// Keeps spare connection IDs issued to the server: when our NAT rebinds, the server
+/// must answer on the new path with an ID not in use on the old one, and each path
+/// change consumes one.
+fn top_up_connection_ids(conn: &Conn) {
+    let mut q = conn.quic.borrow_mut();
+    while q.scids_left() > 0 {
+        let cid: [u8; 16] = rand::random();
+        if q.new_scid(&quiche::ConnectionId::from_ref(&cid), rand::random(), true)
+            .is_err()
+        {
+            break;
         }
     }
 }

@@ -45,19 +45,20 @@ fn nat_rebinding_keeps_the_node(driver: &'static str) {
     assert_eq!(net.connected_nodes().len(), 1);
 }
 
-// Known open problem (see the issue note): after the mapping moves, the owning core
-// receives and delivers the node's packets, but the quiche connection still idles out
-// about five seconds later. Run with `cargo test -- --ignored nat_rebinding`.
+// Known open problem (see the issue note): the first rebind works, including packets
+// forwarded from the core they landed on to the owning core (debug log "forwarding
+// datagram to its owning core"); after the second path change the quiche connection
+// idles out. Run with `cargo test -- --ignored nat_rebinding`.
 mod io_uring {
     #[test]
-    #[ignore = "NAT rebinding: connection idles out after path change; under investigation"]
+    #[ignore = "second NAT rebind idles the connection out; under investigation"]
     fn nat_rebinding_keeps_the_node() {
         super::nat_rebinding_keeps_the_node("io_uring")
     }
 }
 mod legacy {
     #[test]
-    #[ignore = "NAT rebinding: connection idles out after path change; under investigation"]
+    #[ignore = "second NAT rebind idles the connection out; under investigation"]
     fn nat_rebinding_keeps_the_node() {
         super::nat_rebinding_keeps_the_node("legacy")
     }
