@@ -140,7 +140,7 @@ impl ServerConfig {
         if self.store != "memory" {
             return invalid(
                 "store",
-                "only `memory` is supported so far (Redis arrives with the control-plane issue)",
+                "only `memory` is supported so far (redis arrives with the control-plane issue)",
             );
         }
         if !matches!(self.driver.as_str(), "auto" | "io_uring" | "legacy") {

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
+use turbo_controlplane::cli::RunArgs;
 use turbo_controlplane::config::ServerConfig;
 use turbo_controlplane::server::{wait_for_signal, Server};
 use turbo_controlplane::store::Store;
@@ -41,95 +42,6 @@ enum Cmd {
         #[command(subcommand)]
         cmd: NodesCmd,
     },
-}
-
-/// Server flags; each overrides the `--config` file and has a `TURBO_*` twin.
-#[derive(Args, Clone, Default)]
-struct RunArgs {
-    /// TOML configuration file.
-    #[arg(long, env = "TURBO_CONFIG")]
-    config: Option<PathBuf>,
-    /// SOCKS5 listener [default: 0.0.0.0:1080].
-    #[arg(long, env = "TURBO_SOCKS_LISTEN")]
-    socks_listen: Option<SocketAddr>,
-    /// HTTP proxy listener [default: 0.0.0.0:8080].
-    #[arg(long, env = "TURBO_HTTP_LISTEN")]
-    http_listen: Option<SocketAddr>,
-    /// QUIC (UDP) address nodes dial [default: 0.0.0.0:8443].
-    #[arg(long, env = "TURBO_QUIC_LISTEN")]
-    quic_listen: Option<SocketAddr>,
-    /// HTTP API listener [default: 127.0.0.1:9090].
-    #[arg(long, env = "TURBO_API_LISTEN")]
-    api_listen: Option<SocketAddr>,
-    /// Data directory: certificate, key, admin token [default: ./turbo-data].
-    #[arg(long, env = "TURBO_DATA_DIR")]
-    data_dir: Option<PathBuf>,
-    /// Store backend [default: memory].
-    #[arg(long, env = "TURBO_STORE")]
-    store: Option<String>,
-    /// Data-plane cores, 0 = all [default: 0].
-    #[arg(long, env = "TURBO_CORES")]
-    cores: Option<usize>,
-    /// Admin bearer token [default: generated into DATA_DIR/admin-token].
-    #[arg(long, env = "TURBO_ADMIN_TOKEN")]
-    admin_token: Option<String>,
-    /// monoio driver: auto, io_uring or legacy [default: auto].
-    #[arg(long, env = "TURBO_DRIVER")]
-    driver: Option<String>,
-    /// host:port written into node invites [default: from --quic-listen].
-    #[arg(long, env = "TURBO_PUBLIC_ADDR")]
-    public_addr: Option<String>,
-    /// PEM certificate chain [default: self-signed in DATA_DIR].
-    #[arg(long, env = "TURBO_TLS_CERT")]
-    tls_cert: Option<PathBuf>,
-    /// PEM private key [default: generated in DATA_DIR].
-    #[arg(long, env = "TURBO_TLS_KEY")]
-    tls_key: Option<PathBuf>,
-    /// Drop a silent node after this long, e.g. 5s [default: 5s].
-    #[arg(long, env = "TURBO_NODE_LIVENESS")]
-    node_liveness: Option<humantime::Duration>,
-    /// Validate the configuration and exit.
-    #[arg(long)]
-    check_config: bool,
-}
-
-impl RunArgs {
-    fn load(&self, base: ServerConfig) -> Result<ServerConfig> {
-        let mut c = match &self.config {
-            Some(path) => ServerConfig::from_file(path)?,
-            None => base,
-        };
-        macro_rules! over {
-            ($($f:ident),*) => { $( if let Some(v) = self.$f.clone() { c.$f = v; } )* };
-        }
-        over!(
-            socks_listen,
-            http_listen,
-            quic_listen,
-            api_listen,
-            data_dir,
-            store,
-            cores,
-            driver
-        );
-        if self.admin_token.is_some() {
-            c.admin_token = self.admin_token.clone();
-        }
-        if self.public_addr.is_some() {
-            c.public_addr = self.public_addr.clone();
-        }
-        if self.tls_cert.is_some() {
-            c.tls_cert = self.tls_cert.clone();
-        }
-        if self.tls_key.is_some() {
-            c.tls_key = self.tls_key.clone();
-        }
-        if let Some(l) = self.node_liveness {
-            c.node_liveness = l.into();
-        }
-        c.validate()?;
-        Ok(c)
-    }
 }
 
 /// Where a client command finds the API.

@@ -2,27 +2,65 @@
 //! data plane on its own core threads, and the control plane plus API on a tokio
 //! runtime of their own.
 
-use std::path::Path;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::Context;
 use turbo_dataplane::control::{control_channel, NodeTableHandle};
-use turbo_dataplane::{BoundAddrs, Dataplane, DataplaneConfig, DriverChoice};
+use turbo_dataplane::{BoundAddrs, Dataplane, DataplaneConfig, DataplaneError, DriverChoice};
 
 use crate::api::{self, ApiState};
 use crate::config::ServerConfig;
 use crate::service::ControlPlane;
 use crate::store::MemoryStore;
-use crate::tls;
+use crate::tls::{self, TlsError};
+
+/// Start-up failures of the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// A file or directory under the data directory could not be created or read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// `public_addr` is not `host:port`.
+    #[error("public_addr {0:?} must be host:port")]
+    PublicAddr(String),
+    /// The certificate could not be loaded or generated.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The control-plane runtime could not start.
+    #[error("control-plane runtime: {0}")]
+    Runtime(std::io::Error),
+    /// The data plane could not start.
+    #[error(transparent)]
+    Dataplane(#[from] DataplaneError),
+    /// The API listener could not be bound.
+    #[error("binding API on {addr}: {source}")]
+    ApiBind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ServerError + '_ {
+    move |source| ServerError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
 
 /// A running server.
 pub struct Server {
     /// The control plane (for in-process callers such as the demo).
     pub control: Arc<ControlPlane<MemoryStore>>,
-    /// The admin token in force.
-    pub admin_token: String,
     /// The API address.
-    pub api: std::net::SocketAddr,
+    pub api: SocketAddr,
     /// Data-plane addresses.
     pub addrs: BoundAddrs,
     /// The API state (join string inputs).
@@ -32,13 +70,19 @@ pub struct Server {
 }
 
 /// Reads `DATA_DIR/admin-token`, creating it (owner-only) when missing.
-fn admin_token(data_dir: &Path) -> anyhow::Result<String> {
+fn admin_token(data_dir: &Path) -> Result<String, ServerError> {
     let path = data_dir.join("admin-token");
-    if let Ok(t) = std::fs::read_to_string(&path) {
-        return Ok(t.trim().to_owned());
+    match std::fs::read_to_string(&path) {
+        Ok(t) if !t.trim().is_empty() => {
+            tracing::info!(path = %path.display(), "using the admin token saved earlier");
+            return Ok(t.trim().to_owned());
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_err(&path)(e)),
     }
     let token = crate::secrets::generate("adm");
-    tls::write_private(&path, token.as_bytes()).with_context(|| path.display().to_string())?;
+    tls::write_private(&path, token.as_bytes()).map_err(io_err(&path))?;
     tracing::info!(path = %path.display(), "generated an admin token");
     Ok(token)
 }
@@ -48,9 +92,8 @@ impl Server {
     ///
     /// # Errors
     /// When the data directory, certificate, listeners or runtime cannot be set up.
-    pub fn start(cfg: &ServerConfig) -> anyhow::Result<Server> {
-        std::fs::create_dir_all(&cfg.data_dir)
-            .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
+    pub fn start(cfg: &ServerConfig) -> Result<Server, ServerError> {
+        std::fs::create_dir_all(&cfg.data_dir).map_err(io_err(&cfg.data_dir))?;
         let admin_token = match &cfg.admin_token {
             Some(t) => t.clone(),
             None => admin_token(&cfg.data_dir)?,
@@ -64,7 +107,7 @@ impl Server {
                     p.parse::<u16>().ok()?,
                 ))
             })
-            .context("public_addr must be host:port")?;
+            .ok_or_else(|| ServerError::PublicAddr(public.clone()))?;
         let mut names = vec![
             "localhost".to_owned(),
             "127.0.0.1".to_owned(),
@@ -80,7 +123,8 @@ impl Server {
             .worker_threads(2)
             .thread_name("turbo-control")
             .enable_all()
-            .build()?;
+            .build()
+            .map_err(ServerError::Runtime)?;
         let table = NodeTableHandle::default();
         let control = Arc::new(ControlPlane::new(
             Arc::new(MemoryStore::default()),
@@ -113,27 +157,37 @@ impl Server {
         )?;
         let api_state = Arc::new(ApiState {
             control: control.clone(),
-            admin_token: admin_token.clone(),
+            admin_token,
             public_host: host,
             public_port: port,
             pin: cert.pin,
         });
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind(cfg.api_listen))
-            .with_context(|| format!("binding API on {}", cfg.api_listen))?;
-        let api_addr = listener.local_addr()?;
+            .and_then(|l| Ok((l.local_addr()?, l)))
+            .map_err(|source| ServerError::ApiBind {
+                addr: cfg.api_listen,
+                source,
+            })?;
+        let (api_addr, listener) = listener;
         let router = api::router(api_state.clone());
         runtime.spawn(async move {
             if let Err(e) = axum::serve(listener, router).await {
                 tracing::error!(error = %e, "API server failed");
             }
         });
-        tracing::info!(api = %api_addr, "control plane started");
+        let addrs = dataplane.addrs();
+        tracing::info!(
+            api = %api_addr,
+            socks = ?addrs.socks,
+            http = ?addrs.http,
+            quic = %addrs.quic,
+            "turbo-server listening"
+        );
         Ok(Server {
             control,
-            admin_token,
             api: api_addr,
-            addrs: dataplane.addrs(),
+            addrs,
             api_state,
             dataplane,
             runtime,

@@ -138,7 +138,7 @@ impl<S: Store> ControlPlane<S> {
     ) -> Result<NodeAdmission, RejectCode> {
         let node = self
             .store
-            .node_by_hash(secrets::hash(&hello.token))
+            .node_by_token_hash(secrets::hash(&hello.token))
             .await
             .map_err(|_| RejectCode::Unavailable)?
             .ok_or_else(|| {
@@ -172,11 +172,7 @@ impl<S: Store> ControlPlane<S> {
     async fn book(&self, u: UsageRecord) {
         let bytes = u.bytes_up + u.bytes_down;
         debug!(key = %u.key_id, node = %u.node_id, up = u.bytes_up, down = u.bytes_down, outcome = u.outcome.reason(), "usage");
-        if let Err(e) = self
-            .store
-            .record_usage(&u.key_id, u.bytes_up, u.bytes_down)
-            .await
-        {
+        if let Err(e) = self.store.debit(&u.key_id, u.bytes_up, u.bytes_down).await {
             warn!(error = %e, key = %u.key_id, "could not book usage");
         }
         if bytes > 0 {
@@ -285,5 +281,45 @@ mod tests {
         assert!(table.load().routes.is_empty());
         let nodes = store.list_nodes().await.expect("nodes");
         assert_eq!(nodes[0].bytes_carried, 1000);
+    }
+
+    #[tokio::test]
+    async fn records_rtt_and_refuses_revoked_keys() {
+        let store = Arc::new(MemoryStore::default());
+        let table = NodeTableHandle::default();
+        let cp = Arc::new(ControlPlane::new(store.clone(), table.clone()));
+        let (handle, rx) = control_channel();
+        tokio::spawn(cp.clone().serve(rx));
+        let peer: SocketAddr = "[::1]:9".parse().expect("addr");
+        let (_, token) = store.create_node().await.expect("node");
+        let mut h = hello(&token);
+        h.country = Some("not-a-country".into());
+        let adm = handle
+            .admit_node(h, peer, ConnRef { core: 0, serial: 1 })
+            .await
+            .expect("admit");
+        assert_eq!(
+            table.load().routes[0].country,
+            None,
+            "bad country is ignored"
+        );
+        handle.send(ToControl::NodeRtt {
+            node_id: adm.node_id.clone(),
+            rtt: Duration::from_millis(12),
+        });
+        let (key, secret) = store.create_key("b", 10).await.expect("key");
+        store.revoke_key(&key.id).await.expect("revoke");
+        let creds = Credentials {
+            username: "bob".into(),
+            password: secret,
+        };
+        // Answered after the RTT sample: the channel is handled in order.
+        assert_eq!(
+            handle.authorize(creds, peer).await.err(),
+            Some(AuthDenied::BadKey)
+        );
+        let live = cp.live_nodes();
+        assert_eq!(live[&adm.node_id].rtt, Some(Duration::from_millis(12)));
+        assert_eq!(live[&adm.node_id].peer, peer);
     }
 }

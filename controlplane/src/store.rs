@@ -107,7 +107,7 @@ pub trait Store: Send + Sync + 'static {
     ///
     /// # Errors
     /// [`StoreError::NotFound`] or [`StoreError::Unavailable`].
-    fn record_usage(
+    fn debit(
         &self,
         key_id: &str,
         up: u64,
@@ -122,7 +122,7 @@ pub trait Store: Send + Sync + 'static {
     ///
     /// # Errors
     /// [`StoreError::Unavailable`].
-    fn node_by_hash(
+    fn node_by_token_hash(
         &self,
         hash: SecretHash,
     ) -> impl Future<Output = Result<Option<NodeRecord>, StoreError>> + Send;
@@ -237,16 +237,16 @@ impl Store for MemoryStore {
         })
     }
 
-    async fn record_usage(&self, key_id: &str, up: u64, down: u64) -> Result<(), StoreError> {
+    async fn debit(&self, key_id: &str, up: u64, down: u64) -> Result<(), StoreError> {
         self.with(|t| {
             let k = t
                 .keys
                 .get_mut(key_id)
                 .ok_or_else(|| StoreError::NotFound(key_id.to_owned()))?;
             k.credits = k.credits.saturating_sub(up.saturating_add(down));
-            k.bytes_up += up;
-            k.bytes_down += down;
-            k.connections += 1;
+            k.bytes_up = k.bytes_up.saturating_add(up);
+            k.bytes_down = k.bytes_down.saturating_add(down);
+            k.connections = k.connections.saturating_add(1);
             Ok(())
         })
     }
@@ -266,7 +266,7 @@ impl Store for MemoryStore {
         Ok((rec, token))
     }
 
-    async fn node_by_hash(&self, hash: SecretHash) -> Result<Option<NodeRecord>, StoreError> {
+    async fn node_by_token_hash(&self, hash: SecretHash) -> Result<Option<NodeRecord>, StoreError> {
         Ok(self.with(|t| {
             let id = t.node_ids_by_hash.get(&hash)?;
             t.nodes
@@ -288,7 +288,7 @@ impl Store for MemoryStore {
                 .nodes
                 .get_mut(id)
                 .ok_or_else(|| StoreError::NotFound(id.to_owned()))?;
-            n.bytes_carried += bytes;
+            n.bytes_carried = n.bytes_carried.saturating_add(bytes);
             Ok(())
         })
     }
@@ -316,7 +316,7 @@ pub mod suite {
             .await
             .expect("lookup")
             .is_none());
-        store.record_usage(&k.id, 300, 200).await.expect("usage");
+        store.debit(&k.id, 300, 200).await.expect("usage");
         let after = store
             .key_by_hash(secrets::hash(&secret))
             .await
@@ -331,7 +331,7 @@ pub mod suite {
             ),
             (500, 300, 200, 1)
         );
-        store.record_usage(&k.id, 10_000, 0).await.expect("usage");
+        store.debit(&k.id, 10_000, 0).await.expect("usage");
         let drained = store
             .key_by_hash(secrets::hash(&secret))
             .await
@@ -358,7 +358,7 @@ pub mod suite {
         let (n, token) = store.create_node().await.expect("node");
         assert!(token.starts_with("nt_"));
         let found = store
-            .node_by_hash(secrets::hash(&token))
+            .node_by_token_hash(secrets::hash(&token))
             .await
             .expect("lookup");
         assert_eq!(found.map(|f| f.id), Some(n.id.clone()));
