@@ -1,9 +1,20 @@
 //! The HTTP API on `--api-listen`: key and node administration for operators (bearer
-//! admin token, compared in constant time) and an unauthenticated health check.
+//! admin token, compared in constant time), and the unauthenticated `/healthz` and
+//! Prometheus `/metrics` (the API listens on loopback by default).
+//!
+//! | route | does |
+//! |---|---|
+//! | `POST /api/keys` `{"name","credits"}` | creates a key; the only time the key is shown |
+//! | `GET /api/keys` | lists keys (no secrets) |
+//! | `GET /api/keys/{id}` | one key: balance, leased, usage |
+//! | `POST /api/keys/{id}/credits` `{"credits"}` | adds credits; every server hears it |
+//! | `POST /api/keys/{id}/revoke` | revokes; every server closes its connections |
+//! | `POST /api/nodes/invite` | creates a node identity; returns its join string |
+//! | `GET /api/nodes` | nodes with their server-counted bytes |
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -78,17 +89,51 @@ enum Credits {
     Text(String),
 }
 
+impl Credits {
+    fn bytes(self) -> Result<u64, ApiError> {
+        match self {
+            Credits::Bytes(b) => Ok(b),
+            Credits::Text(t) => parse_size(&t).map_err(|e| ApiError::BadRequest(e.to_string())),
+        }
+    }
+}
+
 #[derive(Deserialize)]
 struct NewKey {
     name: String,
     credits: Credits,
 }
 
+#[derive(Deserialize)]
+struct TopUp {
+    credits: Credits,
+}
+
+fn key_json(k: &crate::store::KeyRecord) -> Value {
+    json!({
+        "id": k.id,
+        "name": k.name,
+        "balance": k.balance(),
+        "credits": k.credits,
+        "leased": k.leased,
+        "bytes_up": k.bytes_up,
+        "bytes_down": k.bytes_down,
+        "connections": k.connections,
+        "overdraft": k.overdraft,
+        "revoked": k.revoked,
+        "created_unix": k.created_unix,
+    })
+}
+
 /// Builds the router.
 pub fn router<S: Store>(state: Arc<ApiState<S>>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics::<S>))
         .route("/api/keys", post(create_key::<S>).get(list_keys::<S>))
+        .route("/api/keys/{id}", get(get_key::<S>))
+        .route("/api/keys/{id}/credits", post(top_up::<S>))
+        .route("/api/keys/{id}/revoke", post(revoke::<S>))
         .route("/api/nodes/invite", post(invite::<S>))
         .route("/api/nodes", get(list_nodes::<S>))
         .with_state(state)
@@ -100,10 +145,7 @@ async fn create_key<S: Store>(
     Json(body): Json<NewKey>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     check_admin(&st, &headers)?;
-    let credits = match body.credits {
-        Credits::Bytes(b) => b,
-        Credits::Text(t) => parse_size(&t).map_err(|e| ApiError::BadRequest(e.to_string()))?,
-    };
+    let credits = body.credits.bytes()?;
     if body.name.is_empty() || body.name.len() > 64 {
         return Err(ApiError::BadRequest(
             "name must be 1 to 64 characters".into(),
@@ -121,7 +163,53 @@ async fn list_keys<S: Store>(
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     check_admin(&st, &headers)?;
-    Ok(Json(json!(st.control.store.list_keys().await?)))
+    let keys = st.control.store.list_keys().await?;
+    Ok(Json(Value::Array(keys.iter().map(key_json).collect())))
+}
+
+async fn get_key<S: Store>(
+    State(st): State<Arc<ApiState<S>>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    check_admin(&st, &headers)?;
+    Ok(Json(key_json(&st.control.store.key(&id).await?)))
+}
+
+async fn top_up<S: Store>(
+    State(st): State<Arc<ApiState<S>>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Json(body): Json<TopUp>,
+) -> Result<Json<Value>, ApiError> {
+    check_admin(&st, &headers)?;
+    let bytes = body.credits.bytes()?;
+    let rec = st.control.store.add_credits(&id, bytes).await?;
+    tracing::info!(key = %id, bytes, "credits added");
+    Ok(Json(key_json(&rec)))
+}
+
+async fn revoke<S: Store>(
+    State(st): State<Arc<ApiState<S>>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    check_admin(&st, &headers)?;
+    st.control.store.revoke_key(&id).await?;
+    tracing::info!(key = %id, "key revoked");
+    Ok(Json(key_json(&st.control.store.key(&id).await?)))
+}
+
+async fn metrics<S: Store>(State(st): State<Arc<ApiState<S>>>) -> Response {
+    let body = st.control.metrics().map(|m| m.render()).unwrap_or_default();
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
 }
 
 async fn invite<S: Store>(
@@ -179,6 +267,8 @@ mod tests {
     async fn admin_routes_need_the_token() {
         let control = Arc::new(ControlPlane::new(
             Arc::new(MemoryStore::default()),
+            Default::default(),
+            tokio::sync::broadcast::channel(4).0,
             Default::default(),
         ));
         let state = Arc::new(ApiState {

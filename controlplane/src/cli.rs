@@ -29,7 +29,7 @@ pub struct RunArgs {
     /// Data directory: certificate, key, admin token [default: ./turbo-data].
     #[arg(long, env = "TURBO_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Store backend [default: memory].
+    /// Store backend: memory or redis://host:port/db [default: memory].
     #[arg(long, env = "TURBO_STORE")]
     pub store: Option<String>,
     /// Data-plane cores, 0 = all [default: 0].
@@ -53,6 +53,9 @@ pub struct RunArgs {
     /// Drop a silent node after this long, e.g. 5s [default: 5s].
     #[arg(long, env = "TURBO_NODE_LIVENESS")]
     pub node_liveness: Option<humantime::Duration>,
+    /// Reclaim a credit lease not renewed for this long, e.g. 30s [default: 30s].
+    #[arg(long, env = "TURBO_LEASE_TTL")]
+    pub lease_ttl: Option<humantime::Duration>,
     /// Validate the configuration and exit.
     #[arg(long)]
     pub check_config: bool,
@@ -96,6 +99,9 @@ impl RunArgs {
         }
         if let Some(l) = self.node_liveness {
             c.node_liveness = l.into();
+        }
+        if let Some(l) = self.lease_ttl {
+            c.lease_ttl = l.into();
         }
         c.validate()?;
         Ok(c)
@@ -164,12 +170,13 @@ mod tests {
 
     #[test]
     fn invalid_values_are_refused() {
-        let err = parse(&["--store", "redis://localhost"])
+        let err = parse(&["--store", "mysql://localhost"])
             .load(ServerConfig::default())
-            .expect_err("redis is not here yet");
-        assert!(err
-            .to_string()
-            .contains("redis arrives with the control-plane issue"));
+            .expect_err("only memory and redis");
+        assert!(err.to_string().contains("redis:// URL"));
+        parse(&["--store", "redis://127.0.0.1:6379/1"])
+            .load(ServerConfig::default())
+            .expect("redis urls are accepted");
         assert!(parse(&["--node-liveness", "61s"])
             .load(ServerConfig::default())
             .is_err());

@@ -50,7 +50,8 @@ pub struct ServerConfig {
     pub api_listen: SocketAddr,
     /// Where the certificate, key and admin token live. Defaults to `./turbo-data`.
     pub data_dir: PathBuf,
-    /// Store backend: `memory`. Defaults to `memory`.
+    /// Store backend: `memory` (embedded, lost on exit) or `redis://host:port/db`
+    /// (shared by every server pointing at it). Defaults to `memory`.
     pub store: String,
     /// Data-plane cores; 0 means one per available CPU. Defaults to `0`.
     pub cores: usize,
@@ -74,6 +75,31 @@ pub struct ServerConfig {
     /// A silent node is dropped after this long. Defaults to `5s` (at most `60s`).
     #[serde(with = "humantime_serde_compat")]
     pub node_liveness: Duration,
+    /// A credit lease not renewed for this long is reclaimed (the crash bound in time).
+    /// Defaults to `30s`.
+    #[serde(with = "humantime_serde_compat")]
+    pub lease_ttl: Duration,
+    /// Cores report usage at least this often while it accrues. Defaults to `1s`.
+    #[serde(with = "humantime_serde_compat")]
+    pub lease_checkpoint: Duration,
+    /// A lease unused this long goes back to its key. Defaults to `5s`.
+    #[serde(with = "humantime_serde_compat")]
+    pub lease_idle_release: Duration,
+    /// A known key is trusted by a core this long without asking (revocations still
+    /// apply at once). Defaults to `30s`.
+    #[serde(with = "humantime_serde_compat")]
+    pub auth_cache_ttl: Duration,
+    /// An unknown key is refused by a core this long without asking. Defaults to `5s`.
+    #[serde(with = "humantime_serde_compat")]
+    pub auth_negative_ttl: Duration,
+    /// Failed authentications one source IP may make per window and core before it is
+    /// refused without a lookup. Defaults to `20`.
+    pub auth_fail_limit: u32,
+    /// The window of `auth_fail_limit`. Defaults to `60s`.
+    #[serde(with = "humantime_serde_compat")]
+    pub auth_fail_window: Duration,
+    /// Approximate length cap of the `turbo:conns` feature stream. Defaults to `1000000`.
+    pub stream_max_len: u64,
 }
 
 impl Default for ServerConfig {
@@ -94,6 +120,14 @@ impl Default for ServerConfig {
             handshake_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(10),
             node_liveness: Duration::from_secs(5),
+            lease_ttl: Duration::from_secs(30),
+            lease_checkpoint: Duration::from_secs(1),
+            lease_idle_release: Duration::from_secs(5),
+            auth_cache_ttl: Duration::from_secs(30),
+            auth_negative_ttl: Duration::from_secs(5),
+            auth_fail_limit: 20,
+            auth_fail_window: Duration::from_secs(60),
+            stream_max_len: 1_000_000,
         }
     }
 }
@@ -137,11 +171,17 @@ impl ServerConfig {
                 reason: reason.to_owned(),
             })
         };
-        if self.store != "memory" {
+        if self.store != "memory" && !self.store.starts_with("redis://") {
+            return invalid("store", "must be `memory` or a redis:// URL");
+        }
+        if self.lease_checkpoint.is_zero() || self.lease_checkpoint * 3 > self.lease_ttl {
             return invalid(
-                "store",
-                "only `memory` is supported so far (redis arrives with the control-plane issue)",
+                "lease_checkpoint",
+                "must be positive and at most a third of lease_ttl",
             );
+        }
+        if self.lease_idle_release.is_zero() || self.auth_fail_window.is_zero() {
+            return invalid("lease_idle_release/auth_fail_window", "must be positive");
         }
         if !matches!(self.driver.as_str(), "auto" | "io_uring" | "legacy") {
             return invalid("driver", "must be auto, io_uring or legacy");
@@ -210,10 +250,20 @@ mod tests {
         assert_eq!(c.node_liveness, Duration::from_secs(2));
         assert!(toml::from_str::<ServerConfig>("nope = 1").is_err());
         let bad = ServerConfig {
-            store: "redis://x".into(),
+            store: "postgres://x".into(),
             ..Default::default()
         };
         assert!(bad.validate().is_err());
+        let redis = ServerConfig {
+            store: "redis://127.0.0.1:6379/0".into(),
+            ..Default::default()
+        };
+        redis.validate().expect("redis urls are accepted");
+        let bad = ServerConfig {
+            lease_ttl: Duration::from_secs(2),
+            ..Default::default()
+        };
+        assert!(bad.validate().is_err(), "checkpoint must fit the ttl");
         let bad = ServerConfig {
             node_liveness: Duration::from_secs(120),
             ..Default::default()

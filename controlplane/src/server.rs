@@ -6,13 +6,19 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use std::time::Duration;
+
+use tokio::sync::broadcast;
 use turbo_dataplane::control::{control_channel, NodeTableHandle};
-use turbo_dataplane::{BoundAddrs, Dataplane, DataplaneConfig, DataplaneError, DriverChoice};
+use turbo_dataplane::{
+    AuthConfig, BoundAddrs, Dataplane, DataplaneConfig, DataplaneError, DriverChoice, LeaseConfig,
+};
 
 use crate::api::{self, ApiState};
 use crate::config::ServerConfig;
-use crate::service::ControlPlane;
-use crate::store::MemoryStore;
+use crate::metrics::{Metrics, Sources};
+use crate::service::{ControlPlane, ControlSettings};
+use crate::store::{AnyStore, LeaseTerms, StoreError};
 use crate::tls::{self, TlsError};
 
 /// Start-up failures of the server.
@@ -38,6 +44,9 @@ pub enum ServerError {
     /// The data plane could not start.
     #[error(transparent)]
     Dataplane(#[from] DataplaneError),
+    /// The store could not be opened (Redis unreachable).
+    #[error("opening the store: {0}")]
+    Store(#[from] StoreError),
     /// The API listener could not be bound.
     #[error("binding API on {addr}: {source}")]
     ApiBind {
@@ -58,13 +67,13 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ServerError + '_ {
 /// A running server.
 pub struct Server {
     /// The control plane (for in-process callers such as the demo).
-    pub control: Arc<ControlPlane<MemoryStore>>,
+    pub control: Arc<ControlPlane<AnyStore>>,
     /// The API address.
     pub api: SocketAddr,
     /// Data-plane addresses.
     pub addrs: BoundAddrs,
     /// The API state (join string inputs).
-    pub api_state: Arc<ApiState<MemoryStore>>,
+    pub api_state: Arc<ApiState<AnyStore>>,
     dataplane: Dataplane,
     runtime: tokio::runtime::Runtime,
 }
@@ -125,13 +134,30 @@ impl Server {
             .enable_all()
             .build()
             .map_err(ServerError::Runtime)?;
+        let store = runtime.block_on(AnyStore::open(&cfg.store))?;
+        let server_id: Arc<str> = format!("s{:08x}", rand::random::<u32>()).into();
         let table = NodeTableHandle::default();
+        let (key_events, _) = broadcast::channel(4096);
         let control = Arc::new(ControlPlane::new(
-            Arc::new(MemoryStore::default()),
+            Arc::new(store),
             table.clone(),
+            key_events.clone(),
+            ControlSettings {
+                lease: LeaseTerms {
+                    owner: server_id.to_string(),
+                    ttl: cfg.lease_ttl,
+                },
+                stream_max_len: cfg.stream_max_len,
+            },
         ));
         let (handle, rx) = control_channel();
         runtime.spawn(control.clone().serve(rx));
+        runtime.spawn(control.clone().forward_key_events());
+        runtime.spawn(
+            control
+                .clone()
+                .reclaim_leases((cfg.lease_ttl / 4).max(Duration::from_millis(250))),
+        );
 
         let driver = match cfg.driver.as_str() {
             "io_uring" => DriverChoice::IoUring,
@@ -151,10 +177,31 @@ impl Server {
                 connect_timeout: cfg.connect_timeout,
                 node_liveness: cfg.node_liveness,
                 http_limits: Default::default(),
+                auth: AuthConfig {
+                    ttl: cfg.auth_cache_ttl,
+                    negative_ttl: cfg.auth_negative_ttl,
+                    fail_limit: cfg.auth_fail_limit,
+                    fail_window: cfg.auth_fail_window,
+                },
+                lease: LeaseConfig {
+                    server_id: server_id.clone(),
+                    checkpoint: cfg.lease_checkpoint,
+                    idle_release: cfg.lease_idle_release,
+                },
             },
             handle,
             table,
+            &key_events,
         )?;
+        let metrics = {
+            let (c1, c2) = (control.clone(), control.clone());
+            Metrics::new(Sources {
+                stats: dataplane.stats(),
+                store_errors: Box::new(move || crate::store::Store::errors(&*c1.store)),
+                nodes: Box::new(move || c2.live_count()),
+            })
+        };
+        control.set_metrics(Arc::new(metrics));
         let api_state = Arc::new(ApiState {
             control: control.clone(),
             admin_token,
@@ -182,6 +229,8 @@ impl Server {
             socks = ?addrs.socks,
             http = ?addrs.http,
             quic = %addrs.quic,
+            store = if cfg.store == "memory" { "memory" } else { "redis" },
+            server_id = %server_id,
             "turbo-server listening"
         );
         Ok(Server {
@@ -199,7 +248,8 @@ impl Server {
         self.runtime.block_on(f)
     }
 
-    /// Stops the data plane, then the control plane.
+    /// Stops the data plane (which settles its credit leases with the still-running
+    /// control plane), then the control plane.
     pub fn shutdown(self) {
         self.dataplane.shutdown();
         self.runtime

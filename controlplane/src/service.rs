@@ -1,23 +1,25 @@
-//! The control plane's answer to the data plane: authorizes customers, admits nodes,
-//! keeps the registry of connected nodes, publishes the [`NodeTable`] snapshot the cores
-//! route with, and books usage.
+//! The control plane's answer to the data plane: authorizes customers, runs credit
+//! leases against the store, admits nodes and keeps the registry of connected nodes,
+//! publishes the [`NodeTable`] snapshot the cores route with, relays key events to the
+//! cores, reclaims expired leases, and writes one feature record per closed connection.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use tokio::sync::broadcast;
 use tracing::{debug, info, warn};
 use turbo_dataplane::control::{
-    AuthDenied, AuthGrant, ConnRef, ControlReceiver, NodeAdmission, NodeRoute, NodeTable,
-    NodeTableHandle, ToControl, UsageRecord,
+    AuthDenied, ConnRecord, ConnRef, ControlReceiver, KeyEvent, LeaseAnswer, LeaseError,
+    LeaseRequest, NodeAdmission, NodeRoute, NodeTable, NodeTableHandle, ToControl,
 };
-use turbo_proto::params::{parse_username, CountryCode};
+use turbo_proto::params::CountryCode;
 use turbo_proto::wire::control::{Hello, RejectCode};
-use turbo_proto::Credentials;
 
+use crate::metrics::Metrics;
 use crate::secrets;
-use crate::store::Store;
+use crate::store::{LeaseTerms, Store, StoreError};
 
 /// A node with a live connection.
 #[derive(Debug, Clone)]
@@ -34,27 +36,75 @@ pub struct LiveNode {
     pub rtt: Option<Duration>,
 }
 
+/// Control-plane settings that are not the data plane's.
+#[derive(Debug, Clone)]
+pub struct ControlSettings {
+    /// Lease owner (server id) and TTL.
+    pub lease: LeaseTerms,
+    /// Approximate cap on the feature-record stream.
+    pub stream_max_len: u64,
+}
+
+impl Default for ControlSettings {
+    fn default() -> Self {
+        ControlSettings {
+            lease: LeaseTerms {
+                owner: "local".into(),
+                ttl: Duration::from_secs(30),
+            },
+            stream_max_len: 1_000_000,
+        }
+    }
+}
+
 /// Shared control-plane state.
 pub struct ControlPlane<S> {
     /// The store.
     pub store: Arc<S>,
     live: Mutex<HashMap<Arc<str>, LiveNode>>,
     table: NodeTableHandle,
+    key_events: broadcast::Sender<KeyEvent>,
+    settings: ControlSettings,
+    metrics: std::sync::OnceLock<Arc<Metrics>>,
 }
 
 impl<S: Store> ControlPlane<S> {
-    /// A control plane over `store`, publishing routes into `table`.
-    pub fn new(store: Arc<S>, table: NodeTableHandle) -> Self {
+    /// A control plane over `store`, publishing routes into `table` and key events
+    /// into `key_events`.
+    pub fn new(
+        store: Arc<S>,
+        table: NodeTableHandle,
+        key_events: broadcast::Sender<KeyEvent>,
+        settings: ControlSettings,
+    ) -> Self {
         ControlPlane {
             store,
             live: Mutex::new(HashMap::new()),
             table,
+            key_events,
+            settings,
+            metrics: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Attaches the metrics (once the data plane, which they also read, is running).
+    pub fn set_metrics(&self, metrics: Arc<Metrics>) {
+        let _ = self.metrics.set(metrics);
+    }
+
+    /// The metrics, if attached.
+    pub fn metrics(&self) -> Option<&Arc<Metrics>> {
+        self.metrics.get()
     }
 
     /// Connected nodes, by id.
     pub fn live_nodes(&self) -> HashMap<Arc<str>, LiveNode> {
         self.live.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Number of connected nodes.
+    pub fn live_count(&self) -> usize {
+        self.live.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     fn update_live(&self, f: impl FnOnce(&mut HashMap<Arc<str>, LiveNode>)) {
@@ -72,20 +122,72 @@ impl<S: Store> ControlPlane<S> {
         self.table.store(Arc::new(NodeTable { routes }));
     }
 
-    /// Serves data-plane requests until every sender is gone.
+    /// Serves data-plane requests until every sender is gone. Store-bound requests run
+    /// concurrently; node registry updates are applied in order.
     pub async fn serve(self: Arc<Self>, mut rx: ControlReceiver) {
         while let Some(msg) = rx.recv().await {
-            self.handle(msg).await;
+            match msg {
+                ToControl::Authorize {
+                    key_hash, reply, ..
+                } => {
+                    let me = self.clone();
+                    tokio::spawn(async move {
+                        let _ = reply.send(me.authorize(key_hash).await);
+                    });
+                }
+                ToControl::Lease { request, reply } => {
+                    let me = self.clone();
+                    tokio::spawn(async move {
+                        let _ = reply.send(me.lease(&request).await);
+                    });
+                }
+                ToControl::ConnClosed(record) => {
+                    let me = self.clone();
+                    tokio::spawn(async move { me.record(record).await });
+                }
+                other => self.handle(other).await,
+            }
+        }
+    }
+
+    /// Forwards the store's key events (from every server) to this server's cores.
+    pub async fn forward_key_events(self: Arc<Self>) {
+        let mut rx = self.store.events();
+        loop {
+            match rx.recv().await {
+                Ok(ev) => {
+                    debug!(event = ?ev, "key event");
+                    let _ = self.key_events.send(ev);
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    let _ = self.key_events.send(KeyEvent::Resync);
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+
+    /// Reclaims expired leases (of any server sharing the store) every `every`.
+    pub async fn reclaim_leases(self: Arc<Self>, every: Duration) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match self.store.reclaim_expired().await {
+                Ok(0) => {}
+                Ok(n) => {
+                    info!(leases = n, "reclaimed expired leases");
+                    if let Some(m) = self.metrics() {
+                        m.leases_reclaimed.inc_by(n);
+                    }
+                }
+                Err(e) => debug!(error = %e, "lease reclaim failed"),
+            }
         }
     }
 
     async fn handle(&self, msg: ToControl) {
         match msg {
-            ToControl::Authorize {
-                credentials, reply, ..
-            } => {
-                let _ = reply.send(self.authorize(credentials).await);
-            }
             ToControl::NodeHello {
                 hello,
                 peer,
@@ -108,26 +210,61 @@ impl<S: Store> ControlPlane<S> {
                     n.rtt = Some(rtt);
                 }
             }
-            ToControl::Usage(usage) => self.book(usage).await,
+            ToControl::Authorize { .. } | ToControl::Lease { .. } | ToControl::ConnClosed(_) => {}
         }
     }
 
-    async fn authorize(&self, credentials: Credentials) -> Result<AuthGrant, AuthDenied> {
-        let params = parse_username(&credentials.username)?;
+    /// Which key hashes to `key_hash`: unknown and revoked keys are refused alike.
+    async fn authorize(&self, key_hash: [u8; 32]) -> Result<Arc<str>, AuthDenied> {
         let key = self
             .store
-            .key_by_hash(secrets::hash(&credentials.password))
+            .key_by_hash(key_hash)
             .await
             .map_err(|_| AuthDenied::Unavailable)?
-            .filter(|k| !k.revoked)
+            .filter(|k| !k.revoked && secrets::same(&k.hash, &key_hash))
             .ok_or(AuthDenied::BadKey)?;
-        if key.credits == 0 {
-            return Err(AuthDenied::NoCredits);
+        Ok(key.id.into())
+    }
+
+    async fn lease(&self, request: &LeaseRequest) -> Result<LeaseAnswer, LeaseError> {
+        let result = self.store.lease(&self.settings.lease, request).await;
+        let metrics = self.metrics();
+        match result {
+            Ok(answer) => {
+                if let (Some(m), true) = (metrics, answer.granted > 0) {
+                    m.lease_grants.inc();
+                    m.lease_granted_bytes.inc_by(answer.granted);
+                }
+                debug!(key = %request.key_id, lease = %request.lease_id, seq = request.seq, granted = answer.granted, used = request.usage.bytes(), release = request.release, "lease");
+                Ok(answer)
+            }
+            Err(e) => {
+                if let Some(m) = metrics {
+                    m.lease_failures.inc();
+                }
+                warn!(key = %request.key_id, error = %e, "lease request failed");
+                Err(match e {
+                    StoreError::NotFound(_) => LeaseError::UnknownKey,
+                    StoreError::Unavailable(_) => LeaseError::Unavailable,
+                })
+            }
         }
-        Ok(AuthGrant {
-            key_id: key.id.into(),
-            params,
-        })
+    }
+
+    async fn record(&self, record: ConnRecord) {
+        if let Some(m) = self.metrics() {
+            m.connection_closed(&record);
+        }
+        if let Err(e) = self
+            .store
+            .record_connection(&record, self.settings.stream_max_len)
+            .await
+        {
+            if let Some(m) = self.metrics() {
+                m.records_dropped.inc();
+            }
+            debug!(error = %e, "feature record dropped");
+        }
     }
 
     async fn admit(
@@ -168,27 +305,13 @@ impl<S: Store> ControlPlane<S> {
         info!(node = %node_id, %peer, country = ?country, "node connected");
         Ok(NodeAdmission { node_id })
     }
-
-    async fn book(&self, u: UsageRecord) {
-        let bytes = u.bytes_up + u.bytes_down;
-        debug!(key = %u.key_id, node = %u.node_id, up = u.bytes_up, down = u.bytes_down, outcome = u.outcome.reason(), "usage");
-        if let Err(e) = self.store.debit(&u.key_id, u.bytes_up, u.bytes_down).await {
-            warn!(error = %e, key = %u.key_id, "could not book usage");
-        }
-        if bytes > 0 {
-            if let Err(e) = self.store.add_node_bytes(&u.node_id, bytes).await {
-                warn!(error = %e, node = %u.node_id, "could not book node bytes");
-            }
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::store::MemoryStore;
-    use turbo_dataplane::control::control_channel;
-    use turbo_proto::RelayStatus;
+    use turbo_dataplane::control::{control_channel, ControlHandle, Usage};
 
     fn hello(token: &str) -> Hello {
         Hello {
@@ -201,42 +324,88 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn authorizes_admits_and_books_through_the_channel() {
+    fn start() -> (
+        Arc<MemoryStore>,
+        NodeTableHandle,
+        Arc<ControlPlane<MemoryStore>>,
+        ControlHandle,
+        broadcast::Receiver<KeyEvent>,
+    ) {
         let store = Arc::new(MemoryStore::default());
         let table = NodeTableHandle::default();
-        let cp = Arc::new(ControlPlane::new(store.clone(), table.clone()));
+        let (events, events_rx) = broadcast::channel(16);
+        let cp = Arc::new(ControlPlane::new(
+            store.clone(),
+            table.clone(),
+            events,
+            ControlSettings::default(),
+        ));
         let (handle, rx) = control_channel();
         tokio::spawn(cp.clone().serve(rx));
+        tokio::spawn(cp.clone().forward_key_events());
+        (store, table, cp, handle, events_rx)
+    }
+
+    #[tokio::test]
+    async fn authorizes_by_hash_and_runs_leases() {
+        let (store, _, _, handle, mut events) = start();
         let peer: SocketAddr = "127.0.0.1:1".parse().expect("addr");
         let (key, secret) = store.create_key("a", 1000).await.expect("key");
-        let creds = |user: &str, pass: &str| Credentials {
-            username: user.into(),
-            password: pass.into(),
-        };
-        let grant = handle
-            .authorize(creds("alice-country-us", &secret), peer)
+        let id = handle
+            .authorize(secrets::hash(&secret), peer)
             .await
             .expect("grant");
-        assert_eq!(&*grant.key_id, key.id);
+        assert_eq!(&*id, key.id);
         assert_eq!(
-            grant.params.country.map(|c| c.to_string()),
-            Some("US".into())
+            handle.authorize(secrets::hash("tk_nope"), peer).await,
+            Err(AuthDenied::BadKey)
+        );
+        let mut usage = Usage::default();
+        usage.add(&"n_x".into(), 10, true);
+        let first = LeaseRequest {
+            key_id: id.clone(),
+            lease_id: "s/0/1".into(),
+            seq: 1,
+            want: 600,
+            usage: Usage::default(),
+            release: false,
+        };
+        let ans = handle.lease(first.clone()).await.expect("lease");
+        assert_eq!((ans.granted, ans.credits), (600, 400));
+        let release = LeaseRequest {
+            seq: 2,
+            want: 0,
+            usage,
+            release: true,
+            ..first
+        };
+        let ans = handle.lease(release).await.expect("release");
+        assert_eq!((ans.held, ans.credits), (0, 990));
+        let unknown = LeaseRequest {
+            key_id: "k_gone".into(),
+            lease_id: "s/0/2".into(),
+            seq: 1,
+            want: 1,
+            usage: Usage::default(),
+            release: false,
+        };
+        assert_eq!(handle.lease(unknown).await, Err(LeaseError::UnknownKey));
+        store.revoke_key(&key.id).await.expect("revoke");
+        assert_eq!(
+            events.recv().await.expect("event"),
+            KeyEvent::Revoked(key.id.as_str().into()),
+            "revocations reach the cores"
         );
         assert_eq!(
-            handle
-                .authorize(creds("alice", "tk_nope"), peer)
-                .await
-                .err(),
-            Some(AuthDenied::BadKey)
+            handle.authorize(secrets::hash(&secret), peer).await,
+            Err(AuthDenied::BadKey)
         );
-        assert!(matches!(
-            handle
-                .authorize(creds("alice-country-zz", &secret), peer)
-                .await,
-            Err(AuthDenied::BadParams(_))
-        ));
+    }
 
+    #[tokio::test]
+    async fn admits_nodes_and_tracks_them_in_order() {
+        let (store, table, cp, handle, _) = start();
+        let peer: SocketAddr = "[::1]:9".parse().expect("addr");
         let (node, token) = store.create_node().await.expect("node");
         let conn = ConnRef { core: 1, serial: 7 };
         assert_eq!(
@@ -248,78 +417,43 @@ mod tests {
             .await
             .expect("admit");
         assert_eq!(&*adm.node_id, node.id);
-        let routes = table.load().routes.clone();
-        assert_eq!(routes.len(), 1);
-        assert_eq!(routes[0].country.map(|c| c.to_string()), Some("DE".into()));
-
-        handle.send(ToControl::Usage(UsageRecord {
-            key_id: grant.key_id.clone(),
-            node_id: adm.node_id.clone(),
-            target_port: 80,
-            bytes_up: 400,
-            bytes_down: 600,
-            duration: Duration::from_millis(5),
-            outcome: RelayStatus::Ok,
-        }));
-        // A NodeGone for another connection of the same node keeps the route.
-        handle.send(ToControl::NodeGone {
-            node_id: adm.node_id.clone(),
-            conn: ConnRef { core: 0, serial: 7 },
-        });
-        // Messages are handled in order: this answer proves the two above were processed,
-        // and the usage drained the key.
         assert_eq!(
-            handle.authorize(creds("alice", &secret), peer).await.err(),
-            Some(AuthDenied::NoCredits)
-        );
-        assert_eq!(table.load().routes.len(), 1);
-        handle.send(ToControl::NodeGone {
-            node_id: adm.node_id.clone(),
-            conn,
-        });
-        let _ = handle.authorize(creds("alice", &secret), peer).await;
-        assert!(table.load().routes.is_empty());
-        let nodes = store.list_nodes().await.expect("nodes");
-        assert_eq!(nodes[0].bytes_carried, 1000);
-    }
-
-    #[tokio::test]
-    async fn records_rtt_and_refuses_revoked_keys() {
-        let store = Arc::new(MemoryStore::default());
-        let table = NodeTableHandle::default();
-        let cp = Arc::new(ControlPlane::new(store.clone(), table.clone()));
-        let (handle, rx) = control_channel();
-        tokio::spawn(cp.clone().serve(rx));
-        let peer: SocketAddr = "[::1]:9".parse().expect("addr");
-        let (_, token) = store.create_node().await.expect("node");
-        let mut h = hello(&token);
-        h.country = Some("not-a-country".into());
-        let adm = handle
-            .admit_node(h, peer, ConnRef { core: 0, serial: 1 })
-            .await
-            .expect("admit");
-        assert_eq!(
-            table.load().routes[0].country,
-            None,
-            "bad country is ignored"
+            table.load().routes[0].country.map(|c| c.to_string()),
+            Some("DE".into())
         );
         handle.send(ToControl::NodeRtt {
             node_id: adm.node_id.clone(),
             rtt: Duration::from_millis(12),
         });
-        let (key, secret) = store.create_key("b", 10).await.expect("key");
-        store.revoke_key(&key.id).await.expect("revoke");
-        let creds = Credentials {
-            username: "bob".into(),
-            password: secret,
-        };
-        // Answered after the RTT sample: the channel is handled in order.
-        assert_eq!(
-            handle.authorize(creds, peer).await.err(),
-            Some(AuthDenied::BadKey)
-        );
+        // A NodeGone for another connection of the same node keeps the route.
+        handle.send(ToControl::NodeGone {
+            node_id: adm.node_id.clone(),
+            conn: ConnRef { core: 0, serial: 7 },
+        });
+        // Node messages are handled in order: this answer proves the ones above ran.
+        let (_, other) = store.create_node().await.expect("node");
+        let mut h = hello(&other);
+        h.country = Some("not-a-country".into());
+        handle
+            .admit_node(h, peer, ConnRef { core: 0, serial: 1 })
+            .await
+            .expect("admit");
+        assert_eq!(table.load().routes.len(), 2);
         let live = cp.live_nodes();
         assert_eq!(live[&adm.node_id].rtt, Some(Duration::from_millis(12)));
-        assert_eq!(live[&adm.node_id].peer, peer);
+        assert!(
+            live.values().any(|n| n.country.is_none()),
+            "a bad country is ignored"
+        );
+        handle.send(ToControl::NodeGone {
+            node_id: adm.node_id.clone(),
+            conn,
+        });
+        let (_, third) = store.create_node().await.expect("node");
+        handle
+            .admit_node(hello(&third), peer, ConnRef { core: 0, serial: 2 })
+            .await
+            .expect("admit");
+        assert!(!cp.live_nodes().contains_key(&adm.node_id));
     }
 }

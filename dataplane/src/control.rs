@@ -13,7 +13,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::{mpsc, oneshot};
 use turbo_proto::params::{CountryCode, ParamsError, UserParams};
 use turbo_proto::wire::control::{Hello, RejectCode};
-use turbo_proto::{Credentials, RelayStatus};
+use turbo_proto::RelayStatus;
 
 /// Identifies one node QUIC connection on one core: `(core, connection serial)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -48,6 +48,22 @@ pub enum AuthDenied {
     /// The control plane could not decide (store down, shutting down).
     #[error("authorization unavailable")]
     Unavailable,
+    /// Too many failed authentications from this address: refused without a lookup.
+    #[error("too many failed authentications")]
+    RateLimited,
+}
+
+impl AuthDenied {
+    /// A short label for logs and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AuthDenied::BadKey => "bad_key",
+            AuthDenied::NoCredits => "no_credits",
+            AuthDenied::BadParams(_) => "bad_params",
+            AuthDenied::Unavailable => "unavailable",
+            AuthDenied::RateLimited => "rate_limited",
+        }
+    }
 }
 
 /// What the control plane tells a core about an accepted node.
@@ -57,37 +73,154 @@ pub struct NodeAdmission {
     pub node_id: Arc<str>,
 }
 
-/// Why a connection ended and how much it moved: the basis of billing and of node pay.
-/// Bytes are counted on the server.
+/// Usage a core has relayed for one key and not yet reported. Bytes are counted on the
+/// server, never taken from a node's report.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Customer -> target bytes.
+    pub up: u64,
+    /// Target -> customer bytes.
+    pub down: u64,
+    /// Connections that closed.
+    pub connections: u64,
+    /// Bytes carried per node; sums to `up + down`.
+    pub nodes: Vec<(Arc<str>, u64)>,
+}
+
+impl Usage {
+    /// Whether there is nothing to report.
+    pub fn is_empty(&self) -> bool {
+        self.up == 0 && self.down == 0 && self.connections == 0
+    }
+
+    /// Total bytes.
+    pub fn bytes(&self) -> u64 {
+        self.up + self.down
+    }
+
+    /// Adds `n` bytes carried by `node` in one direction.
+    pub fn add(&mut self, node: &Arc<str>, n: u64, upstream: bool) {
+        if upstream {
+            self.up += n;
+        } else {
+            self.down += n;
+        }
+        match self
+            .nodes
+            .iter_mut()
+            .find(|(id, _)| Arc::ptr_eq(id, node) || id == node)
+        {
+            Some((_, b)) => *b += n,
+            None => self.nodes.push((node.clone(), n)),
+        }
+    }
+}
+
+/// One call of the lease protocol: report usage, then reserve more credit or release
+/// the rest. Requests carry a per-lease sequence number so that a retry after a lost
+/// answer is applied at most once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseRequest {
+    /// The key whose balance is leased.
+    pub key_id: Arc<str>,
+    /// The lease, chosen by the core (unique per server process).
+    pub lease_id: Arc<str>,
+    /// Sequence number within the lease, starting at 1.
+    pub seq: u64,
+    /// Bytes wanted on top of what the lease holds (0 for a pure checkpoint).
+    pub want: u64,
+    /// Usage since the previous request of this lease.
+    pub usage: Usage,
+    /// Return whatever the lease still holds and end it.
+    pub release: bool,
+}
+
+/// The store's answer to a [`LeaseRequest`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LeaseAnswer {
+    /// Bytes added to the lease by this request.
+    pub granted: u64,
+    /// Bytes the lease holds after it (the store's view).
+    pub held: u64,
+    /// The key's unleased balance after it.
+    pub credits: u64,
+    /// The key is revoked.
+    pub revoked: bool,
+    /// The lease had already ended (released, or reclaimed after expiry): its usage was
+    /// charged to the balance directly and the core must start a new lease.
+    pub ended: bool,
+}
+
+/// Why a lease request failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LeaseError {
+    /// The key no longer exists.
+    #[error("unknown key")]
+    UnknownKey,
+    /// The store is unreachable; the request may or may not have been applied.
+    #[error("store unavailable")]
+    Unavailable,
+}
+
+/// What the abnormal-traffic dataset records about one closed customer connection.
 #[derive(Debug, Clone)]
-pub struct UsageRecord {
+pub struct ConnRecord {
     /// The customer's key id.
     pub key_id: Arc<str>,
-    /// The node that carried the bytes.
+    /// The node that carried it.
     pub node_id: Arc<str>,
+    /// `socks5` or `http`.
+    pub frontend: &'static str,
     /// The target port.
     pub target_port: u16,
+    /// When the customer connected, Unix milliseconds.
+    pub started_unix_ms: u64,
+    /// How long the connection lived.
+    pub duration: Duration,
+    /// From accept to the node's reply, if the node replied.
+    pub time_to_connect: Option<Duration>,
     /// Customer -> target bytes.
     pub bytes_up: u64,
     /// Target -> customer bytes.
     pub bytes_down: u64,
-    /// How long the connection lived.
-    pub duration: Duration,
-    /// The node's answer to the relay header.
+    /// Reads (segments) customer -> target.
+    pub reads_up: u64,
+    /// Reads (segments) target -> customer.
+    pub reads_down: u64,
+    /// Mean gap between reads in either direction, microseconds.
+    pub gap_mean_us: u64,
+    /// Largest gap between reads, microseconds.
+    pub gap_max_us: u64,
+    /// Standard deviation of the gaps, microseconds.
+    pub gap_std_us: u64,
+    /// How it ended.
     pub outcome: RelayStatus,
+}
+
+/// Changes to keys that every core must apply at once (from this server or, through
+/// the store's PUB/SUB, from another one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyEvent {
+    /// The key was revoked: forget it and close its connections.
+    Revoked(Arc<str>),
+    /// The key received credits: a dry account may lease again.
+    ToppedUp(Arc<str>),
+    /// Events may have been missed: drop every cached answer.
+    Resync,
 }
 
 /// Requests from data-plane cores to the control plane.
 #[derive(Debug)]
 pub enum ToControl {
-    /// A customer presented credentials: answer with a grant or a refusal.
+    /// A customer presented a key: answer with its id or a refusal. Only the SHA-256 of
+    /// the key crosses the channel.
     Authorize {
-        /// Username and API key.
-        credentials: Credentials,
+        /// SHA-256 of the presented API key.
+        key_hash: [u8; 32],
         /// The customer's address.
         peer: SocketAddr,
         /// Where to answer.
-        reply: oneshot::Sender<Result<AuthGrant, AuthDenied>>,
+        reply: oneshot::Sender<Result<Arc<str>, AuthDenied>>,
     },
     /// A node sent its hello: admit it (and add it to the [`NodeTable`]) or refuse.
     NodeHello {
@@ -114,8 +247,15 @@ pub enum ToControl {
         /// quiche's smoothed RTT.
         rtt: Duration,
     },
+    /// Report usage and reserve or release credit.
+    Lease {
+        /// The request.
+        request: LeaseRequest,
+        /// Where to answer.
+        reply: oneshot::Sender<Result<LeaseAnswer, LeaseError>>,
+    },
     /// A relayed connection finished.
-    Usage(UsageRecord),
+    ConnClosed(ConnRecord),
 }
 
 /// Sending half used by cores. Cheap to clone; never blocks.
@@ -139,21 +279,30 @@ impl ControlHandle {
         self.tx.send(msg).is_ok()
     }
 
-    /// Asks the control plane to authorize a customer.
+    /// Asks the control plane which key hashes to `key_hash`.
     pub async fn authorize(
         &self,
-        credentials: Credentials,
+        key_hash: [u8; 32],
         peer: SocketAddr,
-    ) -> Result<AuthGrant, AuthDenied> {
+    ) -> Result<Arc<str>, AuthDenied> {
         let (reply, rx) = oneshot::channel();
         if !self.send(ToControl::Authorize {
-            credentials,
+            key_hash,
             peer,
             reply,
         }) {
             return Err(AuthDenied::Unavailable);
         }
         rx.await.unwrap_or(Err(AuthDenied::Unavailable))
+    }
+
+    /// Runs one lease request.
+    pub async fn lease(&self, request: LeaseRequest) -> Result<LeaseAnswer, LeaseError> {
+        let (reply, rx) = oneshot::channel();
+        if !self.send(ToControl::Lease { request, reply }) {
+            return Err(LeaseError::Unavailable);
+        }
+        rx.await.unwrap_or(Err(LeaseError::Unavailable))
     }
 
     /// Asks the control plane to admit a node.

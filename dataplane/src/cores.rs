@@ -8,15 +8,20 @@ use std::sync::Arc;
 
 use monoio::net::udp::UdpSocket;
 use monoio::net::TcpListener;
-use tokio::sync::mpsc;
+use std::time::Duration;
+
+use tokio::sync::{broadcast, mpsc};
 use tracing::{info, warn, Instrument};
 
-use crate::control::{ControlHandle, NodeTableHandle, ToControl};
+use crate::account::Accounts;
+use crate::auth::AuthCache;
+use crate::control::{ControlHandle, KeyEvent, NodeTableHandle, ToControl};
 use crate::customer::{self, Frontend};
 use crate::pool::BufPool;
 use crate::quic::conn::NodeConn;
 use crate::quic::endpoint::{self, QuicEndpoint};
 use crate::relay::{self, RelayJob};
+use crate::stats::Stats;
 use crate::{DataplaneConfig, DataplaneError, DriverChoice};
 
 /// Messages a core accepts from other threads.
@@ -53,6 +58,12 @@ pub(crate) struct Core {
     pub(crate) quic: QuicEndpoint,
     /// This core's relay buffers.
     pub(crate) pool: BufPool,
+    /// This core's authorization cache.
+    pub(crate) auth: AuthCache,
+    /// This core's credit accounts.
+    pub(crate) accounts: Accounts,
+    /// Counters shared by all cores.
+    pub(crate) stats: Arc<Stats>,
 }
 
 impl Core {
@@ -101,6 +112,8 @@ pub(crate) struct CoreSeed {
     pub(crate) nodes: NodeTableHandle,
     pub(crate) peers: Arc<[CoreSender]>,
     pub(crate) inbox: mpsc::UnboundedReceiver<CoreMsg>,
+    pub(crate) key_events: broadcast::Receiver<KeyEvent>,
+    pub(crate) stats: Arc<Stats>,
     pub(crate) sockets: CoreSockets,
     pub(crate) quic_local: SocketAddr,
 }
@@ -149,7 +162,11 @@ async fn core_main(seed: CoreSeed) -> std::io::Result<()> {
         peers: seed.peers,
         quic: QuicEndpoint::new(quic_socket, seed.quic_local, config),
         pool: BufPool::default(),
+        auth: AuthCache::default(),
+        accounts: Accounts::default(),
+        stats: seed.stats,
     });
+    monoio::spawn(key_events(core.clone(), seed.key_events));
     for (listener, frontend) in [
         (seed.sockets.socks, Frontend::Socks),
         (seed.sockets.http, Frontend::Http),
@@ -185,6 +202,7 @@ async fn core_main(seed: CoreSeed) -> std::io::Result<()> {
             CoreMsg::Shutdown => break,
         }
     }
+    core.accounts.settle_all(Duration::from_secs(2)).await;
     close_all(&core).await;
     Ok(())
 }
@@ -208,6 +226,19 @@ async fn close_all(core: &Rc<Core>) {
         {
             break;
         }
+    }
+}
+
+/// Applies key events (revocations, top-ups) from the control plane.
+async fn key_events(core: Rc<Core>, mut rx: broadcast::Receiver<KeyEvent>) {
+    loop {
+        let event = match rx.recv().await {
+            Ok(e) => e,
+            Err(broadcast::error::RecvError::Lagged(_)) => KeyEvent::Resync,
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        core.auth.apply(&event);
+        core.accounts.apply(&event);
     }
 }
 

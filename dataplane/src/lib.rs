@@ -10,6 +10,8 @@
 //! reads node routes from a lock-free [`control::NodeTable`] snapshot.
 #![warn(missing_docs)]
 
+mod account;
+mod auth;
 pub mod control;
 mod cores;
 mod customer;
@@ -18,6 +20,7 @@ mod quic;
 mod relay;
 mod signal;
 mod sockets;
+pub mod stats;
 mod sys;
 
 use std::net::SocketAddr;
@@ -64,6 +67,56 @@ pub struct DataplaneConfig {
     pub node_liveness: Duration,
     /// HTTP head limits.
     pub http_limits: HttpLimits,
+    /// Authorization cache and failure limits.
+    pub auth: AuthConfig,
+    /// Credit lease behaviour.
+    pub lease: LeaseConfig,
+}
+
+/// How cores cache authorization answers and limit failures.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// A known key is trusted this long without asking again (revocations still apply
+    /// at once).
+    pub ttl: Duration,
+    /// An unknown or revoked key is refused this long without asking again.
+    pub negative_ttl: Duration,
+    /// Failed authentications a source IP may make per window (per core).
+    pub fail_limit: u32,
+    /// The failure-counting window.
+    pub fail_window: Duration,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            ttl: Duration::from_secs(30),
+            negative_ttl: Duration::from_secs(5),
+            fail_limit: 20,
+            fail_window: Duration::from_secs(60),
+        }
+    }
+}
+
+/// How cores hold credit leases.
+#[derive(Debug, Clone)]
+pub struct LeaseConfig {
+    /// This server's id, which names its leases.
+    pub server_id: Arc<str>,
+    /// Usage is reported at least this often while it accrues.
+    pub checkpoint: Duration,
+    /// A lease unused this long goes back to the key.
+    pub idle_release: Duration,
+}
+
+impl Default for LeaseConfig {
+    fn default() -> Self {
+        LeaseConfig {
+            server_id: format!("s{:08x}", rand::random::<u32>()).into(),
+            checkpoint: Duration::from_secs(1),
+            idle_release: Duration::from_secs(5),
+        }
+    }
 }
 
 /// Addresses actually bound (port 0 resolved).
@@ -107,6 +160,7 @@ pub enum DataplaneError {
 /// A running data plane.
 pub struct Dataplane {
     addrs: BoundAddrs,
+    stats: Arc<stats::Stats>,
     inboxes: Arc<[cores::CoreSender]>,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
@@ -121,7 +175,9 @@ impl Dataplane {
         config: DataplaneConfig,
         control: control::ControlHandle,
         nodes: control::NodeTableHandle,
+        key_events: &tokio::sync::broadcast::Sender<control::KeyEvent>,
     ) -> Result<Self, DataplaneError> {
+        let stats = Arc::new(stats::Stats::default());
         let count = config.cores.clamp(1, 255);
         let uring = cores::use_io_uring(config.driver)?;
         // Fail fast on bad TLS material instead of inside every core.
@@ -156,6 +212,8 @@ impl Dataplane {
                 nodes: nodes.clone(),
                 peers: inboxes.clone(),
                 inbox,
+                key_events: key_events.subscribe(),
+                stats: stats.clone(),
                 sockets: cores::CoreSockets {
                     socks: socks.as_mut().and_then(Iterator::next),
                     http: http.as_mut().and_then(Iterator::next),
@@ -186,9 +244,15 @@ impl Dataplane {
         );
         Ok(Dataplane {
             addrs,
+            stats,
             inboxes,
             threads,
         })
+    }
+
+    /// The data plane's counters.
+    pub fn stats(&self) -> Arc<stats::Stats> {
+        self.stats.clone()
     }
 
     /// The bound addresses.

@@ -8,6 +8,7 @@
 use std::cell::Cell;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use monoio::io::{
@@ -19,7 +20,8 @@ use turbo_proto::wire::relay::{RelayHeader, RelayReply, MAX_REPLY_MESSAGE};
 use turbo_proto::wire::WireError;
 use turbo_proto::{RelayStatus, TargetAddr};
 
-use crate::control::{AuthGrant, NodeRoute, ToControl, UsageRecord};
+use crate::account::{Account, Exhausted};
+use crate::control::{AuthGrant, ConnRecord, NodeRoute, ToControl};
 use crate::cores::Core;
 use crate::customer::ReplyKind;
 use crate::pool::BufPool;
@@ -107,27 +109,90 @@ enum RelayError {
     /// The node finished the stream without a reply.
     #[error("node sent no reply")]
     NoReply,
+    /// The key cannot pay for more bytes.
+    #[error("credit: {0}")]
+    Credit(#[from] Exhausted),
 }
 
-/// Byte counters of one relay.
-#[derive(Default)]
-struct Counters {
+/// What one relay moved, counted on the server: bytes and reads each way, and the
+/// gaps between reads (for the feature record).
+struct Counters<'a> {
+    account: &'a Account,
+    node: &'a Arc<str>,
     up: Cell<u64>,
     down: Cell<u64>,
+    reads_up: Cell<u64>,
+    reads_down: Cell<u64>,
+    last_read: Cell<Option<Instant>>,
+    gaps: Cell<u64>,
+    gap_sum_us: Cell<f64>,
+    gap_sq_sum_us: Cell<f64>,
+    gap_max_us: Cell<u64>,
+    started: Instant,
+    connected_after: Cell<Option<Duration>>,
 }
 
-impl Counters {
-    fn add_up(&self, n: usize) {
-        self.up.set(self.up.get() + n as u64);
+impl<'a> Counters<'a> {
+    fn new(account: &'a Account, node: &'a Arc<str>, started: Instant) -> Self {
+        Counters {
+            started,
+            account,
+            node,
+            up: Cell::new(0),
+            down: Cell::new(0),
+            reads_up: Cell::new(0),
+            reads_down: Cell::new(0),
+            last_read: Cell::new(None),
+            gaps: Cell::new(0),
+            gap_sum_us: Cell::new(0.0),
+            gap_sq_sum_us: Cell::new(0.0),
+            gap_max_us: Cell::new(0),
+            connected_after: Cell::new(None),
+        }
     }
+
+    fn read(&self, n: usize, upstream: bool) {
+        let (bytes, reads) = if upstream {
+            (&self.up, &self.reads_up)
+        } else {
+            (&self.down, &self.reads_down)
+        };
+        bytes.set(bytes.get() + n as u64);
+        reads.set(reads.get() + 1);
+        self.account.spent(self.node, n, upstream);
+        let now = Instant::now();
+        if let Some(prev) = self.last_read.replace(Some(now)) {
+            let gap = now.duration_since(prev).as_micros() as u64;
+            self.gaps.set(self.gaps.get() + 1);
+            self.gap_sum_us.set(self.gap_sum_us.get() + gap as f64);
+            self.gap_sq_sum_us
+                .set(self.gap_sq_sum_us.get() + (gap as f64) * (gap as f64));
+            self.gap_max_us.set(self.gap_max_us.get().max(gap));
+        }
+    }
+
+    fn add_up(&self, n: usize) {
+        self.read(n, true);
+    }
+
     fn add_down(&self, n: usize) {
-        self.down.set(self.down.get() + n as u64);
+        self.read(n, false);
+    }
+
+    /// Mean and standard deviation of the gaps between reads, in microseconds.
+    fn gap_stats(&self) -> (u64, u64) {
+        let n = self.gaps.get();
+        if n == 0 {
+            return (0, 0);
+        }
+        let mean = self.gap_sum_us.get() / n as f64;
+        let var = (self.gap_sq_sum_us.get() / n as f64 - mean * mean).max(0.0);
+        (mean as u64, var.sqrt() as u64)
     }
 }
 
 /// Relays `job` to completion and reports its usage.
 pub(crate) async fn run(core: Rc<Core>, job: RelayJob<TcpStream>) {
-    let counters = Counters::default();
     let RelayJob {
         stream,
         reply,
@@ -138,19 +203,37 @@ pub(crate) async fn run(core: Rc<Core>, job: RelayJob<TcpStream>) {
         started,
         ..
     } = job;
-    let outcome = relay(&core, stream, reply, &target, pending, &route, &counters).await;
+    let account = core.accounts.attach(&core, &grant.key_id);
+    let counters = Counters::new(&account, &route.node_id, started);
+    let outcome = relay(
+        &core, stream, reply, &target, pending, &route, &counters, started,
+    )
+    .await;
     let (up, down) = (counters.up.get(), counters.down.get());
     debug!(
         status = outcome.reason(),
         up, down, "customer connection closed"
     );
-    core.control.send(ToControl::Usage(UsageRecord {
+    let (gap_mean_us, gap_std_us) = counters.gap_stats();
+    let started_unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+        .saturating_sub(started.elapsed().as_millis() as u64);
+    core.control.send(ToControl::ConnClosed(ConnRecord {
         key_id: grant.key_id,
-        node_id: route.node_id,
+        node_id: route.node_id.clone(),
+        frontend: reply.frontend(),
         target_port: target.port(),
+        started_unix_ms,
+        duration: started.elapsed(),
+        time_to_connect: counters.connected_after.get(),
         bytes_up: up,
         bytes_down: down,
-        duration: started.elapsed(),
+        reads_up: counters.reads_up.get(),
+        reads_down: counters.reads_down.get(),
+        gap_mean_us,
+        gap_max_us: counters.gap_max_us.get(),
+        gap_std_us,
         outcome,
     }));
 }
@@ -162,9 +245,19 @@ async fn relay(
     target: &TargetAddr,
     pending: Vec<u8>,
     route: &NodeRoute,
-    counters: &Counters,
+    counters: &Counters<'_>,
 ) -> RelayStatus {
     let fail = |status: RelayStatus, details: &str| reply.failure(status, details);
+    let account = counters.account;
+    let paid = async {
+        account.ready().await?;
+        account.take_exact(pending.len()).await
+    };
+    if let Err(e) = paid.await {
+        let status = credit_status(e);
+        let _ = stream.write_all(fail(status, &e.to_string())).await;
+        return status;
+    }
     let Some(conn) = core.quic.conn(route.conn.serial) else {
         let _ = stream
             .write_all(fail(RelayStatus::NodeGone, "node disconnected"))
@@ -193,7 +286,9 @@ async fn relay(
     let sent = async {
         rs.send_all(&header, false).await?;
         rs.send_all(&pending, false).await?;
-        counters.add_up(pending.len());
+        if !pending.is_empty() {
+            counters.add_up(pending.len());
+        }
         Ok::<_, StreamError>(())
     };
     if let Err(e) = sent.await {
@@ -219,6 +314,9 @@ async fn relay(
             return RelayStatus::Timeout;
         }
     };
+    counters
+        .connected_after
+        .set(Some(counters.started.elapsed()));
     if node_reply.status != RelayStatus::Ok {
         let _ = stream
             .write_all(fail(node_reply.status, &node_reply.message))
@@ -236,6 +334,7 @@ async fn relay(
     let res = async {
         if !extra.is_empty() {
             let n = extra.len();
+            account.take_exact(n).await?;
             wr.write_all(extra).await.0?;
             counters.add_down(n);
         }
@@ -248,13 +347,24 @@ async fn relay(
             }
         };
         let up = pump_up(&rs, &mut rd, &core.pool, counters);
-        join_or_abort(up, down, async { RelayError::from(rs.conn_closed().await) }).await
+        let watch = async {
+            monoio::select! {
+                e = rs.conn_closed() => RelayError::from(e),
+                e = account.closed() => RelayError::from(e),
+            }
+        };
+        join_or_abort(up, down, watch).await
     }
     .await;
     match res {
         Ok(()) => rs.finish(),
         Err(e) => {
             debug!(error = %e, "relay aborted");
+            if let RelayError::Credit(_) = e {
+                core.stats
+                    .credit_closes
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
             // Turn our close into a RST so the customer sees an abort, not a clean end.
             crate::sys::set_abortive_close(fd, &rd);
         }
@@ -279,13 +389,22 @@ async fn read_reply(rs: &RelayStream) -> Result<(RelayReply, Vec<u8>, bool), Rel
     }
 }
 
+fn credit_status(e: Exhausted) -> RelayStatus {
+    match e {
+        Exhausted::NoCredits => RelayStatus::NoCredits,
+        Exhausted::Revoked => RelayStatus::KeyRevoked,
+        Exhausted::Unavailable => RelayStatus::CreditUnavailable,
+    }
+}
+
 /// Customer -> node: read only when the stream has credit, so a slow node throttles the
-/// customer through TCP instead of growing our buffers.
+/// customer through TCP instead of growing our buffers. What was read is paid for before
+/// it is forwarded; bytes the key cannot pay for are never sent.
 async fn pump_up(
     rs: &RelayStream,
     rd: &mut OwnedReadHalf<TcpStream>,
     pool: &BufPool,
-    counters: &Counters,
+    counters: &Counters<'_>,
 ) -> Result<(), RelayError> {
     loop {
         rs.writable().await?;
@@ -302,20 +421,25 @@ async fn pump_up(
             rs.send_all(&[], true).await?;
             return Ok(());
         }
+        if let Err(e) = counters.account.take_exact(n).await {
+            pool.put(buf);
+            return Err(e.into());
+        }
+        counters.add_up(n);
         let sent = rs.send_all(&buf[..n], false).await;
         pool.put(buf);
         sent?;
-        counters.add_up(n);
     }
 }
 
 /// Node -> customer: read from the stream only after the previous write finished, so a
-/// slow customer throttles the node through QUIC flow control.
+/// slow customer throttles the node through QUIC flow control. What was read is paid for
+/// before it is written; bytes the key cannot pay for are never delivered.
 async fn pump_down(
     rs: &RelayStream,
     wr: &mut OwnedWriteHalf<TcpStream>,
     pool: &BufPool,
-    counters: &Counters,
+    counters: &Counters<'_>,
 ) -> Result<(), RelayError> {
     loop {
         let mut buf = pool.full();
@@ -327,11 +451,15 @@ async fn pump_down(
             }
         };
         if n > 0 {
+            if let Err(e) = counters.account.take_exact(n).await {
+                pool.put(buf);
+                return Err(e.into());
+            }
+            counters.add_down(n);
             buf.truncate(n);
             let (res, buf) = wr.write_all(buf).await;
             pool.put(buf);
             res?;
-            counters.add_down(n);
         } else {
             pool.put(buf);
         }

@@ -35,6 +35,12 @@ pub enum RelayStatus {
     NoNodes = 10,
     /// Server side: the chosen node went away before it answered.
     NodeGone = 11,
+    /// Server side: the key has no credit left.
+    NoCredits = 12,
+    /// Server side: the key was revoked.
+    KeyRevoked = 13,
+    /// Server side: the credit store is unreachable and no lease covers the request.
+    CreditUnavailable = 14,
 }
 
 impl RelayStatus {
@@ -54,6 +60,9 @@ impl RelayStatus {
             8 => BadRequest,
             10 => NoNodes,
             11 => NodeGone,
+            12 => NoCredits,
+            13 => KeyRevoked,
+            14 => CreditUnavailable,
             _ => GeneralFailure,
         }
     }
@@ -79,14 +88,13 @@ impl RelayStatus {
         use RelayStatus::*;
         match self {
             Ok => Reply::Succeeded,
-            RefusedByPolicy => Reply::NotAllowed,
+            RefusedByPolicy | NoCredits | KeyRevoked => Reply::NotAllowed,
             DnsFailure | HostUnreachable => Reply::HostUnreachable,
             ConnectionRefused => Reply::ConnectionRefused,
             Timeout => Reply::TtlExpired,
             NetworkUnreachable => Reply::NetworkUnreachable,
-            NodeOverloaded | BadRequest | GeneralFailure | NoNodes | NodeGone => {
-                Reply::GeneralFailure
-            }
+            NodeOverloaded | BadRequest | GeneralFailure | NoNodes | NodeGone
+            | CreditUnavailable => Reply::GeneralFailure,
         }
     }
 
@@ -97,7 +105,9 @@ impl RelayStatus {
             Ok => 200,
             RefusedByPolicy => 403,
             Timeout => 504,
-            NodeOverloaded | NoNodes => 503,
+            NodeOverloaded | NoNodes | CreditUnavailable => 503,
+            NoCredits => 402,
+            KeyRevoked => 407,
             DnsFailure | ConnectionRefused | NetworkUnreachable | HostUnreachable | BadRequest
             | GeneralFailure | NodeGone => 502,
         }
@@ -119,6 +129,8 @@ impl RelayStatus {
             GeneralFailure => "proxy_internal_error",
             NoNodes => "destination_unavailable",
             NodeGone => "connection_terminated",
+            NoCredits | KeyRevoked => "http_request_denied",
+            CreditUnavailable => "proxy_internal_error",
         })
     }
 
@@ -138,6 +150,9 @@ impl RelayStatus {
             GeneralFailure => "general_failure",
             NoNodes => "no_nodes",
             NodeGone => "node_gone",
+            NoCredits => "no_credits",
+            KeyRevoked => "key_revoked",
+            CreditUnavailable => "credit_unavailable",
         }
     }
 }
@@ -162,7 +177,7 @@ mod tests {
 
     #[test]
     fn codes_round_trip() {
-        for code in 0..=11u8 {
+        for code in 0..=14u8 {
             let s = RelayStatus::from_code(code);
             if code != 9 {
                 assert_eq!(s.code(), code);

@@ -70,7 +70,7 @@ pub(super) async fn handshake(
         .await;
         return Err(HandshakeError::NoCredentials);
     };
-    let grant = match core.control.authorize(credentials, peer).await {
+    let grant = match crate::auth::authorize(core, &credentials, peer).await {
         Ok(grant) => grant,
         Err(denied) => {
             let (status, error) = match &denied {
@@ -78,6 +78,7 @@ pub(super) async fn handshake(
                 AuthDenied::NoCredits => (402, "http_request_denied"),
                 AuthDenied::BadParams(_) => (400, "http_request_error"),
                 AuthDenied::Unavailable => (503, "proxy_internal_error"),
+                AuthDenied::RateLimited => (429, "http_request_denied"),
             };
             send(stream, status, error, &denied.to_string()).await;
             return Err(denied.into());

@@ -18,6 +18,14 @@ pub(crate) enum ReplyKind {
 }
 
 impl ReplyKind {
+    /// The front end's name in records and metrics.
+    pub(crate) fn frontend(self) -> &'static str {
+        match self {
+            ReplyKind::Socks => "socks5",
+            ReplyKind::HttpConnect | ReplyKind::HttpForward => "http",
+        }
+    }
+
     /// Bytes to send once the node connected, if any.
     pub(crate) fn success(self) -> Option<Vec<u8>> {
         match self {

@@ -38,7 +38,7 @@ pub(super) async fn handshake(
                 input = Some(buf);
             }
             Socks5Step::Credentials(credentials) => {
-                let decision = core.control.authorize(credentials, peer).await;
+                let decision = crate::auth::authorize(core, &credentials, peer).await;
                 hs.auth_result(decision.is_ok());
                 write_out(stream, hs.take_output()).await?;
                 grant = Some(decision?);

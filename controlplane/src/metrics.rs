@@ -1,0 +1,206 @@
+//! Prometheus metrics served on `GET /metrics` (OpenMetrics text, via
+//! `prometheus-client`). Control-plane events update the registry's metrics directly;
+//! the data plane's relaxed atomic counters, the store's error count and the number of
+//! connected nodes are read at scrape time by a collector.
+
+use std::fmt;
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+use turbo_dataplane::control::ConnRecord;
+use turbo_dataplane::stats::Stats;
+
+type Labels = Vec<(&'static str, &'static str)>;
+
+/// The metrics the control plane updates.
+pub struct Metrics {
+    registry: Registry,
+    connections: Family<Labels, Counter>,
+    bytes: Family<Labels, Counter>,
+    connect_seconds: Histogram,
+    /// Lease requests that granted credit.
+    pub lease_grants: Counter,
+    /// Bytes granted by leases.
+    pub lease_granted_bytes: Counter,
+    /// Lease requests the store could not serve.
+    pub lease_failures: Counter,
+    /// Leases reclaimed after their TTL.
+    pub leases_reclaimed: Counter,
+    /// Feature records that could not be written.
+    pub records_dropped: Counter,
+}
+
+/// Values read at scrape time.
+pub struct Sources {
+    /// Data-plane counters.
+    pub stats: Arc<Stats>,
+    /// Failed store calls so far.
+    pub store_errors: Box<dyn Fn() -> u64 + Send + Sync>,
+    /// Nodes connected now.
+    pub nodes: Box<dyn Fn() -> usize + Send + Sync>,
+}
+
+impl fmt::Debug for Sources {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Sources")
+    }
+}
+
+impl Collector for Sources {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), fmt::Error> {
+        let mut e = encoder.encode_descriptor(
+            "turbo_auth_failures",
+            "Customer authentications refused, by reason",
+            None,
+            MetricType::Counter,
+        )?;
+        for (reason, v) in self.stats.auth_failures() {
+            let labels: Labels = vec![("reason", reason)];
+            ConstCounter::new(v).encode(e.encode_family(&labels)?)?;
+        }
+        let s = &self.stats;
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        let mut e = encoder.encode_descriptor(
+            "turbo_auth_lookups",
+            "Customer authentications by how they were answered",
+            None,
+            MetricType::Counter,
+        )?;
+        for (result, v) in [
+            ("cache_hit", load(&s.auth_cache_hits)),
+            ("control_plane", load(&s.auth_cache_misses)),
+            ("coalesced", load(&s.auth_cache_coalesced)),
+        ] {
+            let labels: Labels = vec![("result", result)];
+            ConstCounter::new(v).encode(e.encode_family(&labels)?)?;
+        }
+        let counters = [
+            (
+                "turbo_credit_closes",
+                "Connections closed because their key ran dry or was revoked",
+                load(&s.credit_closes),
+            ),
+            (
+                "turbo_store_errors",
+                "Failed calls to the store (Redis errors)",
+                (self.store_errors)(),
+            ),
+        ];
+        for (name, help, v) in counters {
+            let e = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            ConstCounter::new(v).encode(e)?;
+        }
+        let e = encoder.encode_descriptor(
+            "turbo_nodes_connected",
+            "Nodes with a live QUIC connection",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new((self.nodes)() as i64).encode(e)?;
+        Ok(())
+    }
+}
+
+impl Metrics {
+    /// A registry with every metric, reading `sources` at scrape time.
+    pub fn new(sources: Sources) -> Self {
+        let mut registry = Registry::default();
+        let connections = Family::<Labels, Counter>::default();
+        registry.register(
+            "turbo_connections",
+            "Relayed customer connections, by front end and outcome",
+            connections.clone(),
+        );
+        let bytes = Family::<Labels, Counter>::default();
+        registry.register(
+            "turbo_relayed_bytes",
+            "Bytes relayed for customers, by direction",
+            bytes.clone(),
+        );
+        let connect_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 15));
+        registry.register(
+            "turbo_connect_seconds",
+            "Time from customer accept to the node's reply",
+            connect_seconds.clone(),
+        );
+        let m = Metrics {
+            connections,
+            bytes,
+            connect_seconds,
+            lease_grants: Counter::default(),
+            lease_granted_bytes: Counter::default(),
+            lease_failures: Counter::default(),
+            leases_reclaimed: Counter::default(),
+            records_dropped: Counter::default(),
+            registry,
+        };
+        let mut m = m;
+        for (name, help, c) in [
+            (
+                "turbo_lease_grants",
+                "Lease requests that granted credit",
+                &m.lease_grants,
+            ),
+            (
+                "turbo_lease_granted_bytes",
+                "Bytes of credit granted by leases",
+                &m.lease_granted_bytes,
+            ),
+            (
+                "turbo_lease_failures",
+                "Lease requests the store could not serve",
+                &m.lease_failures,
+            ),
+            (
+                "turbo_leases_reclaimed",
+                "Leases reclaimed after their TTL",
+                &m.leases_reclaimed,
+            ),
+            (
+                "turbo_feature_records_dropped",
+                "Connection feature records that could not be written",
+                &m.records_dropped,
+            ),
+        ] {
+            let c = c.clone();
+            m.registry.register(name, help, c);
+        }
+        m.registry.register_collector(Box::new(sources));
+        m
+    }
+
+    /// Counts one closed connection.
+    pub fn connection_closed(&self, r: &ConnRecord) {
+        let labels: Labels = vec![("frontend", r.frontend), ("outcome", r.outcome.reason())];
+        self.connections.get_or_create(&labels).inc();
+        if r.bytes_up > 0 {
+            self.bytes
+                .get_or_create(&vec![("direction", "up")])
+                .inc_by(r.bytes_up);
+        }
+        if r.bytes_down > 0 {
+            self.bytes
+                .get_or_create(&vec![("direction", "down")])
+                .inc_by(r.bytes_down);
+        }
+        if let Some(t) = r.time_to_connect {
+            self.connect_seconds.observe(t.as_secs_f64());
+        }
+    }
+
+    /// The OpenMetrics text.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

@@ -1,0 +1,97 @@
+//! The backend chosen at start-up (`--store memory` or `--store redis://…`), behind the
+//! same [`Store`] trait.
+
+use tokio::sync::broadcast;
+use turbo_dataplane::control::{ConnRecord, KeyEvent, LeaseAnswer, LeaseRequest};
+
+use super::{
+    FeatureFields, KeyRecord, LeaseTerms, MemoryStore, NodeRecord, RedisStore, Store, StoreError,
+};
+use crate::secrets::SecretHash;
+
+/// Either backend.
+pub enum AnyStore {
+    /// The embedded in-memory store.
+    Memory(MemoryStore),
+    /// A shared Redis.
+    Redis(RedisStore),
+}
+
+impl AnyStore {
+    /// Opens the store named by `spec`: `memory`, or a `redis://` URL.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when Redis cannot be reached.
+    pub async fn open(spec: &str) -> Result<AnyStore, StoreError> {
+        if spec == "memory" {
+            Ok(AnyStore::Memory(MemoryStore::default()))
+        } else {
+            Ok(AnyStore::Redis(RedisStore::connect(spec).await?))
+        }
+    }
+}
+
+macro_rules! delegate {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self {
+            AnyStore::Memory($s) => $e,
+            AnyStore::Redis($s) => $e,
+        }
+    };
+}
+
+impl Store for AnyStore {
+    async fn create_key(
+        &self,
+        name: &str,
+        credits: u64,
+    ) -> Result<(KeyRecord, String), StoreError> {
+        delegate!(self, s => s.create_key(name, credits).await)
+    }
+    async fn list_keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
+        delegate!(self, s => s.list_keys().await)
+    }
+    async fn key(&self, id: &str) -> Result<KeyRecord, StoreError> {
+        delegate!(self, s => s.key(id).await)
+    }
+    async fn key_by_hash(&self, hash: SecretHash) -> Result<Option<KeyRecord>, StoreError> {
+        delegate!(self, s => s.key_by_hash(hash).await)
+    }
+    async fn add_credits(&self, id: &str, bytes: u64) -> Result<KeyRecord, StoreError> {
+        delegate!(self, s => s.add_credits(id, bytes).await)
+    }
+    async fn revoke_key(&self, id: &str) -> Result<(), StoreError> {
+        delegate!(self, s => s.revoke_key(id).await)
+    }
+    async fn lease(
+        &self,
+        terms: &LeaseTerms,
+        request: &LeaseRequest,
+    ) -> Result<LeaseAnswer, StoreError> {
+        delegate!(self, s => s.lease(terms, request).await)
+    }
+    async fn reclaim_expired(&self) -> Result<u64, StoreError> {
+        delegate!(self, s => s.reclaim_expired().await)
+    }
+    async fn record_connection(&self, record: &ConnRecord, max_len: u64) -> Result<(), StoreError> {
+        delegate!(self, s => s.record_connection(record, max_len).await)
+    }
+    async fn recent_connections(&self, count: usize) -> Result<Vec<FeatureFields>, StoreError> {
+        delegate!(self, s => s.recent_connections(count).await)
+    }
+    async fn create_node(&self) -> Result<(NodeRecord, String), StoreError> {
+        delegate!(self, s => s.create_node().await)
+    }
+    async fn node_by_token_hash(&self, hash: SecretHash) -> Result<Option<NodeRecord>, StoreError> {
+        delegate!(self, s => s.node_by_token_hash(hash).await)
+    }
+    async fn list_nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
+        delegate!(self, s => s.list_nodes().await)
+    }
+    fn events(&self) -> broadcast::Receiver<KeyEvent> {
+        delegate!(self, s => s.events())
+    }
+    fn errors(&self) -> u64 {
+        delegate!(self, s => s.errors())
+    }
+}

@@ -1,0 +1,302 @@
+//! The embedded in-memory [`Store`]: the demo's default. One mutex guards all tables;
+//! every operation is a short critical section, so each is atomic like the Redis
+//! scripts it mirrors.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use tokio::sync::broadcast;
+use turbo_dataplane::control::{ConnRecord, KeyEvent, LeaseAnswer, LeaseRequest};
+
+use super::{
+    feature_fields, grant_size, now_unix, short_id, FeatureFields, KeyRecord, LeaseTerms,
+    NodeRecord, Store, StoreError,
+};
+use crate::secrets::{self, SecretHash};
+
+/// Where a lease stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LeaseStatus {
+    Live,
+    Ended,
+}
+
+#[derive(Debug)]
+struct Lease {
+    key_id: String,
+    amount: u64,
+    seq: u64,
+    last_granted: u64,
+    status: LeaseStatus,
+    expires: Instant,
+}
+
+#[derive(Default)]
+struct Tables {
+    keys: HashMap<String, KeyRecord>,
+    key_ids_by_hash: HashMap<SecretHash, String>,
+    nodes: HashMap<String, NodeRecord>,
+    node_ids_by_hash: HashMap<SecretHash, String>,
+    leases: HashMap<String, Lease>,
+    connections: VecDeque<FeatureFields>,
+}
+
+/// The embedded in-memory store.
+pub struct MemoryStore {
+    tables: Mutex<Tables>,
+    events: broadcast::Sender<KeyEvent>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        MemoryStore {
+            tables: Mutex::new(Tables::default()),
+            events: broadcast::channel(1024).0,
+        }
+    }
+}
+
+impl MemoryStore {
+    fn with<R>(&self, f: impl FnOnce(&mut Tables) -> R) -> R {
+        let mut t = self.tables.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut t)
+    }
+}
+
+fn lease_in(
+    t: &mut Tables,
+    terms: &LeaseTerms,
+    req: &LeaseRequest,
+) -> Result<LeaseAnswer, StoreError> {
+    let key_id = req.key_id.to_string();
+    let Tables {
+        keys,
+        nodes,
+        leases,
+        ..
+    } = t;
+    let key = keys
+        .get_mut(&key_id)
+        .ok_or_else(|| StoreError::NotFound(key_id.clone()))?;
+    let lease = leases.get_mut(&*req.lease_id);
+    if let Some(l) = &lease {
+        if req.seq <= l.seq {
+            return Ok(LeaseAnswer {
+                granted: l.last_granted,
+                held: l.amount,
+                credits: key.credits,
+                revoked: key.revoked,
+                ended: l.status == LeaseStatus::Ended,
+            });
+        }
+    }
+    let ended = lease
+        .as_ref()
+        .is_some_and(|l| l.status == LeaseStatus::Ended);
+    let mut amount = lease.as_ref().map_or(0, |l| l.amount);
+    let spent = req.usage.bytes();
+    let from_lease = spent.min(amount);
+    amount -= from_lease;
+    key.leased -= from_lease;
+    let rest = spent - from_lease;
+    let charged = rest.min(key.credits);
+    key.credits -= charged;
+    key.overdraft += rest - charged;
+    key.bytes_up += req.usage.up;
+    key.bytes_down += req.usage.down;
+    key.connections += req.usage.connections;
+    for (node, bytes) in &req.usage.nodes {
+        if let Some(n) = nodes.get_mut(&**node) {
+            n.bytes_carried += bytes;
+        }
+    }
+    let mut granted = 0;
+    let status = if req.release || ended {
+        key.credits += amount;
+        key.leased -= amount;
+        amount = 0;
+        LeaseStatus::Ended
+    } else {
+        if !key.revoked {
+            granted = grant_size(req.want, key.credits);
+        }
+        key.credits -= granted;
+        key.leased += granted;
+        amount += granted;
+        LeaseStatus::Live
+    };
+    leases.insert(
+        req.lease_id.to_string(),
+        Lease {
+            key_id,
+            amount,
+            seq: req.seq,
+            last_granted: granted,
+            status,
+            expires: Instant::now() + terms.ttl,
+        },
+    );
+    Ok(LeaseAnswer {
+        granted,
+        held: amount,
+        credits: key.credits,
+        revoked: key.revoked,
+        ended,
+    })
+}
+
+impl Store for MemoryStore {
+    async fn create_key(
+        &self,
+        name: &str,
+        credits: u64,
+    ) -> Result<(KeyRecord, String), StoreError> {
+        let secret = secrets::generate("tk");
+        let rec = KeyRecord {
+            id: short_id("k"),
+            name: name.to_owned(),
+            credits,
+            leased: 0,
+            bytes_up: 0,
+            bytes_down: 0,
+            connections: 0,
+            overdraft: 0,
+            revoked: false,
+            created_unix: now_unix(),
+            hash: secrets::hash(&secret),
+        };
+        self.with(|t| {
+            t.key_ids_by_hash.insert(rec.hash, rec.id.clone());
+            t.keys.insert(rec.id.clone(), rec.clone());
+        });
+        Ok((rec, secret))
+    }
+
+    async fn list_keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
+        let mut keys: Vec<_> = self.with(|t| t.keys.values().cloned().collect());
+        keys.sort_by_key(|k| (k.created_unix, k.id.clone()));
+        Ok(keys)
+    }
+
+    async fn key(&self, id: &str) -> Result<KeyRecord, StoreError> {
+        self.with(|t| t.keys.get(id).cloned())
+            .ok_or_else(|| StoreError::NotFound(id.to_owned()))
+    }
+
+    async fn key_by_hash(&self, hash: SecretHash) -> Result<Option<KeyRecord>, StoreError> {
+        Ok(self.with(|t| {
+            let id = t.key_ids_by_hash.get(&hash)?;
+            t.keys
+                .get(id)
+                .filter(|k| secrets::same(&k.hash, &hash))
+                .cloned()
+        }))
+    }
+
+    async fn add_credits(&self, id: &str, bytes: u64) -> Result<KeyRecord, StoreError> {
+        let rec = self.with(|t| {
+            let k = t
+                .keys
+                .get_mut(id)
+                .ok_or_else(|| StoreError::NotFound(id.to_owned()))?;
+            k.credits = k.credits.saturating_add(bytes);
+            Ok(k.clone())
+        })?;
+        let _ = self.events.send(KeyEvent::ToppedUp(id.into()));
+        Ok(rec)
+    }
+
+    async fn revoke_key(&self, id: &str) -> Result<(), StoreError> {
+        self.with(|t| {
+            let k = t
+                .keys
+                .get_mut(id)
+                .ok_or_else(|| StoreError::NotFound(id.to_owned()))?;
+            k.revoked = true;
+            Ok::<_, StoreError>(())
+        })?;
+        let _ = self.events.send(KeyEvent::Revoked(id.into()));
+        Ok(())
+    }
+
+    async fn lease(
+        &self,
+        terms: &LeaseTerms,
+        request: &LeaseRequest,
+    ) -> Result<LeaseAnswer, StoreError> {
+        self.with(|t| lease_in(t, terms, request))
+    }
+
+    async fn reclaim_expired(&self) -> Result<u64, StoreError> {
+        let now = Instant::now();
+        Ok(self.with(|t| {
+            let mut reclaimed = 0;
+            for lease in t.leases.values_mut() {
+                if lease.status == LeaseStatus::Live && lease.expires <= now {
+                    if let Some(k) = t.keys.get_mut(&lease.key_id) {
+                        k.credits += lease.amount;
+                        k.leased -= lease.amount;
+                    }
+                    lease.amount = 0;
+                    lease.status = LeaseStatus::Ended;
+                    reclaimed += 1;
+                }
+            }
+            reclaimed
+        }))
+    }
+
+    async fn record_connection(&self, record: &ConnRecord, max_len: u64) -> Result<(), StoreError> {
+        let fields = feature_fields(record);
+        self.with(|t| {
+            t.connections.push_back(fields);
+            while t.connections.len() as u64 > max_len.max(1) {
+                t.connections.pop_front();
+            }
+        });
+        Ok(())
+    }
+
+    async fn recent_connections(&self, count: usize) -> Result<Vec<FeatureFields>, StoreError> {
+        Ok(self.with(|t| {
+            let skip = t.connections.len().saturating_sub(count);
+            t.connections.iter().skip(skip).cloned().collect()
+        }))
+    }
+
+    async fn create_node(&self) -> Result<(NodeRecord, String), StoreError> {
+        let token = secrets::generate("nt");
+        let rec = NodeRecord {
+            id: short_id("n"),
+            bytes_carried: 0,
+            created_unix: now_unix(),
+            hash: secrets::hash(&token),
+        };
+        self.with(|t| {
+            t.node_ids_by_hash.insert(rec.hash, rec.id.clone());
+            t.nodes.insert(rec.id.clone(), rec.clone());
+        });
+        Ok((rec, token))
+    }
+
+    async fn node_by_token_hash(&self, hash: SecretHash) -> Result<Option<NodeRecord>, StoreError> {
+        Ok(self.with(|t| {
+            let id = t.node_ids_by_hash.get(&hash)?;
+            t.nodes
+                .get(id)
+                .filter(|n| secrets::same(&n.hash, &hash))
+                .cloned()
+        }))
+    }
+
+    async fn list_nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
+        let mut nodes: Vec<_> = self.with(|t| t.nodes.values().cloned().collect());
+        nodes.sort_by_key(|n| (n.created_unix, n.id.clone()));
+        Ok(nodes)
+    }
+
+    fn events(&self) -> broadcast::Receiver<KeyEvent> {
+        self.events.subscribe()
+    }
+}

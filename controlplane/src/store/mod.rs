@@ -1,0 +1,256 @@
+//! Where keys, balances, credit leases, node identities and usage live.
+//!
+//! Two backends sit behind one [`Store`] trait and pass one shared [`suite`]:
+//! - [`MemoryStore`], the embedded default: it lives in this process and is lost on exit;
+//! - [`RedisStore`], selected with `--store redis://host:port/db`, shared by every
+//!   `turbo-server` that points at the same Redis. Its key schema is documented in
+//!   [`redis`].
+//!
+//! **Balances are leased, not debited per byte.** A data-plane core reserves a chunk of
+//! a key's balance ([`Store::lease`]), spends it locally, and reports usage on its next
+//! lease call (at least once a second while traffic flows). A lease that is not renewed
+//! before its TTL is reclaimed by [`Store::reclaim_expired`]: what it still held goes
+//! back to the balance. Usage reported on an ended lease is charged to the balance
+//! directly, so a slow server never loses bytes it relayed.
+
+mod any;
+mod memory;
+pub mod redis;
+pub mod suite;
+
+use std::future::Future;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::broadcast;
+use turbo_dataplane::control::{ConnRecord, KeyEvent, LeaseAnswer, LeaseRequest};
+
+use crate::secrets::SecretHash;
+
+pub use any::AnyStore;
+pub use memory::MemoryStore;
+pub use redis::RedisStore;
+
+/// The smallest lease granted while the balance allows it, in bytes.
+pub const MIN_LEASE: u64 = 64 * 1024;
+
+/// A customer API key, without its secret.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct KeyRecord {
+    /// Stable id (`k_…`), safe to log.
+    pub id: String,
+    /// Operator-chosen label.
+    pub name: String,
+    /// Bytes the key may still relay that no lease holds.
+    pub credits: u64,
+    /// Bytes currently held by outstanding leases.
+    pub leased: u64,
+    /// Bytes relayed customer -> target.
+    pub bytes_up: u64,
+    /// Bytes relayed target -> customer.
+    pub bytes_down: u64,
+    /// Connections relayed.
+    pub connections: u64,
+    /// Bytes relayed on ended leases beyond what the balance still had.
+    pub overdraft: u64,
+    /// Revoked keys authorize nothing.
+    pub revoked: bool,
+    /// Creation time, Unix seconds.
+    pub created_unix: u64,
+    /// SHA-256 of the secret.
+    #[serde(skip)]
+    pub hash: SecretHash,
+}
+
+impl KeyRecord {
+    /// Unspent balance: unleased credits plus what leases hold.
+    pub fn balance(&self) -> u64 {
+        self.credits + self.leased
+    }
+}
+
+/// A node identity created by an invite.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct NodeRecord {
+    /// Stable id (`n_…`).
+    pub id: String,
+    /// Bytes this node carried (counted on the server).
+    pub bytes_carried: u64,
+    /// Creation time, Unix seconds.
+    pub created_unix: u64,
+    /// SHA-256 of its token.
+    #[serde(skip)]
+    pub hash: SecretHash,
+}
+
+/// Store failures.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// No key or node with that id.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The backend is unreachable or failed.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Who holds a lease and for how long it lives without renewal.
+#[derive(Debug, Clone)]
+pub struct LeaseTerms {
+    /// The holder (`server-id/core`), recorded with the lease.
+    pub owner: String,
+    /// The lease is reclaimed when not renewed for this long.
+    pub ttl: Duration,
+}
+
+/// One field list of a connection feature record, in stream order.
+pub type FeatureFields = Vec<(String, String)>;
+
+/// The operations the control plane needs from a store.
+pub trait Store: Send + Sync + 'static {
+    /// Creates a key with `credits` bytes; returns it and its secret (shown once).
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`].
+    fn create_key(
+        &self,
+        name: &str,
+        credits: u64,
+    ) -> impl Future<Output = Result<(KeyRecord, String), StoreError>> + Send;
+    /// Every key.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`].
+    fn list_keys(&self) -> impl Future<Output = Result<Vec<KeyRecord>, StoreError>> + Send;
+    /// One key by id.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] or [`StoreError::Unavailable`].
+    fn key(&self, id: &str) -> impl Future<Output = Result<KeyRecord, StoreError>> + Send;
+    /// The key whose secret hashes to `hash`, compared in constant time.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`].
+    fn key_by_hash(
+        &self,
+        hash: SecretHash,
+    ) -> impl Future<Output = Result<Option<KeyRecord>, StoreError>> + Send;
+    /// Adds credits to a key and tells every server ([`KeyEvent::ToppedUp`]).
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] or [`StoreError::Unavailable`].
+    fn add_credits(
+        &self,
+        id: &str,
+        bytes: u64,
+    ) -> impl Future<Output = Result<KeyRecord, StoreError>> + Send;
+    /// Revokes a key and tells every server ([`KeyEvent::Revoked`]).
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] or [`StoreError::Unavailable`].
+    fn revoke_key(&self, id: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Applies one lease request atomically: books its usage (key totals and node
+    /// bytes), then grants up to `want` more (never more than the unleased balance, and
+    /// at most a quarter of it above [`MIN_LEASE`]) or releases what the lease holds.
+    /// A request whose `seq` was already applied changes nothing and gets the same
+    /// grant again.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] (no such key) or [`StoreError::Unavailable`].
+    fn lease(
+        &self,
+        terms: &LeaseTerms,
+        request: &LeaseRequest,
+    ) -> impl Future<Output = Result<LeaseAnswer, StoreError>> + Send;
+    /// Ends every lease whose TTL passed, returning what it held to its key's balance.
+    /// Returns the number of leases reclaimed.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`].
+    fn reclaim_expired(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    /// Appends one feature record per closed connection (bounded to about `max_len`).
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`].
+    fn record_connection(
+        &self,
+        record: &ConnRecord,
+        max_len: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// The newest `count` feature records, oldest first.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`].
+    fn recent_connections(
+        &self,
+        count: usize,
+    ) -> impl Future<Output = Result<Vec<FeatureFields>, StoreError>> + Send;
+    /// Creates a node identity; returns it and its token (shown once).
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`].
+    fn create_node(&self) -> impl Future<Output = Result<(NodeRecord, String), StoreError>> + Send;
+    /// The node whose token hashes to `hash`.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`].
+    fn node_by_token_hash(
+        &self,
+        hash: SecretHash,
+    ) -> impl Future<Output = Result<Option<NodeRecord>, StoreError>> + Send;
+    /// Every node identity.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`].
+    fn list_nodes(&self) -> impl Future<Output = Result<Vec<NodeRecord>, StoreError>> + Send;
+    /// Key events from every server sharing this store (this one included).
+    fn events(&self) -> broadcast::Receiver<KeyEvent>;
+    /// Failed backend calls so far.
+    fn errors(&self) -> u64 {
+        0
+    }
+}
+
+/// The fields of a feature record, in the order they are written.
+pub fn feature_fields(r: &ConnRecord) -> FeatureFields {
+    let f = |k: &str, v: String| (k.to_owned(), v);
+    vec![
+        f("key", r.key_id.to_string()),
+        f("node", r.node_id.to_string()),
+        f("frontend", r.frontend.to_owned()),
+        f("port", r.target_port.to_string()),
+        f("start_ms", r.started_unix_ms.to_string()),
+        f("duration_ms", r.duration.as_millis().to_string()),
+        f(
+            "connect_ms",
+            r.time_to_connect
+                .map_or(String::new(), |d| d.as_millis().to_string()),
+        ),
+        f("bytes_up", r.bytes_up.to_string()),
+        f("bytes_down", r.bytes_down.to_string()),
+        f("reads_up", r.reads_up.to_string()),
+        f("reads_down", r.reads_down.to_string()),
+        f("gap_mean_us", r.gap_mean_us.to_string()),
+        f("gap_max_us", r.gap_max_us.to_string()),
+        f("gap_std_us", r.gap_std_us.to_string()),
+        f("outcome", r.outcome.reason().to_owned()),
+    ]
+}
+
+/// How much a lease request may be granted: `want`, capped by the unleased balance and,
+/// above [`MIN_LEASE`], by a quarter of it, so that a small balance is leased in small
+/// pieces and several servers share what is left.
+pub fn grant_size(want: u64, credits: u64) -> u64 {
+    want.min(credits).min((credits / 4).max(MIN_LEASE))
+}
+
+pub(crate) fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+pub(crate) fn short_id(prefix: &str) -> String {
+    let b: [u8; 8] = rand::random();
+    format!("{prefix}_{}", hex::encode(b))
+}

@@ -1,0 +1,309 @@
+//! The behaviour every [`Store`] backend must have. The memory store runs it in its unit
+//! tests; the Redis store runs it against a real `redis-server`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::broadcast;
+use turbo_dataplane::control::{ConnRecord, KeyEvent, LeaseRequest, Usage};
+use turbo_proto::RelayStatus;
+
+use super::{KeyRecord, LeaseTerms, Store, StoreError, MIN_LEASE};
+use crate::secrets;
+
+fn terms(ttl: Duration) -> LeaseTerms {
+    LeaseTerms {
+        owner: "suite/0".into(),
+        ttl,
+    }
+}
+
+fn request(key: &KeyRecord, lease: &str, seq: u64, want: u64, usage: Usage) -> LeaseRequest {
+    LeaseRequest {
+        key_id: key.id.as_str().into(),
+        lease_id: lease.into(),
+        seq,
+        want,
+        usage,
+        release: false,
+    }
+}
+
+async fn next_event(rx: &mut broadcast::Receiver<KeyEvent>, want: &KeyEvent) {
+    let wait = async {
+        loop {
+            match rx.recv().await {
+                Ok(ev) if &ev == want => return,
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => panic!("event stream closed"),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), wait)
+        .await
+        .unwrap_or_else(|_| panic!("no {want:?} event within 5s"));
+}
+
+/// Runs the whole suite against `store` (which must be empty).
+///
+/// # Panics
+/// On the first behaviour that differs.
+pub async fn run<S: Store>(store: Arc<S>) {
+    keys_and_nodes(&*store).await;
+    leases_book_usage_exactly_once(&*store).await;
+    events_reach_subscribers(&*store).await;
+    expired_leases_are_reclaimed(&*store).await;
+    concurrent_leases_never_overspend(store.clone()).await;
+    feature_records_keep_order(&*store).await;
+}
+
+async fn keys_and_nodes<S: Store>(store: &S) {
+    let (k, secret) = store.create_key("alice", 1000).await.expect("create");
+    assert!(secret.starts_with("tk_"));
+    assert_eq!((k.credits, k.leased), (1000, 0));
+    let found = store
+        .key_by_hash(secrets::hash(&secret))
+        .await
+        .expect("lookup");
+    assert_eq!(found.map(|f| f.id), Some(k.id.clone()));
+    let miss = store.key_by_hash(secrets::hash("tk_wrong")).await;
+    assert_eq!(miss, Ok(None));
+    assert_eq!(store.key(&k.id).await.expect("by id").name, "alice");
+    assert!(matches!(
+        store.key("k_missing").await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        store.add_credits("k_missing", 1).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(
+        store.add_credits(&k.id, 24).await.expect("top-up").credits,
+        1024
+    );
+    assert!(store
+        .list_keys()
+        .await
+        .expect("list")
+        .iter()
+        .any(|l| l.id == k.id));
+
+    let (n, token) = store.create_node().await.expect("node");
+    assert!(token.starts_with("nt_"));
+    let found = store
+        .node_by_token_hash(secrets::hash(&token))
+        .await
+        .expect("node");
+    assert_eq!(found.map(|f| f.id), Some(n.id.clone()));
+    assert_eq!(
+        store.node_by_token_hash(secrets::hash("nt_x")).await,
+        Ok(None)
+    );
+    assert!(store
+        .list_nodes()
+        .await
+        .expect("nodes")
+        .iter()
+        .any(|l| l.id == n.id));
+}
+
+async fn leases_book_usage_exactly_once<S: Store>(store: &S) {
+    let t = terms(Duration::from_secs(60));
+    let (k, _) = store.create_key("lessee", 1000).await.expect("key");
+    let (n, _) = store.create_node().await.expect("node");
+    let node: Arc<str> = n.id.as_str().into();
+
+    let first = store
+        .lease(&t, &request(&k, "l_a", 1, 10_000, Usage::default()))
+        .await
+        .expect("lease");
+    assert_eq!((first.granted, first.held, first.credits), (1000, 1000, 0));
+    assert!(!first.revoked && !first.ended);
+    assert_eq!(store.key(&k.id).await.expect("key").balance(), 1000);
+
+    let mut usage = Usage::default();
+    usage.add(&node, 300, true);
+    usage.add(&node, 200, false);
+    usage.connections = 1;
+    let second = request(&k, "l_a", 2, 0, usage.clone());
+    let ans = store.lease(&t, &second).await.expect("checkpoint");
+    assert_eq!((ans.granted, ans.held, ans.credits), (0, 500, 0));
+    let again = store.lease(&t, &second).await.expect("retry");
+    assert_eq!(again, ans, "a retried request is applied once");
+    let rec = store.key(&k.id).await.expect("key");
+    assert_eq!(
+        (rec.bytes_up, rec.bytes_down, rec.connections),
+        (300, 200, 1)
+    );
+    assert_eq!((rec.credits, rec.leased), (0, 500));
+
+    let mut release = request(&k, "l_a", 3, 0, Usage::default());
+    release.usage.add(&node, 100, false);
+    release.release = true;
+    let ans = store.lease(&t, &release).await.expect("release");
+    assert_eq!((ans.held, ans.credits), (0, 400));
+    let again = store.lease(&t, &release).await.expect("again");
+    assert_eq!((again.granted, again.held, again.credits), (0, 0, 400));
+
+    let mut late = request(&k, "l_a", 4, 5000, Usage::default());
+    late.usage.add(&node, 50, true);
+    let ans = store.lease(&t, &late).await.expect("late usage");
+    assert!(ans.ended, "usage on an ended lease is charged directly");
+    assert_eq!((ans.granted, ans.credits), (0, 350));
+
+    let rec = store.key(&k.id).await.expect("key");
+    assert_eq!((rec.bytes_up, rec.bytes_down), (350, 300));
+    assert_eq!(rec.balance() + rec.bytes_up + rec.bytes_down, 1000);
+    let carried = store.list_nodes().await.expect("nodes");
+    let carried = carried.iter().find(|x| x.id == n.id).expect("node");
+    assert_eq!(
+        carried.bytes_carried, 650,
+        "every billed byte is a node byte"
+    );
+
+    let (big, _) = store.create_key("big", 100 << 20).await.expect("key");
+    let ans = store
+        .lease(&t, &request(&big, "l_big", 1, 1 << 40, Usage::default()))
+        .await
+        .expect("lease");
+    assert_eq!(ans.granted, 25 << 20, "at most a quarter of the balance");
+    let (small, _) = store
+        .create_key("small", MIN_LEASE + 10)
+        .await
+        .expect("key");
+    let ans = store
+        .lease(
+            &t,
+            &request(&small, "l_small", 1, 1 << 40, Usage::default()),
+        )
+        .await
+        .expect("lease");
+    assert_eq!(ans.granted, MIN_LEASE, "small balances lease the minimum");
+    let missing = LeaseRequest {
+        key_id: "k_missing".into(),
+        ..request(&small, "l_x", 1, 1, Usage::default())
+    };
+    assert!(matches!(
+        store.lease(&t, &missing).await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+async fn events_reach_subscribers<S: Store>(store: &S) {
+    let t = terms(Duration::from_secs(60));
+    let mut rx = store.events();
+    let (k, secret) = store.create_key("evented", 10).await.expect("key");
+    store.add_credits(&k.id, 5).await.expect("top-up");
+    next_event(&mut rx, &KeyEvent::ToppedUp(k.id.as_str().into())).await;
+    store.revoke_key(&k.id).await.expect("revoke");
+    next_event(&mut rx, &KeyEvent::Revoked(k.id.as_str().into())).await;
+    let rec = store
+        .key_by_hash(secrets::hash(&secret))
+        .await
+        .expect("lookup")
+        .expect("still there");
+    assert!(rec.revoked);
+    let ans = store
+        .lease(&t, &request(&k, "l_rev", 1, 10, Usage::default()))
+        .await
+        .expect("lease");
+    assert!(ans.revoked);
+    assert_eq!(ans.granted, 0, "a revoked key is granted nothing");
+}
+
+async fn expired_leases_are_reclaimed<S: Store>(store: &S) {
+    let (k, _) = store.create_key("crashy", 4000).await.expect("key");
+    let live = terms(Duration::from_secs(60));
+    let dead = terms(Duration::ZERO);
+    store
+        .lease(&live, &request(&k, "l_live", 1, 1000, Usage::default()))
+        .await
+        .expect("live lease");
+    store
+        .lease(&dead, &request(&k, "l_dead", 1, 1000, Usage::default()))
+        .await
+        .expect("dying lease");
+    assert_eq!(store.key(&k.id).await.expect("key").credits, 2000);
+    assert!(store.reclaim_expired().await.expect("reclaim") >= 1);
+    let rec = store.key(&k.id).await.expect("key");
+    assert_eq!((rec.credits, rec.leased), (3000, 1000));
+    // The dead lease's owner comes back late: its usage is charged, nothing granted.
+    let mut late = request(&k, "l_dead", 2, 1000, Usage::default());
+    late.usage.up = 10;
+    let ans = store.lease(&live, &late).await.expect("late");
+    assert!(ans.ended);
+    assert_eq!((ans.granted, ans.credits), (0, 2990));
+}
+
+async fn concurrent_leases_never_overspend<S: Store>(store: Arc<S>) {
+    let t = terms(Duration::from_secs(60));
+    let total = 1_000_000;
+    let (k, _) = store.create_key("contended", total).await.expect("key");
+    let mut tasks = Vec::new();
+    for i in 0..64 {
+        let (store, t, k) = (store.clone(), t.clone(), k.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut got = 0;
+            for seq in 1..=8 {
+                let req = request(&k, &format!("l_c{i}"), seq, 40_000, Usage::default());
+                got += store.lease(&t, &req).await.expect("lease").granted;
+            }
+            got
+        }));
+    }
+    let mut granted = 0;
+    for task in tasks {
+        granted += task.await.expect("task");
+    }
+    let rec = store.key(&k.id).await.expect("key");
+    assert!(granted <= total, "granted {granted} of {total}");
+    assert_eq!(rec.leased, granted);
+    assert_eq!(rec.credits + granted, total, "no double spend");
+}
+
+async fn feature_records_keep_order<S: Store>(store: &S) {
+    for port in [1001u16, 1002, 1003] {
+        let rec = ConnRecord {
+            key_id: "k_f".into(),
+            node_id: "n_f".into(),
+            frontend: "socks5",
+            target_port: port,
+            started_unix_ms: 1,
+            duration: Duration::from_millis(20),
+            time_to_connect: Some(Duration::from_millis(3)),
+            bytes_up: 10,
+            bytes_down: u64::from(port),
+            reads_up: 1,
+            reads_down: 2,
+            gap_mean_us: 5,
+            gap_max_us: 9,
+            gap_std_us: 2,
+            outcome: RelayStatus::Ok,
+        };
+        store.record_connection(&rec, 1000).await.expect("xadd");
+    }
+    let recent = store.recent_connections(2).await.expect("read");
+    let ports: Vec<&str> = recent
+        .iter()
+        .map(|f| {
+            f.iter()
+                .find(|(k, _)| k == "port")
+                .map(|(_, v)| v.as_str())
+                .expect("port")
+        })
+        .collect();
+    assert_eq!(ports, ["1002", "1003"]);
+    let last = &recent[1];
+    let get = |name: &str| last.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    assert_eq!(get("bytes_down").as_deref(), Some("1003"));
+    assert_eq!(get("outcome").as_deref(), Some("ok"));
+    assert_eq!(get("connect_ms").as_deref(), Some("3"));
+}
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn memory_store_passes_the_suite() {
+        super::run(std::sync::Arc::new(super::super::MemoryStore::default())).await;
+    }
+}

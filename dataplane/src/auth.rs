@@ -1,0 +1,194 @@
+//! Customer authorization on a core: username parameters are parsed here, the key is
+//! hashed here, and a per-core cache answers repeat customers without a message to the
+//! control plane.
+//!
+//! - A known key is cached for `auth_ttl`; an unknown or revoked one for
+//!   `auth_negative_ttl`. A [`KeyEvent::Revoked`] drops a key's entries at once.
+//! - Concurrent first lookups of the same key on one core share one control-plane
+//!   request, so a burst of connections with one unknown key costs at most one store
+//!   lookup per core.
+//! - A source IP with `auth_fail_limit` failures inside `auth_fail_window` is refused
+//!   without any lookup until the window ends.
+//! - When the control plane cannot decide (store down), nothing is cached and the
+//!   customer is refused: new keys fail closed.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Instant;
+
+use sha2::{Digest, Sha256};
+use tokio::sync::Notify;
+use turbo_proto::params::parse_username;
+use turbo_proto::Credentials;
+
+use crate::control::{AuthDenied, AuthGrant, KeyEvent};
+use crate::cores::Core;
+
+/// Entries beyond this are not cached (expired ones are swept first).
+const MAX_ENTRIES: usize = 100_000;
+/// Source addresses tracked for failures beyond this are not tracked.
+const MAX_TRACKED_IPS: usize = 100_000;
+
+type KeyHash = [u8; 32];
+type Answer = Result<Arc<str>, AuthDenied>;
+
+struct Entry {
+    answer: Answer,
+    until: Instant,
+}
+
+/// One lookup in flight, shared by every connection that presented the same key.
+#[derive(Default)]
+struct Pending {
+    done: Notify,
+    answer: RefCell<Option<Answer>>,
+}
+
+struct Failures {
+    count: u32,
+    window_start: Instant,
+}
+
+/// A core's authorization cache and failure limiter.
+#[derive(Default)]
+pub(crate) struct AuthCache {
+    entries: RefCell<HashMap<KeyHash, Entry>>,
+    pending: RefCell<HashMap<KeyHash, Rc<Pending>>>,
+    failures: RefCell<HashMap<IpAddr, Failures>>,
+}
+
+/// Authorizes `credentials` from `peer` on `core`.
+///
+/// # Errors
+/// [`AuthDenied`], already counted in the core's stats.
+pub(crate) async fn authorize(
+    core: &Core,
+    credentials: &Credentials,
+    peer: SocketAddr,
+) -> Result<AuthGrant, AuthDenied> {
+    let result = decide(core, credentials, peer).await;
+    if let Err(denied) = &result {
+        core.stats.auth_failure(denied);
+        if matches!(denied, AuthDenied::BadKey | AuthDenied::BadParams(_)) {
+            core.auth.record_failure(core, peer.ip());
+        }
+    }
+    result
+}
+
+async fn decide(
+    core: &Core,
+    credentials: &Credentials,
+    peer: SocketAddr,
+) -> Result<AuthGrant, AuthDenied> {
+    if core.auth.is_limited(core, peer.ip()) {
+        return Err(AuthDenied::RateLimited);
+    }
+    let params = parse_username(&credentials.username)?;
+    let hash: KeyHash = Sha256::digest(credentials.password.as_bytes()).into();
+    let key_id = core.auth.lookup(core, hash, peer).await?;
+    Ok(AuthGrant { key_id, params })
+}
+
+impl AuthCache {
+    fn cached(&self, hash: &KeyHash) -> Option<Answer> {
+        let entries = self.entries.borrow();
+        let e = entries.get(hash)?;
+        (e.until > Instant::now()).then(|| e.answer.clone())
+    }
+
+    async fn lookup(&self, core: &Core, hash: KeyHash, peer: SocketAddr) -> Answer {
+        if let Some(answer) = self.cached(&hash) {
+            core.stats.auth_cache_hits.fetch_add(1, Relaxed);
+            return answer;
+        }
+        let shared = self.pending.borrow().get(&hash).cloned();
+        if let Some(p) = shared {
+            core.stats.auth_cache_coalesced.fetch_add(1, Relaxed);
+            loop {
+                let done = p.done.notified();
+                if let Some(answer) = p.answer.borrow().clone() {
+                    return answer;
+                }
+                done.await;
+            }
+        }
+        core.stats.auth_cache_misses.fetch_add(1, Relaxed);
+        let p = Rc::new(Pending::default());
+        self.pending.borrow_mut().insert(hash, p.clone());
+        let answer = core.control.authorize(hash, peer).await;
+        self.pending.borrow_mut().remove(&hash);
+        let ttl = match &answer {
+            Ok(_) => Some(core.cfg.auth.ttl),
+            Err(AuthDenied::BadKey) => Some(core.cfg.auth.negative_ttl),
+            Err(_) => None,
+        };
+        if let Some(ttl) = ttl {
+            self.insert(hash, answer.clone(), Instant::now() + ttl);
+        }
+        *p.answer.borrow_mut() = Some(answer.clone());
+        p.done.notify_waiters();
+        answer
+    }
+
+    fn insert(&self, hash: KeyHash, answer: Answer, until: Instant) {
+        let mut entries = self.entries.borrow_mut();
+        if entries.len() >= MAX_ENTRIES {
+            let now = Instant::now();
+            entries.retain(|_, e| e.until > now);
+        }
+        if entries.len() < MAX_ENTRIES {
+            entries.insert(hash, Entry { answer, until });
+        }
+    }
+
+    /// Applies a key event to the cache.
+    pub(crate) fn apply(&self, event: &KeyEvent) {
+        match event {
+            KeyEvent::Revoked(id) => self
+                .entries
+                .borrow_mut()
+                .retain(|_, e| !matches!(&e.answer, Ok(k) if k == id)),
+            KeyEvent::Resync => self.entries.borrow_mut().clear(),
+            KeyEvent::ToppedUp(_) => {}
+        }
+    }
+
+    fn is_limited(&self, core: &Core, ip: IpAddr) -> bool {
+        let failures = self.failures.borrow();
+        failures.get(&ip).is_some_and(|f| {
+            f.count >= core.cfg.auth.fail_limit
+                && f.window_start.elapsed() < core.cfg.auth.fail_window
+        })
+    }
+
+    fn record_failure(&self, core: &Core, ip: IpAddr) {
+        let mut failures = self.failures.borrow_mut();
+        let window = core.cfg.auth.fail_window;
+        if failures.len() >= MAX_TRACKED_IPS {
+            failures.retain(|_, f| f.window_start.elapsed() < window);
+        }
+        let now = Instant::now();
+        if let Some(f) = failures.get_mut(&ip) {
+            if now.duration_since(f.window_start) >= window {
+                *f = Failures {
+                    count: 0,
+                    window_start: now,
+                };
+            }
+            f.count = f.count.saturating_add(1);
+        } else if failures.len() < MAX_TRACKED_IPS {
+            failures.insert(
+                ip,
+                Failures {
+                    count: 1,
+                    window_start: now,
+                },
+            );
+        }
+    }
+}
