@@ -205,10 +205,7 @@ pub(crate) async fn run(core: Rc<Core>, job: RelayJob<TcpStream>) {
     } = job;
     let account = core.accounts.attach(&core, &grant.key_id);
     let counters = Counters::new(&account, &route.node_id, started);
-    let outcome = relay(
-        &core, stream, reply, &target, pending, &route, &counters, started,
-    )
-    .await;
+    let outcome = relay(&core, stream, reply, &target, pending, &route, &counters).await;
     let (up, down) = (counters.up.get(), counters.down.get());
     debug!(
         status = outcome.reason(),
