@@ -138,6 +138,19 @@ impl Account {
         }
     }
 
+    /// Pays for `n` bytes already in hand: returns how many are paid for (all of them,
+    /// or fewer when the key cannot pay for more) and, if fewer, why.
+    pub(crate) async fn pay(&self, n: usize) -> (usize, Option<Exhausted>) {
+        let mut got = 0;
+        while got < n {
+            match self.take(n - got).await {
+                Ok(k) => got += k,
+                Err(e) => return (got, Some(e)),
+            }
+        }
+        (n, None)
+    }
+
     /// Takes exactly `n` bytes of credit (for data that is already in hand).
     ///
     /// # Errors

@@ -358,12 +358,14 @@ async fn relay(
         Err(e) => {
             debug!(error = %e, "relay aborted");
             if let RelayError::Credit(_) = e {
+                // Close with a FIN: the customer still gets every byte it paid for.
                 core.stats
                     .credit_closes
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            } else {
+                // Turn our close into a RST so the customer sees an abort, not a clean end.
+                crate::sys::set_abortive_close(fd, &rd);
             }
-            // Turn our close into a RST so the customer sees an abort, not a clean end.
-            crate::sys::set_abortive_close(fd, &rd);
         }
     }
     RelayStatus::Ok
@@ -418,14 +420,19 @@ async fn pump_up(
             rs.send_all(&[], true).await?;
             return Ok(());
         }
-        if let Err(e) = counters.account.take_exact(n).await {
-            pool.put(buf);
+        let (paid, exhausted) = counters.account.pay(n).await;
+        if paid > 0 {
+            counters.add_up(paid);
+            let sent = rs.send_all(&buf[..paid], false).await;
+            if let Err(e) = sent {
+                pool.put(buf);
+                return Err(e.into());
+            }
+        }
+        pool.put(buf);
+        if let Some(e) = exhausted {
             return Err(e.into());
         }
-        counters.add_up(n);
-        let sent = rs.send_all(&buf[..n], false).await;
-        pool.put(buf);
-        sent?;
     }
 }
 
@@ -448,15 +455,19 @@ async fn pump_down(
             }
         };
         if n > 0 {
-            if let Err(e) = counters.account.take_exact(n).await {
+            let (paid, exhausted) = counters.account.pay(n).await;
+            if paid > 0 {
+                counters.add_down(paid);
+                buf.truncate(paid);
+                let (res, buf) = wr.write_all(buf).await;
                 pool.put(buf);
+                res?;
+            } else {
+                pool.put(buf);
+            }
+            if let Some(e) = exhausted {
                 return Err(e.into());
             }
-            counters.add_down(n);
-            buf.truncate(n);
-            let (res, buf) = wr.write_all(buf).await;
-            pool.put(buf);
-            res?;
         } else {
             pool.put(buf);
         }
