@@ -130,12 +130,18 @@ struct Counters<'a> {
     gap_max_us: Cell<u64>,
     started: Instant,
     connected_after: Cell<Option<Duration>>,
+    /// Set when the key cannot pay any more: both pumps stop at their next read, after
+    /// finishing any write of bytes already paid for.
+    halted: Cell<Option<Exhausted>>,
+    halt: tokio::sync::Notify,
 }
 
 impl<'a> Counters<'a> {
     fn new(account: &'a Account, node: &'a Arc<str>, started: Instant) -> Self {
         Counters {
             started,
+            halted: Cell::new(None),
+            halt: tokio::sync::Notify::new(),
             account,
             node,
             up: Cell::new(0),
@@ -168,6 +174,25 @@ impl<'a> Counters<'a> {
             self.gap_sq_sum_us
                 .set(self.gap_sq_sum_us.get() + (gap as f64) * (gap as f64));
             self.gap_max_us.set(self.gap_max_us.get().max(gap));
+        }
+    }
+
+    /// Stops both pumps (at their next read) because the key cannot pay.
+    fn halt(&self, why: Exhausted) {
+        if self.halted.get().is_none() {
+            self.halted.set(Some(why));
+        }
+        self.halt.notify_waiters();
+    }
+
+    /// Resolves once [`Counters::halt`] was called.
+    async fn halted(&self) {
+        loop {
+            let wait = self.halt.notified();
+            if self.halted.get().is_some() {
+                return;
+            }
+            wait.await;
         }
     }
 
@@ -347,25 +372,29 @@ async fn relay(
         let watch = async {
             monoio::select! {
                 e = rs.conn_closed() => RelayError::from(e),
-                e = account.closed() => RelayError::from(e),
+                e = account.closed() => {
+                    counters.halt(e);
+                    std::future::pending::<RelayError>().await
+                }
             }
         };
         join_or_abort(up, down, watch).await
     }
     .await;
-    match res {
-        Ok(()) => rs.finish(),
-        Err(e) => {
+    match (res, counters.halted.get()) {
+        (Ok(()), None) => rs.finish(),
+        (Ok(()), Some(why)) => {
+            // Dropping the unfinished stream resets it; the customer gets a FIN after
+            // every byte it paid for.
+            debug!(reason = %why, "relay stopped: key cannot pay");
+            core.stats
+                .credit_closes
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        (Err(e), _) => {
             debug!(error = %e, "relay aborted");
-            if let RelayError::Credit(_) = e {
-                // Close with a FIN: the customer still gets every byte it paid for.
-                core.stats
-                    .credit_closes
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            } else {
-                // Turn our close into a RST so the customer sees an abort, not a clean end.
-                crate::sys::set_abortive_close(fd, &rd);
-            }
+            // Turn our close into a RST so the customer sees an abort, not a clean end.
+            crate::sys::set_abortive_close(fd, &rd);
         }
     }
     RelayStatus::Ok
@@ -398,7 +427,7 @@ fn credit_status(e: Exhausted) -> RelayStatus {
 
 /// Customer -> node: read only when the stream has credit, so a slow node throttles the
 /// customer through TCP instead of growing our buffers. What was read is paid for before
-/// it is forwarded; bytes the key cannot pay for are never sent.
+/// it is forwarded; bytes the key cannot pay for are never sent, and the pump stops.
 async fn pump_up(
     rs: &RelayStream,
     rd: &mut OwnedReadHalf<TcpStream>,
@@ -406,8 +435,14 @@ async fn pump_up(
     counters: &Counters<'_>,
 ) -> Result<(), RelayError> {
     loop {
-        rs.writable().await?;
-        let (res, buf) = rd.read(pool.empty()).await;
+        monoio::select! {
+            r = rs.writable() => r?,
+            _ = counters.halted() => return Ok(()),
+        }
+        let (res, buf) = monoio::select! {
+            r = rd.read(pool.empty()) => r,
+            _ = counters.halted() => return Ok(()),
+        };
         let n = match res {
             Ok(n) => n,
             Err(e) => {
@@ -430,15 +465,17 @@ async fn pump_up(
             }
         }
         pool.put(buf);
-        if let Some(e) = exhausted {
-            return Err(e.into());
+        if let Some(why) = exhausted {
+            counters.halt(why);
+            return Ok(());
         }
     }
 }
 
 /// Node -> customer: read from the stream only after the previous write finished, so a
 /// slow customer throttles the node through QUIC flow control. What was read is paid for
-/// before it is written; bytes the key cannot pay for are never delivered.
+/// before it is written; bytes the key cannot pay for are never delivered, and the pump
+/// stops.
 async fn pump_down(
     rs: &RelayStream,
     wr: &mut OwnedWriteHalf<TcpStream>,
@@ -447,7 +484,15 @@ async fn pump_down(
 ) -> Result<(), RelayError> {
     loop {
         let mut buf = pool.full();
-        let (n, fin) = match rs.recv(&mut buf).await {
+        let received = monoio::select! {
+            r = rs.recv(&mut buf) => Some(r),
+            _ = counters.halted() => None,
+        };
+        let Some(received) = received else {
+            pool.put(buf);
+            return Ok(());
+        };
+        let (n, fin) = match received {
             Ok(r) => r,
             Err(e) => {
                 pool.put(buf);
@@ -465,8 +510,9 @@ async fn pump_down(
             } else {
                 pool.put(buf);
             }
-            if let Some(e) = exhausted {
-                return Err(e.into());
+            if let Some(why) = exhausted {
+                counters.halt(why);
+                return Ok(());
             }
         } else {
             pool.put(buf);

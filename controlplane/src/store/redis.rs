@@ -1,59 +1,682 @@
-//! Placeholder while the Redis backend is written (replaced before commit).
-#![allow(missing_docs, clippy::all)]
-use super::*;
-use crate::secrets::SecretHash;
-use tokio::sync::broadcast;
+//! The Redis [`Store`], shared by every `turbo-server` pointing at the same Redis.
+//!
+//! Key schema (all under the `turbo:` prefix):
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `turbo:key:{id}` | hash | `name`, `hash` (hex SHA-256 of the secret), `credits` (unleased balance), `leased`, `bytes_up`, `bytes_down`, `connections`, `overdraft`, `revoked` (0/1), `created` |
+//! | `turbo:keyhash:{sha256 hex}` | string | the key id (lookup by the hash of a high-entropy secret) |
+//! | `turbo:keys` | set | every key id |
+//! | `turbo:node:{id}` | hash | `hash`, `bytes_carried`, `created` |
+//! | `turbo:nodehash:{sha256 hex}` | string | the node id |
+//! | `turbo:nodes` | set | every node id |
+//! | `turbo:lease:{lease id}` | hash | `key`, `owner`, `amount` (credit held), `seq`, `granted` (last grant), `status` (`live`/`ended`), `expires` (Unix ms); kept an hour after its TTL so retries stay idempotent |
+//! | `turbo:leases` | sorted set | live lease ids scored by expiry (Unix ms) |
+//! | `turbo:conns` | stream | one feature record per closed connection, `XADD … MAXLEN ~` |
+//! | `turbo:events` | pub/sub channel | `revoke {id}`, `credit {id}` |
+//!
+//! Every change to balances runs as one Lua script (lease, reclaim), so concurrent
+//! servers never double-spend. The clock is Redis's own (`TIME`). Scripts name the
+//! keys they touch, except the reclaim script, which derives lease and key names from
+//! the sorted set; that is fine on a single Redis (not on Redis Cluster).
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, Script};
+use tokio::sync::{broadcast, oneshot};
+use tracing::{debug, warn};
 use turbo_dataplane::control::{ConnRecord, KeyEvent, LeaseAnswer, LeaseRequest};
-pub struct RedisStore;
-fn no<T>() -> Result<T, StoreError> {
-    Err(StoreError::Unavailable("stub".into()))
+
+use super::{
+    feature_fields, now_unix, short_id, FeatureFields, KeyRecord, LeaseTerms, NodeRecord, Store,
+    StoreError, MIN_LEASE,
+};
+use crate::secrets::{self, SecretHash};
+
+const EVENTS: &str = "turbo:events";
+const CONNS: &str = "turbo:conns";
+const LEASES: &str = "turbo:leases";
+
+/// Books usage, then grants or releases; see [`Store::lease`]. Returns
+/// `{granted, held, credits, revoked, ended}`.
+const LEASE_LUA: &str = r#"
+local key, lease, leases = KEYS[1], KEYS[2], KEYS[3]
+if redis.call('EXISTS', key) == 0 then return redis.error_reply('NOKEY') end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local lease_id, owner = ARGV[1], ARGV[2]
+local seq, want, ttl = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local up, down, conns, release = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8]), ARGV[9] == '1'
+local min_lease = tonumber(ARGV[10])
+local function num(h, f) return tonumber(redis.call('HGET', h, f) or '0') end
+local status = redis.call('HGET', lease, 'status')
+local revoked = num(key, 'revoked')
+if status and seq <= num(lease, 'seq') then
+  return {num(lease, 'granted'), num(lease, 'amount'), num(key, 'credits'), revoked, status == 'ended' and 1 or 0}
+end
+local ended = status == 'ended'
+local amount = 0
+if status == 'live' then amount = num(lease, 'amount') end
+local spent = up + down
+local from_lease = math.min(spent, amount)
+amount = amount - from_lease
+local credits = num(key, 'credits')
+local leased = num(key, 'leased') - from_lease
+local rest = spent - from_lease
+local charged = math.min(rest, credits)
+credits = credits - charged
+if rest > charged then redis.call('HINCRBY', key, 'overdraft', rest - charged) end
+redis.call('HINCRBY', key, 'bytes_up', up)
+redis.call('HINCRBY', key, 'bytes_down', down)
+redis.call('HINCRBY', key, 'connections', conns)
+for i = 4, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    redis.call('HINCRBY', KEYS[i], 'bytes_carried', tonumber(ARGV[8 + i]))
+  end
+end
+local granted = 0
+local new_status = 'live'
+if release or ended then
+  credits = credits + amount
+  leased = leased - amount
+  amount = 0
+  new_status = 'ended'
+  redis.call('ZREM', leases, lease_id)
+else
+  if revoked == 0 then
+    granted = math.min(want, credits, math.max(math.floor(credits / 4), min_lease))
+  end
+  credits = credits - granted
+  leased = leased + granted
+  amount = amount + granted
+  redis.call('ZADD', leases, now + ttl, lease_id)
+end
+redis.call('HSET', key, 'credits', credits, 'leased', leased)
+redis.call('HSET', lease, 'key', ARGV[11], 'owner', owner, 'amount', amount, 'seq', seq,
+  'granted', granted, 'status', new_status, 'expires', now + ttl)
+redis.call('PEXPIRE', lease, ttl + 3600000)
+return {granted, amount, credits, revoked, ended and 1 or 0}
+"#;
+
+/// Ends live leases whose expiry passed; returns how many.
+const RECLAIM_LUA: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 1000)
+for _, id in ipairs(ids) do
+  local lease = 'turbo:lease:' .. id
+  if redis.call('HGET', lease, 'status') == 'live' then
+    local amount = tonumber(redis.call('HGET', lease, 'amount') or '0')
+    local key = 'turbo:key:' .. (redis.call('HGET', lease, 'key') or '')
+    if redis.call('EXISTS', key) == 1 then
+      redis.call('HINCRBY', key, 'credits', amount)
+      redis.call('HINCRBY', key, 'leased', -amount)
+    end
+    redis.call('HSET', lease, 'amount', 0, 'status', 'ended')
+  end
+  redis.call('ZREM', KEYS[1], id)
+end
+return #ids
+"#;
+
+/// Adds credits to an existing key; returns -1 when there is none.
+const TOP_UP_LUA: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+return redis.call('HINCRBY', KEYS[1], 'credits', ARGV[1])
+"#;
+
+/// The Redis backend.
+pub struct RedisStore {
+    conn: ConnectionManager,
+    lease_script: Script,
+    reclaim_script: Script,
+    events: broadcast::Sender<KeyEvent>,
+    errors: Arc<AtomicU64>,
+    _stop_subscriber: oneshot::Sender<()>,
 }
+
+fn unavailable(e: redis::RedisError) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn key_name(id: &str) -> String {
+    format!("turbo:key:{id}")
+}
+
+fn node_name(id: &str) -> String {
+    format!("turbo:node:{id}")
+}
+
 impl RedisStore {
-    pub async fn connect(_: &str) -> Result<Self, StoreError> {
-        no()
+    /// Connects to `url` and subscribes to key events; returns once the subscription
+    /// is live, so no event published afterwards is missed.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when Redis cannot be reached.
+    pub async fn connect(url: &str) -> Result<RedisStore, StoreError> {
+        let client = redis::Client::open(url).map_err(unavailable)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = ConnectionManager::new_with_config(client.clone(), config)
+            .await
+            .map_err(unavailable)?;
+        let (events, _) = broadcast::channel(1024);
+        let errors = Arc::new(AtomicU64::new(0));
+        let mut pubsub = client.get_async_pubsub().await.map_err(unavailable)?;
+        pubsub.subscribe(EVENTS).await.map_err(unavailable)?;
+        let (stop, stopped) = oneshot::channel();
+        tokio::spawn(subscriber(
+            client,
+            pubsub,
+            events.clone(),
+            errors.clone(),
+            stopped,
+        ));
+        Ok(RedisStore {
+            conn,
+            lease_script: Script::new(LEASE_LUA),
+            reclaim_script: Script::new(RECLAIM_LUA),
+            events,
+            errors,
+            _stop_subscriber: stop,
+        })
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// Counts a failure and converts it.
+    fn fail(&self, e: redis::RedisError) -> StoreError {
+        self.errors.fetch_add(1, Relaxed);
+        unavailable(e)
+    }
+
+    async fn publish(&self, event: &str) -> Result<(), StoreError> {
+        let _: i64 = self
+            .conn()
+            .publish(EVENTS, event)
+            .await
+            .map_err(|e| self.fail(e))?;
+        Ok(())
+    }
+
+    async fn hgetall(&self, name: &str) -> Result<Vec<(String, String)>, StoreError> {
+        self.conn().hgetall(name).await.map_err(|e| self.fail(e))
+    }
+
+    async fn load_key(&self, id: &str) -> Result<Option<KeyRecord>, StoreError> {
+        let fields = self.hgetall(&key_name(id)).await?;
+        Ok(parse_key(id, &fields))
+    }
+
+    async fn load_node(&self, id: &str) -> Result<Option<NodeRecord>, StoreError> {
+        let fields = self.hgetall(&node_name(id)).await?;
+        Ok(parse_node(id, &fields))
+    }
+
+    async fn members(&self, set: &str) -> Result<Vec<String>, StoreError> {
+        self.conn().smembers(set).await.map_err(|e| self.fail(e))
     }
 }
+
+/// Forwards `turbo:events` into `events`, reconnecting after failures (then sending
+/// [`KeyEvent::Resync`], since events may have been missed), until `stop` fires.
+async fn subscriber(
+    client: redis::Client,
+    mut pubsub: redis::aio::PubSub,
+    events: broadcast::Sender<KeyEvent>,
+    errors: Arc<AtomicU64>,
+    mut stop: oneshot::Receiver<()>,
+) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        {
+            let mut messages = pubsub.on_message();
+            loop {
+                tokio::select! {
+                    _ = &mut stop => return,
+                    msg = messages.next() => {
+                        let Some(msg) = msg else { break };
+                        let text: String = msg.get_payload().unwrap_or_default();
+                        let event = match text.split_once(' ') {
+                            Some(("revoke", id)) => KeyEvent::Revoked(id.into()),
+                            Some(("credit", id)) => KeyEvent::ToppedUp(id.into()),
+                            _ => continue,
+                        };
+                        let _ = events.send(event);
+                    }
+                }
+            }
+        }
+        warn!("Redis event subscription lost; reconnecting");
+        loop {
+            errors.fetch_add(1, Relaxed);
+            tokio::select! {
+                _ = &mut stop => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+            let again = async {
+                let mut p = client.get_async_pubsub().await?;
+                p.subscribe(EVENTS).await?;
+                Ok::<_, redis::RedisError>(p)
+            };
+            match tokio::time::timeout(Duration::from_secs(2), again).await {
+                Ok(Ok(p)) => {
+                    pubsub = p;
+                    backoff = Duration::from_millis(100);
+                    debug!("Redis event subscription restored");
+                    let _ = events.send(KeyEvent::Resync);
+                    break;
+                }
+                Ok(Err(e)) => debug!(error = %e, "Redis resubscribe failed"),
+                Err(_) => debug!("Redis resubscribe timed out"),
+            }
+        }
+    }
+}
+
+fn field<'a>(fields: &'a [(String, String)], name: &str) -> &'a str {
+    fields
+        .iter()
+        .find(|(k, _)| k == name)
+        .map_or("", |(_, v)| v.as_str())
+}
+
+fn num(fields: &[(String, String)], name: &str) -> u64 {
+    let v = field(fields, name);
+    v.parse::<u64>()
+        .or_else(|_| v.parse::<i64>().map(|n| n.max(0) as u64))
+        .unwrap_or(0)
+}
+
+fn parse_hash(hex_hash: &str) -> SecretHash {
+    let mut out = [0u8; 32];
+    if let Ok(bytes) = hex::decode(hex_hash) {
+        if bytes.len() == 32 {
+            out.copy_from_slice(&bytes);
+        }
+    }
+    out
+}
+
+fn parse_key(id: &str, f: &[(String, String)]) -> Option<KeyRecord> {
+    if f.is_empty() {
+        return None;
+    }
+    Some(KeyRecord {
+        id: id.to_owned(),
+        name: field(f, "name").to_owned(),
+        credits: num(f, "credits"),
+        leased: num(f, "leased"),
+        bytes_up: num(f, "bytes_up"),
+        bytes_down: num(f, "bytes_down"),
+        connections: num(f, "connections"),
+        overdraft: num(f, "overdraft"),
+        revoked: field(f, "revoked") == "1",
+        created_unix: num(f, "created"),
+        hash: parse_hash(field(f, "hash")),
+    })
+}
+
+fn parse_node(id: &str, f: &[(String, String)]) -> Option<NodeRecord> {
+    if f.is_empty() {
+        return None;
+    }
+    Some(NodeRecord {
+        id: id.to_owned(),
+        bytes_carried: num(f, "bytes_carried"),
+        created_unix: num(f, "created"),
+        hash: parse_hash(field(f, "hash")),
+    })
+}
+
 impl Store for RedisStore {
-    async fn create_key(&self, _: &str, _: u64) -> Result<(KeyRecord, String), StoreError> {
-        no()
+    async fn create_key(
+        &self,
+        name: &str,
+        credits: u64,
+    ) -> Result<(KeyRecord, String), StoreError> {
+        let secret = secrets::generate("tk");
+        let rec = KeyRecord {
+            id: short_id("k"),
+            name: name.to_owned(),
+            credits,
+            leased: 0,
+            bytes_up: 0,
+            bytes_down: 0,
+            connections: 0,
+            overdraft: 0,
+            revoked: false,
+            created_unix: now_unix(),
+            hash: secrets::hash(&secret),
+        };
+        let hash_hex = hex::encode(rec.hash);
+        redis::pipe()
+            .atomic()
+            .hset_multiple(
+                key_name(&rec.id),
+                &[
+                    ("name", rec.name.clone()),
+                    ("hash", hash_hex.clone()),
+                    ("credits", credits.to_string()),
+                    ("leased", "0".into()),
+                    ("bytes_up", "0".into()),
+                    ("bytes_down", "0".into()),
+                    ("connections", "0".into()),
+                    ("overdraft", "0".into()),
+                    ("revoked", "0".into()),
+                    ("created", rec.created_unix.to_string()),
+                ],
+            )
+            .set(format!("turbo:keyhash:{hash_hex}"), &rec.id)
+            .sadd("turbo:keys", &rec.id)
+            .exec_async(&mut self.conn())
+            .await
+            .map_err(|e| self.fail(e))?;
+        Ok((rec, secret))
     }
+
     async fn list_keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
-        no()
+        let mut keys = Vec::new();
+        for id in self.members("turbo:keys").await? {
+            keys.extend(self.load_key(&id).await?);
+        }
+        keys.sort_by_key(|k| (k.created_unix, k.id.clone()));
+        Ok(keys)
     }
-    async fn key(&self, _: &str) -> Result<KeyRecord, StoreError> {
-        no()
+
+    async fn key(&self, id: &str) -> Result<KeyRecord, StoreError> {
+        self.load_key(id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(id.to_owned()))
     }
-    async fn key_by_hash(&self, _: SecretHash) -> Result<Option<KeyRecord>, StoreError> {
-        no()
+
+    async fn key_by_hash(&self, hash: SecretHash) -> Result<Option<KeyRecord>, StoreError> {
+        let id: Option<String> = self
+            .conn()
+            .get(format!("turbo:keyhash:{}", hex::encode(hash)))
+            .await
+            .map_err(|e| self.fail(e))?;
+        let Some(id) = id else { return Ok(None) };
+        Ok(self
+            .load_key(&id)
+            .await?
+            .filter(|k| secrets::same(&k.hash, &hash)))
     }
-    async fn add_credits(&self, _: &str, _: u64) -> Result<KeyRecord, StoreError> {
-        no()
+
+    async fn add_credits(&self, id: &str, bytes: u64) -> Result<KeyRecord, StoreError> {
+        let now: i64 = Script::new(TOP_UP_LUA)
+            .key(key_name(id))
+            .arg(bytes)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(|e| self.fail(e))?;
+        if now < 0 {
+            return Err(StoreError::NotFound(id.to_owned()));
+        }
+        self.publish(&format!("credit {id}")).await?;
+        self.key(id).await
     }
-    async fn revoke_key(&self, _: &str) -> Result<(), StoreError> {
-        no()
+
+    async fn revoke_key(&self, id: &str) -> Result<(), StoreError> {
+        let name = key_name(id);
+        let exists: bool = self.conn().exists(&name).await.map_err(|e| self.fail(e))?;
+        if !exists {
+            return Err(StoreError::NotFound(id.to_owned()));
+        }
+        let _: i64 = self
+            .conn()
+            .hset(&name, "revoked", 1)
+            .await
+            .map_err(|e| self.fail(e))?;
+        self.publish(&format!("revoke {id}")).await
     }
-    async fn lease(&self, _: &LeaseTerms, _: &LeaseRequest) -> Result<LeaseAnswer, StoreError> {
-        no()
+
+    async fn lease(
+        &self,
+        terms: &LeaseTerms,
+        request: &LeaseRequest,
+    ) -> Result<LeaseAnswer, StoreError> {
+        let mut inv = self.lease_script.prepare_invoke();
+        inv.key(key_name(&request.key_id))
+            .key(format!("turbo:lease:{}", request.lease_id))
+            .key(LEASES);
+        for (node, _) in &request.usage.nodes {
+            inv.key(node_name(node));
+        }
+        inv.arg(&*request.lease_id)
+            .arg(&terms.owner)
+            .arg(request.seq)
+            .arg(request.want)
+            .arg(terms.ttl.as_millis() as u64)
+            .arg(request.usage.up)
+            .arg(request.usage.down)
+            .arg(request.usage.connections)
+            .arg(if request.release { "1" } else { "0" })
+            .arg(MIN_LEASE)
+            .arg(&*request.key_id);
+        for (_, bytes) in &request.usage.nodes {
+            inv.arg(*bytes);
+        }
+        let out: Result<Vec<i64>, _> = inv.invoke_async(&mut self.conn()).await;
+        let v = match out {
+            Ok(v) => v,
+            Err(e) if e.to_string().contains("NOKEY") => {
+                return Err(StoreError::NotFound(request.key_id.to_string()))
+            }
+            Err(e) => return Err(self.fail(e)),
+        };
+        let at = |i: usize| v.get(i).copied().unwrap_or(0).max(0) as u64;
+        Ok(LeaseAnswer {
+            granted: at(0),
+            held: at(1),
+            credits: at(2),
+            revoked: at(3) == 1,
+            ended: at(4) == 1,
+        })
     }
+
     async fn reclaim_expired(&self) -> Result<u64, StoreError> {
-        no()
+        let n: u64 = self
+            .reclaim_script
+            .key(LEASES)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(|e| self.fail(e))?;
+        Ok(n)
     }
-    async fn record_connection(&self, _: &ConnRecord, _: u64) -> Result<(), StoreError> {
-        no()
+
+    async fn record_connection(&self, record: &ConnRecord, max_len: u64) -> Result<(), StoreError> {
+        let fields = feature_fields(record);
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(CONNS)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(max_len.max(1))
+            .arg("*");
+        for (k, v) in &fields {
+            cmd.arg(k).arg(v);
+        }
+        let _: String = cmd
+            .query_async(&mut self.conn())
+            .await
+            .map_err(|e| self.fail(e))?;
+        Ok(())
     }
-    async fn recent_connections(&self, _: usize) -> Result<Vec<FeatureFields>, StoreError> {
-        no()
+
+    async fn recent_connections(&self, count: usize) -> Result<Vec<FeatureFields>, StoreError> {
+        let raw: Vec<(String, Vec<String>)> = redis::cmd("XREVRANGE")
+            .arg(CONNS)
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(count)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(|e| self.fail(e))?;
+        Ok(raw
+            .into_iter()
+            .rev()
+            .map(|(_, flat)| {
+                flat.chunks(2)
+                    .filter_map(|kv| Some((kv.first()?.clone(), kv.get(1)?.clone())))
+                    .collect()
+            })
+            .collect())
     }
+
     async fn create_node(&self) -> Result<(NodeRecord, String), StoreError> {
-        no()
+        let token = secrets::generate("nt");
+        let rec = NodeRecord {
+            id: short_id("n"),
+            bytes_carried: 0,
+            created_unix: now_unix(),
+            hash: secrets::hash(&token),
+        };
+        let hash_hex = hex::encode(rec.hash);
+        redis::pipe()
+            .atomic()
+            .hset_multiple(
+                node_name(&rec.id),
+                &[
+                    ("hash", hash_hex.clone()),
+                    ("bytes_carried", "0".into()),
+                    ("created", rec.created_unix.to_string()),
+                ],
+            )
+            .set(format!("turbo:nodehash:{hash_hex}"), &rec.id)
+            .sadd("turbo:nodes", &rec.id)
+            .exec_async(&mut self.conn())
+            .await
+            .map_err(|e| self.fail(e))?;
+        Ok((rec, token))
     }
-    async fn node_by_token_hash(&self, _: SecretHash) -> Result<Option<NodeRecord>, StoreError> {
-        no()
+
+    async fn node_by_token_hash(&self, hash: SecretHash) -> Result<Option<NodeRecord>, StoreError> {
+        let id: Option<String> = self
+            .conn()
+            .get(format!("turbo:nodehash:{}", hex::encode(hash)))
+            .await
+            .map_err(|e| self.fail(e))?;
+        let Some(id) = id else { return Ok(None) };
+        Ok(self
+            .load_node(&id)
+            .await?
+            .filter(|n| secrets::same(&n.hash, &hash)))
     }
+
     async fn list_nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
-        no()
+        let mut nodes = Vec::new();
+        for id in self.members("turbo:nodes").await? {
+            nodes.extend(self.load_node(&id).await?);
+        }
+        nodes.sort_by_key(|n| (n.created_unix, n.id.clone()));
+        Ok(nodes)
     }
+
     fn events(&self) -> broadcast::Receiver<KeyEvent> {
-        broadcast::channel(1).1
+        self.events.subscribe()
+    }
+
+    fn errors(&self) -> u64 {
+        self.errors.load(Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::process::{Child, Command, Stdio};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    /// A private `redis-server` on a free port; killed on drop.
+    struct Server {
+        child: Child,
+        port: u16,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Server {
+        fn start() -> Server {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("free port")
+                .port();
+            let dir = tempfile::tempdir().expect("tempdir");
+            let child = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no"])
+                .args(["--dir", &dir.path().to_string_lossy()])
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("redis-server is installed (scripts/setup)");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(Instant::now() < deadline, "redis-server did not start");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Server {
+                child,
+                port,
+                _dir: dir,
+            }
+        }
+
+        fn url(&self) -> String {
+            format!("redis://127.0.0.1:{}/0", self.port)
+        }
+
+        fn signal(&self, sig: i32) {
+            // SAFETY: plain kill(2) on our own child's pid.
+            unsafe { libc::kill(self.child.id() as i32, sig) };
+        }
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            self.signal(libc::SIGCONT);
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_store_passes_the_suite() {
+        let server = Server::start();
+        let store = RedisStore::connect(&server.url()).await.expect("connect");
+        crate::store::suite::run(Arc::new(store)).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unresponsive_redis_is_an_error_not_a_hang() {
+        let server = Server::start();
+        let store = RedisStore::connect(&server.url()).await.expect("connect");
+        let (k, _) = store.create_key("x", 1).await.expect("key");
+        server.signal(libc::SIGSTOP);
+        let started = Instant::now();
+        let res = store.key(&k.id).await;
+        assert!(matches!(res, Err(StoreError::Unavailable(_))), "{res:?}");
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert!(store.errors() > 0);
+        server.signal(libc::SIGCONT);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(rec) = store.key(&k.id).await {
+                assert_eq!(rec.credits, 1);
+                break;
+            }
+            assert!(Instant::now() < deadline, "Redis did not come back");
+        }
     }
 }
