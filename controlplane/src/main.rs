@@ -71,9 +71,18 @@ impl ApiArgs {
     }
 
     fn post(&self, path: &str, body: serde_json::Value) -> Result<serde_json::Value> {
-        let resp = ureq::post(&format!("{}{path}", self.api.trim_end_matches('/')))
-            .set("Authorization", &format!("Bearer {}", self.token()?))
-            .send_json(body);
+        let req = ureq::post(&format!("{}{path}", self.api.trim_end_matches('/')))
+            .set("Authorization", &format!("Bearer {}", self.token()?));
+        Self::answer(req.send_json(body))
+    }
+
+    fn get(&self, path: &str) -> Result<serde_json::Value> {
+        let req = ureq::get(&format!("{}{path}", self.api.trim_end_matches('/')))
+            .set("Authorization", &format!("Bearer {}", self.token()?));
+        Self::answer(req.call())
+    }
+
+    fn answer(resp: Result<ureq::Response, ureq::Error>) -> Result<serde_json::Value> {
         match resp {
             Ok(r) => Ok(r.into_json()?),
             Err(ureq::Error::Status(code, r)) => {
@@ -97,6 +106,35 @@ enum KeysCmd {
         /// Credits, e.g. 10GB, 1.5GiB or bytes.
         #[arg(long)]
         credits: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// List keys with balances and usage (JSON lines).
+    List {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Show one key's balance and usage (JSON).
+    Show {
+        /// Key id (`k_…`).
+        id: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Add credits to a key; every server sharing the store sees it at once.
+    TopUp {
+        /// Key id (`k_…`).
+        id: String,
+        /// Credits to add, e.g. 10GB.
+        #[arg(long)]
+        credits: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Revoke a key; every server closes its connections.
+    Revoke {
+        /// Key id (`k_…`).
+        id: String,
         #[command(flatten)]
         api: ApiArgs,
     },
@@ -142,6 +180,32 @@ fn main() -> Result<()> {
             )?;
             println!("{}", v["key"].as_str().context("no key in answer")?);
         }
+        Cmd::Keys {
+            cmd: KeysCmd::List { api },
+        } => {
+            for k in api.get("/api/keys")?.as_array().context("no list")? {
+                println!("{k}");
+            }
+        }
+        Cmd::Keys {
+            cmd: KeysCmd::Show { id, api },
+        } => println!("{}", api.get(&format!("/api/keys/{id}"))?),
+        Cmd::Keys {
+            cmd: KeysCmd::TopUp { id, credits, api },
+        } => {
+            turbo_controlplane::size::parse_size(&credits)?;
+            let v = api.post(
+                &format!("/api/keys/{id}/credits"),
+                serde_json::json!({ "credits": credits }),
+            )?;
+            println!("{v}");
+        }
+        Cmd::Keys {
+            cmd: KeysCmd::Revoke { id, api },
+        } => println!(
+            "{}",
+            api.post(&format!("/api/keys/{id}/revoke"), serde_json::Value::Null)?
+        ),
         Cmd::Nodes {
             cmd: NodesCmd::Invite { api },
         } => {

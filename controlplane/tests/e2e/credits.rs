@@ -431,6 +431,68 @@ fn failed_auth_is_rate_limited_per_ip(driver: &'static str) {
     assert_eq!(String::from_utf8_lossy(&resp.stdout), "429");
 }
 
+fn graceful_shutdown_settles_leases(driver: &'static str) {
+    let redis = Redis::start();
+    let mut opts = Options::redis(driver, &redis);
+    opts.config = "lease_ttl = \"60s\"\n".into();
+    opts.credits = "100MB";
+    let mut net = Net::start_with(opts);
+    let target = targets::send_then_hold(500_000);
+    let mut t = tunnel(&net, &net.key, target);
+    let mut got = vec![0u8; 500_000];
+    t.read_exact(&mut got).expect("bytes");
+    let leased = |r: &Redis, id: &str| -> u64 {
+        r.cli(&["HGET", &format!("turbo:key:{id}"), "leased"])
+            .and_then(|v| v.parse().ok())
+            .expect("leased field")
+    };
+    assert!(leased(&redis, &net.key_id) > 0, "a lease is out");
+    net.signal_server(libc::SIGTERM);
+    let status = net.server.wait().expect("server exits");
+    assert!(status.success(), "clean exit on SIGTERM: {status:?}");
+    assert_eq!(
+        leased(&redis, &net.key_id),
+        0,
+        "every lease settled before exit"
+    );
+    let field = |f: &str| -> u64 {
+        redis
+            .cli(&["HGET", &format!("turbo:key:{}", net.key_id), f])
+            .and_then(|v| v.parse().ok())
+            .expect("field")
+    };
+    assert_eq!(field("bytes_down"), 500_000);
+    assert_eq!(field("credits") + 500_000, 100_000_000);
+}
+
+fn keys_are_managed_from_the_cli(driver: &'static str) {
+    let mut opts = Options::new(driver);
+    opts.node = false;
+    let net = Net::start_with(opts);
+    let key = net.cli(&["keys", "create", "--name", "cli", "--credits", "1MB"]);
+    assert!(key.starts_with("tk_"));
+    let list = net.cli(&["keys", "list"]);
+    let listed: Vec<Value> = list
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    assert!(!list.contains("tk_"), "listing never shows a key");
+    let id = listed
+        .iter()
+        .find(|k| k["name"] == "cli")
+        .and_then(|k| k["id"].as_str())
+        .expect("listed")
+        .to_owned();
+    let topped: Value =
+        serde_json::from_str(&net.cli(&["keys", "top-up", &id, "--credits", "2MB"])).unwrap();
+    assert_eq!(u(&topped, "balance"), 3_000_000);
+    let revoked: Value = serde_json::from_str(&net.cli(&["keys", "revoke", &id])).unwrap();
+    assert_eq!(revoked["revoked"], true);
+    let shown: Value = serde_json::from_str(&net.cli(&["keys", "show", &id])).unwrap();
+    assert_eq!(shown["revoked"], true);
+    assert_eq!(u(&shown, "balance"), 3_000_000);
+}
+
 crate::both_drivers!(dry_key_stops_the_transfer);
 
 mod io_uring_only {
@@ -457,6 +519,14 @@ mod io_uring_only {
     #[test]
     fn unknown_key_burst_is_coalesced_and_limited() {
         super::unknown_key_burst_is_coalesced_and_limited("io_uring")
+    }
+    #[test]
+    fn graceful_shutdown_settles_leases() {
+        super::graceful_shutdown_settles_leases("io_uring")
+    }
+    #[test]
+    fn keys_are_managed_from_the_cli() {
+        super::keys_are_managed_from_the_cli("io_uring")
     }
     #[test]
     fn failed_auth_is_rate_limited_per_ip() {
