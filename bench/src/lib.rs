@@ -3,6 +3,7 @@
 //! reports every figure next to the same workload over a direct connection, measured
 //! in the same run (absolute numbers drift on shared machines; ratios do not).
 
+pub mod auth;
 pub mod curl;
 pub mod net;
 pub mod target;

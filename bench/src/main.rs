@@ -28,6 +28,15 @@ enum Cmd {
         #[arg(long, default_value_t = 2)]
         cores: usize,
     },
+    /// Authentication latency, cold and warm cache, memory store and Redis.
+    Auth {
+        /// Authentications per row.
+        #[arg(long, default_value_t = 500)]
+        samples: usize,
+        /// Server cores.
+        #[arg(long, default_value_t = 2)]
+        cores: usize,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -40,6 +49,10 @@ fn main() -> anyhow::Result<()> {
         } => {
             let rows = turbo_bench::curl::run(&cli.bin_dir, size_mb, runs, cores)?;
             println!("{}", turbo_bench::curl::table(&rows));
+        }
+        Cmd::Auth { samples, cores } => {
+            let rows = turbo_bench::auth::run(&cli.bin_dir, samples, cores)?;
+            println!("{}", turbo_bench::auth::table(&rows));
         }
     }
     Ok(())

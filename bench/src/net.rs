@@ -19,7 +19,29 @@ pub struct Network {
     pub http: String,
     /// A customer key with plenty of credits.
     pub key: String,
+    /// The API base URL.
+    pub api: String,
+    /// The admin token.
+    pub admin_token: String,
+    redis: Option<Child>,
     _dir: tempfile::TempDir,
+}
+
+/// Starts a private `redis-server` on a free port; returns it and its URL.
+fn start_redis(dir: &Path) -> Result<(Child, String)> {
+    let port = free_port()?;
+    let child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .spawn()
+        .context("spawn redis-server (apt install redis-server)")?;
+    wait_for("redis", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    })?;
+    Ok((child, format!("redis://127.0.0.1:{port}/0")))
 }
 
 fn free_port() -> Result<u16> {
@@ -48,6 +70,14 @@ impl Network {
     /// # Errors
     /// When a binary is missing or a process does not become ready.
     pub fn start(bin_dir: &Path, cores: usize) -> Result<Network> {
+        Network::start_on(bin_dir, cores, false)
+    }
+
+    /// Like [`Network::start`], on a private Redis when `redis` is set.
+    ///
+    /// # Errors
+    /// As [`Network::start`], or when redis-server cannot start.
+    pub fn start_on(bin_dir: &Path, cores: usize, redis: bool) -> Result<Network> {
         let bin = |name: &str| -> Result<PathBuf> {
             let p = bin_dir.join(name);
             if !p.exists() {
@@ -64,10 +94,17 @@ impl Network {
         let quic = format!("127.0.0.1:{}", free_port()?);
         let api = format!("127.0.0.1:{}", free_port()?);
         let token = "bench-admin-token";
+        let (redis, store) = if redis {
+            let (child, url) = start_redis(dir.path())?;
+            (Some(child), url)
+        } else {
+            (None, "memory".to_owned())
+        };
         let server = Command::new(bin("turbo-server")?)
             .args(["run", "--socks-listen", &socks, "--http-listen", &http])
             .args(["--quic-listen", &quic, "--api-listen", &api])
             .args(["--cores", &cores.to_string(), "--admin-token", token])
+            .args(["--store", &store])
             .arg("--data-dir")
             .arg(dir.path())
             .env("RUST_LOG", "warn")
@@ -120,8 +157,23 @@ impl Network {
             socks,
             http,
             key,
+            api,
+            admin_token: token.to_owned(),
+            redis,
             _dir: dir,
         })
+    }
+
+    /// Creates a key through the API; returns its secret.
+    ///
+    /// # Errors
+    /// When the API refuses.
+    pub fn create_key(&self, credits: &str) -> Result<String> {
+        let v: serde_json::Value = ureq::post(&format!("{}/api/keys", self.api))
+            .set("Authorization", &format!("Bearer {}", self.admin_token))
+            .send_json(serde_json::json!({"name": "bench", "credits": credits}))?
+            .into_json()?;
+        Ok(v["key"].as_str().context("key")?.to_owned())
     }
 
     /// CPU seconds (user + system) used so far by the server and the node.
@@ -136,6 +188,10 @@ impl Drop for Network {
         let _ = self.server.kill();
         let _ = self.node.wait();
         let _ = self.server.wait();
+        if let Some(r) = self.redis.as_mut() {
+            let _ = r.kill();
+            let _ = r.wait();
+        }
     }
 }
 
