@@ -56,6 +56,9 @@ pub struct RunArgs {
     /// Reclaim a credit lease not renewed for this long, e.g. 30s [default: 30s].
     #[arg(long, env = "TURBO_LEASE_TTL")]
     pub lease_ttl: Option<humantime::Duration>,
+    /// MaxMind-format country database for node countries [default: none].
+    #[arg(long, env = "TURBO_GEOIP")]
+    pub geoip: Option<PathBuf>,
     /// Validate the configuration and exit.
     #[arg(long)]
     pub check_config: bool,
@@ -99,6 +102,9 @@ impl RunArgs {
         }
         if let Some(l) = self.node_liveness {
             c.node_liveness = l.into();
+        }
+        if self.geoip.is_some() {
+            c.geoip = self.geoip.clone();
         }
         if let Some(l) = self.lease_ttl {
             c.lease_ttl = l.into();

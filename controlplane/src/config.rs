@@ -100,6 +100,13 @@ pub struct ServerConfig {
     pub auth_fail_window: Duration,
     /// Approximate length cap of the `turbo:conns` feature stream. Defaults to `1000000`.
     pub stream_max_len: u64,
+    /// Weight of the latency score L in a node's score. Defaults to `0.6`.
+    pub score_latency_weight: f64,
+    /// Weight of the reliability score R in a node's score. Defaults to `0.4`.
+    pub score_reliability_weight: f64,
+    /// MaxMind-format country database deciding node countries from their public IP.
+    /// Defaults to none: the node's declared country is used, marked unverified.
+    pub geoip: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -128,6 +135,9 @@ impl Default for ServerConfig {
             auth_fail_limit: 20,
             auth_fail_window: Duration::from_secs(60),
             stream_max_len: 1_000_000,
+            score_latency_weight: 0.6,
+            score_reliability_weight: 0.4,
+            geoip: None,
         }
     }
 }
@@ -179,6 +189,10 @@ impl ServerConfig {
                 "lease_checkpoint",
                 "must be positive and at most a third of lease_ttl",
             );
+        }
+        let (wl, wr) = (self.score_latency_weight, self.score_reliability_weight);
+        if !(0.0..=1.0).contains(&wl) || !(0.0..=1.0).contains(&wr) || wl + wr <= 0.0 {
+            return invalid("score weights", "each in [0, 1], not both zero");
         }
         if self.lease_idle_release.is_zero() || self.auth_fail_window.is_zero() {
             return invalid("lease_idle_release/auth_fail_window", "must be positive");

@@ -7,7 +7,10 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod geoip;
 pub mod metrics;
+pub mod registry;
+pub mod scoring;
 pub mod secrets;
 pub mod server;
 pub mod service;

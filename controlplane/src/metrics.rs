@@ -35,6 +35,8 @@ pub struct Metrics {
     pub leases_reclaimed: Counter,
     /// Feature records that could not be written.
     pub records_dropped: Counter,
+    /// Sticky sessions moved to a new node because theirs was gone or failed.
+    pub session_moves: Counter,
 }
 
 /// Values read at scrape time.
@@ -43,8 +45,20 @@ pub struct Sources {
     pub stats: Arc<Stats>,
     /// Failed store calls so far.
     pub store_errors: Box<dyn Fn() -> u64 + Send + Sync>,
-    /// Nodes connected now.
-    pub nodes: Box<dyn Fn() -> usize + Send + Sync>,
+    /// Connected nodes now, with their scores.
+    pub nodes: Box<dyn Fn() -> Vec<NodeSample> + Send + Sync>,
+}
+
+/// One live node as exported.
+pub struct NodeSample {
+    /// Node id.
+    pub id: String,
+    /// Routed country, or empty.
+    pub country: String,
+    /// S, L and R.
+    pub score: crate::scoring::Score,
+    /// Streams open now.
+    pub active_streams: u32,
 }
 
 impl fmt::Debug for Sources {
@@ -97,13 +111,45 @@ impl Collector for Sources {
             let e = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
             ConstCounter::new(v).encode(e)?;
         }
+        let nodes = (self.nodes)();
         let e = encoder.encode_descriptor(
             "turbo_nodes_connected",
             "Nodes with a live QUIC connection",
             None,
             MetricType::Gauge,
         )?;
-        ConstGauge::new((self.nodes)() as i64).encode(e)?;
+        ConstGauge::new(nodes.len() as i64).encode(e)?;
+        type Pick = fn(&NodeSample) -> f64;
+        let per_node: [(&str, &str, Pick); 5] = [
+            ("turbo_node_score", "Node score S = wL*L + wR*R", |n| {
+                n.score.total
+            }),
+            ("turbo_node_latency_score", "Node latency score L", |n| {
+                n.score.latency
+            }),
+            (
+                "turbo_node_reliability_score",
+                "Node reliability score R",
+                |n| n.score.reliability,
+            ),
+            (
+                "turbo_node_connect_success",
+                "Node connect-success average C",
+                |n| n.score.connect_success,
+            ),
+            (
+                "turbo_node_active_streams",
+                "Streams open on the node",
+                |n| f64::from(n.active_streams),
+            ),
+        ];
+        for (name, help, pick) in per_node {
+            let mut e = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for n in &nodes {
+                let labels = vec![("node", n.id.as_str()), ("country", n.country.as_str())];
+                ConstGauge::new(pick(n)).encode(e.encode_family(&labels)?)?;
+            }
+        }
         Ok(())
     }
 }
@@ -139,6 +185,7 @@ impl Metrics {
             lease_failures: Counter::default(),
             leases_reclaimed: Counter::default(),
             records_dropped: Counter::default(),
+            session_moves: Counter::default(),
             registry,
         };
         let mut m = m;

@@ -16,7 +16,9 @@ use turbo_dataplane::{
 
 use crate::api::{self, ApiState};
 use crate::config::ServerConfig;
-use crate::metrics::{Metrics, Sources};
+use crate::geoip::GeoIp;
+use crate::metrics::{Metrics, NodeSample, Sources};
+use crate::scoring::Weights;
 use crate::service::{ControlPlane, ControlSettings};
 use crate::store::{AnyStore, LeaseTerms, StoreError};
 use crate::tls::{self, TlsError};
@@ -44,6 +46,14 @@ pub enum ServerError {
     /// The data plane could not start.
     #[error(transparent)]
     Dataplane(#[from] DataplaneError),
+    /// The GeoIP database could not be opened.
+    #[error("GeoIP database {path}: {reason}")]
+    GeoIp {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// The store could not be opened (Redis unreachable).
     #[error("opening the store: {0}")]
     Store(#[from] StoreError),
@@ -135,6 +145,15 @@ impl Server {
             .build()
             .map_err(ServerError::Runtime)?;
         let store = runtime.block_on(AnyStore::open(&cfg.store))?;
+        let geoip = match &cfg.geoip {
+            Some(path) => Some(Arc::new(GeoIp::open(path).map_err(|e| {
+                ServerError::GeoIp {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                }
+            })?)),
+            None => None,
+        };
         let server_id: Arc<str> = format!("s{:08x}", rand::random::<u32>()).into();
         let table = NodeTableHandle::default();
         let (key_events, _) = broadcast::channel(4096);
@@ -148,11 +167,17 @@ impl Server {
                     ttl: cfg.lease_ttl,
                 },
                 stream_max_len: cfg.stream_max_len,
+                weights: Weights {
+                    latency: cfg.score_latency_weight,
+                    reliability: cfg.score_reliability_weight,
+                },
+                geoip,
             },
         ));
         let (handle, rx) = control_channel();
         runtime.spawn(control.clone().serve(rx));
         runtime.spawn(control.clone().forward_key_events());
+        runtime.spawn(control.clone().rescore_nodes(Duration::from_secs(1)));
         runtime.spawn(
             control
                 .clone()
@@ -198,7 +223,17 @@ impl Server {
             Metrics::new(Sources {
                 stats: dataplane.stats(),
                 store_errors: Box::new(move || crate::store::Store::errors(&*c1.store)),
-                nodes: Box::new(move || c2.live_count()),
+                nodes: Box::new(move || {
+                    c2.live_nodes()
+                        .into_iter()
+                        .map(|(id, n)| NodeSample {
+                            id: id.to_string(),
+                            country: n.country.map(|c| c.to_string()).unwrap_or_default(),
+                            score: n.score,
+                            active_streams: n.active.load(std::sync::atomic::Ordering::Relaxed),
+                        })
+                        .collect()
+                }),
             })
         };
         control.set_metrics(Arc::new(metrics));

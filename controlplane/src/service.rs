@@ -5,44 +5,37 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::broadcast;
 use tracing::{debug, info, warn};
 use turbo_dataplane::control::{
     AuthDenied, ConnRecord, ConnRef, ControlReceiver, KeyEvent, LeaseAnswer, LeaseError,
-    LeaseRequest, NodeAdmission, NodeRoute, NodeTable, NodeTableHandle, ToControl,
+    LeaseRequest, NoRoute, NodeAdmission, NodeTableHandle, SessionRoute, ToControl,
 };
 use turbo_proto::params::CountryCode;
 use turbo_proto::wire::control::{Hello, RejectCode};
 
+use crate::geoip::GeoIp;
 use crate::metrics::Metrics;
+pub use crate::registry::LiveNode;
+use crate::registry::Registry;
+use crate::scoring::Weights;
 use crate::secrets;
 use crate::store::{LeaseTerms, Store, StoreError};
 
-/// A node with a live connection.
-#[derive(Debug, Clone)]
-pub struct LiveNode {
-    /// Where its connection lives.
-    pub conn: ConnRef,
-    /// Its public address.
-    pub peer: SocketAddr,
-    /// Declared country (validated code), if any.
-    pub country: Option<CountryCode>,
-    /// Connected since, Unix seconds.
-    pub connected_since: u64,
-    /// Last smoothed RTT.
-    pub rtt: Option<Duration>,
-}
-
 /// Control-plane settings that are not the data plane's.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ControlSettings {
     /// Lease owner (server id) and TTL.
     pub lease: LeaseTerms,
     /// Approximate cap on the feature-record stream.
     pub stream_max_len: u64,
+    /// Score weights.
+    pub weights: Weights,
+    /// GeoIP database for node countries.
+    pub geoip: Option<Arc<GeoIp>>,
 }
 
 impl Default for ControlSettings {
@@ -53,6 +46,8 @@ impl Default for ControlSettings {
                 ttl: Duration::from_secs(30),
             },
             stream_max_len: 1_000_000,
+            weights: Weights::default(),
+            geoip: None,
         }
     }
 }
@@ -61,8 +56,8 @@ impl Default for ControlSettings {
 pub struct ControlPlane<S> {
     /// The store.
     pub store: Arc<S>,
-    live: Mutex<HashMap<Arc<str>, LiveNode>>,
-    table: NodeTableHandle,
+    /// The node registry.
+    pub registry: Registry,
     key_events: broadcast::Sender<KeyEvent>,
     settings: ControlSettings,
     metrics: std::sync::OnceLock<Arc<Metrics>>,
@@ -79,8 +74,7 @@ impl<S: Store> ControlPlane<S> {
     ) -> Self {
         ControlPlane {
             store,
-            live: Mutex::new(HashMap::new()),
-            table,
+            registry: Registry::new(table, settings.weights, settings.geoip.clone()),
             key_events,
             settings,
             metrics: std::sync::OnceLock::new(),
@@ -99,27 +93,12 @@ impl<S: Store> ControlPlane<S> {
 
     /// Connected nodes, by id.
     pub fn live_nodes(&self) -> HashMap<Arc<str>, LiveNode> {
-        self.live.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.registry.live()
     }
 
     /// Number of connected nodes.
     pub fn live_count(&self) -> usize {
-        self.live.lock().unwrap_or_else(|p| p.into_inner()).len()
-    }
-
-    fn update_live(&self, f: impl FnOnce(&mut HashMap<Arc<str>, LiveNode>)) {
-        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
-        f(&mut live);
-        let mut routes: Vec<NodeRoute> = live
-            .iter()
-            .map(|(id, n)| NodeRoute {
-                node_id: id.clone(),
-                country: n.country,
-                conn: n.conn,
-            })
-            .collect();
-        routes.sort_by(|a, b| a.node_id.cmp(&b.node_id));
-        self.table.store(Arc::new(NodeTable { routes }));
+        self.registry.live_count()
     }
 
     /// Serves data-plane requests until every sender is gone. Store-bound requests run
@@ -145,6 +124,20 @@ impl<S: Store> ControlPlane<S> {
                     let me = self.clone();
                     tokio::spawn(async move { me.record(record).await });
                 }
+                ToControl::Session {
+                    key_id,
+                    session,
+                    ttl,
+                    country,
+                    exclude,
+                    reply,
+                } => {
+                    let me = self.clone();
+                    tokio::spawn(async move {
+                        let answer = me.session(&key_id, &session, ttl, country, &exclude).await;
+                        let _ = reply.send(answer);
+                    });
+                }
                 other => self.handle(other).await,
             }
         }
@@ -164,6 +157,15 @@ impl<S: Store> ControlPlane<S> {
                 }
                 Err(broadcast::error::RecvError::Closed) => return,
             }
+        }
+    }
+
+    /// Rescores nodes and republishes the route table every `every`.
+    pub async fn rescore_nodes(self: Arc<Self>, every: Duration) {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            self.registry.rescore();
         }
     }
 
@@ -197,20 +199,14 @@ impl<S: Store> ControlPlane<S> {
                 let _ = reply.send(self.admit(hello, peer, conn).await);
             }
             ToControl::NodeGone { node_id, conn } => {
-                self.update_live(|live| {
-                    if live.get(&node_id).is_some_and(|n| n.conn == conn) {
-                        live.remove(&node_id);
-                        info!(node = %node_id, "node disconnected");
-                    }
-                });
+                self.registry.gone(&node_id, conn);
             }
-            ToControl::NodeRtt { node_id, rtt } => {
-                let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
-                if let Some(n) = live.get_mut(&node_id) {
-                    n.rtt = Some(rtt);
-                }
-            }
-            ToControl::Authorize { .. } | ToControl::Lease { .. } | ToControl::ConnClosed(_) => {}
+            ToControl::NodeRtt { node_id, rtt } => self.registry.rtt(&node_id, rtt),
+            ToControl::Attempt(rec) => self.registry.attempt(&rec),
+            ToControl::Authorize { .. }
+            | ToControl::Lease { .. }
+            | ToControl::ConnClosed(_)
+            | ToControl::Session { .. } => {}
         }
     }
 
@@ -251,6 +247,63 @@ impl<S: Store> ControlPlane<S> {
         }
     }
 
+    /// The node serving a sticky session: the pinned one while it is live, in the
+    /// requested country and not excluded; else a new pick, pinned in the store with
+    /// compare-and-set so that every server agrees, and reported as a move. With the
+    /// store down, the request is served unpinned rather than refused.
+    async fn session(
+        &self,
+        key_id: &str,
+        session: &str,
+        ttl: Duration,
+        country: Option<CountryCode>,
+        exclude: &[Arc<str>],
+    ) -> Result<SessionRoute, NoRoute> {
+        let table = self.registry.table();
+        let usable = |node: &str| {
+            table.get(node).is_some_and(|r| {
+                (country.is_none() || r.country == country) && !exclude.iter().any(|e| &**e == node)
+            })
+        };
+        let pinned = match self.store.session_get(key_id, session).await {
+            Ok(p) => p,
+            Err(e) => {
+                warn!(error = %e, "session store unavailable; serving unpinned");
+                let r = table.choose(country, rand::random(), exclude)?;
+                return Ok(SessionRoute {
+                    node_id: r.node_id.clone(),
+                    moved: false,
+                });
+            }
+        };
+        if let Some(node) = &pinned {
+            if usable(node) {
+                return Ok(SessionRoute {
+                    node_id: node.as_str().into(),
+                    moved: false,
+                });
+            }
+        }
+        let pick = table
+            .choose(country, rand::random(), exclude)?
+            .node_id
+            .clone();
+        let winner = self
+            .store
+            .session_put(key_id, session, &pick, ttl, pinned.as_deref())
+            .await
+            .unwrap_or_else(|_| pick.to_string());
+        let node_id: Arc<str> = if usable(&winner) { winner.into() } else { pick };
+        let moved = pinned.is_some();
+        if moved {
+            info!(key = key_id, session, from = ?pinned, to = %node_id, "sticky session moved");
+            if let Some(m) = self.metrics() {
+                m.session_moves.inc();
+            }
+        }
+        Ok(SessionRoute { node_id, moved })
+    }
+
     async fn record(&self, record: ConnRecord) {
         if let Some(m) = self.metrics() {
             m.connection_closed(&record);
@@ -282,27 +335,8 @@ impl<S: Store> ControlPlane<S> {
                 warn!(%peer, "node presented an unknown token");
                 RejectCode::BadToken
             })?;
-        let country = hello
-            .country
-            .as_deref()
-            .and_then(|c| CountryCode::parse(c).ok());
         let node_id: Arc<str> = node.id.into();
-        let since = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        self.update_live(|live| {
-            live.insert(
-                node_id.clone(),
-                LiveNode {
-                    conn,
-                    peer,
-                    country,
-                    connected_since: since,
-                    rtt: None,
-                },
-            );
-        });
-        info!(node = %node_id, %peer, country = ?country, "node connected");
+        self.registry.admit(&node_id, &hello, peer, conn);
         Ok(NodeAdmission { node_id })
     }
 }
@@ -418,7 +452,7 @@ mod tests {
             .expect("admit");
         assert_eq!(&*adm.node_id, node.id);
         assert_eq!(
-            table.load().routes[0].country.map(|c| c.to_string()),
+            table.load().routes()[0].country.map(|c| c.to_string()),
             Some("DE".into())
         );
         handle.send(ToControl::NodeRtt {
@@ -438,7 +472,7 @@ mod tests {
             .admit_node(h, peer, ConnRef { core: 0, serial: 1 })
             .await
             .expect("admit");
-        assert_eq!(table.load().routes.len(), 2);
+        assert_eq!(table.load().routes().len(), 2);
         let live = cp.live_nodes();
         assert_eq!(live[&adm.node_id].rtt, Some(Duration::from_millis(12)));
         assert!(

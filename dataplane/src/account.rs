@@ -180,6 +180,12 @@ impl Account {
         self.last_used.set(Instant::now());
     }
 
+    /// Counts one finished customer connection (once per connection, on the core where
+    /// it ended).
+    pub(crate) fn connection_done(&self) {
+        self.usage.borrow_mut().connections += 1;
+    }
+
     /// Waits until this key's connections must close.
     pub(crate) async fn closed(&self) -> Exhausted {
         loop {
@@ -223,7 +229,6 @@ impl Drop for AccountGuard {
     fn drop(&mut self) {
         let a = &self.account;
         a.connections.set(a.connections.get() - 1);
-        a.usage.borrow_mut().connections += 1;
         a.last_used.set(Instant::now());
         a.wake.notify_one();
     }

@@ -9,9 +9,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use tokio::sync::{mpsc, oneshot};
 use turbo_proto::params::{CountryCode, ParamsError, UserParams};
+
+pub use crate::routes::{NoRoute, NodeRoute, NodeTable, NodeTableHandle};
 use turbo_proto::wire::control::{Hello, RejectCode};
 use turbo_proto::RelayStatus;
 
@@ -209,6 +210,26 @@ pub enum KeyEvent {
     Resync,
 }
 
+/// The outcome of one relay attempt on one node, for its reliability score.
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
+    /// The node tried.
+    pub node_id: Arc<str>,
+    /// What it answered (or the server-side failure).
+    pub status: RelayStatus,
+    /// From opening the stream to the node's reply.
+    pub time_to_reply: Option<Duration>,
+}
+
+/// The node a sticky session is pinned to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRoute {
+    /// The node.
+    pub node_id: Arc<str>,
+    /// The session was pinned elsewhere before (that node is gone or failed).
+    pub moved: bool,
+}
+
 /// Requests from data-plane cores to the control plane.
 #[derive(Debug)]
 pub enum ToControl {
@@ -256,6 +277,23 @@ pub enum ToControl {
     },
     /// A relayed connection finished.
     ConnClosed(ConnRecord),
+    /// One relay attempt ended (successfully or not) on a node.
+    Attempt(AttemptRecord),
+    /// Which node serves this sticky session (pinning one if needed).
+    Session {
+        /// The customer's key.
+        key_id: Arc<str>,
+        /// The session id from the username.
+        session: String,
+        /// How long the pin lives.
+        ttl: Duration,
+        /// The requested country.
+        country: Option<CountryCode>,
+        /// Nodes that must not be (re)pinned: they failed this request.
+        exclude: Vec<Arc<str>>,
+        /// Where to answer.
+        reply: oneshot::Sender<Result<SessionRoute, NoRoute>>,
+    },
 }
 
 /// Sending half used by cores. Cheap to clone; never blocks.
@@ -305,6 +343,32 @@ impl ControlHandle {
         rx.await.unwrap_or(Err(LeaseError::Unavailable))
     }
 
+    /// Asks which node serves a sticky session.
+    ///
+    /// # Errors
+    /// [`NoRoute`] when no node can serve it (or the control plane is gone).
+    pub async fn session(
+        &self,
+        key_id: Arc<str>,
+        session: String,
+        ttl: Duration,
+        country: Option<CountryCode>,
+        exclude: Vec<Arc<str>>,
+    ) -> Result<SessionRoute, NoRoute> {
+        let (reply, rx) = oneshot::channel();
+        if !self.send(ToControl::Session {
+            key_id,
+            session,
+            ttl,
+            country,
+            exclude,
+            reply,
+        }) {
+            return Err(NoRoute::NoNodes);
+        }
+        rx.await.unwrap_or(Err(NoRoute::NoNodes))
+    }
+
     /// Asks the control plane to admit a node.
     pub async fn admit_node(
         &self,
@@ -324,40 +388,3 @@ impl ControlHandle {
         rx.await.unwrap_or(Err(RejectCode::Unavailable))
     }
 }
-
-/// One selectable node connection.
-#[derive(Debug, Clone)]
-pub struct NodeRoute {
-    /// The node's id.
-    pub node_id: Arc<str>,
-    /// The node's country, if known.
-    pub country: Option<CountryCode>,
-    /// Where its QUIC connection lives.
-    pub conn: ConnRef,
-}
-
-/// An immutable snapshot of the selectable nodes, published by the control plane.
-#[derive(Debug, Clone, Default)]
-pub struct NodeTable {
-    /// All selectable routes.
-    pub routes: Vec<NodeRoute>,
-}
-
-impl NodeTable {
-    /// Picks a node for a request, uniformly among those matching `country`.
-    /// `pick` is a random number used for the choice.
-    pub fn choose(&self, country: Option<CountryCode>, pick: u64) -> Option<&NodeRoute> {
-        let matching = |r: &&NodeRoute| country.is_none() || r.country == country;
-        let count = self.routes.iter().filter(matching).count();
-        if count == 0 {
-            return None;
-        }
-        self.routes
-            .iter()
-            .filter(matching)
-            .nth((pick % count as u64) as usize)
-    }
-}
-
-/// Shared, lock-free handle on the current [`NodeTable`].
-pub type NodeTableHandle = Arc<ArcSwap<NodeTable>>;

@@ -27,7 +27,7 @@ use crate::{DataplaneConfig, DataplaneError, DriverChoice};
 /// Messages a core accepts from other threads.
 pub(crate) enum CoreMsg {
     /// Relay this customer connection over one of this core's node connections.
-    Relay(RelayJob<std::net::TcpStream>),
+    Relay(Box<RelayJob<std::net::TcpStream>>),
     /// A datagram for one of this core's connections that arrived on another core.
     Datagram {
         /// The datagram.
@@ -181,7 +181,7 @@ async fn core_main(seed: CoreSeed) -> std::io::Result<()> {
     while let Some(msg) = inbox.recv().await {
         match msg {
             CoreMsg::Relay(job) => {
-                let span = job.span.clone();
+                let span = job.plan.span.clone();
                 match job.stream.set_nonblocking(true) {
                     Ok(()) => {}
                     Err(e) => {
@@ -189,7 +189,10 @@ async fn core_main(seed: CoreSeed) -> std::io::Result<()> {
                         continue;
                     }
                 }
-                match job.map_stream(monoio::net::TcpStream::from_std).transpose() {
+                match (*job)
+                    .map_stream(monoio::net::TcpStream::from_std)
+                    .transpose()
+                {
                     Ok(job) => {
                         monoio::spawn(relay::run(core.clone(), job).instrument(span));
                     }

@@ -18,6 +18,7 @@ mod customer;
 mod pool;
 mod quic;
 mod relay;
+pub mod routes;
 mod signal;
 mod sockets;
 pub mod stats;

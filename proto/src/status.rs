@@ -41,6 +41,8 @@ pub enum RelayStatus {
     KeyRevoked = 13,
     /// Server side: the credit store is unreachable and no lease covers the request.
     CreditUnavailable = 14,
+    /// Server side: no node serves the requested country.
+    CountryUnavailable = 15,
 }
 
 impl RelayStatus {
@@ -63,6 +65,7 @@ impl RelayStatus {
             12 => NoCredits,
             13 => KeyRevoked,
             14 => CreditUnavailable,
+            15 => CountryUnavailable,
             _ => GeneralFailure,
         }
     }
@@ -83,6 +86,17 @@ impl RelayStatus {
         )
     }
 
+    /// Whether the node itself failed the attempt (gone, full, broken network, internal
+    /// error): such failures count against the node and are retried on another node.
+    /// Timeouts are neither node nor target faults: they are not retried.
+    pub fn is_node_fault(self) -> bool {
+        use RelayStatus::*;
+        matches!(
+            self,
+            NodeGone | NodeOverloaded | GeneralFailure | NetworkUnreachable
+        )
+    }
+
     /// The SOCKS5 reply code (RFC 1928 section 6) for this outcome.
     pub fn socks_reply(self) -> Reply {
         use RelayStatus::*;
@@ -92,7 +106,7 @@ impl RelayStatus {
             DnsFailure | HostUnreachable => Reply::HostUnreachable,
             ConnectionRefused => Reply::ConnectionRefused,
             Timeout => Reply::TtlExpired,
-            NetworkUnreachable => Reply::NetworkUnreachable,
+            NetworkUnreachable | CountryUnavailable => Reply::NetworkUnreachable,
             NodeOverloaded | BadRequest | GeneralFailure | NoNodes | NodeGone
             | CreditUnavailable => Reply::GeneralFailure,
         }
@@ -105,7 +119,7 @@ impl RelayStatus {
             Ok => 200,
             RefusedByPolicy => 403,
             Timeout => 504,
-            NodeOverloaded | NoNodes | CreditUnavailable => 503,
+            NodeOverloaded | NoNodes | CreditUnavailable | CountryUnavailable => 503,
             NoCredits => 402,
             KeyRevoked => 407,
             DnsFailure | ConnectionRefused | NetworkUnreachable | HostUnreachable | BadRequest
@@ -131,6 +145,7 @@ impl RelayStatus {
             NodeGone => "connection_terminated",
             NoCredits | KeyRevoked => "http_request_denied",
             CreditUnavailable => "proxy_internal_error",
+            CountryUnavailable => "destination_unavailable",
         })
     }
 
@@ -153,6 +168,7 @@ impl RelayStatus {
             NoCredits => "no_credits",
             KeyRevoked => "key_revoked",
             CreditUnavailable => "credit_unavailable",
+            CountryUnavailable => "country_unavailable",
         }
     }
 }
@@ -177,7 +193,7 @@ mod tests {
 
     #[test]
     fn codes_round_trip() {
-        for code in 0..=14u8 {
+        for code in 0..=15u8 {
             let s = RelayStatus::from_code(code);
             if code != 9 {
                 assert_eq!(s.code(), code);

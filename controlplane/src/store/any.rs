@@ -12,9 +12,9 @@ use crate::secrets::SecretHash;
 /// Either backend.
 pub enum AnyStore {
     /// The embedded in-memory store.
-    Memory(MemoryStore),
+    Memory(Box<MemoryStore>),
     /// A shared Redis.
-    Redis(RedisStore),
+    Redis(Box<RedisStore>),
 }
 
 impl AnyStore {
@@ -24,9 +24,9 @@ impl AnyStore {
     /// [`StoreError::Unavailable`] when Redis cannot be reached.
     pub async fn open(spec: &str) -> Result<AnyStore, StoreError> {
         if spec == "memory" {
-            Ok(AnyStore::Memory(MemoryStore::default()))
+            Ok(AnyStore::Memory(Box::default()))
         } else {
-            Ok(AnyStore::Redis(RedisStore::connect(spec).await?))
+            Ok(AnyStore::Redis(Box::new(RedisStore::connect(spec).await?)))
         }
     }
 }
@@ -87,6 +87,19 @@ impl Store for AnyStore {
     }
     async fn list_nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
         delegate!(self, s => s.list_nodes().await)
+    }
+    async fn session_get(&self, key_id: &str, session: &str) -> Result<Option<String>, StoreError> {
+        delegate!(self, s => s.session_get(key_id, session).await)
+    }
+    async fn session_put(
+        &self,
+        key_id: &str,
+        session: &str,
+        node_id: &str,
+        ttl: std::time::Duration,
+        replacing: Option<&str>,
+    ) -> Result<String, StoreError> {
+        delegate!(self, s => s.session_put(key_id, session, node_id, ttl, replacing).await)
     }
     fn events(&self) -> broadcast::Receiver<KeyEvent> {
         delegate!(self, s => s.events())

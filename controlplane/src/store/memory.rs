@@ -40,6 +40,7 @@ struct Tables {
     node_ids_by_hash: HashMap<SecretHash, String>,
     leases: HashMap<String, Lease>,
     connections: VecDeque<FeatureFields>,
+    sessions: HashMap<(String, String), (String, Instant)>,
 }
 
 /// The embedded in-memory store.
@@ -294,6 +295,45 @@ impl Store for MemoryStore {
         let mut nodes: Vec<_> = self.with(|t| t.nodes.values().cloned().collect());
         nodes.sort_by_key(|n| (n.created_unix, n.id.clone()));
         Ok(nodes)
+    }
+
+    async fn session_get(&self, key_id: &str, session: &str) -> Result<Option<String>, StoreError> {
+        let now = Instant::now();
+        Ok(self.with(|t| {
+            t.sessions
+                .get(&(key_id.to_owned(), session.to_owned()))
+                .filter(|(_, until)| *until > now)
+                .map(|(node, _)| node.clone())
+        }))
+    }
+
+    async fn session_put(
+        &self,
+        key_id: &str,
+        session: &str,
+        node_id: &str,
+        ttl: std::time::Duration,
+        replacing: Option<&str>,
+    ) -> Result<String, StoreError> {
+        let now = Instant::now();
+        Ok(self.with(|t| {
+            if t.sessions.len() > 100_000 {
+                t.sessions.retain(|_, (_, until)| *until > now);
+            }
+            let slot = (key_id.to_owned(), session.to_owned());
+            let current = t
+                .sessions
+                .get(&slot)
+                .filter(|(_, until)| *until > now)
+                .map(|(n, _)| n.clone());
+            match current {
+                Some(c) if Some(c.as_str()) != replacing => c,
+                _ => {
+                    t.sessions.insert(slot, (node_id.to_owned(), now + ttl));
+                    node_id.to_owned()
+                }
+            }
+        }))
     }
 
     fn events(&self) -> broadcast::Receiver<KeyEvent> {

@@ -203,6 +203,29 @@ pub trait Store: Send + Sync + 'static {
     /// # Errors
     /// [`StoreError::Unavailable`].
     fn list_nodes(&self) -> impl Future<Output = Result<Vec<NodeRecord>, StoreError>> + Send;
+    /// The node a key's sticky session is pinned to, if the pin is alive.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`].
+    fn session_get(
+        &self,
+        key_id: &str,
+        session: &str,
+    ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
+    /// Pins a session to `node_id` for `ttl`, only if the pin is absent or still points
+    /// at `replacing` (compare-and-set, so concurrent servers agree on one node).
+    /// Returns the node the session is pinned to afterwards.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`].
+    fn session_put(
+        &self,
+        key_id: &str,
+        session: &str,
+        node_id: &str,
+        ttl: Duration,
+        replacing: Option<&str>,
+    ) -> impl Future<Output = Result<String, StoreError>> + Send;
     /// Key events from every server sharing this store (this one included).
     fn events(&self) -> broadcast::Receiver<KeyEvent>;
     /// Failed backend calls so far.

@@ -12,6 +12,7 @@
 //! | `turbo:nodes` | set | every node id |
 //! | `turbo:lease:{lease id}` | hash | `key`, `owner`, `amount` (credit held), `seq`, `granted` (last grant), `status` (`live`/`ended`), `expires` (Unix ms); kept an hour after its TTL so retries stay idempotent |
 //! | `turbo:leases` | sorted set | live lease ids scored by expiry (Unix ms) |
+//! | `turbo:session:{key id}:{session}` | string | the node a sticky session is pinned to, with the session's TTL |
 //! | `turbo:conns` | stream | one feature record per closed connection, `XADD … MAXLEN ~` |
 //! | `turbo:events` | pub/sub channel | `revoke {id}`, `credit {id}` |
 //!
@@ -127,6 +128,15 @@ return #ids
 const TOP_UP_LUA: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 return redis.call('HINCRBY', KEYS[1], 'credits', ARGV[1])
+"#;
+
+/// Pins a session unless another live pin exists (compare-and-set on `ARGV[3]`);
+/// returns the pinned node.
+const SESSION_LUA: &str = r#"
+local cur = redis.call('GET', KEYS[1])
+if cur and cur ~= ARGV[3] then return cur end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return ARGV[1]
 "#;
 
 /// The Redis backend.
@@ -581,6 +591,31 @@ impl Store for RedisStore {
         }
         nodes.sort_by_key(|n| (n.created_unix, n.id.clone()));
         Ok(nodes)
+    }
+
+    async fn session_get(&self, key_id: &str, session: &str) -> Result<Option<String>, StoreError> {
+        self.conn()
+            .get(format!("turbo:session:{key_id}:{session}"))
+            .await
+            .map_err(|e| self.fail(e))
+    }
+
+    async fn session_put(
+        &self,
+        key_id: &str,
+        session: &str,
+        node_id: &str,
+        ttl: Duration,
+        replacing: Option<&str>,
+    ) -> Result<String, StoreError> {
+        Script::new(SESSION_LUA)
+            .key(format!("turbo:session:{key_id}:{session}"))
+            .arg(node_id)
+            .arg(ttl.as_millis().max(1) as u64)
+            .arg(replacing.unwrap_or(""))
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(|e| self.fail(e))
     }
 
     fn events(&self) -> broadcast::Receiver<KeyEvent> {

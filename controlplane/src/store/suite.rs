@@ -55,6 +55,37 @@ pub async fn run<S: Store>(store: Arc<S>) {
     expired_leases_are_reclaimed(&*store).await;
     concurrent_leases_never_overspend(store.clone()).await;
     feature_records_keep_order(&*store).await;
+    sessions_pin_once(&*store).await;
+}
+
+async fn sessions_pin_once<S: Store>(store: &S) {
+    let hour = Duration::from_secs(3600);
+    assert_eq!(store.session_get("k_s", "abc").await, Ok(None));
+    let first = store.session_put("k_s", "abc", "n_1", hour, None).await;
+    assert_eq!(first.as_deref(), Ok("n_1"));
+    let racing = store.session_put("k_s", "abc", "n_2", hour, None).await;
+    assert_eq!(racing.as_deref(), Ok("n_1"), "the first pin wins");
+    let stale = store
+        .session_put("k_s", "abc", "n_3", hour, Some("n_9"))
+        .await;
+    assert_eq!(
+        stale.as_deref(),
+        Ok("n_1"),
+        "replacing a pin that moved fails"
+    );
+    let moved = store
+        .session_put("k_s", "abc", "n_2", hour, Some("n_1"))
+        .await;
+    assert_eq!(moved.as_deref(), Ok("n_2"));
+    assert_eq!(
+        store.session_get("k_s", "abc").await,
+        Ok(Some("n_2".into()))
+    );
+    assert_eq!(
+        store.session_get("k_other", "abc").await,
+        Ok(None),
+        "per key"
+    );
 }
 
 async fn keys_and_nodes<S: Store>(store: &S) {

@@ -13,13 +13,13 @@ use std::time::Instant;
 use monoio::io::AsyncWriteRentExt;
 use monoio::net::TcpStream;
 use tracing::{debug, field, Instrument, Span};
-use turbo_proto::{RelayStatus, TargetAddr};
+use turbo_proto::TargetAddr;
 
 pub(crate) use reply::ReplyKind;
 
 use crate::control::{AuthDenied, AuthGrant};
 use crate::cores::{Core, CoreMsg};
-use crate::relay::{self, RelayJob};
+use crate::relay::{self, RelayJob, RelayPlan};
 
 /// Which protocol a listener speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,38 +118,38 @@ pub(crate) async fn serve(
         let span = Span::current();
         span.record("key", &*hs.grant.key_id);
         span.record("target", field::display(&hs.target));
-        let country = hs.grant.params.country;
-        let route = core.nodes.load().choose(country, rand::random()).cloned();
-        let Some(route) = route else {
-            let detail = match country {
-                Some(c) => format!("no nodes available in {c}"),
-                None => "no nodes available".to_owned(),
-            };
-            let _ = stream
-                .write_all(hs.reply.failure(RelayStatus::NoNodes, &detail))
-                .await;
-            debug!("no node available");
-            return;
+        let picked = match relay::pick_route(&core, &hs.grant, &[]).await {
+            Ok(p) => p,
+            Err(why) => {
+                let (status, detail) = relay::no_route_status(why);
+                let _ = stream.write_all(hs.reply.failure(status, detail)).await;
+                debug!(reason = status.reason(), "no node available");
+                return;
+            }
         };
-        span.record("node", &*route.node_id);
+        span.record("node", &*picked.route.node_id);
         let job = RelayJob {
             stream,
-            reply: hs.reply,
-            target: hs.target,
-            pending: hs.pending,
-            grant: hs.grant,
-            route,
-            span: span.clone(),
-            started,
+            plan: RelayPlan {
+                reply: hs.reply,
+                target: hs.target,
+                pending: hs.pending,
+                grant: hs.grant,
+                route: picked.route,
+                tried: Vec::new(),
+                moved: picked.moved,
+                span: span.clone(),
+                started,
+            },
         };
-        let owner = job.route.conn.core;
+        let owner = job.plan.route.conn.core;
         if owner == core.index {
             relay::run(core, job).await;
             return;
         }
-        // Move the connection to the node's core: the one and only hop it makes.
+        // Move the connection to the node's core.
         let job = job.map_stream(crate::sys::into_std_stream);
-        core.send_to_core(owner, CoreMsg::Relay(job));
+        core.send_to_core(owner, CoreMsg::Relay(Box::new(job)));
     }
     .instrument(span)
     .await

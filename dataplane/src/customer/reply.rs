@@ -26,15 +26,22 @@ impl ReplyKind {
         }
     }
 
-    /// Bytes to send once the node connected, if any.
-    pub(crate) fn success(self) -> Option<Vec<u8>> {
+    /// Bytes to send once the node connected, if any. `moved_to` names the new node of a
+    /// sticky session whose pinned node was gone; HTTP CONNECT reports it in
+    /// `Proxy-Status`.
+    pub(crate) fn success(self, moved_to: Option<&str>) -> Option<Vec<u8>> {
         match self {
             ReplyKind::Socks => {
                 let mut out = Vec::with_capacity(10);
                 encode_reply(Reply::Succeeded, None, &mut out);
                 Some(out)
             }
-            ReplyKind::HttpConnect => Some(response(200, None, &[])),
+            ReplyKind::HttpConnect => {
+                let status = moved_to.map(|node| {
+                    format!("turbo; next-hop=\"{node}\"; details=\"session_node_gone: session moved to a new node\"")
+                });
+                Some(response(200, status.as_deref(), &[]))
+            }
             ReplyKind::HttpForward => None,
         }
     }

@@ -1,0 +1,410 @@
+//! The relay of one customer connection over one QUIC stream, on the core that owns the
+//! node's connection: relay header out, node reply in, answer to the customer, then
+//! bytes both ways with half-close, until both directions finish or either side aborts.
+//!
+//! - **Retries.** When a node fails the attempt itself (gone, full, broken network), the
+//!   request moves to another node of the same country, up to [`MAX_ATTEMPTS`] nodes, as
+//!   long as no byte has been relayed: the customer's first bytes (an HTTP head) are sent
+//!   only after the node said it connected. Target faults are not retried.
+//! - **Sessions.** A sticky session asks the control plane for its pinned node; a node
+//!   that failed is excluded and the session re-pinned (and the move reported).
+//! - **Accounting.** Bytes are counted here, on the server, paid from the key's account
+//!   before they go on, and reported when the connection ends.
+
+mod counters;
+mod pumps;
+
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use monoio::io::{AsyncWriteRent, AsyncWriteRentExt, Splitable};
+use monoio::net::TcpStream;
+use tracing::{debug, Span};
+use turbo_proto::wire::relay::RelayHeader;
+use turbo_proto::wire::WireError;
+use turbo_proto::{RelayStatus, TargetAddr};
+
+use self::counters::Counters;
+use self::pumps::{pump_down, pump_up, read_reply};
+use crate::account::Exhausted;
+use crate::control::{AttemptRecord, AuthGrant, ConnRecord, NoRoute, NodeRoute, ToControl};
+use crate::cores::{Core, CoreMsg};
+use crate::customer::ReplyKind;
+use crate::quic::stream::{RelayStream, StreamError};
+use crate::signal::join_or_abort;
+
+/// Extra time on top of the node's connect timeout before the server gives up waiting
+/// for the node's reply.
+const REPLY_GRACE: Duration = Duration::from_secs(2);
+/// Most nodes one request is tried on.
+pub(crate) const MAX_ATTEMPTS: usize = 3;
+
+/// Everything a relay needs besides the customer socket.
+pub(crate) struct RelayPlan {
+    /// How to answer the customer.
+    pub(crate) reply: ReplyKind,
+    /// Where to connect.
+    pub(crate) target: TargetAddr,
+    /// Bytes to send upstream once the node connected.
+    pub(crate) pending: Vec<u8>,
+    /// Who pays.
+    pub(crate) grant: AuthGrant,
+    /// Which node connection carries it.
+    pub(crate) route: NodeRoute,
+    /// Nodes that already failed this request.
+    pub(crate) tried: Vec<Arc<str>>,
+    /// The sticky session moved to a new node.
+    pub(crate) moved: bool,
+    /// The customer connection's span.
+    pub(crate) span: Span,
+    /// When the customer connected.
+    pub(crate) started: Instant,
+}
+
+/// A customer connection ready to be relayed.
+pub(crate) struct RelayJob<S> {
+    /// The customer socket.
+    pub(crate) stream: S,
+    /// The rest.
+    pub(crate) plan: RelayPlan,
+}
+
+/// Why a relay ended early.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RelayError {
+    /// The QUIC stream or connection failed.
+    #[error("stream: {0}")]
+    Stream(#[from] StreamError),
+    /// The customer socket failed (reset, broken pipe).
+    #[error("customer io: {0}")]
+    Customer(#[from] std::io::Error),
+    /// The node's reply was malformed.
+    #[error("bad reply from node: {0}")]
+    Protocol(#[from] WireError),
+    /// The node finished the stream without a reply.
+    #[error("node sent no reply")]
+    NoReply,
+    /// The key cannot pay for more bytes.
+    #[error("credit: {0}")]
+    Credit(#[from] Exhausted),
+}
+
+/// A node picked for a request.
+pub(crate) struct Picked {
+    /// Its route.
+    pub(crate) route: NodeRoute,
+    /// A sticky session moved to it.
+    pub(crate) moved: bool,
+}
+
+/// Picks the node for `grant`, avoiding `tried`: the session's pinned node when the
+/// username asks for a session, else a weighted pick in the requested country.
+///
+/// # Errors
+/// [`NoRoute`] saying why there is none.
+pub(crate) async fn pick_route(
+    core: &Core,
+    grant: &AuthGrant,
+    tried: &[Arc<str>],
+) -> Result<Picked, NoRoute> {
+    let params = &grant.params;
+    if let Some(session) = &params.session {
+        let ttl = Duration::from_secs(60 * u64::from(params.sesstime_minutes.unwrap_or(10)));
+        let pinned = core
+            .control
+            .session(
+                grant.key_id.clone(),
+                session.clone(),
+                ttl,
+                params.country,
+                tried.to_vec(),
+            )
+            .await?;
+        let table = core.nodes.load();
+        let route = table.get(&pinned.node_id).ok_or(NoRoute::AllBusy)?;
+        return Ok(Picked {
+            route: route.clone(),
+            moved: pinned.moved,
+        });
+    }
+    let table = core.nodes.load();
+    let route = table.choose(params.country, rand::random(), tried)?;
+    Ok(Picked {
+        route: route.clone(),
+        moved: false,
+    })
+}
+
+/// The status a customer sees when no node can be picked.
+pub(crate) fn no_route_status(why: NoRoute) -> (RelayStatus, &'static str) {
+    match why {
+        NoRoute::NoNodes => (RelayStatus::NoNodes, "no_nodes: no node is connected"),
+        NoRoute::CountryUnavailable => (
+            RelayStatus::CountryUnavailable,
+            "country_unavailable: no node in the requested country",
+        ),
+        NoRoute::AllBusy => (
+            RelayStatus::NodeOverloaded,
+            "all_busy: every eligible node is full or failed",
+        ),
+    }
+}
+
+fn credit_status(e: Exhausted) -> RelayStatus {
+    match e {
+        Exhausted::NoCredits => RelayStatus::NoCredits,
+        Exhausted::Revoked => RelayStatus::KeyRevoked,
+        Exhausted::Unavailable => RelayStatus::CreditUnavailable,
+    }
+}
+
+/// Counts a stream as open on its node's route while alive.
+struct ActiveStream(Arc<AtomicU32>);
+
+impl ActiveStream {
+    fn new(counter: &Arc<AtomicU32>) -> Self {
+        counter.fetch_add(1, Relaxed);
+        ActiveStream(counter.clone())
+    }
+}
+
+impl Drop for ActiveStream {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+}
+
+/// A node that said it connected to the target.
+struct Opened {
+    rs: RelayStream,
+    extra: Vec<u8>,
+    fin: bool,
+    _active: ActiveStream,
+}
+
+/// Opens a stream on the plan's node and waits for the node's reply.
+async fn attempt(core: &Core, plan: &RelayPlan) -> Result<Opened, (RelayStatus, String)> {
+    let route = &plan.route;
+    let conn = core
+        .quic
+        .conn(route.conn.serial)
+        .ok_or((RelayStatus::NodeGone, "node disconnected".to_owned()))?;
+    let rs = RelayStream::open(&conn).map_err(|e| match e {
+        StreamError::NoCapacity => (RelayStatus::NodeOverloaded, e.to_string()),
+        _ => (RelayStatus::NodeGone, e.to_string()),
+    })?;
+    let active = ActiveStream::new(&route.active);
+    debug!(stream = rs.id(), node = %route.node_id, "relay stream opened");
+    let mut header = Vec::with_capacity(64);
+    RelayHeader {
+        target: plan.target.clone(),
+        connect_timeout_ms: core.cfg.connect_timeout.as_millis() as u64,
+        flags: 0,
+    }
+    .encode(&mut header);
+    rs.send_all(&header, false)
+        .await
+        .map_err(|e| (RelayStatus::NodeGone, e.to_string()))?;
+    let wait = core.cfg.connect_timeout + REPLY_GRACE;
+    let (reply, extra, fin) = match monoio::time::timeout(wait, read_reply(&rs)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => return Err((RelayStatus::NodeGone, e.to_string())),
+        Err(_) => return Err((RelayStatus::Timeout, "node did not answer".to_owned())),
+    };
+    if reply.status != RelayStatus::Ok {
+        // Dropping `rs` unfinished resets our half too, so both sides free the stream.
+        return Err((reply.status, reply.message));
+    }
+    Ok(Opened {
+        rs,
+        extra,
+        fin,
+        _active: active,
+    })
+}
+
+fn report_attempt(core: &Core, plan: &RelayPlan, status: RelayStatus, since: Instant) {
+    core.control.send(ToControl::Attempt(AttemptRecord {
+        node_id: plan.route.node_id.clone(),
+        status,
+        time_to_reply: Some(since.elapsed()),
+    }));
+}
+
+/// Relays `job` to completion (retrying on other nodes while allowed) and reports it.
+pub(crate) async fn run(core: Rc<Core>, job: RelayJob<TcpStream>) {
+    let RelayJob {
+        mut stream,
+        mut plan,
+    } = job;
+    let account = core.accounts.attach(&core, &plan.grant.key_id);
+    if let Err(e) = account.ready().await {
+        let status = credit_status(e);
+        let _ = stream
+            .write_all(plan.reply.failure(status, &e.to_string()))
+            .await;
+        return;
+    }
+    let counters = Counters::new(&account);
+    let outcome = loop {
+        let tried_at = Instant::now();
+        let failure = match attempt(&core, &plan).await {
+            Ok(opened) => {
+                report_attempt(&core, &plan, RelayStatus::Ok, tried_at);
+                counters.carried_by(plan.route.node_id.clone());
+                counters.connected_after.set(Some(plan.started.elapsed()));
+                break pipe(&core, stream, &plan, opened, &counters).await;
+            }
+            Err(f) => f,
+        };
+        let (status, message) = failure;
+        report_attempt(&core, &plan, status, tried_at);
+        debug!(node = %plan.route.node_id, status = status.reason(), %message, "attempt failed");
+        if !status.is_node_fault() || plan.tried.len() + 1 >= MAX_ATTEMPTS {
+            let _ = stream.write_all(plan.reply.failure(status, &message)).await;
+            break status;
+        }
+        plan.tried.push(plan.route.node_id.clone());
+        match pick_route(&core, &plan.grant, &plan.tried).await {
+            Ok(next) => {
+                debug!(from = %plan.route.node_id, to = %next.route.node_id, "retrying on another node");
+                plan.route = next.route;
+                plan.moved |= next.moved;
+                let owner = plan.route.conn.core;
+                if owner != core.index {
+                    let job = RelayJob { stream, plan }.map_stream(crate::sys::into_std_stream);
+                    core.send_to_core(owner, CoreMsg::Relay(Box::new(job)));
+                    return;
+                }
+            }
+            Err(_) => {
+                let _ = stream.write_all(plan.reply.failure(status, &message)).await;
+                break status;
+            }
+        }
+    };
+    account.connection_done();
+    let (up, down) = (counters.up.get(), counters.down.get());
+    debug!(
+        status = outcome.reason(),
+        up, down, "customer connection closed"
+    );
+    let (gap_mean_us, gap_std_us) = counters.gap_stats();
+    let started_unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+        .saturating_sub(plan.started.elapsed().as_millis() as u64);
+    core.control.send(ToControl::ConnClosed(ConnRecord {
+        key_id: plan.grant.key_id.clone(),
+        node_id: plan.route.node_id.clone(),
+        frontend: plan.reply.frontend(),
+        target_port: plan.target.port(),
+        started_unix_ms,
+        duration: plan.started.elapsed(),
+        time_to_connect: counters.connected_after.get(),
+        bytes_up: up,
+        bytes_down: down,
+        reads_up: counters.reads_up.get(),
+        reads_down: counters.reads_down.get(),
+        gap_mean_us,
+        gap_max_us: counters.gap_max_us.get(),
+        gap_std_us,
+        outcome,
+    }));
+}
+
+/// Answers the customer and moves bytes both ways until the relay ends.
+async fn pipe(
+    core: &Core,
+    mut stream: TcpStream,
+    plan: &RelayPlan,
+    opened: Opened,
+    counters: &Counters<'_>,
+) -> RelayStatus {
+    let Opened {
+        mut rs, extra, fin, ..
+    } = opened;
+    let account = counters.account;
+    if let Some(ok) = plan
+        .reply
+        .success(plan.moved.then_some(&*plan.route.node_id))
+    {
+        if stream.write_all(ok).await.0.is_err() {
+            return RelayStatus::Ok;
+        }
+    }
+    let fd = stream.as_raw_fd();
+    let (mut rd, mut wr) = stream.into_split();
+    let res = async {
+        if !plan.pending.is_empty() {
+            let n = plan.pending.len();
+            account.take_exact(n).await?;
+            counters.add_up(n);
+            rs.send_all(&plan.pending, false).await?;
+        }
+        if !extra.is_empty() {
+            let n = extra.len();
+            account.take_exact(n).await?;
+            counters.add_down(n);
+            wr.write_all(extra).await.0?;
+        }
+        let down = async {
+            if fin {
+                wr.shutdown().await?;
+                Ok(())
+            } else {
+                pump_down(&rs, &mut wr, &core.pool, counters).await
+            }
+        };
+        let up = pump_up(&rs, &mut rd, &core.pool, counters);
+        let watch = async {
+            monoio::select! {
+                e = rs.conn_closed() => RelayError::from(e),
+                e = account.closed() => {
+                    counters.halt(e);
+                    std::future::pending::<RelayError>().await
+                }
+            }
+        };
+        join_or_abort(up, down, watch).await
+    }
+    .await;
+    match (res, counters.halted.get()) {
+        (Ok(()), None) => rs.finish(),
+        (Ok(()), Some(why)) | (Err(RelayError::Credit(why)), _) => {
+            // Dropping the unfinished stream resets it; the customer gets a FIN after
+            // every byte it paid for.
+            debug!(reason = %why, "relay stopped: key cannot pay");
+            core.stats.credit_closes.fetch_add(1, Relaxed);
+        }
+        (Err(e), _) => {
+            debug!(error = %e, "relay aborted");
+            // Turn our close into a RST so the customer sees an abort, not a clean end.
+            crate::sys::set_abortive_close(fd, &rd);
+        }
+    }
+    RelayStatus::Ok
+}
+
+impl<S> RelayJob<S> {
+    /// The same job with its socket converted.
+    pub(crate) fn map_stream<T>(self, f: impl FnOnce(S) -> T) -> RelayJob<T> {
+        RelayJob {
+            stream: f(self.stream),
+            plan: self.plan,
+        }
+    }
+}
+
+impl<T, E> RelayJob<Result<T, E>> {
+    /// Lifts a failed socket conversion out of the job.
+    pub(crate) fn transpose(self) -> Result<RelayJob<T>, E> {
+        Ok(RelayJob {
+            stream: self.stream?,
+            plan: self.plan,
+        })
+    }
+}
