@@ -244,13 +244,23 @@ async fn list_nodes<S: Store>(
         .into_iter()
         .map(|n| {
             let l = live.get(n.id.as_str());
+            let code = |c: Option<turbo_proto::params::CountryCode>| c.map(|c| c.to_string());
+            let (ok, failed) = st.control.registry.attempts(&n.id);
             json!({
                 "id": n.id,
                 "connected": l.is_some(),
-                "country": l.and_then(|l| l.country).map(|c| c.to_string()),
+                "country": l.and_then(|l| code(l.country)),
+                "declared_country": l.and_then(|l| code(l.declared_country)),
+                "geoip_country": l.and_then(|l| code(l.geo_country)),
+                "country_verified": l.is_some_and(|l| l.country_verified()),
                 "peer": l.map(|l| l.peer.to_string()),
                 "connected_since": l.map(|l| l.connected_since),
                 "rtt_ms": l.and_then(|l| l.rtt).map(|r| r.as_secs_f64() * 1000.0),
+                "score": l.map(|l| l.score),
+                "active_streams": l.map(|l| l.active.load(std::sync::atomic::Ordering::Relaxed)),
+                "max_streams": l.map(|l| l.max_streams),
+                "attempts_ok": ok,
+                "attempts_failed": failed,
                 "bytes_relayed": n.bytes_carried,
             })
         })

@@ -215,6 +215,11 @@ impl Metrics {
                 "Connection feature records that could not be written",
                 &m.records_dropped,
             ),
+            (
+                "turbo_session_moves",
+                "Sticky sessions moved to a new node because theirs was gone or failed",
+                &m.session_moves,
+            ),
         ] {
             let c = c.clone();
             m.registry.register(name, help, c);

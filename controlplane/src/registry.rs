@@ -208,7 +208,7 @@ impl Registry {
                         node_id: id.clone(),
                         country: n.country,
                         conn: n.conn,
-                        weight: n.score.total,
+                        weight: n.score.weight,
                         max_streams: n.max_streams,
                         active: n.active.clone(),
                     }

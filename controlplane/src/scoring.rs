@@ -18,6 +18,11 @@
 //!   - `D`, stability: `1 / (1 + disconnects in the last 24 h / 4)`.
 //!   - `T`, time to first byte: `1 − (median reply time − 50 ms) / 1950 ms`, clamped to
 //!     [0, 1], over the last [`RTT_WINDOW`] successful attempts. No sample yet: 0.5.
+//!
+//! **Selection weight** `= S · C`: traffic is proportional to S among nodes that connect
+//! (C near 1), and a node that keeps failing its connects is demoted at once (C falls
+//! by 30% per failure) and climbs back slowly (5% of the way per success). The route
+//! table keeps a floor weight so such a node still gets the odd request to recover.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -53,6 +58,8 @@ impl Default for Weights {
 pub struct Score {
     /// S.
     pub total: f64,
+    /// Selection weight, S·C.
+    pub weight: f64,
     /// L.
     pub latency: f64,
     /// R.
@@ -207,8 +214,10 @@ impl NodeStats {
         let first_byte = first_byte_score(median(&self.replies));
         let reliability =
             0.5 * self.connect_success + 0.2 * uptime + 0.15 * stability + 0.15 * first_byte;
+        let total = w.latency * latency + w.reliability * reliability;
         Score {
-            total: w.latency * latency + w.reliability * reliability,
+            total,
+            weight: total * self.connect_success,
             latency,
             reliability,
             connect_success: self.connect_success,

@@ -38,10 +38,13 @@ pub struct NodeConfig {
     pub max_streams: u32,
     /// On shutdown, how long open streams may finish.
     pub shutdown_grace: Duration,
+    /// Local address the QUIC socket binds (multi-homed hosts, labs); port 0 is any.
+    pub bind: Option<std::net::IpAddr>,
 }
 
 impl NodeConfig {
-    /// Defaults: no CA file, no allowed ranges, no country, 1024 streams, no grace.
+    /// Defaults: no CA file, no allowed ranges, no country, 1024 streams, no grace, the
+    /// unspecified local address.
     pub fn new(join: JoinString) -> Self {
         NodeConfig {
             join,
@@ -50,6 +53,7 @@ impl NodeConfig {
             country: None,
             max_streams: 1024,
             shutdown_grace: Duration::ZERO,
+            bind: None,
         }
     }
 }

@@ -43,6 +43,9 @@ struct RunArgs {
     /// On SIGINT/SIGTERM, how long open streams may finish (e.g. 5s).
     #[arg(long, env = "TURBO_SHUTDOWN_GRACE", default_value = "0s")]
     shutdown_grace: humantime::Duration,
+    /// Local IP the QUIC socket binds to [default: any].
+    #[arg(long, env = "TURBO_BIND")]
+    bind: Option<std::net::IpAddr>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -61,6 +64,7 @@ fn main() -> anyhow::Result<()> {
     config.country = args.country;
     config.max_streams = args.max_streams;
     config.shutdown_grace = args.shutdown_grace.into();
+    config.bind = args.bind;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

@@ -27,16 +27,16 @@ const RECV_BURST: usize = 64;
 const UDP_BUFFER: usize = 4 << 20;
 
 /// A UDP socket with large buffers (the kernel caps them at rmem_max / wmem_max).
-fn bind_udp(peer: SocketAddr) -> std::io::Result<UdpSocket> {
+fn bind_udp(peer: SocketAddr, local: Option<std::net::IpAddr>) -> std::io::Result<UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let sock = Socket::new(Domain::for_address(peer), Type::DGRAM, Some(Protocol::UDP))?;
     let _ = sock.set_recv_buffer_size(UDP_BUFFER);
     let _ = sock.set_send_buffer_size(UDP_BUFFER);
     sock.set_nonblocking(true)?;
-    let any: SocketAddr = if peer.is_ipv6() {
-        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-    } else {
-        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    let any: SocketAddr = match local {
+        Some(ip) => (ip, 0).into(),
+        None if peer.is_ipv6() => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+        None => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
     };
     sock.bind(&any.into())?;
     UdpSocket::from_std(sock.into())
@@ -110,7 +110,7 @@ pub async fn run(
         .await?
         .next()
         .ok_or_else(|| NodeError::Resolve(server.clone()))?;
-    let socket = bind_udp(peer)?;
+    let socket = bind_udp(peer, cfg.bind)?;
     let local = socket.local_addr()?;
     let mut qcfg = quic_config(cfg)?;
     let scid: [u8; 16] = rand::random();

@@ -12,6 +12,7 @@ mod demo;
 mod failures;
 mod nat_rebind;
 mod node_loss;
+mod routing;
 
 /// Declares `$name` as a test under each driver: `io_uring::$name` and
 /// `legacy::$name`, calling `$body(driver)`.
