@@ -227,7 +227,72 @@ fn broken_node_is_avoided(driver: &'static str) {
     assert!(failed_after - failed_before <= 5);
 }
 
+fn countries_come_from_geoip(driver: &'static str) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("countries.mmdb");
+    turbo_controlplane::geoip::writer::write_country_db(
+        &db,
+        &[
+            ("127.0.0.2/32".parse().unwrap(), "US"),
+            ("127.0.0.3/32".parse().unwrap(), "DE"),
+        ],
+    )
+    .unwrap();
+    let mut opts = Options::new(driver);
+    opts.node = false;
+    opts.config = format!("geoip = \"{}\"\n", db.display());
+    let mut net = Net::start_with(opts);
+    let honest = net.add_node(&["--bind", "127.0.0.2", "--country", "US"]);
+    let liar = net.add_node(&["--bind", "127.0.0.3", "--country", "FR"]);
+    let unknown = net.add_node(&["--bind", "127.0.0.4", "--country", "JP"]);
+    let info = |id: &str| net.node_info(id).unwrap();
+    let (h, l, u) = (info(&honest), info(&liar), info(&unknown));
+    assert_eq!(
+        (h["country"].as_str(), h["country_verified"].as_bool()),
+        (Some("US"), Some(true))
+    );
+    assert_eq!(l["country"], "DE", "GeoIP wins over a false declaration");
+    assert_eq!(
+        (
+            l["declared_country"].as_str(),
+            l["country_verified"].as_bool()
+        ),
+        (Some("FR"), Some(false))
+    );
+    assert_eq!(
+        u["country"], "JP",
+        "no GeoIP answer: the declared country, unverified"
+    );
+    assert_eq!(u["country_verified"], false);
+    let target = FileServer::start(Arc::new(random_bytes(5000, 4)));
+    let url = format!("http://127.0.0.1:{}/", target.addr.port());
+    for _ in 0..10 {
+        assert_eq!(socks_get(&net, "dan-country-de", &url), Some(5000));
+    }
+    wait_for("DE bytes", || {
+        (bytes_of(&net, &liar) >= 50_000).then_some(())
+    });
+    assert_eq!(bytes_of(&net, &honest) + bytes_of(&net, &unknown), 0);
+    assert!(
+        matches!(
+            socks::connect(
+                net.socks,
+                "dan-country-fr",
+                &net.key,
+                "127.0.0.1",
+                target.addr.port()
+            ),
+            Connect::Refused(3)
+        ),
+        "the false FR declaration is not routable as FR"
+    );
+}
+
 mod io_uring {
+    #[test]
+    fn countries_come_from_geoip() {
+        super::countries_come_from_geoip("io_uring")
+    }
     #[test]
     fn country_targeting() {
         super::country_targeting("io_uring")
