@@ -59,6 +59,8 @@ pub struct NodeSample {
     pub score: crate::scoring::Score,
     /// Streams open now.
     pub active_streams: u32,
+    /// Bytes this server relayed through it.
+    pub bytes_carried: u64,
 }
 
 impl fmt::Debug for Sources {
@@ -120,7 +122,12 @@ impl Collector for Sources {
         )?;
         ConstGauge::new(nodes.len() as i64).encode(e)?;
         type Pick = fn(&NodeSample) -> f64;
-        let per_node: [(&str, &str, Pick); 5] = [
+        let per_node: [(&str, &str, Pick); 6] = [
+            (
+                "turbo_node_bytes_carried",
+                "Bytes this server relayed through the node",
+                |n| n.bytes_carried as f64,
+            ),
             ("turbo_node_score", "Node score S = wL*L + wR*R", |n| {
                 n.score.total
             }),

@@ -186,6 +186,20 @@ impl Registry {
         self.publish();
     }
 
+    /// Bytes a closed connection moved through `node_id` (this server's count).
+    pub fn carried(&self, node_id: &str, bytes: u64) {
+        self.with(|i| {
+            if let Some(s) = i.stats.get_mut(node_id) {
+                s.bytes_carried += bytes;
+            }
+        });
+    }
+
+    /// Bytes this server relayed through `node_id` since it started.
+    pub fn bytes_carried(&self, node_id: &str) -> u64 {
+        self.with(|i| i.stats.get(node_id).map_or(0, |s| s.bytes_carried))
+    }
+
     /// Attempts each live node passed and failed.
     pub fn attempts(&self, node_id: &str) -> (u64, u64) {
         self.with(|i| {

@@ -123,6 +123,8 @@ pub struct NodeStats {
     pub attempts_ok: u64,
     /// Attempts the node failed itself.
     pub attempts_failed: u64,
+    /// Bytes this server relayed through the node.
+    pub bytes_carried: u64,
 }
 
 impl NodeStats {
@@ -138,6 +140,7 @@ impl NodeStats {
             disconnects: VecDeque::new(),
             attempts_ok: 0,
             attempts_failed: 0,
+            bytes_carried: 0,
         }
     }
 

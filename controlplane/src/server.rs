@@ -231,6 +231,7 @@ impl Server {
                             country: n.country.map(|c| c.to_string()).unwrap_or_default(),
                             score: n.score,
                             active_streams: n.active.load(std::sync::atomic::Ordering::Relaxed),
+                            bytes_carried: c2.registry.bytes_carried(&id),
                         })
                         .collect()
                 }),

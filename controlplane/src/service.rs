@@ -305,6 +305,8 @@ impl<S: Store> ControlPlane<S> {
     }
 
     async fn record(&self, record: ConnRecord) {
+        self.registry
+            .carried(&record.node_id, record.bytes_up + record.bytes_down);
         if let Some(m) = self.metrics() {
             m.connection_closed(&record);
         }
