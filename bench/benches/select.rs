@@ -21,6 +21,7 @@ fn table(n: usize) -> NodeTable {
                 serial: i as u64,
             },
             weight: 0.2 + (i % 97) as f64 / 97.0,
+            score: 0.5,
             max_streams: 1024,
             active: Arc::default(),
         })

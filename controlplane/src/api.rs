@@ -262,6 +262,7 @@ async fn list_nodes<S: Store>(
                 "attempts_ok": ok,
                 "attempts_failed": failed,
                 "bytes_relayed": n.bytes_carried,
+                "payout_address": n.payout_address,
             })
         })
         .collect();

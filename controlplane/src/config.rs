@@ -104,6 +104,13 @@ pub struct ServerConfig {
     pub score_latency_weight: f64,
     /// Weight of the reliability score R in a node's score. Defaults to `0.4`.
     pub score_reliability_weight: f64,
+    /// Ports every node must refuse, on top of its own policy. Defaults to none.
+    pub node_block_ports: Vec<u16>,
+    /// CIDR ranges every node must refuse (beating a runner's `--allow-cidr`).
+    /// Defaults to none.
+    pub node_block_cidrs: Vec<String>,
+    /// Domains (and their subdomains) every node must refuse. Defaults to none.
+    pub node_block_domains: Vec<String>,
     /// MaxMind-format country database deciding node countries from their public IP.
     /// Defaults to none: the node's declared country is used, marked unverified.
     pub geoip: Option<PathBuf>,
@@ -138,6 +145,9 @@ impl Default for ServerConfig {
             score_latency_weight: 0.6,
             score_reliability_weight: 0.4,
             geoip: None,
+            node_block_ports: Vec::new(),
+            node_block_cidrs: Vec::new(),
+            node_block_domains: Vec::new(),
         }
     }
 }
@@ -188,6 +198,27 @@ impl ServerConfig {
             return invalid(
                 "lease_checkpoint",
                 "must be positive and at most a third of lease_ttl",
+            );
+        }
+        if let Some(bad) = self
+            .node_block_cidrs
+            .iter()
+            .find(|c| c.parse::<ipnet::IpNet>().is_err())
+        {
+            return invalid("node_block_cidrs", &format!("{bad:?} is not a CIDR range"));
+        }
+        let limit = turbo_proto::wire::control::MAX_POLICY_ENTRIES;
+        if self.node_block_ports.len() > limit
+            || self.node_block_cidrs.len() > limit
+            || self.node_block_domains.len() > limit
+            || self
+                .node_block_domains
+                .iter()
+                .any(|d| d.is_empty() || d.len() > 253)
+        {
+            return invalid(
+                "node_block_*",
+                "at most 64 entries each, domains of 1 to 253 bytes",
             );
         }
         let (wl, wr) = (self.score_latency_weight, self.score_reliability_weight);

@@ -223,6 +223,7 @@ impl Registry {
                         country: n.country,
                         conn: n.conn,
                         weight: n.score.weight,
+                        score: n.score.total,
                         max_streams: n.max_streams,
                         active: n.active.clone(),
                     }

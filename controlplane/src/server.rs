@@ -208,6 +208,11 @@ impl Server {
                     fail_limit: cfg.auth_fail_limit,
                     fail_window: cfg.auth_fail_window,
                 },
+                node_policy: turbo_proto::wire::control::NodePolicy {
+                    ports: cfg.node_block_ports.clone(),
+                    nets: cfg.node_block_cidrs.clone(),
+                    domains: cfg.node_block_domains.clone(),
+                },
                 lease: LeaseConfig {
                     server_id: server_id.clone(),
                     checkpoint: cfg.lease_checkpoint,

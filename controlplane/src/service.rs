@@ -337,6 +337,14 @@ impl<S: Store> ControlPlane<S> {
                 warn!(%peer, "node presented an unknown token");
                 RejectCode::BadToken
             })?;
+        if let Some(addr) = &hello.payout_address {
+            let valid = addr.len() <= 128 && addr.chars().all(|c| c.is_ascii_graphic());
+            if valid && node.payout_address.as_deref() != Some(addr.as_str()) {
+                if let Err(e) = self.store.set_node_payout(&node.id, addr).await {
+                    warn!(error = %e, node = %node.id, "could not record the payout address");
+                }
+            }
+        }
         let node_id: Arc<str> = node.id.into();
         self.registry.admit(&node_id, &hello, peer, conn);
         Ok(NodeAdmission { node_id })

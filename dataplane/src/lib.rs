@@ -72,6 +72,8 @@ pub struct DataplaneConfig {
     pub auth: AuthConfig,
     /// Credit lease behaviour.
     pub lease: LeaseConfig,
+    /// Destination rules pushed to every node after its welcome.
+    pub node_policy: turbo_proto::wire::control::NodePolicy,
 }
 
 /// How cores cache authorization answers and limit failures.

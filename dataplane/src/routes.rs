@@ -29,8 +29,10 @@ pub struct NodeRoute {
     pub country: Option<CountryCode>,
     /// Where its QUIC connection lives.
     pub conn: ConnRef,
-    /// Selection weight (its score).
+    /// Selection weight.
     pub weight: f64,
+    /// The node's score S, as reported to it.
+    pub score: f64,
     /// Concurrent streams the node accepts.
     pub max_streams: u32,
     /// Streams open now, counted by the cores (shared across snapshots).
@@ -181,6 +183,7 @@ mod tests {
             country: CountryCode::parse(country).ok(),
             conn: ConnRef { core: 0, serial: 1 },
             weight,
+            score: weight,
             max_streams: 100,
             active: Arc::default(),
         }

@@ -1,21 +1,51 @@
-//! Opening the target connection for a relay stream: port check, resolution with the
-//! system resolver, the policy check on EVERY resolved address (so a name that also
-//! resolves somewhere private is refused as a whole), then a connect to exactly an
-//! address that passed. Failures come back as the typed [`RelayStatus`] the server
-//! shows the customer.
+//! Opening the target connection for a relay stream: port and domain checks, resolution
+//! (the system resolver in production), the policy check on EVERY resolved address (so
+//! a name that also resolves somewhere private is refused as a whole), then Happy
+//! Eyeballs (RFC 8305) over exactly the addresses that passed: families interleaved,
+//! attempts started 250 ms apart or as soon as the previous one fails, first to connect
+//! wins. Failures come back as the typed [`RelayStatus`] the server shows the customer.
 
+use std::future::Future;
 use std::io::ErrorKind;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::time::Duration;
 
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::net::TcpStream;
-use tokio::time::{timeout_at, Instant};
+use tokio::time::{sleep_until, timeout_at, Instant};
 use turbo_proto::{RelayStatus, TargetAddr};
 
-use crate::guard::DestinationPolicy;
+use crate::guard::{DestinationPolicy, PolicyDenied};
 
 /// A failed dial: the status for the server and a detail message.
 pub type DialError = (RelayStatus, String);
+
+/// Delay between connection attempts (RFC 8305 section 5).
+const ATTEMPT_DELAY: Duration = Duration::from_millis(250);
+
+/// Name resolution.
+pub trait Resolve {
+    /// Every address of `host`, with `port`.
+    fn resolve<'a>(
+        &'a self,
+        host: &'a str,
+        port: u16,
+    ) -> Pin<Box<dyn Future<Output = std::io::Result<Vec<SocketAddr>>> + 'a>>;
+}
+
+/// The operating system's resolver (`getaddrinfo`, honouring `/etc/hosts`).
+pub struct SystemResolver;
+
+impl Resolve for SystemResolver {
+    fn resolve<'a>(
+        &'a self,
+        host: &'a str,
+        port: u16,
+    ) -> Pin<Box<dyn Future<Output = std::io::Result<Vec<SocketAddr>>> + 'a>> {
+        Box::pin(async move { Ok(tokio::net::lookup_host((host, port)).await?.collect()) })
+    }
+}
 
 /// Maps a connect error to a relay status.
 pub fn status_of(e: &std::io::Error) -> RelayStatus {
@@ -33,25 +63,29 @@ pub fn status_of(e: &std::io::Error) -> RelayStatus {
     }
 }
 
-/// Resolves, checks and connects within `limit`.
+fn refused(e: PolicyDenied) -> DialError {
+    (RelayStatus::RefusedByPolicy, e.to_string())
+}
+
+/// Checks the target's port and name, resolves it, and checks every address.
 ///
 /// # Errors
-/// A [`DialError`] with the status to report.
-pub async fn dial(
+/// A [`DialError`]: refused by policy, DNS failure or timeout.
+pub async fn resolve_checked(
     target: &TargetAddr,
-    limit: Duration,
+    deadline: Instant,
     policy: &DestinationPolicy,
-) -> Result<TcpStream, DialError> {
-    let deadline = Instant::now() + limit;
-    let refused = |e: crate::guard::PolicyDenied| (RelayStatus::RefusedByPolicy, e.to_string());
+    resolver: &dyn Resolve,
+) -> Result<Vec<SocketAddr>, DialError> {
     policy.check_port(target.port()).map_err(refused)?;
     let addrs: Vec<SocketAddr> = match target {
         TargetAddr::Ip(a) => vec![*a],
         TargetAddr::Domain { host, port } => {
-            match timeout_at(deadline, tokio::net::lookup_host((host.as_str(), *port))).await {
+            policy.check_domain(host).map_err(refused)?;
+            match timeout_at(deadline, resolver.resolve(host, *port)).await {
                 Err(_) => return Err((RelayStatus::Timeout, "DNS timeout".into())),
                 Ok(Err(e)) => return Err((RelayStatus::DnsFailure, e.to_string())),
-                Ok(Ok(it)) => it.collect(),
+                Ok(Ok(a)) => a,
             }
         }
     };
@@ -61,61 +95,82 @@ pub async fn dial(
     for a in &addrs {
         policy.check(*a).map_err(refused)?;
     }
-    let mut last = (RelayStatus::GeneralFailure, "no address tried".to_owned());
-    for a in addrs {
-        match timeout_at(deadline, TcpStream::connect(a)).await {
-            Ok(Ok(s)) => {
-                let _ = s.set_nodelay(true);
-                return Ok(s);
-            }
-            Ok(Err(e)) => last = (status_of(&e), format!("{a}: {e}")),
-            Err(_) => return Err((RelayStatus::Timeout, format!("connect to {a} timed out"))),
+    Ok(addrs)
+}
+
+/// RFC 8305 order: alternate families, starting with the first address's family.
+fn interleave(addrs: Vec<SocketAddr>) -> Vec<SocketAddr> {
+    let first_v6 = addrs.first().is_some_and(SocketAddr::is_ipv6);
+    let (mut a, mut b): (Vec<_>, Vec<_>) = addrs.into_iter().partition(|x| x.is_ipv6() == first_v6);
+    a.reverse();
+    b.reverse();
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    while let Some(x) = a.pop() {
+        out.push(x);
+        if let Some(y) = b.pop() {
+            out.push(y);
         }
     }
-    Err(last)
+    out.extend(b.into_iter().rev());
+    out
+}
+
+/// Races connections to `addrs` Happy-Eyeballs style until one connects.
+///
+/// # Errors
+/// The last failure, or a timeout at `deadline`.
+pub async fn connect_racing(
+    addrs: Vec<SocketAddr>,
+    deadline: Instant,
+) -> Result<TcpStream, DialError> {
+    let order = interleave(addrs);
+    let mut next = 0;
+    let mut racing = FuturesUnordered::new();
+    let mut last = (RelayStatus::GeneralFailure, "no address tried".to_owned());
+    let mut next_start = Instant::now();
+    loop {
+        if next < order.len() && (racing.is_empty() || Instant::now() >= next_start) {
+            let a = order[next];
+            next += 1;
+            racing.push(async move { (a, TcpStream::connect(a).await) });
+            next_start = Instant::now() + ATTEMPT_DELAY;
+        }
+        if racing.is_empty() {
+            return Err(last);
+        }
+        tokio::select! {
+            Some((a, r)) = racing.next() => match r {
+                Ok(s) => {
+                    let _ = s.set_nodelay(true);
+                    return Ok(s);
+                }
+                Err(e) => {
+                    last = (status_of(&e), format!("{a}: {e}"));
+                    next_start = Instant::now();
+                }
+            },
+            _ = sleep_until(next_start), if next < order.len() => {}
+            _ = sleep_until(deadline) => {
+                return Err((RelayStatus::Timeout, "connect timed out".to_owned()));
+            }
+        }
+    }
+}
+
+/// Resolves, checks and connects within `limit`.
+///
+/// # Errors
+/// A [`DialError`] with the status to report.
+pub async fn dial(
+    target: &TargetAddr,
+    limit: Duration,
+    policy: &DestinationPolicy,
+    resolver: &dyn Resolve,
+) -> Result<TcpStream, DialError> {
+    let deadline = Instant::now() + limit;
+    let addrs = resolve_checked(target, deadline, policy, resolver).await?;
+    connect_racing(addrs, deadline).await
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn maps_io_errors() {
-        let e = std::io::Error::from(ErrorKind::ConnectionRefused);
-        assert_eq!(status_of(&e), RelayStatus::ConnectionRefused);
-        assert_eq!(
-            status_of(&std::io::Error::from_raw_os_error(101)),
-            RelayStatus::NetworkUnreachable
-        );
-        assert_eq!(
-            status_of(&std::io::Error::from_raw_os_error(113)),
-            RelayStatus::HostUnreachable
-        );
-        assert_eq!(
-            status_of(&std::io::Error::other("x")),
-            RelayStatus::GeneralFailure
-        );
-    }
-
-    #[tokio::test]
-    async fn refuses_before_connecting_and_reports_refusals() {
-        let policy = DestinationPolicy::default();
-        let t = TargetAddr::Ip("127.0.0.1:9".parse().expect("a"));
-        let err = dial(&t, Duration::from_secs(1), &policy).await.err();
-        assert_eq!(err.map(|e| e.0), Some(RelayStatus::RefusedByPolicy));
-        // localhost resolves to loopback: refused after resolution.
-        let t = TargetAddr::domain("localhost", 80).expect("t");
-        let err = dial(&t, Duration::from_secs(1), &policy).await.err();
-        assert_eq!(err.map(|e| e.0), Some(RelayStatus::RefusedByPolicy));
-        // Allowed, but nothing listens: connection refused.
-        let lab = DestinationPolicy::new(vec!["127.0.0.0/8".parse().expect("n")]);
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("bind")
-            .local_addr()
-            .expect("a")
-            .port();
-        let t = TargetAddr::Ip(SocketAddr::from(([127, 0, 0, 1], port)));
-        let err = dial(&t, Duration::from_secs(1), &lab).await.err();
-        assert_eq!(err.map(|e| e.0), Some(RelayStatus::ConnectionRefused));
-    }
-}
+mod tests;

@@ -3,8 +3,11 @@
 //! (loopback, private, CGNAT, link-local including cloud metadata, ULA, multicast...),
 //! including IPv4 addresses hidden inside IPv6 forms (mapped, compatible, NAT64, 6to4).
 //! Checked on every resolved address, after DNS; `--allow-cidr` is the only way to open
-//! a range.
+//! a range. Also refused: the node's own addresses and default gateway, blocked ports
+//! (SMTP by default) and blocked domains, and whatever the server pushes (the server can
+//! only tighten the policy).
 
+use std::cell::RefCell;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use ipnet::IpNet;
@@ -26,13 +29,33 @@ pub enum PolicyDenied {
     /// The port is blocked.
     #[error("port {0} is blocked")]
     Port(u16),
+    /// The domain is blocked.
+    #[error("domain {0} is blocked")]
+    Domain(String),
 }
 
-/// The rules one node enforces.
-#[derive(Debug, Clone)]
+/// Rules pushed by the server: they only ever add refusals.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServerRules {
+    /// Extra blocked ports.
+    pub ports: Vec<u16>,
+    /// Extra blocked ranges (they win over `--allow-cidr`).
+    pub nets: Vec<IpNet>,
+    /// Extra blocked domains (suffix match).
+    pub domains: Vec<String>,
+}
+
+/// The rules one node enforces: the defaults, the runner's own additions, and whatever
+/// the server pushed. The runner can only open ranges explicitly (`--allow-cidr`); the
+/// server can only tighten. The default is the deny-by-default policy with SMTP blocked.
+#[derive(Debug)]
 pub struct DestinationPolicy {
     allow: Vec<IpNet>,
     blocked_ports: Vec<u16>,
+    blocked_domains: Vec<String>,
+    /// The node's own addresses and default gateways.
+    local: Vec<IpAddr>,
+    server: RefCell<ServerRules>,
 }
 
 impl Default for DestinationPolicy {
@@ -41,13 +64,53 @@ impl Default for DestinationPolicy {
     }
 }
 
+/// Lower-cased, without a trailing dot.
+fn normalize_domain(d: &str) -> String {
+    d.trim().trim_end_matches('.').to_ascii_lowercase()
+}
+
+fn domain_matches(host: &str, rule: &str) -> bool {
+    host == rule
+        || host
+            .strip_suffix(rule)
+            .is_some_and(|rest| rest.ends_with('.'))
+}
+
 impl DestinationPolicy {
     /// The default policy, plus explicitly allowed ranges.
     pub fn new(allow: Vec<IpNet>) -> Self {
         DestinationPolicy {
             allow,
             blocked_ports: DEFAULT_BLOCKED_PORTS.to_vec(),
+            blocked_domains: Vec::new(),
+            local: Vec::new(),
+            server: RefCell::default(),
         }
+    }
+
+    /// Adds blocked ports (on top of the SMTP defaults).
+    pub fn block_ports(mut self, ports: &[u16]) -> Self {
+        self.blocked_ports.extend_from_slice(ports);
+        self
+    }
+
+    /// Adds blocked domains: each refuses itself and every subdomain.
+    pub fn block_domains(mut self, domains: &[String]) -> Self {
+        self.blocked_domains
+            .extend(domains.iter().map(|d| normalize_domain(d)));
+        self
+    }
+
+    /// Refuses the node's own addresses and gateways (see [`local_addresses`]).
+    pub fn deny_local(mut self, local: Vec<IpAddr>) -> Self {
+        self.local = local;
+        self
+    }
+
+    /// Replaces the server's rules (a fresh hello gets fresh rules).
+    pub fn set_server_rules(&self, mut rules: ServerRules) {
+        rules.domains = rules.domains.iter().map(|d| normalize_domain(d)).collect();
+        *self.server.borrow_mut() = rules;
     }
 
     /// Refuses blocked ports.
@@ -55,8 +118,26 @@ impl DestinationPolicy {
     /// # Errors
     /// [`PolicyDenied::Port`].
     pub fn check_port(&self, port: u16) -> Result<(), PolicyDenied> {
-        if self.blocked_ports.contains(&port) {
+        if self.blocked_ports.contains(&port) || self.server.borrow().ports.contains(&port) {
             return Err(PolicyDenied::Port(port));
+        }
+        Ok(())
+    }
+
+    /// Refuses blocked domains (and their subdomains), before any DNS query.
+    ///
+    /// # Errors
+    /// [`PolicyDenied::Domain`].
+    pub fn check_domain(&self, host: &str) -> Result<(), PolicyDenied> {
+        let host = normalize_domain(host);
+        let server = self.server.borrow();
+        if self
+            .blocked_domains
+            .iter()
+            .chain(server.domains.iter())
+            .any(|rule| domain_matches(&host, rule))
+        {
+            return Err(PolicyDenied::Domain(host));
         }
         Ok(())
     }
@@ -72,18 +153,80 @@ impl DestinationPolicy {
             IpAddr::V6(v6) => embedded_v4(v6).map(IpAddr::V4),
             IpAddr::V4(_) => None,
         };
-        if self
-            .allow
-            .iter()
-            .any(|n| n.contains(&ip) || embedded.is_some_and(|e| n.contains(&e)))
-        {
+        let hit = |n: &IpNet| n.contains(&ip) || embedded.is_some_and(|e| n.contains(&e));
+        if self.server.borrow().nets.iter().any(hit) {
+            return Err(PolicyDenied::Address {
+                addr: ip,
+                range: "blocked by the server",
+            });
+        }
+        if self.allow.iter().any(hit) {
             return Ok(());
+        }
+        if self
+            .local
+            .iter()
+            .any(|l| *l == ip || embedded.is_some_and(|e| *l == e))
+        {
+            return Err(PolicyDenied::Address {
+                addr: ip,
+                range: "this node's own address or gateway",
+            });
         }
         if let Some(range) = forbidden(ip) {
             return Err(PolicyDenied::Address { addr: ip, range });
         }
         Ok(())
     }
+}
+
+/// This machine's interface addresses and default gateways, which a node never dials
+/// (even when they are public). Gateways are read from `/proc/net/route` and
+/// `/proc/net/ipv6_route` on Linux; elsewhere only interface addresses are known (a
+/// home gateway is in a private range, which is refused anyway).
+pub fn local_addresses() -> Vec<IpAddr> {
+    let mut out: Vec<IpAddr> = if_addrs::get_if_addrs()
+        .map(|ifs| ifs.into_iter().map(|i| i.ip()).collect())
+        .unwrap_or_default();
+    out.extend(default_gateways());
+    out.sort();
+    out.dedup();
+    out
+}
+
+#[cfg(target_os = "linux")]
+fn default_gateways() -> Vec<IpAddr> {
+    let mut out = Vec::new();
+    if let Ok(table) = std::fs::read_to_string("/proc/net/route") {
+        for line in table.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() > 2 && f[1] == "00000000" {
+                if let Ok(gw) = u32::from_str_radix(f[2], 16) {
+                    if gw != 0 {
+                        out.push(IpAddr::V4(Ipv4Addr::from(gw.to_ne_bytes())));
+                    }
+                }
+            }
+        }
+    }
+    if let Ok(table) = std::fs::read_to_string("/proc/net/ipv6_route") {
+        for line in table.lines() {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() > 4 && f[0].chars().all(|c| c == '0') && f[1] == "00" {
+                if let Ok(gw) = u128::from_str_radix(f[4], 16) {
+                    if gw != 0 {
+                        out.push(IpAddr::V6(Ipv6Addr::from(gw)));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(not(target_os = "linux"))]
+fn default_gateways() -> Vec<IpAddr> {
+    Vec::new()
 }
 
 /// The IPv4 address carried inside an IPv6 form, if any.

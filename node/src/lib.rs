@@ -7,12 +7,18 @@
 //! moves one home connection's worth of traffic and must stay small.
 #![warn(missing_docs)]
 
+pub mod autostart;
+pub mod config_file;
 pub mod conn;
 pub mod dial;
+pub mod files;
 pub mod guard;
+pub mod limit;
 pub mod relay;
 pub mod retry;
 pub mod session;
+pub mod status;
+pub mod usage;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -40,6 +46,30 @@ pub struct NodeConfig {
     pub shutdown_grace: Duration,
     /// Local address the QUIC socket binds (multi-homed hosts, labs); port 0 is any.
     pub bind: Option<std::net::IpAddr>,
+    /// Where the runner wants to be paid.
+    pub payout_address: Option<String>,
+    /// Bandwidth cap per direction, bytes per second.
+    pub max_rate: Option<u64>,
+    /// Monthly data cap, bytes.
+    pub monthly_cap: Option<u64>,
+    /// Extra blocked ports.
+    pub block_ports: Vec<u16>,
+    /// Blocked domains (and subdomains).
+    pub block_domains: Vec<String>,
+    /// Where usage counters and the status socket live (`None`: not kept).
+    pub state_dir: Option<PathBuf>,
+}
+
+/// What the session, the relays and the status socket share.
+pub struct Shared {
+    /// The destination policy.
+    pub policy: guard::DestinationPolicy,
+    /// The bandwidth caps.
+    pub limits: limit::Limits,
+    /// Byte counters and the monthly cap.
+    pub usage: Rc<usage::Usage>,
+    /// What `turbo-node status` shows.
+    pub status: Rc<status::Status>,
 }
 
 impl NodeConfig {
@@ -54,6 +84,12 @@ impl NodeConfig {
             max_streams: 1024,
             shutdown_grace: Duration::ZERO,
             bind: None,
+            payout_address: None,
+            max_rate: None,
+            monthly_cap: None,
+            block_ports: Vec::new(),
+            block_domains: Vec::new(),
+            state_dir: None,
         }
     }
 }
@@ -104,12 +140,66 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     for net in &config.allow_cidrs {
         warn!(range = %net, "destination policy: explicitly allowing this range");
     }
-    let policy = Rc::new(guard::DestinationPolicy::new(config.allow_cidrs.clone()));
+    let policy = guard::DestinationPolicy::new(config.allow_cidrs.clone())
+        .block_ports(&config.block_ports)
+        .block_domains(&config.block_domains)
+        .deny_local(guard::local_addresses());
+    let usage = Rc::new(usage::Usage::load(
+        config.state_dir.as_ref().map(|d| d.join("usage.json")),
+        config.monthly_cap,
+    ));
+    let status = Rc::new(status::Status::default());
+    status.state.set("connecting");
+    *status.server.borrow_mut() = config.join.server_addr();
+    let shared = Rc::new(Shared {
+        policy,
+        limits: limit::Limits::symmetric(config.max_rate),
+        usage: usage.clone(),
+        status: status.clone(),
+    });
+    let mut tasks = Vec::new();
+    if let Some(dir) = &config.state_dir {
+        tasks.push(tokio::task::spawn_local(status::serve(
+            status::socket_path(dir),
+            status.clone(),
+            usage.clone(),
+        )));
+        let usage = usage.clone();
+        tasks.push(tokio::task::spawn_local(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                usage.save();
+            }
+        }));
+    }
+    let result = run_sessions(&config, &shared, shutdown).await;
+    for t in tasks {
+        t.abort();
+    }
+    usage.save();
+    result
+}
+
+async fn run_sessions(
+    config: &NodeConfig,
+    shared: &Rc<Shared>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), NodeError> {
     let mut backoff = retry::Backoff::default();
     let mut shutdown = pin!(shutdown);
     loop {
-        match session::run(&config, &policy, &mut shutdown).await {
+        if shared.usage.capped() {
+            shared.status.state.set("capped");
+            // Check again hourly: the cap lifts when the month turns.
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(3600)) => continue,
+                _ = shutdown.as_mut() => return Ok(()),
+            }
+        }
+        shared.status.state.set("connecting");
+        match session::run(config, shared, &mut shutdown).await {
             Ok(session::SessionEnd::Shutdown) => return Ok(()),
+            Ok(session::SessionEnd::Capped) => continue,
             Ok(session::SessionEnd::Lost { welcomed }) => {
                 if welcomed {
                     backoff.reset();
@@ -118,6 +208,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
             Err(e) if e.is_fatal() => return Err(e),
             Err(e) => warn!(error = %e, "session failed"),
         }
+        shared.status.state.set("connecting");
         let delay = backoff.next_delay();
         info!(?delay, "reconnecting");
         tokio::select! {

@@ -1,11 +1,14 @@
-//! `turbo-node`: the runner's daemon.
+//! `turbo-node`: the runner's daemon. `join` saves the configuration once; `run`
+//! needs nothing else; `install` starts it at login; `status` shows what it is doing.
 
 use std::path::PathBuf;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
-use turbo_node::NodeConfig;
+use turbo_node::config_file::NodeFile;
+use turbo_node::{files, NodeConfig};
 use turbo_proto::join::JoinString;
+use turbo_proto::size::parse_size;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -19,33 +22,111 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Save a join string (and settings) so that `turbo-node run` needs no flags.
+    Join {
+        /// Join string from the operator (`turbo://TOKEN@host:port?pin=…`).
+        join: String,
+        #[command(flatten)]
+        settings: Settings,
+    },
     /// Connect to the server and relay customer traffic until stopped.
     Run(RunArgs),
+    /// Start the node at login (systemd user unit, launchd agent or Run key).
+    Install,
+    /// Stop starting the node at login.
+    Uninstall,
+    /// Show the running node's state, bytes and score.
+    Status,
+}
+
+/// Settings saved by `join` and overridable on `run`.
+#[derive(Args, Clone, Default)]
+struct Settings {
+    /// Country to declare (ISO 3166-1 alpha-2); the server may verify it.
+    #[arg(long, env = "TURBO_COUNTRY")]
+    country: Option<String>,
+    /// Where you want to be paid.
+    #[arg(long, env = "TURBO_PAYOUT_ADDRESS")]
+    payout_address: Option<String>,
+    /// Most relay streams at once [default: 1024].
+    #[arg(long, env = "TURBO_MAX_STREAMS")]
+    max_streams: Option<u32>,
+    /// Bandwidth cap per direction, per second, e.g. 5MB.
+    #[arg(long, env = "TURBO_MAX_RATE")]
+    max_rate: Option<String>,
+    /// Monthly data cap, e.g. 200GB: no new streams once reached.
+    #[arg(long, env = "TURBO_MONTHLY_CAP")]
+    monthly_cap: Option<String>,
+    /// Refuse this port too (SMTP 25/465/587 is always refused). Repeatable.
+    #[arg(long = "block-port", env = "TURBO_BLOCK_PORT", value_delimiter = ',')]
+    block_ports: Vec<u16>,
+    /// Refuse this domain and its subdomains. Repeatable.
+    #[arg(
+        long = "block-domain",
+        env = "TURBO_BLOCK_DOMAIN",
+        value_delimiter = ','
+    )]
+    block_domains: Vec<String>,
 }
 
 #[derive(Args)]
 struct RunArgs {
-    /// Join string from the operator (`turbo://TOKEN@host:port?pin=…`).
+    /// Join string [default: the one saved by `turbo-node join`].
     #[arg(long, env = "TURBO_JOIN", hide_env_values = true)]
-    join: String,
+    join: Option<String>,
+    #[command(flatten)]
+    settings: Settings,
     /// Let the node reach this otherwise-forbidden range (labs and tests only).
     #[arg(long = "allow-cidr", env = "TURBO_ALLOW_CIDR", value_delimiter = ',')]
     allow_cidr: Vec<ipnet::IpNet>,
     /// CA file to verify the server with, when the join string has no pin.
     #[arg(long, env = "TURBO_CA_FILE")]
     ca_file: Option<PathBuf>,
-    /// Country to declare (ISO 3166-1 alpha-2); the server may verify it.
-    #[arg(long, env = "TURBO_COUNTRY")]
-    country: Option<String>,
-    /// Most relay streams at once.
-    #[arg(long, env = "TURBO_MAX_STREAMS", default_value_t = 1024)]
-    max_streams: u32,
     /// On SIGINT/SIGTERM, how long open streams may finish (e.g. 5s).
     #[arg(long, env = "TURBO_SHUTDOWN_GRACE", default_value = "0s")]
     shutdown_grace: humantime::Duration,
     /// Local IP the QUIC socket binds to [default: any].
     #[arg(long, env = "TURBO_BIND")]
     bind: Option<std::net::IpAddr>,
+    /// State directory: usage counters and the status socket [default: the platform's
+    /// data directory].
+    #[arg(long, env = "TURBO_NODE_STATE")]
+    state_dir: Option<PathBuf>,
+}
+
+impl Settings {
+    /// These settings over `saved`.
+    fn over(self, saved: &NodeFile) -> NodeFile {
+        let mut f = saved.clone();
+        f.country = self.country.or(f.country);
+        f.payout_address = self.payout_address.or(f.payout_address);
+        f.max_streams = self.max_streams.or(f.max_streams);
+        f.max_rate = self.max_rate.or(f.max_rate);
+        f.monthly_cap = self.monthly_cap.or(f.monthly_cap);
+        f.block_ports.extend(self.block_ports);
+        f.block_domains.extend(self.block_domains);
+        f
+    }
+}
+
+fn config_path() -> anyhow::Result<PathBuf> {
+    files::config_path().context("no home directory: set TURBO_NODE_CONFIG")
+}
+
+fn check(f: &NodeFile) -> anyhow::Result<()> {
+    JoinString::parse(&f.join).context("invalid join string")?;
+    if let Some(r) = &f.max_rate {
+        parse_size(r).context("invalid --max-rate")?;
+    }
+    if let Some(c) = &f.monthly_cap {
+        parse_size(c).context("invalid --monthly-cap")?;
+    }
+    if let Some(p) = &f.payout_address {
+        if p.is_empty() || p.len() > 128 || !p.chars().all(|c| c.is_ascii_graphic()) {
+            bail!("--payout-address must be 1 to 128 printable ASCII characters");
+        }
+    }
+    Ok(())
 }
 
 fn main() -> anyhow::Result<()> {
@@ -56,15 +137,77 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let Cmd::Run(args) = Cli::parse().cmd;
-    let join = JoinString::parse(&args.join).context("invalid --join")?;
+    match Cli::parse().cmd {
+        Cmd::Join { join, settings } => {
+            let f = settings.over(&NodeFile {
+                join,
+                ..Default::default()
+            });
+            check(&f)?;
+            let path = config_path()?;
+            f.write(&path)
+                .with_context(|| format!("writing {}", path.display()))?;
+            println!(
+                "saved {} (owner-only); start with: turbo-node run",
+                path.display()
+            );
+        }
+        Cmd::Run(args) => run(args)?,
+        Cmd::Install => {
+            let exe = std::env::current_exe()?;
+            let at = turbo_node::autostart::install(&exe)?;
+            println!("turbo-node will start at login ({at})");
+        }
+        Cmd::Uninstall => {
+            turbo_node::autostart::uninstall()?;
+            println!("turbo-node will no longer start at login");
+        }
+        Cmd::Status => {
+            let dir = files::state_dir().context("no home directory: set TURBO_NODE_STATE")?;
+            let r = turbo_node::status::query(&turbo_node::status::socket_path(&dir))
+                .context("turbo-node is not running (no status socket)")?;
+            println!("state:          {}", r.state);
+            println!("server:         {}", r.server);
+            println!("node id:        {}", r.node_id.as_deref().unwrap_or("-"));
+            println!("today:          {} bytes", r.bytes_today);
+            match r.monthly_cap {
+                Some(cap) => println!("this month:     {} of {cap} bytes", r.bytes_month),
+                None => println!("this month:     {} bytes", r.bytes_month),
+            }
+            println!("active streams: {}", r.active_streams);
+            match r.score {
+                Some(s) => println!("score:          {s:.3}"),
+                None => println!("score:          not reported yet"),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn run(args: RunArgs) -> anyhow::Result<()> {
+    let saved = match &args.join {
+        Some(join) => NodeFile {
+            join: join.clone(),
+            ..Default::default()
+        },
+        None => NodeFile::read(&config_path()?).map_err(anyhow::Error::msg)?,
+    };
+    let f = args.settings.over(&saved);
+    check(&f)?;
+    let join = JoinString::parse(&f.join).context("invalid join string")?;
     let mut config = NodeConfig::new(join);
     config.allow_cidrs = args.allow_cidr;
     config.ca_file = args.ca_file;
-    config.country = args.country;
-    config.max_streams = args.max_streams;
+    config.country = f.country;
+    config.payout_address = f.payout_address;
+    config.max_streams = f.max_streams.unwrap_or(1024);
+    config.max_rate = f.max_rate.as_deref().map(parse_size).transpose()?;
+    config.monthly_cap = f.monthly_cap.as_deref().map(parse_size).transpose()?;
+    config.block_ports = f.block_ports;
+    config.block_domains = f.block_domains;
     config.shutdown_grace = args.shutdown_grace.into();
     config.bind = args.bind;
+    config.state_dir = args.state_dir.or_else(files::state_dir);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

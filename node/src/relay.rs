@@ -13,7 +13,7 @@ use turbo_proto::RelayStatus;
 
 use crate::conn::{Conn, StreamError, StreamIo};
 use crate::dial::dial;
-use crate::guard::DestinationPolicy;
+use crate::Shared;
 
 const CHUNK: usize = 32 * 1024;
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -46,13 +46,14 @@ impl Drop for Active {
 }
 
 /// Serves relay stream `id` to completion.
-pub async fn serve(conn: Rc<Conn>, id: u64, policy: Rc<DestinationPolicy>, max_streams: u64) {
+pub async fn serve(conn: Rc<Conn>, id: u64, shared: Rc<Shared>, max_streams: u64) {
     let span = tracing::debug_span!("stream", id);
     async move {
         let _active = Active::new(&conn);
         let mut io = StreamIo::new(conn.clone(), id);
-        if conn.draining.get() || conn.active.get() > max_streams {
-            let out = refusal(RelayStatus::NodeOverloaded, "node busy".into());
+        if conn.draining.get() || conn.active.get() > max_streams || shared.usage.capped() {
+            let why = if shared.usage.capped() { "monthly data cap reached" } else { "node busy" };
+            let out = refusal(RelayStatus::NodeOverloaded, why.into());
             if io.send_all(&out, true).await.is_ok() {
                 io.finish();
             }
@@ -73,7 +74,7 @@ pub async fn serve(conn: Rc<Conn>, id: u64, policy: Rc<DestinationPolicy>, max_s
             0 => DEFAULT_CONNECT_TIMEOUT,
             ms => Duration::from_millis(ms),
         };
-        let target = match dial(&header.target, limit, &policy).await {
+        let target = match dial(&header.target, limit, &shared.policy, &crate::dial::SystemResolver).await {
             Ok(t) => t,
             Err((status, msg)) => {
                 debug!(target = %header.target, status = status.reason(), %msg, "dial failed");
@@ -95,9 +96,10 @@ pub async fn serve(conn: Rc<Conn>, id: u64, policy: Rc<DestinationPolicy>, max_s
             if !extra.is_empty() {
                 wr.write_all(&extra).await?;
                 conn.to_targets.set(conn.to_targets.get() + extra.len() as u64);
+                shared.usage.add(extra.len() as u64);
             }
             tokio::select! {
-                r = async { tokio::try_join!(to_target(&io, &mut wr, &conn), from_target(&io, &mut rd, &conn)) } => r.map(|_| ()),
+                r = async { tokio::try_join!(to_target(&io, &mut wr, &conn, &shared), from_target(&io, &mut rd, &conn, &shared)) } => r.map(|_| ()),
                 e = io.conn_closed() => Err(RelayError::from(e)),
             }
         }
@@ -142,13 +144,22 @@ async fn read_header(io: &StreamIo) -> Result<(RelayHeader, Vec<u8>), Option<Str
 }
 
 /// Server -> target; stream FIN becomes a TCP half-close.
-async fn to_target(io: &StreamIo, wr: &mut OwnedWriteHalf, conn: &Conn) -> Result<(), RelayError> {
+async fn to_target(
+    io: &StreamIo,
+    wr: &mut OwnedWriteHalf,
+    conn: &Conn,
+    shared: &Shared,
+) -> Result<(), RelayError> {
     let mut buf = vec![0u8; CHUNK];
     loop {
         let (n, fin) = io.recv(&mut buf).await?;
         if n > 0 {
+            if let Some(cap) = &shared.limits.up {
+                cap.take(n).await;
+            }
             wr.write_all(&buf[..n]).await?;
             conn.to_targets.set(conn.to_targets.get() + n as u64);
+            shared.usage.add(n as u64);
         }
         if fin {
             wr.shutdown().await?;
@@ -158,7 +169,12 @@ async fn to_target(io: &StreamIo, wr: &mut OwnedWriteHalf, conn: &Conn) -> Resul
 }
 
 /// Target -> server; read only when the stream has credit; TCP EOF becomes stream FIN.
-async fn from_target(io: &StreamIo, rd: &mut OwnedReadHalf, conn: &Conn) -> Result<(), RelayError> {
+async fn from_target(
+    io: &StreamIo,
+    rd: &mut OwnedReadHalf,
+    conn: &Conn,
+    shared: &Shared,
+) -> Result<(), RelayError> {
     let mut buf = vec![0u8; CHUNK];
     loop {
         io.writable().await?;
@@ -167,7 +183,11 @@ async fn from_target(io: &StreamIo, rd: &mut OwnedReadHalf, conn: &Conn) -> Resu
             io.send_all(&[], true).await?;
             return Ok(());
         }
+        if let Some(cap) = &shared.limits.down {
+            cap.take(n).await;
+        }
         io.send_all(&buf[..n], false).await?;
         conn.from_targets.set(conn.from_targets.get() + n as u64);
+        shared.usage.add(n as u64);
     }
 }

@@ -17,8 +17,7 @@ use turbo_proto::wire::control::{ControlDecoder, ControlMessage, Hello, NodeStat
 use turbo_proto::wire::{ALPN, WIRE_VERSION};
 
 use crate::conn::Conn;
-use crate::guard::DestinationPolicy;
-use crate::{NodeConfig, NodeError};
+use crate::{NodeConfig, NodeError, Shared};
 
 const CONTROL: u64 = 0;
 const STATS_EVERY: Duration = Duration::from_secs(10);
@@ -46,6 +45,8 @@ fn bind_udp(peer: SocketAddr, local: Option<std::net::IpAddr>) -> std::io::Resul
 pub enum SessionEnd {
     /// The shutdown future resolved and the node drained.
     Shutdown,
+    /// The monthly data cap was reached and the node drained.
+    Capped,
     /// The connection was lost; `welcomed` says whether it had been admitted.
     Lost {
         /// Whether the server had accepted the hello.
@@ -102,7 +103,7 @@ async fn flush(conn: &Conn, socket: &UdpSocket, out: &mut [u8]) {
 /// Fatal problems only: a wrong pin, a refused token, bad configuration.
 pub async fn run(
     cfg: &NodeConfig,
-    policy: &Rc<DestinationPolicy>,
+    shared: &Rc<Shared>,
     shutdown: &mut Pin<&mut impl Future<Output = ()>>,
 ) -> Result<SessionEnd, NodeError> {
     let server = cfg.join.server_addr();
@@ -137,6 +138,7 @@ pub async fn run(
     let mut next_stream_id = 1u64;
     let mut gaps: std::collections::HashSet<u64> = Default::default();
     let mut drain_deadline: Option<Instant> = None;
+    let mut capped = false;
     let mut recv_buf = vec![0u8; 65_535];
     let mut out = vec![0u8; MAX_DATAGRAM];
     let queue = |out: &mut Vec<u8>, m: ControlMessage| m.encode(out);
@@ -152,7 +154,7 @@ pub async fn run(
                     token: cfg.join.token.clone(),
                     agent: format!("turbo-node/{}", env!("CARGO_PKG_VERSION")),
                     country: cfg.country.clone(),
-                    payout_address: None,
+                    payout_address: cfg.payout_address.clone(),
                     max_streams: cfg.max_streams,
                 }),
             );
@@ -178,6 +180,8 @@ pub async fn run(
                     ControlMessage::Welcome(w) => {
                         info!(node_id = %w.node_id, "admitted by server");
                         welcomed = true;
+                        shared.status.state.set("connected");
+                        *shared.status.node_id.borrow_mut() = Some(w.node_id.clone());
                         ping_every = Duration::from_millis(w.ping_interval_ms.clamp(100, 60_000));
                         next_ping = Instant::now() + ping_every;
                     }
@@ -191,6 +195,18 @@ pub async fn run(
                         queue(&mut control_out, ControlMessage::Pong { seq })
                     }
                     ControlMessage::Drain { grace_ms } => info!(grace_ms, "server is draining"),
+                    ControlMessage::Policy(p) => {
+                        let rules = crate::guard::ServerRules {
+                            ports: p.ports,
+                            nets: p.nets.iter().filter_map(|n| n.parse().ok()).collect(),
+                            domains: p.domains,
+                        };
+                        info!(?rules, "server destination rules applied");
+                        shared.policy.set_server_rules(rules);
+                    }
+                    ControlMessage::Score { milli } => {
+                        shared.status.score.set(Some(f64::from(milli) / 1000.0));
+                    }
                     _ => {}
                 }
             }
@@ -213,7 +229,7 @@ pub async fn run(
                 tokio::task::spawn_local(crate::relay::serve(
                     conn.clone(),
                     id,
-                    policy.clone(),
+                    shared.clone(),
                     u64::from(cfg.max_streams),
                 ));
             }
@@ -228,20 +244,41 @@ pub async fn run(
             }
         }
         conn.wake_ready();
+        shared.status.active.set(conn.active.get());
+        if welcomed && drain_deadline.is_none() && shared.usage.capped() {
+            warn!(cap = ?shared.usage.cap(), "monthly data cap reached: no new streams until next month");
+            capped = true;
+            conn.draining.set(true);
+            queue(
+                &mut control_out,
+                ControlMessage::Drain {
+                    grace_ms: cfg.shutdown_grace.as_millis() as u64,
+                },
+            );
+            drain_deadline = Some(Instant::now() + cfg.shutdown_grace);
+        }
         if let Some(deadline) = drain_deadline {
             if conn.active.get() == 0 || Instant::now() >= deadline {
                 let _ = conn.quic.borrow_mut().close(true, 0, b"shutdown");
                 flush(&conn, &socket, &mut out).await;
                 conn.mark_closed();
                 info!("shut down");
-                return Ok(SessionEnd::Shutdown);
+                return Ok(if capped {
+                    SessionEnd::Capped
+                } else {
+                    SessionEnd::Shutdown
+                });
             }
         }
         flush(&conn, &socket, &mut out).await;
         if conn.quic.borrow().is_closed() {
             conn.mark_closed();
             if drain_deadline.is_some() {
-                return Ok(SessionEnd::Shutdown);
+                return Ok(if capped {
+                    SessionEnd::Capped
+                } else {
+                    SessionEnd::Shutdown
+                });
             }
             let q = conn.quic.borrow();
             warn!(
@@ -292,6 +329,7 @@ pub async fn run(
                 next_stats = Instant::now() + STATS_EVERY;
             }
             _ = shutdown.as_mut(), if drain_deadline.is_none() => {
+                shared.status.state.set("stopping");
                 info!(grace = ?cfg.shutdown_grace, "draining");
                 conn.draining.set(true);
                 queue(&mut control_out, ControlMessage::Drain { grace_ms: cfg.shutdown_grace.as_millis() as u64 });

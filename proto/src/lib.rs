@@ -16,6 +16,7 @@
 pub mod http;
 pub mod join;
 pub mod params;
+pub mod size;
 pub mod socks5;
 pub mod status;
 pub mod target;

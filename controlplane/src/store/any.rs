@@ -85,6 +85,9 @@ impl Store for AnyStore {
     async fn node_by_token_hash(&self, hash: SecretHash) -> Result<Option<NodeRecord>, StoreError> {
         delegate!(self, s => s.node_by_token_hash(hash).await)
     }
+    async fn set_node_payout(&self, id: &str, address: &str) -> Result<(), StoreError> {
+        delegate!(self, s => s.set_node_payout(id, address).await)
+    }
     async fn list_nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
         delegate!(self, s => s.list_nodes().await)
     }

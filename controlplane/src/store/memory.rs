@@ -271,6 +271,7 @@ impl Store for MemoryStore {
         let rec = NodeRecord {
             id: short_id("n"),
             bytes_carried: 0,
+            payout_address: None,
             created_unix: now_unix(),
             hash: secrets::hash(&token),
         };
@@ -289,6 +290,17 @@ impl Store for MemoryStore {
                 .filter(|n| secrets::same(&n.hash, &hash))
                 .cloned()
         }))
+    }
+
+    async fn set_node_payout(&self, id: &str, address: &str) -> Result<(), StoreError> {
+        self.with(|t| {
+            let n = t
+                .nodes
+                .get_mut(id)
+                .ok_or_else(|| StoreError::NotFound(id.to_owned()))?;
+            n.payout_address = Some(address.to_owned());
+            Ok(())
+        })
     }
 
     async fn list_nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {

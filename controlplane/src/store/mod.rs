@@ -76,6 +76,8 @@ pub struct NodeRecord {
     pub id: String,
     /// Bytes this node carried (counted on the server).
     pub bytes_carried: u64,
+    /// Where the runner wants to be paid (from the node's hello).
+    pub payout_address: Option<String>,
     /// Creation time, Unix seconds.
     pub created_unix: u64,
     /// SHA-256 of its token.
@@ -198,6 +200,15 @@ pub trait Store: Send + Sync + 'static {
         &self,
         hash: SecretHash,
     ) -> impl Future<Output = Result<Option<NodeRecord>, StoreError>> + Send;
+    /// Records where a node's runner wants to be paid.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] or [`StoreError::Unavailable`].
+    fn set_node_payout(
+        &self,
+        id: &str,
+        address: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Every node identity.
     ///
     /// # Errors

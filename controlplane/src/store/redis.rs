@@ -7,7 +7,7 @@
 //! | `turbo:key:{id}` | hash | `name`, `hash` (hex SHA-256 of the secret), `credits` (unleased balance), `leased`, `bytes_up`, `bytes_down`, `connections`, `overdraft`, `revoked` (0/1), `created` |
 //! | `turbo:keyhash:{sha256 hex}` | string | the key id (lookup by the hash of a high-entropy secret) |
 //! | `turbo:keys` | set | every key id |
-//! | `turbo:node:{id}` | hash | `hash`, `bytes_carried`, `created` |
+//! | `turbo:node:{id}` | hash | `hash`, `bytes_carried`, `created`, `payout` (the runner's payout address) |
 //! | `turbo:nodehash:{sha256 hex}` | string | the node id |
 //! | `turbo:nodes` | set | every node id |
 //! | `turbo:lease:{lease id}` | hash | `key`, `owner`, `amount` (credit held), `seq`, `granted` (last grant), `status` (`live`/`ended`), `expires` (Unix ms); kept an hour after its TTL so retries stay idempotent |
@@ -344,6 +344,7 @@ fn parse_node(id: &str, f: &[(String, String)]) -> Option<NodeRecord> {
     Some(NodeRecord {
         id: id.to_owned(),
         bytes_carried: num(f, "bytes_carried"),
+        payout_address: Some(field(f, "payout").to_owned()).filter(|p| !p.is_empty()),
         created_unix: num(f, "created"),
         hash: parse_hash(field(f, "hash")),
     })
@@ -549,6 +550,7 @@ impl Store for RedisStore {
         let rec = NodeRecord {
             id: short_id("n"),
             bytes_carried: 0,
+            payout_address: None,
             created_unix: now_unix(),
             hash: secrets::hash(&token),
         };
@@ -582,6 +584,20 @@ impl Store for RedisStore {
             .load_node(&id)
             .await?
             .filter(|n| secrets::same(&n.hash, &hash)))
+    }
+
+    async fn set_node_payout(&self, id: &str, address: &str) -> Result<(), StoreError> {
+        let name = node_name(id);
+        let exists: bool = self.conn().exists(&name).await.map_err(|e| self.fail(e))?;
+        if !exists {
+            return Err(StoreError::NotFound(id.to_owned()));
+        }
+        let _: i64 = self
+            .conn()
+            .hset(&name, "payout", address)
+            .await
+            .map_err(|e| self.fail(e))?;
+        Ok(())
     }
 
     async fn list_nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {

@@ -5,7 +5,9 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
-use turbo_proto::wire::control::{ControlDecoder, ControlMessage, NodeStats, RejectCode, Welcome};
+use turbo_proto::wire::control::{
+    ControlDecoder, ControlMessage, NodePolicy, NodeStats, RejectCode, Welcome,
+};
 use turbo_proto::wire::WIRE_VERSION;
 
 use super::conn::NodeConn;
@@ -138,8 +140,12 @@ fn handle(core: &Rc<Core>, conn: &Rc<NodeConn>, msg: ControlMessage) {
                 .borrow_mut()
                 .queue(&ControlMessage::Pong { seq });
             report_rtt(core, conn);
+            send_score(core, conn);
         }
-        ControlMessage::Pong { .. } | ControlMessage::Unknown { .. } => {}
+        ControlMessage::Pong { .. }
+        | ControlMessage::Unknown { .. }
+        | ControlMessage::Score { .. }
+        | ControlMessage::Policy(_) => {}
         ControlMessage::Stats(stats) => conn.control.borrow_mut().stats = stats,
         ControlMessage::Drain { grace_ms } => {
             info!(grace_ms, "node is draining");
@@ -149,6 +155,19 @@ fn handle(core: &Rc<Core>, conn: &Rc<NodeConn>, msg: ControlMessage) {
         ControlMessage::Welcome(_) | ControlMessage::Reject { .. } => {
             protocol_close(conn, b"server-only message")
         }
+    }
+}
+
+/// Tells the node its score as the control plane last published it.
+fn send_score(core: &Core, conn: &NodeConn) {
+    let Some(node_id) = conn.node_id.borrow().clone() else {
+        return;
+    };
+    if let Some(route) = core.nodes.load().get(&node_id) {
+        let milli = (route.score.clamp(0.0, 1.0) * 1000.0).round() as u32;
+        conn.control
+            .borrow_mut()
+            .queue(&ControlMessage::Score { milli });
     }
 }
 
@@ -186,6 +205,11 @@ fn admit(core: &Rc<Core>, conn: &Rc<NodeConn>, hello: turbo_proto::wire::control
                         ping_interval_ms: (liveness.as_millis() as u64 / 4).max(100),
                         liveness_timeout_ms: liveness.as_millis() as u64,
                     }));
+                if core.cfg.node_policy != NodePolicy::default() {
+                    conn.control
+                        .borrow_mut()
+                        .queue(&ControlMessage::Policy(core.cfg.node_policy.clone()));
+                }
                 if conn.is_closed() {
                     // Closed while the control plane decided: retract the route.
                     core.forget_node(&conn);

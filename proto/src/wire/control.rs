@@ -85,6 +85,20 @@ pub struct NodeStats {
     pub bytes_to_targets: u64,
 }
 
+/// Destination rules the server pushes to a node; they only add refusals.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodePolicy {
+    /// Ports to refuse.
+    pub ports: Vec<u16>,
+    /// CIDR ranges to refuse (text, e.g. `203.0.113.0/24`).
+    pub nets: Vec<String>,
+    /// Domains to refuse, with their subdomains.
+    pub domains: Vec<String>,
+}
+
+/// Most entries in each list of a [`NodePolicy`].
+pub const MAX_POLICY_ENTRIES: usize = 64;
+
 /// One control-stream message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ControlMessage {
@@ -117,6 +131,13 @@ pub enum ControlMessage {
         /// Grace period in milliseconds.
         grace_ms: u64,
     },
+    /// Server -> node, after the welcome: extra destination rules.
+    Policy(NodePolicy),
+    /// Server -> node: the node's current score as the server computes it, × 1000.
+    Score {
+        /// Score × 1000 (0..=1000).
+        milli: u32,
+    },
     /// A frame type this build does not know; skipped.
     Unknown {
         /// The frame type byte.
@@ -131,6 +152,8 @@ const T_PING: u8 = 4;
 const T_PONG: u8 = 5;
 const T_STATS: u8 = 6;
 const T_DRAIN: u8 = 7;
+const T_POLICY: u8 = 8;
+const T_SCORE: u8 = 9;
 
 impl ControlMessage {
     /// Appends the framed message to `out`.
@@ -179,6 +202,24 @@ impl ControlMessage {
             ControlMessage::Drain { grace_ms } => {
                 put_varint(&mut body, *grace_ms);
                 T_DRAIN
+            }
+            ControlMessage::Policy(p) => {
+                let n = |len: usize| len.min(MAX_POLICY_ENTRIES);
+                put_varint(&mut body, n(p.ports.len()) as u64);
+                for port in p.ports.iter().take(MAX_POLICY_ENTRIES) {
+                    put_varint(&mut body, u64::from(*port));
+                }
+                for list in [&p.nets, &p.domains] {
+                    put_varint(&mut body, n(list.len()) as u64);
+                    for item in list.iter().take(MAX_POLICY_ENTRIES) {
+                        put_bytes(&mut body, item.as_bytes());
+                    }
+                }
+                T_POLICY
+            }
+            ControlMessage::Score { milli } => {
+                put_varint(&mut body, u64::from(*milli));
+                T_SCORE
             }
             ControlMessage::Unknown { kind } => *kind,
         };
@@ -235,6 +276,34 @@ impl ControlMessage {
             }),
             T_DRAIN => ControlMessage::Drain {
                 grace_ms: r.varint("grace")?,
+            },
+            T_POLICY => {
+                let count = |r: &mut Reader<'_>, field| -> Result<usize, WireError> {
+                    let n = r.varint(field)?;
+                    if n > MAX_POLICY_ENTRIES as u64 {
+                        return Err(WireError::UnknownValue { field, value: n });
+                    }
+                    Ok(n as usize)
+                };
+                let mut p = NodePolicy::default();
+                for _ in 0..count(&mut r, "policy ports")? {
+                    let port = r.varint("policy port")?;
+                    p.ports
+                        .push(u16::try_from(port).map_err(|_| WireError::UnknownValue {
+                            field: "policy port",
+                            value: port,
+                        })?);
+                }
+                for _ in 0..count(&mut r, "policy nets")? {
+                    p.nets.push(r.string("policy net", 64)?);
+                }
+                for _ in 0..count(&mut r, "policy domains")? {
+                    p.domains.push(r.string("policy domain", 253)?);
+                }
+                ControlMessage::Policy(p)
+            }
+            T_SCORE => ControlMessage::Score {
+                milli: r.varint("score")?.min(1000) as u32,
             },
             other => ControlMessage::Unknown { kind: other },
         };
@@ -316,7 +385,24 @@ mod tests {
                 bytes_to_targets: 12,
             }),
             ControlMessage::Drain { grace_ms: 30_000 },
+            ControlMessage::Policy(NodePolicy {
+                ports: vec![25, 6667],
+                nets: vec!["203.0.113.0/24".into()],
+                domains: vec!["blocked.example".into()],
+            }),
+            ControlMessage::Score { milli: 875 },
         ]
+    }
+
+    #[test]
+    fn oversized_policies_are_refused() {
+        let mut body = Vec::new();
+        put_varint(&mut body, 65);
+        let mut wire = vec![T_POLICY];
+        put_bytes(&mut wire, &body);
+        let mut dec = ControlDecoder::new();
+        dec.push(&wire);
+        assert!(dec.next_message().is_err());
     }
 
     #[test]

@@ -1,0 +1,128 @@
+//! The runner's view of the node: connection state, server, bytes today and this
+//! month, open streams and the score the server reports. Served as one JSON document
+//! per connection on a Unix socket in the state directory (mode 0600 inside a 0700
+//! directory, so only the runner can open it); `turbo-node status` prints it.
+
+use std::cell::{Cell, RefCell};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::usage::Usage;
+
+/// What `turbo-node status` prints.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct StatusReport {
+    /// `connecting`, `connected`, `capped` or `stopping`.
+    pub state: String,
+    /// The server's `host:port`.
+    pub server: String,
+    /// The node id the server gave.
+    pub node_id: Option<String>,
+    /// Bytes relayed today (UTC).
+    pub bytes_today: u64,
+    /// Bytes relayed this month (UTC).
+    pub bytes_month: u64,
+    /// The monthly cap, if any.
+    pub monthly_cap: Option<u64>,
+    /// Relay streams open now.
+    pub active_streams: u64,
+    /// The node's score as the server last reported it (0 to 1).
+    pub score: Option<f64>,
+}
+
+/// Live status shared by the session and the status socket.
+#[derive(Debug, Default)]
+pub struct Status {
+    /// Current state name.
+    pub state: Cell<&'static str>,
+    /// Server address.
+    pub server: RefCell<String>,
+    /// Node id.
+    pub node_id: RefCell<Option<String>>,
+    /// Last score from the server.
+    pub score: Cell<Option<f64>>,
+    /// Open streams.
+    pub active: Cell<u64>,
+}
+
+impl Status {
+    /// A snapshot for printing.
+    pub fn report(&self, usage: &Usage) -> StatusReport {
+        let (today, month) = usage.totals();
+        StatusReport {
+            state: self.state.get().to_owned(),
+            server: self.server.borrow().clone(),
+            node_id: self.node_id.borrow().clone(),
+            bytes_today: today,
+            bytes_month: month,
+            monthly_cap: usage.cap(),
+            active_streams: self.active.get(),
+            score: self.score.get(),
+        }
+    }
+}
+
+/// The status socket's path in `state_dir`.
+pub fn socket_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("status.sock")
+}
+
+/// Serves status reports on the socket until the task is dropped.
+#[cfg(unix)]
+pub async fn serve(path: PathBuf, status: Rc<Status>, usage: Rc<Usage>) {
+    use tokio::io::AsyncWriteExt;
+    if let Some(dir) = path.parent() {
+        if crate::files::private_dir(dir).is_err() {
+            return;
+        }
+    }
+    let _ = std::fs::remove_file(&path);
+    let listener = match tokio::net::UnixListener::bind(&path) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %e, path = %path.display(), "no status socket");
+            return;
+        }
+    };
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+    }
+    while let Ok((mut s, _)) = listener.accept().await {
+        let report = status.report(&usage);
+        if let Ok(mut text) = serde_json::to_vec(&report) {
+            text.push(b'\n');
+            let _ = s.write_all(&text).await;
+        }
+    }
+}
+
+/// Reads one report from the socket.
+///
+/// # Errors
+/// When the node is not running (no socket) or answers garbage.
+#[cfg(unix)]
+pub fn query(path: &Path) -> std::io::Result<StatusReport> {
+    use std::io::Read;
+    let mut s = std::os::unix::net::UnixStream::connect(path)?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    serde_json::from_str(&text).map_err(std::io::Error::other)
+}
+
+/// Status is served on a Unix socket; Windows builds do not serve it yet.
+#[cfg(not(unix))]
+pub async fn serve(_path: PathBuf, _status: Rc<Status>, _usage: Rc<Usage>) {}
+
+/// Status is served on a Unix socket; Windows builds do not serve it yet.
+///
+/// # Errors
+/// Always, on Windows.
+#[cfg(not(unix))]
+pub fn query(_path: &Path) -> std::io::Result<StatusReport> {
+    Err(std::io::Error::other(
+        "turbo-node status is not available on Windows yet",
+    ))
+}
