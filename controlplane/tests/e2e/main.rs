@@ -11,7 +11,9 @@ mod data_path;
 mod demo;
 mod failures;
 mod nat_rebind;
+mod node_controls;
 mod node_loss;
+mod policy_netns;
 mod routing;
 
 /// Declares `$name` as a test under each driver: `io_uring::$name` and
