@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tracing::{debug, Instrument};
-use turbo_proto::wire::relay::{RelayHeader, RelayReply, MAX_RELAY_HEADER};
+use turbo_proto::wire::relay::{RelayHeader, RelayHeaderReader, RelayReply};
 use turbo_proto::RelayStatus;
 
 use crate::conn::{Conn, StreamError, StreamIo};
@@ -126,17 +126,12 @@ fn refusal(status: RelayStatus, message: String) -> Vec<u8> {
 /// Reads the relay header; `Err(Some(msg))` for a malformed one, `Err(None)` when the
 /// stream died first.
 async fn read_header(io: &StreamIo) -> Result<(RelayHeader, Vec<u8>), Option<String>> {
-    let mut acc = Vec::with_capacity(64);
+    let mut reader = RelayHeaderReader::new();
     let mut buf = [0u8; 2048];
     loop {
         let (n, fin) = io.recv(&mut buf).await.map_err(|_| None)?;
-        acc.extend_from_slice(&buf[..n]);
-        match RelayHeader::decode(&acc) {
-            Ok(Some((h, used))) => return Ok((h, acc.split_off(used))),
-            Ok(None) if fin => return Err(Some("stream ended inside the header".into())),
-            Ok(None) if acc.len() > MAX_RELAY_HEADER + 16 => {
-                return Err(Some("header too long".into()))
-            }
+        match reader.feed(&buf[..n], fin) {
+            Ok(Some(done)) => return Ok(done),
             Ok(None) => {}
             Err(e) => return Err(Some(e.to_string())),
         }

@@ -44,6 +44,11 @@ fn relay_header_corpus() {
 }
 
 #[test]
+fn relay_stream_corpus() {
+    replay("relay_stream", harness::relay_stream);
+}
+
+#[test]
 fn control_corpus() {
     replay("control", harness::control);
 }

@@ -116,6 +116,49 @@ impl RelayHeader {
     }
 }
 
+/// The node's side of a relay stream's start: fed the stream's bytes in whatever chunks
+/// they arrive, it yields the header and the payload bytes that followed it. Memory is
+/// bounded by the header limit: more input without a complete header is an error.
+#[derive(Debug, Default)]
+pub struct RelayHeaderReader {
+    acc: Vec<u8>,
+}
+
+/// The most bytes a complete header can span: version, a 9-byte varint length, body.
+const MAX_HEADER_SPAN: usize = 1 + 9 + MAX_RELAY_HEADER;
+
+impl RelayHeaderReader {
+    /// An empty reader.
+    pub fn new() -> Self {
+        RelayHeaderReader::default()
+    }
+
+    /// Feeds the next `chunk`; `fin` when the stream ended after it. `Ok(None)` asks
+    /// for more; `Ok(Some((header, rest)))` is final, `rest` being the payload bytes
+    /// that came after the header.
+    ///
+    /// # Errors
+    /// What [`RelayHeader::decode`] reports, [`WireError::Truncated`] when the stream
+    /// ends inside the header, and [`WireError::TooLong`] past the header limit.
+    pub fn feed(
+        &mut self,
+        chunk: &[u8],
+        fin: bool,
+    ) -> Result<Option<(RelayHeader, Vec<u8>)>, WireError> {
+        self.acc.extend_from_slice(chunk);
+        match RelayHeader::decode(&self.acc)? {
+            Some((header, used)) => Ok(Some((header, self.acc.split_off(used)))),
+            None if fin => Err(WireError::Truncated("relay header")),
+            None if self.acc.len() > MAX_HEADER_SPAN => Err(WireError::TooLong {
+                field: "relay header",
+                len: self.acc.len() as u64,
+                max: MAX_HEADER_SPAN as u64,
+            }),
+            None => Ok(None),
+        }
+    }
+}
+
 /// The node's answer on a relay stream, sent before any payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RelayReply {

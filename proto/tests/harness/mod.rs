@@ -8,7 +8,7 @@ use turbo_proto::http::{response, HttpError, HttpHeadParser, HttpLimits, HttpPro
 use turbo_proto::params::{parse_username, CountryCode, MAX_SESSTIME_MINUTES};
 use turbo_proto::socks5::{Socks5Error, Socks5Handshake, Socks5Step};
 use turbo_proto::wire::control::{ControlDecoder, ControlMessage};
-use turbo_proto::wire::relay::{RelayHeader, RelayReply};
+use turbo_proto::wire::relay::{RelayHeader, RelayHeaderReader, RelayReply};
 use turbo_proto::wire::WireError;
 
 /// The splittings every input is tried with: whole, byte at a time, and chunks whose
@@ -289,6 +289,45 @@ pub(crate) fn control(data: &[u8]) {
             let mut d = ControlDecoder::new();
             d.push(&out);
             assert_eq!(d.next_message(), Ok(Some(m)));
+        }
+    }
+}
+
+/// One run of the node's relay-stream reader over `chunks`, the last one with FIN.
+/// On success, the payload is what the reader returned plus the chunks after it (which
+/// the node then reads from the stream directly).
+fn relay_stream_run(chunks: &[&[u8]]) -> Result<Option<(RelayHeader, Vec<u8>)>, WireError> {
+    let mut reader = RelayHeaderReader::new();
+    if chunks.is_empty() {
+        return reader.feed(&[], true);
+    }
+    for (i, c) in chunks.iter().enumerate() {
+        let fin = i + 1 == chunks.len();
+        if let Some((header, mut payload)) = reader.feed(c, fin)? {
+            chunks[i + 1..].iter().for_each(|c| payload.extend_from_slice(c));
+            return Ok(Some((header, payload)));
+        }
+    }
+    Ok(None)
+}
+
+/// The node's relay-stream reader: every splitting of the stream gives the same header
+/// and the same payload remainder as the one-shot decoder, or the same error class.
+pub(crate) fn relay_stream(data: &[u8]) {
+    let whole = RelayHeader::decode(data);
+    for chunks in splittings(data) {
+        let run = relay_stream_run(&chunks);
+        match (&whole, &run) {
+            (Ok(Some((h, used))), Ok(Some((got, rest)))) => {
+                assert_eq!(got, h);
+                assert_eq!(rest.as_slice(), &data[*used..]);
+            }
+            (Ok(None), Err(WireError::Truncated(_))) => {}
+            (Ok(None), Err(WireError::TooLong { .. })) => {
+                unreachable!("a header prefix within limits was called too long")
+            }
+            (Err(e), Err(got)) => assert_eq!(e, got),
+            other => panic!("splitting changed the outcome: {other:?}"),
         }
     }
 }
