@@ -6,4 +6,8 @@
 pub mod auth;
 pub mod curl;
 pub mod net;
+pub mod peers;
+pub mod socks;
+pub mod suite;
 pub mod target;
+pub mod workload;

@@ -16,6 +16,18 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// The standard suite: every workload through every available path.
+    Suite {
+        /// Small and fast: every workload once, for CI.
+        #[arg(long)]
+        quick: bool,
+        /// Runs per workload and path (median reported).
+        #[arg(long)]
+        runs: Option<usize>,
+        /// Where report.json and report.md go.
+        #[arg(long, default_value = "target/turbo-bench")]
+        out: PathBuf,
+    },
     /// Bulk download with curl: direct vs SOCKS5 vs HTTP CONNECT through Turbo.
     Curl {
         /// Size of the downloaded body, MiB.
@@ -42,6 +54,15 @@ enum Cmd {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
+        Cmd::Suite { quick, runs, out } => {
+            let mut cfg = if quick {
+                turbo_bench::suite::Config::quick(cli.bin_dir)
+            } else {
+                turbo_bench::suite::Config::full(cli.bin_dir)
+            };
+            cfg.runs = runs.unwrap_or(cfg.runs);
+            turbo_bench::suite::run_and_report(&cfg, &out)?;
+        }
         Cmd::Curl {
             size_mb,
             runs,

@@ -44,7 +44,11 @@ fn start_redis(dir: &Path) -> Result<(Child, String)> {
     Ok((child, format!("redis://127.0.0.1:{port}/0")))
 }
 
-fn free_port() -> Result<u16> {
+/// A port free for both TCP and UDP on 127.0.0.1.
+///
+/// # Errors
+/// When no socket can be bound.
+pub fn free_port() -> Result<u16> {
     loop {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
@@ -53,7 +57,11 @@ fn free_port() -> Result<u16> {
     }
 }
 
-fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> Result<T> {
+/// Polls `f` until it returns `Some`, for at most 30 s.
+///
+/// # Errors
+/// When it never does.
+pub fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> Result<T> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         if let Some(v) = f() {
@@ -78,6 +86,19 @@ impl Network {
     /// # Errors
     /// As [`Network::start`], or when redis-server cannot start.
     pub fn start_on(bin_dir: &Path, cores: usize, redis: bool) -> Result<Network> {
+        Network::start_with(bin_dir, cores, redis, &[])
+    }
+
+    /// Like [`Network::start_on`], with extra `turbo-node run` arguments.
+    ///
+    /// # Errors
+    /// As [`Network::start_on`].
+    pub fn start_with(
+        bin_dir: &Path,
+        cores: usize,
+        redis: bool,
+        node_args: &[&str],
+    ) -> Result<Network> {
         let bin = |name: &str| -> Result<PathBuf> {
             let p = bin_dir.join(name);
             if !p.exists() {
@@ -134,6 +155,8 @@ impl Network {
             .to_owned();
         let node = Command::new(bin("turbo-node")?)
             .args(["run", "--join", &join, "--allow-cidr", "127.0.0.0/8"])
+            .args(node_args)
+            .env("TURBO_NODE_STATE", dir.path().join("node"))
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .spawn()

@@ -304,7 +304,9 @@ fn relay_stream_run(chunks: &[&[u8]]) -> Result<Option<(RelayHeader, Vec<u8>)>, 
     for (i, c) in chunks.iter().enumerate() {
         let fin = i + 1 == chunks.len();
         if let Some((header, mut payload)) = reader.feed(c, fin)? {
-            chunks[i + 1..].iter().for_each(|c| payload.extend_from_slice(c));
+            chunks[i + 1..]
+                .iter()
+                .for_each(|c| payload.extend_from_slice(c));
             return Ok(Some((header, payload)));
         }
     }

@@ -1,0 +1,411 @@
+//! The standard suite: every workload through every available path, interleaved run by
+//! run, medians reported. Produces a [`Report`] (markdown table, JSON).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{ensure, Result};
+
+use crate::peers::{Peer, PeerKind};
+use crate::target;
+use crate::workload::{self, Direction};
+
+/// What to run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Config {
+    /// Directory holding `turbo-server` and `turbo-node`.
+    pub bin_dir: PathBuf,
+    /// Server cores.
+    pub cores: usize,
+    /// Runs per workload and path (median reported).
+    pub runs: usize,
+    /// Bytes per bulk run.
+    pub bulk_bytes: u64,
+    /// Closed-loop duration per connection-rate run.
+    pub rate_duration: Duration,
+    /// Open-loop duration per latency run.
+    pub latency_duration: Duration,
+    /// Idle tunnels to open (capped by the file-descriptor limit).
+    pub idle_tunnels: usize,
+    /// Concurrencies of the connection-rate workload.
+    pub concurrency: Vec<usize>,
+}
+
+impl Config {
+    /// The standard suite.
+    pub fn full(bin_dir: PathBuf) -> Self {
+        Config {
+            bin_dir,
+            cores: 2,
+            runs: 5,
+            bulk_bytes: 512 << 20,
+            rate_duration: Duration::from_secs(3),
+            latency_duration: Duration::from_secs(3),
+            idle_tunnels: 10_000,
+            concurrency: vec![64, 256],
+        }
+    }
+
+    /// Every workload once, small: checks that everything completes and is sane.
+    pub fn quick(bin_dir: PathBuf) -> Self {
+        Config {
+            bin_dir,
+            cores: 2,
+            runs: 1,
+            bulk_bytes: 8 << 20,
+            rate_duration: Duration::from_millis(300),
+            latency_duration: Duration::from_millis(300),
+            idle_tunnels: 100,
+            concurrency: vec![8, 64],
+        }
+    }
+}
+
+/// Whether bigger is better for a metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum Better {
+    /// Throughput, rates.
+    Higher,
+    /// Latency, CPU, memory.
+    Lower,
+}
+
+/// One table row: a metric of one workload, the median per path.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Row {
+    /// Workload name.
+    pub workload: String,
+    /// Metric and unit.
+    pub metric: String,
+    /// Direction of goodness.
+    pub better: Better,
+    /// Median per path name; absent where the path was skipped or does not apply.
+    pub values: BTreeMap<&'static str, f64>,
+    /// Every run's value per path.
+    pub samples: BTreeMap<&'static str, Vec<f64>>,
+}
+
+/// The suite's result.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Report {
+    /// The configuration.
+    pub config: Config,
+    /// Paths that ran.
+    pub peers: Vec<&'static str>,
+    /// Skipped paths, with the command that installs them.
+    pub skipped: Vec<(&'static str, String)>,
+    /// The rows, in table order.
+    pub rows: Vec<Row>,
+}
+
+#[derive(Default)]
+struct Rows(Vec<Row>);
+
+impl Rows {
+    fn push(&mut self, workload: &str, metric: &str, better: Better, peer: PeerKind, v: f64) {
+        let row = match self
+            .0
+            .iter_mut()
+            .find(|r| r.workload == workload && r.metric == metric)
+        {
+            Some(r) => r,
+            None => {
+                self.0.push(Row {
+                    workload: workload.into(),
+                    metric: metric.into(),
+                    better,
+                    values: BTreeMap::new(),
+                    samples: BTreeMap::new(),
+                });
+                self.0.last_mut().expect("just pushed")
+            }
+        };
+        row.samples.entry(peer.name()).or_default().push(v);
+    }
+
+    fn finish(mut self) -> Vec<Row> {
+        for r in &mut self.0 {
+            for (peer, s) in &r.samples {
+                let mut s = s.clone();
+                s.sort_by(f64::total_cmp);
+                r.values.insert(peer, s[s.len() / 2]);
+            }
+        }
+        self.0
+    }
+
+    fn median(&self, workload: &str, metric: &str, peer: PeerKind) -> Option<f64> {
+        let r = self
+            .0
+            .iter()
+            .find(|r| r.workload == workload && r.metric == metric)?;
+        let mut s = r.samples.get(peer.name())?.clone();
+        s.sort_by(f64::total_cmp);
+        s.get(s.len() / 2).copied()
+    }
+}
+
+/// Open file descriptors allowed, raised to the hard limit.
+fn raise_fd_limit() -> u64 {
+    let mut l = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit on this process with a valid struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) != 0 {
+            return 1024;
+        }
+        l.rlim_cur = l.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &l);
+    }
+    l.rlim_cur
+}
+
+/// Runs the suite; `progress` is told each step.
+///
+/// # Errors
+/// When Turbo cannot start, or a workload fails outright (bytes lost, a tunnel refused).
+pub fn run(cfg: &Config, progress: &dyn Fn(&str)) -> Result<Report> {
+    let fds = raise_fd_limit();
+    let tunnels = cfg.idle_tunnels.min((fds.saturating_sub(512) / 2) as usize);
+    let (source, sink, echo) = (target::source()?, target::sink()?, target::echo()?);
+    let mut peers = Vec::new();
+    let mut skipped = Vec::new();
+    for kind in PeerKind::ALL {
+        match Peer::start(kind, &cfg.bin_dir, cfg.cores)? {
+            Ok(p) => peers.push(p),
+            Err(why) => skipped.push((kind.name(), why)),
+        }
+    }
+    let mut rows = Rows::default();
+    bulk_rows(cfg, &peers, source, sink, &mut rows, progress)?;
+    rate_rows(cfg, &peers, echo, &mut rows, progress)?;
+    for p in peers.iter().filter(|p| p.kind != PeerKind::Direct) {
+        progress(&format!("idle tunnels: {} x {tunnels}", p.kind.name()));
+        let idle = workload::idle_tunnels(p, tunnels)?;
+        let total: f64 = idle.rss_per_tunnel.iter().map(|(_, b)| b).sum();
+        rows.push(
+            "idle tunnels",
+            &format!("RSS per tunnel, bytes ({tunnels} held)"),
+            Better::Lower,
+            p.kind,
+            total,
+        );
+    }
+    Ok(Report {
+        config: Config {
+            idle_tunnels: tunnels,
+            ..cfg.clone()
+        },
+        peers: peers.iter().map(|p| p.kind.name()).collect(),
+        skipped,
+        rows: rows.finish(),
+    })
+}
+
+fn bulk_rows(
+    cfg: &Config,
+    peers: &[Peer],
+    source: SocketAddr,
+    sink: SocketAddr,
+    rows: &mut Rows,
+    progress: &dyn Fn(&str),
+) -> Result<()> {
+    for (dir, name) in [
+        (Direction::Download, "download"),
+        (Direction::Upload, "upload"),
+    ] {
+        for conns in [1, 8] {
+            let workload = format!("bulk {name}, {conns} conn");
+            for run in 0..cfg.runs {
+                for p in peers {
+                    progress(&format!("{workload}: {} run {}", p.kind.name(), run + 1));
+                    let b = workload::bulk(p, source, sink, dir, conns, cfg.bulk_bytes)?;
+                    rows.push(&workload, "MiB/s", Better::Higher, p.kind, b.mib_s);
+                    if p.kind != PeerKind::Direct {
+                        rows.push(
+                            &workload,
+                            "relay CPU s/GB",
+                            Better::Lower,
+                            p.kind,
+                            b.cpu_s_per_gb,
+                        );
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn rate_rows(
+    cfg: &Config,
+    peers: &[Peer],
+    echo: SocketAddr,
+    rows: &mut Rows,
+    progress: &dyn Fn(&str),
+) -> Result<()> {
+    for &c in &cfg.concurrency {
+        let workload = format!("connect+64B echo, concurrency {c}");
+        for run in 0..cfg.runs {
+            for p in peers {
+                progress(&format!("{workload}: {} run {}", p.kind.name(), run + 1));
+                let r = workload::conn_rate(p, echo, c, cfg.rate_duration)?;
+                ensure!(
+                    r.failed == 0,
+                    "{}: {} of {} connections failed",
+                    p.kind.name(),
+                    r.failed,
+                    r.failed + r.completed
+                );
+                rows.push(&workload, "conns/s", Better::Higher, p.kind, r.conns_per_s);
+                rows.push(
+                    &workload,
+                    "TTFB p50 µs",
+                    Better::Lower,
+                    p.kind,
+                    r.latency_us.p50 as f64,
+                );
+                rows.push(
+                    &workload,
+                    "TTFB p99 µs",
+                    Better::Lower,
+                    p.kind,
+                    r.latency_us.p99 as f64,
+                );
+                rows.push(
+                    &workload,
+                    "TTFB p99.9 µs",
+                    Better::Lower,
+                    p.kind,
+                    r.latency_us.p999 as f64,
+                );
+            }
+        }
+    }
+    let base = format!("connect+64B echo, concurrency {}", cfg.concurrency[0]);
+    let workload = "open loop at 50% of max";
+    for run in 0..cfg.runs {
+        for p in peers {
+            let max = rows.median(&base, "conns/s", p.kind).unwrap_or(100.0);
+            progress(&format!("{workload}: {} run {}", p.kind.name(), run + 1));
+            let r =
+                workload::open_loop(p, echo, max / 2.0, cfg.latency_duration, cfg.concurrency[0])?;
+            ensure!(
+                r.failed == 0,
+                "{}: {} requests failed under load",
+                p.kind.name(),
+                r.failed
+            );
+            rows.push(
+                workload,
+                "rate conns/s",
+                Better::Higher,
+                p.kind,
+                r.conns_per_s,
+            );
+            rows.push(
+                workload,
+                "p50 µs",
+                Better::Lower,
+                p.kind,
+                r.latency_us.p50 as f64,
+            );
+            rows.push(
+                workload,
+                "p99 µs",
+                Better::Lower,
+                p.kind,
+                r.latency_us.p99 as f64,
+            );
+            rows.push(
+                workload,
+                "p99.9 µs",
+                Better::Lower,
+                p.kind,
+                r.latency_us.p999 as f64,
+            );
+        }
+    }
+    Ok(())
+}
+
+impl Report {
+    /// The markdown table: one column per path, then Turbo against the best other
+    /// proxy (ratio > 1 means Turbo is better).
+    pub fn markdown(&self) -> String {
+        let mut out = String::from("| workload | metric |");
+        for p in &self.peers {
+            out += &format!(" {p} |");
+        }
+        out += " turbo vs best proxy |\n|---|---|";
+        for _ in &self.peers {
+            out += "---:|";
+        }
+        out += "---:|\n";
+        for r in &self.rows {
+            out += &format!("| {} | {} |", r.workload, r.metric);
+            for p in &self.peers {
+                match r.values.get(p) {
+                    Some(v) if *v >= 100.0 => out += &format!(" {v:.0} |"),
+                    Some(v) => out += &format!(" {v:.2} |"),
+                    None => out += " — |",
+                }
+            }
+            out += &format!(
+                " {} |\n",
+                self.vs_best(r).map_or("—".into(), |x| format!("{x:.2}×"))
+            );
+        }
+        for (p, why) in &self.skipped {
+            out += &format!("\n{p}: skipped (not installed: {why})");
+        }
+        out
+    }
+
+    /// Turbo's value against the best proxy peer (microsocks, shadowsocks), as a
+    /// goodness ratio: above 1 means Turbo is better.
+    pub fn vs_best(&self, r: &Row) -> Option<f64> {
+        let turbo = *r.values.get(PeerKind::Turbo.name())?;
+        let others = [PeerKind::Microsocks, PeerKind::Shadowsocks]
+            .iter()
+            .filter_map(|k| r.values.get(k.name()).copied());
+        let best = match r.better {
+            Better::Higher => {
+                others.fold(None, |b: Option<f64>, v| Some(b.map_or(v, |b| b.max(v))))?
+            }
+            Better::Lower => {
+                others.fold(None, |b: Option<f64>, v| Some(b.map_or(v, |b| b.min(v))))?
+            }
+        };
+        Some(match r.better {
+            Better::Higher => turbo / best,
+            Better::Lower => best / turbo,
+        })
+    }
+}
+
+/// Runs the suite with a progress bar on stderr, prints the table, and writes
+/// `report.json` and `report.md` under `out_dir`.
+///
+/// # Errors
+/// As [`run`], or when the files cannot be written.
+pub fn run_and_report(cfg: &Config, out_dir: &std::path::Path) -> Result<Report> {
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.enable_steady_tick(Duration::from_millis(200));
+    let report = run(cfg, &|step| bar.set_message(step.to_owned()))?;
+    bar.finish_and_clear();
+    let table = report.markdown();
+    println!("{table}");
+    std::fs::create_dir_all(out_dir)?;
+    std::fs::write(
+        out_dir.join("report.json"),
+        serde_json::to_string_pretty(&report)?,
+    )?;
+    std::fs::write(out_dir.join("report.md"), &table)?;
+    eprintln!("wrote {}/report.{{json,md}}", out_dir.display());
+    Ok(report)
+}

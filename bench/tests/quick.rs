@@ -1,0 +1,30 @@
+//! The harness's quick mode on the workspace's debug binaries: every workload
+//! completes through every installed path, with sane figures (non-zero, bytes received
+//! equal to bytes sent — the workloads check that themselves). No timing threshold.
+
+#[test]
+fn quick_suite_completes_with_sane_figures() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let cfg = turbo_bench::suite::Config::quick(root.join("target/debug"));
+    let out = tempfile::tempdir().expect("dir");
+    let report = turbo_bench::suite::run_and_report(&cfg, out.path()).expect("suite");
+    assert!(report.peers.contains(&"direct") && report.peers.contains(&"turbo"));
+    assert!(out.path().join("report.json").exists());
+    assert!(!report.rows.is_empty());
+    for row in &report.rows {
+        for peer in &report.peers {
+            let applies = *peer != "direct"
+                || !(row.metric.contains("CPU") || row.workload == "idle tunnels");
+            if !applies {
+                continue;
+            }
+            let v = row.values.get(peer).copied();
+            assert!(
+                v.is_some_and(|v| v.is_finite() && (v > 0.0 || row.workload == "idle tunnels")),
+                "{peer}: {} / {} = {v:?}",
+                row.workload,
+                row.metric
+            );
+        }
+    }
+}
