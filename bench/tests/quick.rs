@@ -19,8 +19,12 @@ fn quick_suite_completes_with_sane_figures() {
                 continue;
             }
             let v = row.values.get(peer).copied();
+            // CPU comes in 10 ms ticks and a quick run may take less; RSS may even
+            // shrink. Throughput, rates and latencies must be positive.
+            let coarse = row.metric.contains("CPU") || row.workload == "idle tunnels";
             assert!(
-                v.is_some_and(|v| v.is_finite() && (v > 0.0 || row.workload == "idle tunnels")),
+                v.is_some_and(|v| v.is_finite()
+                    && (v > 0.0 || (coarse && v >= 0.0) || row.workload == "idle tunnels")),
                 "{peer}: {} / {} = {v:?}",
                 row.workload,
                 row.metric

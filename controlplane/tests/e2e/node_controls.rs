@@ -244,7 +244,11 @@ fn node_reconnects_after_a_server_restart() {
     let mut net = Net::start_with(Options::redis("io_uring", &redis));
     echo_round_trip(&mut open(&net, "127.0.0.1", echo.port()));
     let pid = net.node.as_ref().expect("node").id();
-    let fds = || std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .count()
+    };
     let before = fds();
     for _ in 0..3 {
         net.restart_server();
@@ -255,5 +259,8 @@ fn node_reconnects_after_a_server_restart() {
     }
     // Nothing leaks across reconnects: the old sockets are gone.
     let after = fds();
-    assert!(after <= before, "node file descriptors grew from {before} to {after}");
+    assert!(
+        after <= before,
+        "node file descriptors grew from {before} to {after}"
+    );
 }
