@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod curl;
+pub mod fanin;
 pub mod net;
 pub mod peers;
 pub mod socks;

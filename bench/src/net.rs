@@ -61,8 +61,20 @@ pub fn free_port() -> Result<u16> {
 ///
 /// # Errors
 /// When it never does.
-pub fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> Result<T> {
-    let deadline = Instant::now() + Duration::from_secs(30);
+pub fn wait_for<T>(what: &str, f: impl FnMut() -> Option<T>) -> Result<T> {
+    wait_for_long(what, Duration::from_secs(30), f)
+}
+
+/// Polls `f` until it returns `Some`, for at most `limit`.
+///
+/// # Errors
+/// When it never does.
+pub fn wait_for_long<T>(
+    what: &str,
+    limit: Duration,
+    mut f: impl FnMut() -> Option<T>,
+) -> Result<T> {
+    let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
         if let Some(v) = f() {
             return Ok(v);
@@ -197,6 +209,23 @@ impl Network {
             .send_json(serde_json::json!({"name": "bench", "credits": credits}))?
             .into_json()?;
         Ok(v["key"].as_str().context("key")?.to_owned())
+    }
+
+    /// How many nodes the API reports connected.
+    ///
+    /// # Errors
+    /// When the API does not answer.
+    pub fn connected_nodes(&self) -> Result<usize> {
+        let nodes: serde_json::Value = ureq::get(&format!("{}/api/nodes", self.api))
+            .set("Authorization", &format!("Bearer {}", self.admin_token))
+            .call()?
+            .into_json()?;
+        Ok(nodes
+            .as_array()
+            .context("node list")?
+            .iter()
+            .filter(|n| n["connected"] == true)
+            .count())
     }
 
     /// CPU seconds (user + system) used so far by the server and the node.

@@ -47,6 +47,15 @@ impl PeerKind {
     }
 }
 
+/// Where a relaying process sits on the path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum Role {
+    /// Accepts the client's connection (the "server" side of a proxy).
+    Entry,
+    /// Connects to the target (the node, for Turbo).
+    Exit,
+}
+
 /// A started path.
 pub struct Peer {
     /// Which one.
@@ -172,14 +181,32 @@ impl Peer {
         }
     }
 
-    /// The relaying processes' pids with their roles (none for direct).
-    pub fn pids(&self) -> Vec<(&'static str, u32)> {
-        let mut v: Vec<_> = self.procs.iter().map(|(r, c)| (*r, c.id())).collect();
+    /// The relaying processes' pids with their roles (none for direct): `entry` is
+    /// the process the client talks to (microsocks, sslocal, turbo-server), `exit` the
+    /// one that dials the target (ssserver, turbo-node; microsocks is both).
+    pub fn pids(&self) -> Vec<(Role, u32)> {
+        let mut v: Vec<_> = self
+            .procs
+            .iter()
+            .map(|(name, c)| {
+                let role = if *name == "ssserver" {
+                    Role::Exit
+                } else {
+                    Role::Entry
+                };
+                (role, c.id())
+            })
+            .collect();
         if let Some(net) = &self.turbo {
-            v.push(("turbo-server", net.server.id()));
-            v.push(("turbo-node", net.node.id()));
+            v.push((Role::Entry, net.server.id()));
+            v.push((Role::Exit, net.node.id()));
         }
         v
+    }
+
+    /// The Turbo network behind this path, if it is Turbo.
+    pub fn turbo(&self) -> Option<&Network> {
+        self.turbo.as_ref()
     }
 
     /// CPU seconds used so far by the relaying processes.

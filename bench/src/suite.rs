@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{ensure, Result};
 
-use crate::peers::{Peer, PeerKind};
+use crate::peers::{Peer, PeerKind, Role};
 use crate::target;
 use crate::workload::{self, Direction};
 
@@ -31,6 +31,10 @@ pub struct Config {
     pub idle_tunnels: usize,
     /// Concurrencies of the connection-rate workload.
     pub concurrency: Vec<usize>,
+    /// In-harness nodes for the fan-in workload.
+    pub fan_in_nodes: usize,
+    /// How long the fan-in nodes idle while the server's CPU is read.
+    pub fan_in_idle: Duration,
 }
 
 impl Config {
@@ -45,6 +49,8 @@ impl Config {
             latency_duration: Duration::from_secs(3),
             idle_tunnels: 10_000,
             concurrency: vec![64, 256],
+            fan_in_nodes: 1000,
+            fan_in_idle: Duration::from_secs(10),
         }
     }
 
@@ -59,6 +65,8 @@ impl Config {
             latency_duration: Duration::from_millis(300),
             idle_tunnels: 100,
             concurrency: vec![8, 64],
+            fan_in_nodes: 20,
+            fan_in_idle: Duration::from_millis(500),
         }
     }
 }
@@ -186,13 +194,48 @@ pub fn run(cfg: &Config, progress: &dyn Fn(&str)) -> Result<Report> {
     for p in peers.iter().filter(|p| p.kind != PeerKind::Direct) {
         progress(&format!("idle tunnels: {} x {tunnels}", p.kind.name()));
         let idle = workload::idle_tunnels(p, tunnels)?;
+        let workload = format!("idle tunnels ({tunnels} held)");
+        for (role, name) in [(Role::Entry, "entry (server)"), (Role::Exit, "exit (node)")] {
+            let mine = idle.rss_per_tunnel.iter().filter(|(r, _)| *r == role);
+            if mine.clone().next().is_some() {
+                let b: f64 = mine.map(|(_, b)| b).sum();
+                let metric = format!("RSS/tunnel bytes, {name}");
+                rows.push(&workload, &metric, Better::Lower, p.kind, b);
+            }
+        }
         let total: f64 = idle.rss_per_tunnel.iter().map(|(_, b)| b).sum();
         rows.push(
-            "idle tunnels",
-            &format!("RSS per tunnel, bytes ({tunnels} held)"),
+            &workload,
+            "RSS/tunnel bytes, total",
             Better::Lower,
             p.kind,
             total,
+        );
+    }
+    if let Some(net) = peers.iter().find_map(Peer::turbo) {
+        progress(&format!("node fan-in: {} nodes", cfg.fan_in_nodes));
+        let f = crate::fanin::node_fan_in(net, cfg.fan_in_nodes, cfg.fan_in_idle)?;
+        let workload = format!("node fan-in ({} QUIC nodes)", f.nodes);
+        rows.push(
+            &workload,
+            "server RSS/node bytes",
+            Better::Lower,
+            PeerKind::Turbo,
+            f.server_rss_per_node,
+        );
+        rows.push(
+            &workload,
+            "server idle CPU %",
+            Better::Lower,
+            PeerKind::Turbo,
+            f.server_idle_cpu_percent,
+        );
+        rows.push(
+            &workload,
+            "seconds to connect all",
+            Better::Lower,
+            PeerKind::Turbo,
+            f.connect_all_secs,
         );
     }
     Ok(Report {

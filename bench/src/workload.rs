@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context, Result};
 use hdrhistogram::Histogram;
 
-use crate::peers::{rss_bytes, Peer};
+use crate::peers::{rss_bytes, Peer, Role};
 use crate::target::{pattern, PATTERN_LEN};
 
 /// Direction of a bulk transfer.
@@ -274,7 +274,7 @@ pub struct Idle {
     /// Tunnels opened and held.
     pub tunnels: usize,
     /// RSS growth per tunnel, bytes, per relaying process.
-    pub rss_per_tunnel: Vec<(String, f64)>,
+    pub rss_per_tunnel: Vec<(Role, f64)>,
 }
 
 /// Opens `n` tunnels to the holding target, keeps them all open, and reads each
@@ -284,11 +284,7 @@ pub struct Idle {
 /// A tunnel that cannot be opened, or the target not seeing all of them.
 pub fn idle_tunnels(peer: &Peer, n: usize) -> Result<Idle> {
     let (hold, held) = crate::target::hold()?;
-    let before: Vec<(String, u64)> = peer
-        .pids()
-        .iter()
-        .map(|(r, p)| (r.to_string(), rss_bytes(*p)))
-        .collect();
+    let before: Vec<u64> = peer.pids().iter().map(|(_, p)| rss_bytes(*p)).collect();
     let mut tunnels = Vec::with_capacity(n);
     for i in 0..n {
         tunnels.push(peer.connect(hold).with_context(|| format!("tunnel {i}"))?);
@@ -300,7 +296,7 @@ pub fn idle_tunnels(peer: &Peer, n: usize) -> Result<Idle> {
         .pids()
         .iter()
         .zip(&before)
-        .map(|((r, p), (_, b))| (r.to_string(), (rss_bytes(*p) as f64 - *b as f64) / n as f64))
+        .map(|((r, p), b)| (*r, (rss_bytes(*p) as f64 - *b as f64) / n as f64))
         .collect();
     drop(tunnels);
     held.lock().expect("lock").clear();
