@@ -8,6 +8,7 @@ pub mod curl;
 pub mod fanin;
 pub mod net;
 pub mod peers;
+pub mod plot;
 pub mod socks;
 pub mod suite;
 pub mod target;

@@ -106,10 +106,12 @@ pub struct Report {
     pub skipped: Vec<(&'static str, String)>,
     /// The rows, in table order.
     pub rows: Vec<Row>,
+    /// Latency distributions of the last run: (workload, path, (quantile, µs) points).
+    pub cdfs: Vec<(String, &'static str, Vec<(f64, u64)>)>,
 }
 
 #[derive(Default)]
-struct Rows(Vec<Row>);
+struct Rows(Vec<Row>, Vec<(String, &'static str, Vec<(f64, u64)>)>);
 
 impl Rows {
     fn push(&mut self, workload: &str, metric: &str, better: Better, peer: PeerKind, v: f64) {
@@ -131,6 +133,13 @@ impl Rows {
             }
         };
         row.samples.entry(peer.name()).or_default().push(v);
+    }
+
+    /// Keeps the latest latency distribution of `workload` on `peer`.
+    fn cdf(&mut self, workload: &str, peer: PeerKind, points: Vec<(f64, u64)>) {
+        self.1
+            .retain(|(w, p, _)| !(w == workload && *p == peer.name()));
+        self.1.push((workload.to_owned(), peer.name(), points));
     }
 
     fn finish(mut self) -> Vec<Row> {
@@ -245,6 +254,7 @@ pub fn run(cfg: &Config, progress: &dyn Fn(&str)) -> Result<Report> {
         },
         peers: peers.iter().map(|p| p.kind.name()).collect(),
         skipped,
+        cdfs: rows.1.clone(),
         rows: rows.finish(),
     })
 }
@@ -305,6 +315,7 @@ fn rate_rows(
                     r.failed + r.completed
                 );
                 rows.push(&workload, "conns/s", Better::Higher, p.kind, r.conns_per_s);
+                rows.cdf(&workload, p.kind, r.cdf.clone());
                 rows.push(
                     &workload,
                     "TTFB p50 µs",
@@ -449,6 +460,11 @@ pub fn run_and_report(cfg: &Config, out_dir: &std::path::Path) -> Result<Report>
         serde_json::to_string_pretty(&report)?,
     )?;
     std::fs::write(out_dir.join("report.md"), &table)?;
-    eprintln!("wrote {}/report.{{json,md}}", out_dir.display());
+    crate::plot::throughput(&report, &out_dir.join("throughput.svg"))?;
+    crate::plot::latency_cdfs(&report, &out_dir.join("latency-cdf.svg"))?;
+    eprintln!(
+        "wrote {0}/report.{{json,md}}, {0}/throughput.svg, {0}/latency-cdf.svg",
+        out_dir.display()
+    );
     Ok(report)
 }

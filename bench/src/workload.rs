@@ -153,6 +153,17 @@ pub struct Rate {
     /// Time to the echoed first byte (closed loop) or request latency from its
     /// scheduled start (open loop).
     pub latency_us: Percentiles,
+    /// The latency distribution: (quantile, µs) points for a CDF plot.
+    pub cdf: Vec<(f64, u64)>,
+}
+
+/// (quantile, value) points from 1% to 99.99%.
+fn cdf_points(h: &Histogram<u64>) -> Vec<(f64, u64)> {
+    (1..100)
+        .map(|i| f64::from(i) / 100.0)
+        .chain([0.995, 0.999, 0.9999])
+        .map(|q| (q, h.value_at_quantile(q)))
+        .collect()
 }
 
 fn histogram() -> Histogram<u64> {
@@ -213,6 +224,7 @@ pub fn conn_rate(
         completed: h.len(),
         failed: failed.into_inner(),
         latency_us: Percentiles::of(&h),
+        cdf: cdf_points(&h),
     })
 }
 
@@ -265,6 +277,7 @@ pub fn open_loop(
         completed: h.len(),
         failed: failed.into_inner(),
         latency_us: Percentiles::of(&h),
+        cdf: cdf_points(&h),
     })
 }
 
