@@ -107,11 +107,14 @@ pub struct Report {
     /// The rows, in table order.
     pub rows: Vec<Row>,
     /// Latency distributions of the last run: (workload, path, (quantile, µs) points).
-    pub cdfs: Vec<(String, &'static str, Vec<(f64, u64)>)>,
+    pub cdfs: Vec<Cdf>,
 }
 
 #[derive(Default)]
-struct Rows(Vec<Row>, Vec<(String, &'static str, Vec<(f64, u64)>)>);
+struct Rows(Vec<Row>, Vec<Cdf>);
+
+/// One latency distribution: workload, path, and (quantile, µs) points.
+pub type Cdf = (String, &'static str, Vec<(f64, u64)>);
 
 impl Rows {
     fn push(&mut self, workload: &str, metric: &str, better: Better, peer: PeerKind, v: f64) {

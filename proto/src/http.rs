@@ -271,11 +271,13 @@ impl HttpHeadParser {
             }
             let start = self.line_start;
             self.line_start = line_end;
-            let end = if nl > start && self.buf[nl - 1] == b'\r' {
-                nl - 1
-            } else {
-                nl
-            };
+            // Lines end in CRLF only: a bare LF is refused rather than tolerated
+            // (RFC 9112 §2.2 allows either), so no two parsers on the path can
+            // disagree about where a line, and so the head, ends.
+            if nl == start || self.buf[nl - 1] != b'\r' {
+                return Err(HttpError::Malformed("bare LF"));
+            }
+            let end = nl - 1;
             let line = &self.buf[start..end];
             if line.contains(&0) {
                 return Err(HttpError::Malformed("NUL byte"));
@@ -322,6 +324,14 @@ impl HttpHeadParser {
             return Err(HttpError::Malformed("several Host headers"));
         }
         check_framing(named("content-length"), named("transfer-encoding").count())?;
+        // A CONNECT has no content (RFC 9110 §9.3.6): framing headers on one mean the
+        // client and this proxy could disagree about where the tunnel starts.
+        if matches!(self.request, Some(RequestLine::Connect(_)))
+            && (named("content-length").next().is_some()
+                || named("transfer-encoding").next().is_some())
+        {
+            return Err(HttpError::Malformed("body framing on CONNECT"));
+        }
 
         let mut auth = named("proxy-authorization");
         let credentials = match (auth.next(), auth.next()) {
@@ -684,7 +694,7 @@ mod tests {
         );
         assert_eq!(left, b"TLS");
 
-        let (r, left) = parse(b"CONNECT [2001:db8::1]:8443 HTTP/1.1\n\n");
+        let (r, left) = parse(b"CONNECT [2001:db8::1]:8443 HTTP/1.1\r\n\r\n");
         assert_eq!(
             r,
             Ok(Some(HttpProxyRequest::Connect {
@@ -775,7 +785,8 @@ mod tests {
 
     #[test]
     fn forward_defaults_and_host() {
-        let (r, _) = parse(b"POST HTTP://example.org HTTP/1.0\nHost: x\nContent-Length: 4\n\n");
+        let (r, _) =
+            parse(b"POST HTTP://example.org HTTP/1.0\r\nHost: x\r\nContent-Length: 4\r\n\r\n");
         assert_eq!(
             r,
             Ok(Some(HttpProxyRequest::Forward {
@@ -865,6 +876,16 @@ mod tests {
             (b"GET http://a/ HTTP/1.1\r\nA\0: b\r\n\r\n", "NUL byte"),
             (b"GET http://a/ HTTP/1.1\0\r\n\r\n", "NUL byte"),
             (b"GET http://a/ HTTP/1.1\r\nA: b\rc\r\n\r\n", "bare CR"),
+            (b"GET http://a/ HTTP/1.1\nA: b\r\n\r\n", "bare LF"),
+            (b"GET http://a/ HTTP/1.1\r\nA: b\n\r\n", "bare LF"),
+            (
+                b"CONNECT a:1 HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+                "body framing on CONNECT",
+            ),
+            (
+                b"CONNECT a:1 HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+                "body framing on CONNECT",
+            ),
             (
                 b"GET http://a/ HTTP/1.1\r\nA: b\r\n c\r\n\r\n",
                 "obsolete line folding",

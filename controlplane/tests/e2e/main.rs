@@ -10,6 +10,7 @@ mod credits;
 mod data_path;
 mod demo;
 mod failures;
+mod malformed;
 mod nat_rebind;
 mod node_controls;
 mod node_loss;
