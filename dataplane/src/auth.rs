@@ -7,8 +7,12 @@
 //! - Concurrent first lookups of the same key on one core share one control-plane
 //!   request, so a burst of connections with one unknown key costs at most one store
 //!   lookup per core.
-//! - A source IP with `auth_fail_limit` failures inside `auth_fail_window` is refused
-//!   without any lookup until the window ends.
+//! - A source IP with `auth_fail_limit` failures inside `auth_fail_window` is locked
+//!   out: refused without any lookup. So is a username, except that a key this core
+//!   has already seen valid still passes, even past its cache TTL (a stuffing run
+//!   against one account name cannot lock out customers already using it; a key new
+//!   to the core waits for the lockout to end). Each repeat offence doubles the lockout, from
+//!   one window up to [`MAX_LOCKOUT_WINDOWS`] windows.
 //! - When the control plane cannot decide (store down), nothing is cached and the
 //!   customer is refused: new keys fail closed.
 
@@ -33,6 +37,9 @@ const MAX_ENTRIES: usize = 100_000;
 /// Source addresses tracked for failures beyond this are not tracked.
 const MAX_TRACKED_IPS: usize = 100_000;
 
+/// The longest lockout, in windows (a repeat offender's lockout doubles up to this).
+pub(crate) const MAX_LOCKOUT_WINDOWS: u32 = 64;
+
 type KeyHash = [u8; 32];
 type Answer = Result<Arc<str>, AuthDenied>;
 
@@ -48,9 +55,19 @@ struct Pending {
     answer: RefCell<Option<Answer>>,
 }
 
+/// Who failed: a source address, or an account name (hashed, so entries stay small).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Subject {
+    Ip(IpAddr),
+    User(u64),
+}
+
 struct Failures {
     count: u32,
     window_start: Instant,
+    /// Lockouts so far; each doubles the next one.
+    strikes: u32,
+    locked_until: Option<Instant>,
 }
 
 /// A core's authorization cache and failure limiter.
@@ -58,7 +75,8 @@ struct Failures {
 pub(crate) struct AuthCache {
     entries: RefCell<HashMap<KeyHash, Entry>>,
     pending: RefCell<HashMap<KeyHash, Rc<Pending>>>,
-    failures: RefCell<HashMap<IpAddr, Failures>>,
+    failures: RefCell<HashMap<Subject, Failures>>,
+    user_hasher: std::collections::hash_map::RandomState,
 }
 
 /// Authorizes `credentials` from `peer` on `core`.
@@ -74,7 +92,9 @@ pub(crate) async fn authorize(
     if let Err(denied) = &result {
         core.stats.auth_failure(denied);
         if matches!(denied, AuthDenied::BadKey | AuthDenied::BadParams(_)) {
-            core.auth.record_failure(core, peer.ip());
+            core.auth.record_failure(core, Subject::Ip(peer.ip()));
+            let user = core.auth.user_subject(&credentials.username);
+            core.auth.record_failure(core, user);
         }
     }
     result
@@ -85,11 +105,22 @@ async fn decide(
     credentials: &Credentials,
     peer: SocketAddr,
 ) -> Result<AuthGrant, AuthDenied> {
-    if core.auth.is_limited(core, peer.ip()) {
+    if core.auth.is_locked(Subject::Ip(peer.ip())) {
         return Err(AuthDenied::RateLimited);
     }
     let params = parse_username(&credentials.username)?;
     let hash: KeyHash = Sha256::digest(credentials.password.as_bytes()).into();
+    if core
+        .auth
+        .is_locked(core.auth.user_subject(&credentials.username))
+    {
+        // Only a key this core has seen valid gets through a username lockout (even
+        // past its cache TTL: revocations still remove it at once).
+        return match core.auth.known_good(&hash) {
+            Some(key_id) => Ok(AuthGrant { key_id, params }),
+            None => Err(AuthDenied::RateLimited),
+        };
+    }
     let key_id = core.auth.lookup(core, hash, peer).await?;
     Ok(AuthGrant { key_id, params })
 }
@@ -158,37 +189,60 @@ impl AuthCache {
         }
     }
 
-    fn is_limited(&self, core: &Core, ip: IpAddr) -> bool {
-        let failures = self.failures.borrow();
-        failures.get(&ip).is_some_and(|f| {
-            f.count >= core.cfg.auth.fail_limit
-                && f.window_start.elapsed() < core.cfg.auth.fail_window
-        })
+    fn known_good(&self, hash: &KeyHash) -> Option<Arc<str>> {
+        match &self.entries.borrow().get(hash)?.answer {
+            Ok(key_id) => Some(key_id.clone()),
+            Err(_) => None,
+        }
     }
 
-    fn record_failure(&self, core: &Core, ip: IpAddr) {
+    fn user_subject(&self, username: &str) -> Subject {
+        use std::hash::BuildHasher;
+        Subject::User(self.user_hasher.hash_one(username))
+    }
+
+    fn is_locked(&self, who: Subject) -> bool {
+        self.failures
+            .borrow()
+            .get(&who)
+            .and_then(|f| f.locked_until)
+            .is_some_and(|until| until > Instant::now())
+    }
+
+    fn record_failure(&self, core: &Core, who: Subject) {
         let mut failures = self.failures.borrow_mut();
         let window = core.cfg.auth.fail_window;
-        if failures.len() >= MAX_TRACKED_IPS {
-            failures.retain(|_, f| f.window_start.elapsed() < window);
-        }
+        let forget_after = window * MAX_LOCKOUT_WINDOWS * 2;
         let now = Instant::now();
-        if let Some(f) = failures.get_mut(&ip) {
-            if now.duration_since(f.window_start) >= window {
-                *f = Failures {
-                    count: 0,
-                    window_start: now,
-                };
-            }
-            f.count = f.count.saturating_add(1);
-        } else if failures.len() < MAX_TRACKED_IPS {
-            failures.insert(
-                ip,
-                Failures {
-                    count: 1,
-                    window_start: now,
-                },
-            );
+        if failures.len() >= MAX_TRACKED_IPS {
+            failures.retain(|_, f| {
+                let last = f
+                    .locked_until
+                    .map_or(f.window_start, |u| u.max(f.window_start));
+                now.saturating_duration_since(last) < forget_after
+            });
+        }
+        let fresh = || Failures {
+            count: 0,
+            window_start: now,
+            strikes: 0,
+            locked_until: None,
+        };
+        if failures.len() >= MAX_TRACKED_IPS && !failures.contains_key(&who) {
+            return;
+        }
+        let f = failures.entry(who).or_insert_with(fresh);
+        if now.duration_since(f.window_start) >= window {
+            f.count = 0;
+            f.window_start = now;
+        }
+        f.count = f.count.saturating_add(1);
+        if f.count >= core.cfg.auth.fail_limit && f.locked_until.is_none_or(|u| u <= now) {
+            f.strikes = f.strikes.saturating_add(1);
+            let windows = 1u32 << (f.strikes - 1).min(MAX_LOCKOUT_WINDOWS.trailing_zeros());
+            f.locked_until = Some(now + window * windows);
+            f.count = 0;
+            f.window_start = now;
         }
     }
 }

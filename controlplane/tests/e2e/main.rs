@@ -6,6 +6,7 @@
 
 mod fixtures;
 
+mod abuse;
 mod credits;
 mod data_path;
 mod demo;

@@ -1,0 +1,147 @@
+//! Abuse: credential stuffing from one address while a real customer on another keeps
+//! working, and no API key ever reaching the server's log.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use socket2::{Domain, Socket, Type};
+
+use crate::fixtures::redis::Redis;
+use crate::fixtures::{curl, targets, Net, Options};
+
+/// A TCP connection to `to` from the local address `from` (any 127/8 address works on
+/// loopback).
+fn connect_from(from: &str, to: SocketAddr) -> std::io::Result<TcpStream> {
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+    s.bind(&format!("{from}:0").parse::<SocketAddr>().unwrap().into())?;
+    s.connect(&to.into())?;
+    let s: TcpStream = s.into();
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    Ok(s)
+}
+
+/// Greeting + RFC 1929 auth from `from`; returns the stream and the auth status.
+fn authenticate_from(from: &str, proxy: SocketAddr, user: &str, key: &str) -> (TcpStream, u8) {
+    let mut s = connect_from(from, proxy).unwrap();
+    let mut msg = vec![5, 1, 2, 1, user.len() as u8];
+    msg.extend_from_slice(user.as_bytes());
+    msg.push(key.len() as u8);
+    msg.extend_from_slice(key.as_bytes());
+    s.write_all(&msg).unwrap();
+    let mut reply = [0u8; 4];
+    s.read_exact(&mut reply).unwrap();
+    assert_eq!(reply[..2], [5, 2]);
+    (s, reply[3])
+}
+
+/// A full tunnel from `from` to the echo target and one round trip; Err on refusal.
+fn echo_from(from: &str, net: &Net, echo: SocketAddr) -> Result<(), String> {
+    let (mut s, status) = authenticate_from(from, net.socks, "e2e", &net.key);
+    if status != 0 {
+        return Err(format!("auth status {status}"));
+    }
+    let mut req = vec![5, 1, 0, 1, 127, 0, 0, 1];
+    req.extend_from_slice(&echo.port().to_be_bytes());
+    s.write_all(&req).unwrap();
+    let mut reply = [0u8; 10];
+    s.read_exact(&mut reply).map_err(|e| e.to_string())?;
+    if reply[1] != 0 {
+        return Err(format!("reply {}", reply[1]));
+    }
+    s.write_all(b"ping").unwrap();
+    let mut back = [0u8; 4];
+    s.read_exact(&mut back).map_err(|e| e.to_string())?;
+    (&back == b"ping")
+        .then_some(())
+        .ok_or("echo mismatch".into())
+}
+
+#[test]
+fn credential_stuffing_is_bounded_and_spares_other_customers() {
+    const GUESSES: usize = 10_000;
+    let redis = Redis::start();
+    let net = Net::start_with(Options::redis("io_uring", &redis));
+    let echo = targets::echo();
+    // The real customer (127.0.0.2) is already using its key on both cores.
+    for _ in 0..32 {
+        echo_from("127.0.0.2", &net, echo).expect("before the attack");
+    }
+    let lookups_before = net.metric("turbo_auth_lookups_total{result=\"control_plane\"}");
+    let attacking = AtomicBool::new(true);
+    let (refused, legit) = std::thread::scope(|s| {
+        let attacker = s.spawn(|| {
+            let mut refused = 0;
+            for i in 0..GUESSES {
+                // Same account name as the real customer: the hardest case.
+                let (_, status) =
+                    authenticate_from("127.0.0.1", net.socks, "e2e", &format!("tk_guess{i:08}"));
+                refused += usize::from(status != 0);
+            }
+            attacking.store(false, Ordering::SeqCst);
+            refused
+        });
+        let customer = s.spawn(|| {
+            let mut latencies = Vec::new();
+            while attacking.load(Ordering::SeqCst) {
+                let t = Instant::now();
+                echo_from("127.0.0.2", &net, echo)
+                    .expect("the real customer is served during the attack");
+                latencies.push(t.elapsed());
+            }
+            latencies
+        });
+        (attacker.join().unwrap(), customer.join().unwrap())
+    });
+    assert_eq!(refused, GUESSES, "every guess is refused");
+    let lookups = net.metric("turbo_auth_lookups_total{result=\"control_plane\"}") - lookups_before;
+    let limited = net.metric("turbo_auth_failures_total{reason=\"rate_limited\"}");
+    let mut sorted = legit.clone();
+    sorted.sort();
+    let p99 = sorted[(sorted.len() * 99 / 100).min(sorted.len() - 1)];
+    println!(
+        "{GUESSES} wrong keys from one IP: {lookups} store lookups, {limited} refused without one; \
+         the real customer made {} requests meanwhile, all served, p99 {p99:?}",
+        legit.len()
+    );
+    // 20 failures per core lock the address (2 cores), then no lookup at all.
+    assert!(lookups <= 40.0, "{lookups} lookups");
+    assert!(!legit.is_empty());
+}
+
+#[test]
+fn api_keys_never_reach_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("server.log");
+    let mut opts = Options::new("io_uring");
+    opts.server_log = Some(log.clone());
+    let net = Net::start_with(opts);
+    let echo = targets::echo();
+    let wrong = "tk_ThisIsAWrongKeyThatMustNotBeLogged0123";
+    echo_from("127.0.0.1", &net, echo).expect("a good request");
+    let (_, status) = authenticate_from("127.0.0.1", net.socks, "e2e", wrong);
+    assert_eq!(status, 1);
+    for key in [net.key.as_str(), wrong] {
+        curl(&[
+            "-x",
+            &format!("http://alice-country-us:{key}@{}", net.http),
+            "-o",
+            "/dev/null",
+            &format!("http://127.0.0.1:{}/", echo.port()),
+        ]);
+    }
+    let good = net.key.clone();
+    drop(net);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.lines().count() > 10, "the debug log is there: {text}");
+    // Neither key, nor the long random part of the real one.
+    for secret in [good.as_str(), &good[good.len() - 24..], wrong] {
+        assert!(!text.contains(secret), "a key is in the log");
+    }
+    println!(
+        "server debug log: {} lines, {} bytes, no API key in it",
+        text.lines().count(),
+        text.len()
+    );
+}
