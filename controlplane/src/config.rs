@@ -92,8 +92,10 @@ pub struct ServerConfig {
     /// An unknown key is refused by a core this long without asking. Defaults to `5s`.
     #[serde(with = "humantime_serde_compat")]
     pub auth_negative_ttl: Duration,
-    /// Failed authentications one source IP may make per window and core before it is
-    /// refused without a lookup. Defaults to `20`.
+    /// Failed authentications one source IP, or one username, may make per window and
+    /// core before it is locked out: refused without a lookup (a username lockout still
+    /// lets keys the core has seen valid through). The lockout lasts one window and
+    /// doubles with each repeat, up to 64 windows. Defaults to `20`.
     pub auth_fail_limit: u32,
     /// The window of `auth_fail_limit`. Defaults to `60s`.
     #[serde(with = "humantime_serde_compat")]
