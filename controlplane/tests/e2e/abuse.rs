@@ -145,3 +145,101 @@ fn api_keys_never_reach_the_log() {
         text.len()
     );
 }
+
+/// Raises this process's open-file limit to its hard limit (children inherit it);
+/// returns the new limit.
+fn raise_fd_limit() -> u64 {
+    let mut l = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit on this process with a valid struct.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut l), 0);
+        l.rlim_cur = l.rlim_max;
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &l), 0);
+    }
+    l.rlim_cur
+}
+
+fn p99(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[(v.len() * 99 / 100).min(v.len() - 1)]
+}
+
+#[test]
+fn slowloris_is_cut_at_the_handshake_timeout() {
+    let conns = 2000.min((raise_fd_limit().saturating_sub(200) / 2) as usize);
+    let mut opts = Options::new("io_uring");
+    opts.config = "handshake_timeout = \"2s\"\n".into();
+    let net = Net::start_with(opts);
+    let echo = targets::echo();
+    let legit = |n: usize| -> Vec<Duration> {
+        (0..n)
+            .map(|_| {
+                let t = Instant::now();
+                echo_from("127.0.0.2", &net, echo).expect("legitimate request");
+                t.elapsed()
+            })
+            .collect()
+    };
+    let quiet = legit(200);
+
+    // Each attacker connection sends a SOCKS5 greeting, then one byte per second of
+    // an endless auth message: the handshake never completes on its own.
+    let mut drips: Vec<(TcpStream, Instant, Option<Duration>)> = (0..conns)
+        .map(|_| {
+            let s = connect_from("127.0.0.1", net.socks).unwrap();
+            s.set_nonblocking(true).unwrap();
+            (s, Instant::now(), None)
+        })
+        .collect();
+    let attacking = AtomicBool::new(true);
+    let (cut, during) = std::thread::scope(|scope| {
+        let customer = scope.spawn(|| {
+            let mut v = Vec::new();
+            while attacking.load(Ordering::SeqCst) {
+                v.extend(legit(1));
+            }
+            v
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut tick = 0u8;
+        while drips.iter().any(|d| d.2.is_none()) && Instant::now() < deadline {
+            for (s, opened, closed) in drips.iter_mut().filter(|d| d.2.is_none()) {
+                let byte = [[5u8, 1, 2, 1, 255][tick.min(4) as usize]];
+                let mut buf = [0u8; 16];
+                let gone = match s.read(&mut buf) {
+                    Ok(0) => true,
+                    Ok(_) => false,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
+                    Err(_) => true,
+                };
+                if gone || s.write(&byte).is_err() {
+                    *closed = Some(opened.elapsed());
+                }
+            }
+            tick = tick.saturating_add(1);
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        attacking.store(false, Ordering::SeqCst);
+        (
+            drips.iter().filter_map(|d| d.2).collect::<Vec<_>>(),
+            customer.join().unwrap(),
+        )
+    });
+    assert_eq!(cut.len(), conns, "every slow connection is cut");
+    let latest = cut.iter().max().unwrap();
+    assert!(
+        *latest < Duration::from_secs(10),
+        "a slow handshake lived {latest:?}"
+    );
+    println!(
+        "slowloris: {conns} connections dripping 1 B/s all cut (latest after {latest:?}, timeout 2 s); \
+         legitimate p99 {:?} without the attack, {:?} during it ({} requests)",
+        p99(quiet),
+        p99(during.clone()),
+        during.len()
+    );
+    assert!(!during.is_empty());
+}
