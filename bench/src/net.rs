@@ -133,8 +133,16 @@ impl Network {
         } else {
             (None, "memory".to_owned())
         };
+        // The load generator is one key: lift the per-key limits.
+        let config = dir.path().join("server.toml");
+        std::fs::write(
+            &config,
+            "max_connections_per_key = 0\nnew_connections_per_key_per_sec = 0\n",
+        )?;
         let server = Command::new(bin("turbo-server")?)
             .args(["run", "--socks-listen", &socks, "--http-listen", &http])
+            .arg("--config")
+            .arg(&config)
             .args(["--quic-listen", &quic, "--api-listen", &api])
             .args(["--cores", &cores.to_string(), "--admin-token", token])
             .args(["--store", &store])

@@ -69,6 +69,23 @@ pub struct ServerConfig {
     /// Time a customer has to finish the SOCKS5/HTTP handshake. Defaults to `10s`.
     #[serde(with = "humantime_serde_compat")]
     pub handshake_timeout: Duration,
+    /// Most customer connections open on the server (0: no limit); beyond it new ones
+    /// get HTTP 503 / are closed at once. Defaults to `100000`.
+    pub max_connections: usize,
+    /// Most customer connections open per listener (SOCKS5, HTTP). Defaults to `100000`.
+    pub max_connections_per_listener: usize,
+    /// Most tunnels one key may hold open (SOCKS5 0x02, HTTP 429). Defaults to `2000`.
+    pub max_connections_per_key: u32,
+    /// New tunnels one key may open per second, with a one-second burst (SOCKS5 0x02,
+    /// HTTP 429). Defaults to `500`.
+    pub new_connections_per_key_per_sec: u32,
+    /// A tunnel with no byte either way for this long is closed. Defaults to `300s`.
+    #[serde(with = "humantime_serde_compat")]
+    pub relay_idle_timeout: Duration,
+    /// Largest HTTP request head (431 beyond). Defaults to `16384`.
+    pub http_max_head_bytes: usize,
+    /// Most header lines in an HTTP request head (431 beyond). Defaults to `100`.
+    pub http_max_headers: usize,
     /// Time a node has to resolve and connect to a target. Defaults to `10s`.
     #[serde(with = "humantime_serde_compat")]
     pub connect_timeout: Duration,
@@ -135,6 +152,13 @@ impl Default for ServerConfig {
             tls_key: None,
             handshake_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(10),
+            max_connections: 100_000,
+            max_connections_per_listener: 100_000,
+            max_connections_per_key: 2_000,
+            new_connections_per_key_per_sec: 500,
+            relay_idle_timeout: Duration::from_secs(300),
+            http_max_head_bytes: 16 * 1024,
+            http_max_headers: 100,
             node_liveness: Duration::from_secs(5),
             lease_ttl: Duration::from_secs(30),
             lease_checkpoint: Duration::from_secs(1),
@@ -195,6 +219,15 @@ impl ServerConfig {
         };
         if self.store != "memory" && !self.store.starts_with("redis://") {
             return invalid("store", "must be `memory` or a redis:// URL");
+        }
+        if self.relay_idle_timeout < Duration::from_secs(1) {
+            return invalid("relay_idle_timeout", "must be at least 1s");
+        }
+        if !(256..=1 << 20).contains(&self.http_max_head_bytes) {
+            return invalid("http_max_head_bytes", "must be between 256 and 1048576");
+        }
+        if !(8..=10_000).contains(&self.http_max_headers) {
+            return invalid("http_max_headers", "must be between 8 and 10000");
         }
         if self.lease_checkpoint.is_zero() || self.lease_checkpoint * 3 > self.lease_ttl {
             return invalid(

@@ -43,6 +43,8 @@ pub struct Metrics {
 pub struct Sources {
     /// Data-plane counters.
     pub stats: Arc<Stats>,
+    /// Connection limits and their counters.
+    pub gate: Arc<turbo_dataplane::limits::Gate>,
     /// Failed store calls so far.
     pub store_errors: Box<dyn Fn() -> u64 + Send + Sync>,
     /// Connected nodes now, with their scores.
@@ -113,6 +115,23 @@ impl Collector for Sources {
             let e = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
             ConstCounter::new(v).encode(e)?;
         }
+        let mut e = encoder.encode_descriptor(
+            "turbo_limit_hits",
+            "Connections refused or closed by a limit, by limit",
+            None,
+            MetricType::Counter,
+        )?;
+        for (limit, v) in self.gate.counters.all() {
+            let labels: Labels = vec![("limit", limit)];
+            ConstCounter::new(v).encode(e.encode_family(&labels)?)?;
+        }
+        let e = encoder.encode_descriptor(
+            "turbo_customer_connections",
+            "Customer connections open now",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(self.gate.open_connections() as i64).encode(e)?;
         let nodes = (self.nodes)();
         let e = encoder.encode_descriptor(
             "turbo_nodes_connected",

@@ -201,7 +201,17 @@ impl Server {
                 handshake_timeout: cfg.handshake_timeout,
                 connect_timeout: cfg.connect_timeout,
                 node_liveness: cfg.node_liveness,
-                http_limits: Default::default(),
+                http_limits: turbo_proto::http::HttpLimits {
+                    max_head_bytes: cfg.http_max_head_bytes,
+                    max_headers: cfg.http_max_headers,
+                },
+                limits: turbo_dataplane::limits::ConnLimits {
+                    max_conns: cfg.max_connections,
+                    max_conns_per_listener: cfg.max_connections_per_listener,
+                    max_conns_per_key: cfg.max_connections_per_key,
+                    new_conns_per_key_per_sec: cfg.new_connections_per_key_per_sec,
+                    idle_timeout: cfg.relay_idle_timeout,
+                },
                 auth: AuthConfig {
                     ttl: cfg.auth_cache_ttl,
                     negative_ttl: cfg.auth_negative_ttl,
@@ -227,6 +237,7 @@ impl Server {
             let (c1, c2) = (control.clone(), control.clone());
             Metrics::new(Sources {
                 stats: dataplane.stats(),
+                gate: dataplane.gate(),
                 store_errors: Box::new(move || crate::store::Store::errors(&*c1.store)),
                 nodes: Box::new(move || {
                     c2.live_nodes()

@@ -64,6 +64,8 @@ pub(crate) struct Core {
     pub(crate) accounts: Accounts,
     /// Counters shared by all cores.
     pub(crate) stats: Arc<Stats>,
+    /// Connection limits shared by all cores.
+    pub(crate) gate: Arc<crate::limits::Gate>,
 }
 
 impl Core {
@@ -114,6 +116,7 @@ pub(crate) struct CoreSeed {
     pub(crate) inbox: mpsc::UnboundedReceiver<CoreMsg>,
     pub(crate) key_events: broadcast::Receiver<KeyEvent>,
     pub(crate) stats: Arc<Stats>,
+    pub(crate) gate: Arc<crate::limits::Gate>,
     pub(crate) sockets: CoreSockets,
     pub(crate) quic_local: SocketAddr,
 }
@@ -165,6 +168,7 @@ async fn core_main(seed: CoreSeed) -> std::io::Result<()> {
         auth: AuthCache::default(),
         accounts: Accounts::default(),
         stats: seed.stats,
+        gate: seed.gate,
     });
     monoio::spawn(key_events(core.clone(), seed.key_events));
     for (listener, frontend) in [

@@ -15,6 +15,7 @@ mod auth;
 pub mod control;
 mod cores;
 mod customer;
+pub mod limits;
 mod pool;
 mod quic;
 mod relay;
@@ -74,6 +75,8 @@ pub struct DataplaneConfig {
     pub lease: LeaseConfig,
     /// Destination rules pushed to every node after its welcome.
     pub node_policy: turbo_proto::wire::control::NodePolicy,
+    /// Customer connection limits.
+    pub limits: limits::ConnLimits,
 }
 
 /// How cores cache authorization answers and limit failures.
@@ -164,6 +167,7 @@ pub enum DataplaneError {
 pub struct Dataplane {
     addrs: BoundAddrs,
     stats: Arc<stats::Stats>,
+    gate: Arc<limits::Gate>,
     inboxes: Arc<[cores::CoreSender]>,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
@@ -181,6 +185,7 @@ impl Dataplane {
         key_events: &tokio::sync::broadcast::Sender<control::KeyEvent>,
     ) -> Result<Self, DataplaneError> {
         let stats = Arc::new(stats::Stats::default());
+        let gate = Arc::new(limits::Gate::new(config.limits.clone()));
         let count = config.cores.clamp(1, 255);
         let uring = cores::use_io_uring(config.driver)?;
         // Fail fast on bad TLS material instead of inside every core.
@@ -217,6 +222,7 @@ impl Dataplane {
                 inbox,
                 key_events: key_events.subscribe(),
                 stats: stats.clone(),
+                gate: gate.clone(),
                 sockets: cores::CoreSockets {
                     socks: socks.as_mut().and_then(Iterator::next),
                     http: http.as_mut().and_then(Iterator::next),
@@ -248,6 +254,7 @@ impl Dataplane {
         Ok(Dataplane {
             addrs,
             stats,
+            gate,
             inboxes,
             threads,
         })
@@ -256,6 +263,11 @@ impl Dataplane {
     /// The data plane's counters.
     pub fn stats(&self) -> Arc<stats::Stats> {
         self.stats.clone()
+    }
+
+    /// The connection limits and their counters.
+    pub fn gate(&self) -> Arc<limits::Gate> {
+        self.gate.clone()
     }
 
     /// The bound addresses.

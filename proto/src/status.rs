@@ -43,6 +43,12 @@ pub enum RelayStatus {
     CreditUnavailable = 14,
     /// Server side: no node serves the requested country.
     CountryUnavailable = 15,
+    /// Server side: the key has as many open connections as it may.
+    KeyConnectionLimit = 16,
+    /// Server side: the key opens new connections faster than it may.
+    KeyRateLimit = 17,
+    /// Server side: the server (or this listener) is at its connection limit.
+    ServerBusy = 18,
 }
 
 impl RelayStatus {
@@ -66,6 +72,9 @@ impl RelayStatus {
             13 => KeyRevoked,
             14 => CreditUnavailable,
             15 => CountryUnavailable,
+            16 => KeyConnectionLimit,
+            17 => KeyRateLimit,
+            18 => ServerBusy,
             _ => GeneralFailure,
         }
     }
@@ -102,13 +111,15 @@ impl RelayStatus {
         use RelayStatus::*;
         match self {
             Ok => Reply::Succeeded,
-            RefusedByPolicy | NoCredits | KeyRevoked => Reply::NotAllowed,
+            RefusedByPolicy | NoCredits | KeyRevoked | KeyConnectionLimit | KeyRateLimit => {
+                Reply::NotAllowed
+            }
             DnsFailure | HostUnreachable => Reply::HostUnreachable,
             ConnectionRefused => Reply::ConnectionRefused,
             Timeout => Reply::TtlExpired,
             NetworkUnreachable | CountryUnavailable => Reply::NetworkUnreachable,
             NodeOverloaded | BadRequest | GeneralFailure | NoNodes | NodeGone
-            | CreditUnavailable => Reply::GeneralFailure,
+            | CreditUnavailable | ServerBusy => Reply::GeneralFailure,
         }
     }
 
@@ -119,7 +130,8 @@ impl RelayStatus {
             Ok => 200,
             RefusedByPolicy => 403,
             Timeout => 504,
-            NodeOverloaded | NoNodes | CreditUnavailable | CountryUnavailable => 503,
+            NodeOverloaded | NoNodes | CreditUnavailable | CountryUnavailable | ServerBusy => 503,
+            KeyConnectionLimit | KeyRateLimit => 429,
             NoCredits => 402,
             KeyRevoked => 407,
             DnsFailure | ConnectionRefused | NetworkUnreachable | HostUnreachable | BadRequest
@@ -146,6 +158,7 @@ impl RelayStatus {
             NoCredits | KeyRevoked => "http_request_denied",
             CreditUnavailable => "proxy_internal_error",
             CountryUnavailable => "destination_unavailable",
+            KeyConnectionLimit | KeyRateLimit | ServerBusy => "connection_limit_reached",
         })
     }
 
@@ -169,6 +182,9 @@ impl RelayStatus {
             KeyRevoked => "key_revoked",
             CreditUnavailable => "credit_unavailable",
             CountryUnavailable => "country_unavailable",
+            KeyConnectionLimit => "key_connection_limit",
+            KeyRateLimit => "key_rate_limit",
+            ServerBusy => "server_busy",
         }
     }
 }
@@ -193,7 +209,7 @@ mod tests {
 
     #[test]
     fn codes_round_trip() {
-        for code in 0..=15u8 {
+        for code in 0..=18u8 {
             let s = RelayStatus::from_code(code);
             if code != 9 {
                 assert_eq!(s.code(), code);

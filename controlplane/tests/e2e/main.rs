@@ -11,6 +11,7 @@ mod credits;
 mod data_path;
 mod demo;
 mod failures;
+mod limits;
 mod malformed;
 mod nat_rebind;
 mod node_controls;

@@ -86,6 +86,19 @@ pub(crate) async fn serve(
     );
     async move {
         let started = Instant::now();
+        let conn_slot = match core.gate.admit_conn(frontend) {
+            Ok(slot) => slot,
+            Err(status) => {
+                // SOCKS5 has no way to refuse before the greeting: close at once.
+                if frontend == Frontend::Http {
+                    let _ = stream
+                        .write_all(ReplyKind::HttpConnect.failure(status, ""))
+                        .await;
+                }
+                debug!(reason = status.reason(), "connection limit");
+                return;
+            }
+        };
         let _ = stream.set_nodelay(true);
         let handshake = async {
             match frontend {
@@ -100,6 +113,10 @@ pub(crate) async fn serve(
                 return;
             }
             Err(_) => {
+                core.gate
+                    .counters
+                    .handshake_timeout
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if frontend == Frontend::Http {
                     let resp = turbo_proto::http::response(
                         408,
@@ -118,6 +135,14 @@ pub(crate) async fn serve(
         let span = Span::current();
         span.record("key", &*hs.grant.key_id);
         span.record("target", field::display(&hs.target));
+        let key_slot = match core.gate.admit_key(&hs.grant.key_id) {
+            Ok(slot) => slot,
+            Err(status) => {
+                let _ = stream.write_all(hs.reply.failure(status, "")).await;
+                debug!(reason = status.reason(), "key connection limit");
+                return;
+            }
+        };
         let picked = match relay::pick_route(&core, &hs.grant, &[]).await {
             Ok(p) => p,
             Err(why) => {
@@ -140,6 +165,7 @@ pub(crate) async fn serve(
                 moved: picked.moved,
                 span: span.clone(),
                 started,
+                _slots: (conn_slot, key_slot),
             },
         };
         let owner = job.plan.route.conn.core;

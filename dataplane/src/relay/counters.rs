@@ -71,6 +71,11 @@ impl<'a> Counters<'a> {
         }
     }
 
+    /// How long no byte moved either way, counting from `opened` before the first.
+    pub(super) fn idle_for(&self, opened: Instant) -> Duration {
+        self.last_read.get().unwrap_or(opened).elapsed()
+    }
+
     /// Names the node that carries the bytes from now on.
     pub(super) fn carried_by(&self, node: Arc<str>) {
         let _ = self.node.set(node);

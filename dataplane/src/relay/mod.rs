@@ -62,6 +62,9 @@ pub(crate) struct RelayPlan {
     pub(crate) span: Span,
     /// When the customer connected.
     pub(crate) started: Instant,
+    /// The connection's places in the server, listener and key counts, given back
+    /// when the relay ends (on whichever core).
+    pub(crate) _slots: (crate::limits::ConnSlot, crate::limits::KeySlot),
 }
 
 /// A customer connection ready to be relayed.
@@ -90,6 +93,24 @@ pub(crate) enum RelayError {
     /// The key cannot pay for more bytes.
     #[error("credit: {0}")]
     Credit(#[from] Exhausted),
+    /// No byte moved either way for the idle timeout.
+    #[error("idle for {0:?}")]
+    Idle(std::time::Duration),
+}
+
+/// Resolves once no byte has moved either way for `timeout`.
+async fn idle_watch(
+    counters: &Counters<'_>,
+    opened: Instant,
+    timeout: std::time::Duration,
+) -> RelayError {
+    loop {
+        let idle = counters.idle_for(opened);
+        if idle >= timeout {
+            return RelayError::Idle(timeout);
+        }
+        monoio::time::sleep(timeout - idle).await;
+    }
 }
 
 /// A node picked for a request.
@@ -360,9 +381,11 @@ async fn pipe(
             }
         };
         let up = pump_up(&rs, &mut rd, &core.pool, counters);
+        let opened = Instant::now();
         let watch = async {
             monoio::select! {
                 e = rs.conn_closed() => RelayError::from(e),
+                e = idle_watch(counters, opened, core.gate.limits().idle_timeout) => e,
                 e = account.closed() => {
                     counters.halt(e);
                     std::future::pending::<RelayError>().await
@@ -381,6 +404,9 @@ async fn pipe(
             core.stats.credit_closes.fetch_add(1, Relaxed);
         }
         (Err(e), _) => {
+            if matches!(e, RelayError::Idle(_)) {
+                core.gate.counters.idle_timeout.fetch_add(1, Relaxed);
+            }
             debug!(error = %e, "relay aborted");
             // Turn our close into a RST so the customer sees an abort, not a clean end.
             crate::sys::set_abortive_close(fd, &rd);

@@ -1,0 +1,276 @@
+//! Connection limits: how many customer connections the server, each listener and each
+//! key may hold open, and how fast a key may open new ones. Shared by every core:
+//! atomics for the server and listener gauges, a sharded map for keys (touched once
+//! when a tunnel opens and once when it closes, never per byte). Every admission hands
+//! back a slot that gives its place back when dropped, on whichever core that happens.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use turbo_proto::RelayStatus;
+
+use crate::customer::Frontend;
+
+/// Limits on customer connections. Zero disables a limit.
+#[derive(Debug, Clone)]
+pub struct ConnLimits {
+    /// Open customer connections on the whole server.
+    pub max_conns: usize,
+    /// Open customer connections per listener (SOCKS5, HTTP).
+    pub max_conns_per_listener: usize,
+    /// Open tunnels per key.
+    pub max_conns_per_key: u32,
+    /// New tunnels per key per second (a burst of one second's worth is allowed).
+    pub new_conns_per_key_per_sec: u32,
+    /// A tunnel with no byte in either direction for this long is closed.
+    pub idle_timeout: Duration,
+}
+
+impl Default for ConnLimits {
+    fn default() -> Self {
+        ConnLimits {
+            max_conns: 100_000,
+            max_conns_per_listener: 100_000,
+            max_conns_per_key: 2_000,
+            new_conns_per_key_per_sec: 500,
+            idle_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Refusals and closes per limit, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct LimitCounters {
+    /// Connections refused: the server was full.
+    pub server: AtomicU64,
+    /// Connections refused: their listener was full.
+    pub listener: AtomicU64,
+    /// Tunnels refused: their key had too many open.
+    pub key_conns: AtomicU64,
+    /// Tunnels refused: their key opened too many too fast.
+    pub key_rate: AtomicU64,
+    /// Customer handshakes cut at the handshake timeout.
+    pub handshake_timeout: AtomicU64,
+    /// Tunnels closed by the idle timeout.
+    pub idle_timeout: AtomicU64,
+}
+
+impl LimitCounters {
+    /// `(limit, count)` pairs for export.
+    pub fn all(&self) -> [(&'static str, u64); 6] {
+        [
+            ("server_connections", self.server.load(Relaxed)),
+            ("listener_connections", self.listener.load(Relaxed)),
+            ("key_connections", self.key_conns.load(Relaxed)),
+            ("key_connection_rate", self.key_rate.load(Relaxed)),
+            ("handshake_timeout", self.handshake_timeout.load(Relaxed)),
+            ("idle_timeout", self.idle_timeout.load(Relaxed)),
+        ]
+    }
+}
+
+const SHARDS: usize = 16;
+
+#[derive(Debug)]
+struct KeyState {
+    open: u32,
+    tokens: f64,
+    last: Instant,
+}
+
+/// The shared gauges behind the limits.
+#[derive(Debug)]
+pub struct Gate {
+    limits: ConnLimits,
+    open: AtomicUsize,
+    per_listener: [AtomicUsize; 2],
+    keys: [Mutex<HashMap<Arc<str>, KeyState>>; SHARDS],
+    hasher: RandomState,
+    /// Refusal counters.
+    pub counters: LimitCounters,
+}
+
+/// A customer connection's place in the server and listener counts.
+#[derive(Debug)]
+pub struct ConnSlot {
+    gate: Arc<Gate>,
+    listener: usize,
+}
+
+/// A tunnel's place in its key's count.
+#[derive(Debug)]
+pub struct KeySlot {
+    gate: Arc<Gate>,
+    key: Arc<str>,
+}
+
+fn under(count: usize, max: usize) -> bool {
+    max == 0 || count < max
+}
+
+impl Gate {
+    /// A gate enforcing `limits`.
+    pub fn new(limits: ConnLimits) -> Self {
+        Gate {
+            limits,
+            open: AtomicUsize::new(0),
+            per_listener: Default::default(),
+            keys: Default::default(),
+            hasher: RandomState::new(),
+            counters: LimitCounters::default(),
+        }
+    }
+
+    /// The limits.
+    pub fn limits(&self) -> &ConnLimits {
+        &self.limits
+    }
+
+    /// Open customer connections now.
+    pub fn open_connections(&self) -> usize {
+        self.open.load(Relaxed)
+    }
+
+    /// Admits a freshly accepted connection, or says which limit it hit.
+    pub(crate) fn admit_conn(
+        self: &Arc<Self>,
+        frontend: Frontend,
+    ) -> Result<ConnSlot, RelayStatus> {
+        let listener = frontend as usize;
+        let total = self.open.fetch_add(1, Relaxed);
+        let mine = self.per_listener[listener].fetch_add(1, Relaxed);
+        let slot = ConnSlot {
+            gate: self.clone(),
+            listener,
+        };
+        if !under(total, self.limits.max_conns) {
+            self.counters.server.fetch_add(1, Relaxed);
+            return Err(RelayStatus::ServerBusy);
+        }
+        if !under(mine, self.limits.max_conns_per_listener) {
+            self.counters.listener.fetch_add(1, Relaxed);
+            return Err(RelayStatus::ServerBusy);
+        }
+        Ok(slot)
+    }
+
+    /// Admits a new tunnel for `key`, or says which limit it hit.
+    pub(crate) fn admit_key(self: &Arc<Self>, key: &Arc<str>) -> Result<KeySlot, RelayStatus> {
+        let shard = &self.keys[self.hasher.hash_one(&**key) as usize % SHARDS];
+        let mut map = shard.lock().unwrap_or_else(|p| p.into_inner());
+        let rate = f64::from(self.limits.new_conns_per_key_per_sec);
+        let now = Instant::now();
+        let st = map.entry(key.clone()).or_insert(KeyState {
+            open: 0,
+            tokens: rate,
+            last: now,
+        });
+        if self.limits.max_conns_per_key != 0 && st.open >= self.limits.max_conns_per_key {
+            self.counters.key_conns.fetch_add(1, Relaxed);
+            return Err(RelayStatus::KeyConnectionLimit);
+        }
+        if rate > 0.0 {
+            let elapsed = now.duration_since(st.last).as_secs_f64();
+            st.tokens = (st.tokens + elapsed * rate).min(rate);
+            st.last = now;
+            if st.tokens < 1.0 {
+                self.counters.key_rate.fetch_add(1, Relaxed);
+                return Err(RelayStatus::KeyRateLimit);
+            }
+            st.tokens -= 1.0;
+        }
+        st.open += 1;
+        Ok(KeySlot {
+            gate: self.clone(),
+            key: key.clone(),
+        })
+    }
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        self.gate.open.fetch_sub(1, Relaxed);
+        self.gate.per_listener[self.listener].fetch_sub(1, Relaxed);
+    }
+}
+
+impl Drop for KeySlot {
+    fn drop(&mut self) {
+        let gate = &self.gate;
+        let shard = &gate.keys[gate.hasher.hash_one(&*self.key) as usize % SHARDS];
+        let mut map = shard.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(st) = map.get_mut(&self.key) {
+            st.open = st.open.saturating_sub(1);
+            // Forget idle keys whose bucket is full again, so the map stays small.
+            let refilled = st.tokens
+                + st.last.elapsed().as_secs_f64()
+                    * f64::from(gate.limits.new_conns_per_key_per_sec)
+                >= f64::from(gate.limits.new_conns_per_key_per_sec);
+            if st.open == 0 && refilled {
+                map.remove(&self.key);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gate(limits: ConnLimits) -> Arc<Gate> {
+        Arc::new(Gate::new(limits))
+    }
+
+    #[test]
+    fn server_and_listener_limits_hold_and_free_on_drop() {
+        let g = gate(ConnLimits {
+            max_conns: 3,
+            max_conns_per_listener: 2,
+            ..ConnLimits::default()
+        });
+        let a = g.admit_conn(Frontend::Socks).unwrap();
+        let _b = g.admit_conn(Frontend::Socks).unwrap();
+        assert_eq!(
+            g.admit_conn(Frontend::Socks).unwrap_err(),
+            RelayStatus::ServerBusy
+        );
+        let _c = g.admit_conn(Frontend::Http).unwrap();
+        assert_eq!(
+            g.admit_conn(Frontend::Http).unwrap_err(),
+            RelayStatus::ServerBusy
+        );
+        drop(a);
+        assert_eq!(g.open_connections(), 2);
+        assert!(g.admit_conn(Frontend::Socks).is_ok());
+        assert_eq!(
+            g.counters.server.load(Relaxed) + g.counters.listener.load(Relaxed),
+            2
+        );
+    }
+
+    #[test]
+    fn key_limits_count_open_tunnels_and_rate() {
+        let g = gate(ConnLimits {
+            max_conns_per_key: 2,
+            new_conns_per_key_per_sec: 3,
+            ..ConnLimits::default()
+        });
+        let k: Arc<str> = "k_1".into();
+        let a = g.admit_key(&k).unwrap();
+        let _b = g.admit_key(&k).unwrap();
+        assert_eq!(
+            g.admit_key(&k).unwrap_err(),
+            RelayStatus::KeyConnectionLimit
+        );
+        drop(a);
+        // The third token of the burst; the fourth new tunnel within a second is too fast.
+        let _c = g.admit_key(&k).unwrap();
+        drop(_c);
+        assert_eq!(g.admit_key(&k).unwrap_err(), RelayStatus::KeyRateLimit);
+        // Another key is unaffected.
+        assert!(g.admit_key(&"k_2".into()).is_ok());
+    }
+}
