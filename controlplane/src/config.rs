@@ -79,6 +79,10 @@ pub struct ServerConfig {
     /// New tunnels one key may open per second, with a one-second burst (SOCKS5 0x02,
     /// HTTP 429). Defaults to `500`.
     pub new_connections_per_key_per_sec: u32,
+    /// On SIGTERM/SIGINT the listeners close, nodes are told the server drains, and open
+    /// tunnels may finish for this long before they are cut. Defaults to `30s`.
+    #[serde(with = "humantime_serde_compat")]
+    pub shutdown_grace: Duration,
     /// A tunnel with no byte either way for this long is closed. Defaults to `300s`.
     #[serde(with = "humantime_serde_compat")]
     pub relay_idle_timeout: Duration,
@@ -157,6 +161,7 @@ impl Default for ServerConfig {
             max_connections_per_key: 2_000,
             new_connections_per_key_per_sec: 500,
             relay_idle_timeout: Duration::from_secs(300),
+            shutdown_grace: Duration::from_secs(30),
             http_max_head_bytes: 16 * 1024,
             http_max_headers: 100,
             node_liveness: Duration::from_secs(5),

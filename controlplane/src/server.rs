@@ -205,6 +205,7 @@ impl Server {
                     max_head_bytes: cfg.http_max_head_bytes,
                     max_headers: cfg.http_max_headers,
                 },
+                shutdown_grace: cfg.shutdown_grace,
                 limits: turbo_dataplane::limits::ConnLimits {
                     max_conns: cfg.max_connections,
                     max_conns_per_listener: cfg.max_connections_per_listener,

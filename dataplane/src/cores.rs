@@ -35,6 +35,12 @@ pub(crate) enum CoreMsg {
         /// Its source.
         from: SocketAddr,
     },
+    /// Stop accepting customers and tell nodes the server is draining; open tunnels
+    /// carry on.
+    Drain {
+        /// The grace period the nodes are told about, in milliseconds.
+        grace_ms: u64,
+    },
     /// Close node connections and stop.
     Shutdown,
 }
@@ -66,6 +72,9 @@ pub(crate) struct Core {
     pub(crate) stats: Arc<Stats>,
     /// Connection limits shared by all cores.
     pub(crate) gate: Arc<crate::limits::Gate>,
+    /// Set when the server drains: the listeners close.
+    draining: std::cell::Cell<bool>,
+    drain: tokio::sync::Notify,
 }
 
 impl Core {
@@ -169,6 +178,8 @@ async fn core_main(seed: CoreSeed) -> std::io::Result<()> {
         accounts: Accounts::default(),
         stats: seed.stats,
         gate: seed.gate,
+        draining: std::cell::Cell::new(false),
+        drain: tokio::sync::Notify::new(),
     });
     monoio::spawn(key_events(core.clone(), seed.key_events));
     for (listener, frontend) in [
@@ -206,12 +217,36 @@ async fn core_main(seed: CoreSeed) -> std::io::Result<()> {
             CoreMsg::Datagram { mut data, from } => {
                 endpoint::dispatch(&core, &mut data, from);
             }
+            CoreMsg::Drain { grace_ms } => start_drain(&core, grace_ms),
             CoreMsg::Shutdown => break,
         }
     }
     core.accounts.settle_all(Duration::from_secs(2)).await;
     close_all(&core).await;
     Ok(())
+}
+
+/// Closes this core's listeners and tells every node connection the server drains.
+fn start_drain(core: &Core, grace_ms: u64) {
+    core.draining.set(true);
+    core.drain.notify_waiters();
+    for conn in core.quic.all() {
+        conn.control
+            .borrow_mut()
+            .queue(&turbo_proto::wire::control::ControlMessage::Drain { grace_ms });
+        conn.flush.notify();
+    }
+}
+
+/// Resolves once the core drains.
+async fn drain_started(core: &Core) {
+    loop {
+        let notified = core.drain.notified();
+        if core.draining.get() {
+            return;
+        }
+        notified.await;
+    }
 }
 
 /// Closes every node connection and gives the drivers a moment to send the close.
@@ -251,7 +286,11 @@ async fn key_events(core: Rc<Core>, mut rx: broadcast::Receiver<KeyEvent>) {
 
 async fn accept_loop(core: Rc<Core>, listener: TcpListener, frontend: Frontend) {
     loop {
-        match listener.accept().await {
+        let accepted = monoio::select! {
+            r = listener.accept() => r,
+            _ = drain_started(&core) => return,
+        };
+        match accepted {
             Ok((stream, peer)) => {
                 monoio::spawn(customer::serve(core.clone(), stream, peer, frontend));
             }

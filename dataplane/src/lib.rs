@@ -77,6 +77,8 @@ pub struct DataplaneConfig {
     pub node_policy: turbo_proto::wire::control::NodePolicy,
     /// Customer connection limits.
     pub limits: limits::ConnLimits,
+    /// On shutdown, how long open tunnels may go on after the listeners close.
+    pub shutdown_grace: Duration,
 }
 
 /// How cores cache authorization answers and limit failures.
@@ -166,6 +168,7 @@ pub enum DataplaneError {
 /// A running data plane.
 pub struct Dataplane {
     addrs: BoundAddrs,
+    grace: Duration,
     stats: Arc<stats::Stats>,
     gate: Arc<limits::Gate>,
     inboxes: Arc<[cores::CoreSender]>,
@@ -252,6 +255,7 @@ impl Dataplane {
             "data plane started"
         );
         Ok(Dataplane {
+            grace: config.shutdown_grace,
             addrs,
             stats,
             gate,
@@ -275,8 +279,22 @@ impl Dataplane {
         self.addrs
     }
 
-    /// Stops accepting, closes node connections, and waits for the core threads.
+    /// Drains: stops accepting, tells nodes, and lets open tunnels finish for the
+    /// grace period. Then settles every credit lease, closes node connections, and
+    /// waits for the core threads.
     pub fn shutdown(self) {
+        let grace_ms = self.grace.as_millis() as u64;
+        for tx in self.inboxes.iter() {
+            let _ = tx.send(cores::CoreMsg::Drain { grace_ms });
+        }
+        let deadline = std::time::Instant::now() + self.grace;
+        while self.gate.open_connections() > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        tracing::info!(
+            cut = self.gate.open_connections(),
+            "drained; closing what is left"
+        );
         for tx in self.inboxes.iter() {
             let _ = tx.send(cores::CoreMsg::Shutdown);
         }

@@ -434,7 +434,7 @@ fn failed_auth_is_rate_limited_per_ip(driver: &'static str) {
 fn graceful_shutdown_settles_leases(driver: &'static str) {
     let redis = Redis::start();
     let mut opts = Options::redis(driver, &redis);
-    opts.config = "lease_ttl = \"60s\"\n".into();
+    opts.config = "lease_ttl = \"60s\"\nshutdown_grace = \"500ms\"\n".into();
     opts.credits = "100MB";
     let mut net = Net::start_with(opts);
     let target = targets::send_then_hold(500_000);

@@ -40,7 +40,8 @@ pub(crate) struct ControlStream {
 }
 
 impl ControlStream {
-    fn queue(&mut self, msg: &ControlMessage) {
+    /// Queues `msg` for the node; the connection driver sends it.
+    pub(crate) fn queue(&mut self, msg: &ControlMessage) {
         msg.encode(&mut self.out);
     }
 }
