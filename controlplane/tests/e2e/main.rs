@@ -16,6 +16,7 @@ mod limits;
 mod malformed;
 mod nat_rebind;
 mod node_controls;
+mod node_faults;
 mod node_loss;
 mod policy_netns;
 mod routing;

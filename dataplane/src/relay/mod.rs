@@ -233,7 +233,14 @@ async fn attempt(core: &Core, plan: &RelayPlan) -> Result<Opened, (RelayStatus, 
     let (reply, extra, fin) = match monoio::time::timeout(wait, read_reply(&rs)).await {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => return Err((RelayStatus::NodeGone, e.to_string())),
-        Err(_) => return Err((RelayStatus::Timeout, "node did not answer".to_owned())),
+        // The node owes a reply (its own Timeout at the latest) by the connect timeout:
+        // silence past it is the node's fault, retried elsewhere and held against it.
+        Err(_) => {
+            return Err((
+                RelayStatus::NodeGone,
+                "node did not answer in time".to_owned(),
+            ))
+        }
     };
     if reply.status != RelayStatus::Ok {
         // Dropping `rs` unfinished resets our half too, so both sides free the stream.

@@ -1,0 +1,113 @@
+//! Node faults: a node that holds its QUIC connection but never answers a stream, and a
+//! node that flaps. Customers keep being served, and the server keeps no stale state.
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use crate::fixtures::socks::{self, Connect};
+use crate::fixtures::{targets, wait_for, Net, Options};
+
+fn echo_once(net: &Net, port: u16) -> Duration {
+    let t = Instant::now();
+    match socks::connect(net.socks, "e2e", &net.key, "127.0.0.1", port) {
+        Connect::Open(mut s) => {
+            s.write_all(b"ping").unwrap();
+            let mut b = [0u8; 4];
+            s.read_exact(&mut b).unwrap();
+            assert_eq!(&b, b"ping");
+        }
+        other => panic!("the customer was not served: {other:?}"),
+    }
+    t.elapsed()
+}
+
+#[test]
+fn a_mute_node_times_out_and_traffic_moves_elsewhere() {
+    let mut opts = Options::new("io_uring");
+    opts.node = false;
+    opts.node_liveness = "60s";
+    opts.config = "connect_timeout = \"1s\"\n".into();
+    let mut net = Net::start_with(opts);
+    let good = net.add_node(&[]);
+    let mute = net.add_node(&[]);
+    let (_, child) = net.nodes.iter().find(|(id, _)| *id == mute).unwrap();
+    // SAFETY: kill(2) on our own child.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGSTOP) }, 0);
+    let echo = targets::echo();
+    let times: Vec<Duration> = (0..30).map(|_| echo_once(&net, echo.port())).collect();
+    let slow = times
+        .iter()
+        .filter(|t| **t >= Duration::from_secs(1))
+        .count();
+    let (late_slow, first_slow) = (
+        times[20..]
+            .iter()
+            .filter(|t| **t >= Duration::from_secs(1))
+            .count(),
+        times[..10]
+            .iter()
+            .filter(|t| **t >= Duration::from_secs(1))
+            .count(),
+    );
+    let info = |id: &str| net.node_info(id).unwrap();
+    let (m, g) = (info(&mute), info(&good));
+    println!(
+        "mute node: 30 requests all served; {slow} waited for its timeout and were retried \
+         ({first_slow} of the first 10, {late_slow} of the last 10); score mute {} vs good {}",
+        m["score"]["weight"], g["score"]["weight"]
+    );
+    assert!(m["attempts_failed"].as_u64().unwrap() >= 1, "{m}");
+    assert_eq!(g["attempts_ok"].as_u64().unwrap(), 30, "{g}");
+    assert!(
+        late_slow <= first_slow.max(1),
+        "traffic moved away from the mute node"
+    );
+    assert!(m["score"]["weight"].as_f64() < g["score"]["weight"].as_f64());
+}
+
+#[test]
+fn a_flapping_node_leaves_no_state_behind() {
+    let mut opts = Options::new("io_uring");
+    opts.node = false;
+    let mut net = Net::start_with(opts);
+    let steady = net.add_node(&[]);
+    let echo = targets::echo();
+    let baseline = net.metric("turbo_nodes_connected");
+    assert_eq!(baseline, 1.0);
+    // One node identity connecting and vanishing 100 times.
+    let (id, join) = net.invite();
+    let state = net.node_state(&id);
+    for _ in 0..100 {
+        let mut child = net.node_command(&join, &state).spawn().unwrap();
+        wait_for("the flapping node to connect", || {
+            net.node_info(&id)
+                .filter(|n| n["connected"] == true)
+                .map(|_| ())
+        });
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    // The server notices the last loss at its liveness timeout at the latest.
+    wait_for("the flapping node to be forgotten", || {
+        (net.metric("turbo_nodes_connected") == 1.0).then_some(())
+    });
+    echo_once(&net, echo.port());
+    let nodes = net.api_get("/api/nodes");
+    let listed = nodes.as_array().unwrap().len();
+    // Streams and customer connections drain to zero once the last tunnel closes.
+    wait_for("no open stream and no customer connection", || {
+        let streams = net.node_info(&steady)?["active_streams"].as_u64()?;
+        (streams == 0 && net.metric("turbo_customer_connections") == 0.0).then_some(())
+    });
+    let steady_streams = net.node_info(&steady).unwrap()["active_streams"]
+        .as_u64()
+        .unwrap();
+    let flapper = net.node_info(&id).unwrap();
+    println!(
+        "100 flaps: {listed} nodes listed, 1 connected, steady node {steady_streams} open streams, flapper connected={}",
+        flapper["connected"]
+    );
+    assert_eq!(listed, 2, "one entry per identity, not per connection");
+    assert_eq!(flapper["connected"], false);
+    assert_eq!(steady_streams, 0, "no stream left open");
+}
