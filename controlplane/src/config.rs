@@ -86,6 +86,10 @@ pub struct ServerConfig {
     /// A tunnel with no byte either way for this long is closed. Defaults to `300s`.
     #[serde(with = "humantime_serde_compat")]
     pub relay_idle_timeout: Duration,
+    /// Resident memory above which new customer connections are refused (open ones
+    /// carry on) until it falls under 90% of it. `0` means 75% of the memory available
+    /// (cgroup limit, else RAM). Defaults to `0`.
+    pub overload_memory_bytes: u64,
     /// Largest HTTP request head (431 beyond). Defaults to `16384`.
     pub http_max_head_bytes: usize,
     /// Most header lines in an HTTP request head (431 beyond). Defaults to `100`.
@@ -162,6 +166,7 @@ impl Default for ServerConfig {
             new_connections_per_key_per_sec: 500,
             relay_idle_timeout: Duration::from_secs(300),
             shutdown_grace: Duration::from_secs(30),
+            overload_memory_bytes: 0,
             http_max_head_bytes: 16 * 1024,
             http_max_headers: 100,
             node_liveness: Duration::from_secs(5),

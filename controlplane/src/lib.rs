@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod geoip;
 pub mod metrics;
+pub mod overload;
 pub mod registry;
 pub mod scoring;
 pub mod secrets;

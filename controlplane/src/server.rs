@@ -271,6 +271,9 @@ impl Server {
             })?;
         let (api_addr, listener) = listener;
         let router = api::router(api_state.clone());
+        if let Some(mark) = crate::overload::watermark(cfg.overload_memory_bytes) {
+            runtime.spawn(crate::overload::watch(dataplane.gate(), mark));
+        }
         runtime.spawn(async move {
             if let Err(e) = axum::serve(listener, router).await {
                 tracing::error!(error = %e, "API server failed");

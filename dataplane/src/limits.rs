@@ -56,11 +56,13 @@ pub struct LimitCounters {
     pub handshake_timeout: AtomicU64,
     /// Tunnels closed by the idle timeout.
     pub idle_timeout: AtomicU64,
+    /// Connections refused because the process was over its memory watermark.
+    pub memory: AtomicU64,
 }
 
 impl LimitCounters {
     /// `(limit, count)` pairs for export.
-    pub fn all(&self) -> [(&'static str, u64); 6] {
+    pub fn all(&self) -> [(&'static str, u64); 7] {
         [
             ("server_connections", self.server.load(Relaxed)),
             ("listener_connections", self.listener.load(Relaxed)),
@@ -68,6 +70,7 @@ impl LimitCounters {
             ("key_connection_rate", self.key_rate.load(Relaxed)),
             ("handshake_timeout", self.handshake_timeout.load(Relaxed)),
             ("idle_timeout", self.idle_timeout.load(Relaxed)),
+            ("memory", self.memory.load(Relaxed)),
         ]
     }
 }
@@ -89,6 +92,9 @@ pub struct Gate {
     per_listener: [AtomicUsize; 2],
     keys: [Mutex<HashMap<Arc<str>, KeyState>>; SHARDS],
     hasher: RandomState,
+    /// Set while the process is over its memory watermark: new connections are refused
+    /// (open ones carry on), as an overload manager's first action.
+    overloaded: std::sync::atomic::AtomicBool,
     /// Refusal counters.
     pub counters: LimitCounters,
 }
@@ -120,6 +126,7 @@ impl Gate {
             per_listener: Default::default(),
             keys: Default::default(),
             hasher: RandomState::new(),
+            overloaded: std::sync::atomic::AtomicBool::new(false),
             counters: LimitCounters::default(),
         }
     }
@@ -127,6 +134,16 @@ impl Gate {
     /// The limits.
     pub fn limits(&self) -> &ConnLimits {
         &self.limits
+    }
+
+    /// Marks the process as over (or back under) its memory watermark.
+    pub fn set_overloaded(&self, over: bool) {
+        self.overloaded.store(over, Relaxed);
+    }
+
+    /// Whether new connections are refused for memory pressure.
+    pub fn overloaded(&self) -> bool {
+        self.overloaded.load(Relaxed)
     }
 
     /// Open customer connections now.
@@ -146,6 +163,10 @@ impl Gate {
             gate: self.clone(),
             listener,
         };
+        if self.overloaded() {
+            self.counters.memory.fetch_add(1, Relaxed);
+            return Err(RelayStatus::ServerBusy);
+        }
         if !under(total, self.limits.max_conns) {
             self.counters.server.fetch_add(1, Relaxed);
             return Err(RelayStatus::ServerBusy);

@@ -178,3 +178,26 @@ fn http_head_limits_are_configurable() {
     ]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "431");
 }
+
+#[test]
+fn memory_pressure_refuses_new_connections() {
+    // A watermark far below any real RSS: the overload manager trips at its first tick.
+    let net = net_with("overload_memory_bytes = 1000000\n");
+    let echo = targets::echo();
+    let (code, head) = wait_for("the overload manager to trip", || {
+        let (code, head) = http_connect(&net, echo.port());
+        (code == "503").then_some((code, head))
+    });
+    assert!(head.contains("error=connection_limit_reached"), "{head}");
+    let mut s = TcpStream::connect(net.socks).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = s.write_all(&[5, 1, 2]);
+    let mut buf = [0u8; 8];
+    assert!(
+        matches!(s.read(&mut buf), Ok(0) | Err(_)),
+        "SOCKS5 is closed at once"
+    );
+    let hits = net.metric("turbo_limit_hits_total{limit=\"memory\"}");
+    println!("memory watermark 1 MB: new connections refused ({code}), {hits} counted");
+    assert!(hits >= 2.0);
+}
