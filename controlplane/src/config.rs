@@ -90,6 +90,9 @@ pub struct ServerConfig {
     /// carry on) until it falls under 90% of it. `0` means 75% of the memory available
     /// (cgroup limit, else RAM). Defaults to `0`.
     pub overload_memory_bytes: u64,
+    /// Node connections handshaking on one core beyond which a new one must first prove
+    /// its address with a QUIC Retry (`0`: always). Defaults to `64`.
+    pub quic_retry_threshold: usize,
     /// Largest HTTP request head (431 beyond). Defaults to `16384`.
     pub http_max_head_bytes: usize,
     /// Most header lines in an HTTP request head (431 beyond). Defaults to `100`.
@@ -167,6 +170,7 @@ impl Default for ServerConfig {
             relay_idle_timeout: Duration::from_secs(300),
             shutdown_grace: Duration::from_secs(30),
             overload_memory_bytes: 0,
+            quic_retry_threshold: 64,
             http_max_head_bytes: 16 * 1024,
             http_max_headers: 100,
             node_liveness: Duration::from_secs(5),

@@ -206,6 +206,7 @@ impl Server {
                     max_headers: cfg.http_max_headers,
                 },
                 shutdown_grace: cfg.shutdown_grace,
+                quic_retry_threshold: cfg.quic_retry_threshold,
                 limits: turbo_dataplane::limits::ConnLimits {
                     max_conns: cfg.max_connections,
                     max_conns_per_listener: cfg.max_connections_per_listener,

@@ -128,6 +128,7 @@ pub(crate) struct CoreSeed {
     pub(crate) gate: Arc<crate::limits::Gate>,
     pub(crate) sockets: CoreSockets,
     pub(crate) quic_local: SocketAddr,
+    pub(crate) retry_key: crate::quic::retry::RetryKey,
 }
 
 /// Whether this core will run io_uring.
@@ -172,7 +173,7 @@ async fn core_main(seed: CoreSeed) -> std::io::Result<()> {
         control: seed.control,
         nodes: seed.nodes,
         peers: seed.peers,
-        quic: QuicEndpoint::new(quic_socket, seed.quic_local, config),
+        quic: QuicEndpoint::new(quic_socket, seed.quic_local, config, seed.retry_key),
         pool: BufPool::default(),
         auth: AuthCache::default(),
         accounts: Accounts::default(),

@@ -79,6 +79,9 @@ pub struct DataplaneConfig {
     pub limits: limits::ConnLimits,
     /// On shutdown, how long open tunnels may go on after the listeners close.
     pub shutdown_grace: Duration,
+    /// Handshaking node connections per core beyond which new ones must validate their
+    /// address with a Retry first (0: always).
+    pub quic_retry_threshold: usize,
 }
 
 /// How cores cache authorization answers and limit failures.
@@ -214,6 +217,7 @@ impl Dataplane {
             .unzip();
         let inboxes: Arc<[cores::CoreSender]> = senders.into();
         let config = Arc::new(config);
+        let retry_key = quic::retry::RetryKey::random();
         let mut threads = Vec::with_capacity(count);
         for ((index, inbox), udp) in receivers.into_iter().enumerate().zip(udp) {
             let seed = cores::CoreSeed {
@@ -232,6 +236,7 @@ impl Dataplane {
                     udp,
                 },
                 quic_local: quic_addr,
+                retry_key: retry_key.clone(),
             };
             let handle = std::thread::Builder::new()
                 .name(format!("turbo-core-{index}"))

@@ -58,11 +58,17 @@ pub struct LimitCounters {
     pub idle_timeout: AtomicU64,
     /// Connections refused because the process was over its memory watermark.
     pub memory: AtomicU64,
+    /// QUIC Initials answered with a Retry (address validation under load).
+    pub quic_retries: AtomicU64,
+    /// QUIC Initials dropped: too many handshakes in progress.
+    pub quic_dropped: AtomicU64,
+    /// QUIC Initials dropped: their token was forged, stale or for another address.
+    pub quic_bad_token: AtomicU64,
 }
 
 impl LimitCounters {
     /// `(limit, count)` pairs for export.
-    pub fn all(&self) -> [(&'static str, u64); 7] {
+    pub fn all(&self) -> [(&'static str, u64); 10] {
         [
             ("server_connections", self.server.load(Relaxed)),
             ("listener_connections", self.listener.load(Relaxed)),
@@ -71,6 +77,9 @@ impl LimitCounters {
             ("handshake_timeout", self.handshake_timeout.load(Relaxed)),
             ("idle_timeout", self.idle_timeout.load(Relaxed)),
             ("memory", self.memory.load(Relaxed)),
+            ("quic_retry", self.quic_retries.load(Relaxed)),
+            ("quic_handshakes", self.quic_dropped.load(Relaxed)),
+            ("quic_bad_token", self.quic_bad_token.load(Relaxed)),
         ]
     }
 }

@@ -201,3 +201,24 @@ fn memory_pressure_refuses_new_connections() {
     println!("memory watermark 1 MB: new connections refused ({code}), {hits} counted");
     assert!(hits >= 2.0);
 }
+
+#[test]
+fn quic_retry_validates_node_addresses() {
+    // Threshold 0: every node connection must first echo a Retry token.
+    let net = net_with("quic_retry_threshold = 0\n");
+    let echo = targets::echo();
+    let Connect::Open(mut s) = connect(&net, echo.port()) else {
+        panic!("a node behind Retry still carries traffic")
+    };
+    s.write_all(b"ping").unwrap();
+    let mut b = [0u8; 4];
+    s.read_exact(&mut b).unwrap();
+    assert_eq!(&b, b"ping");
+    let retries = net.metric("turbo_limit_hits_total{limit=\"quic_retry\"}");
+    let bad = net.metric("turbo_limit_hits_total{limit=\"quic_bad_token\"}");
+    println!(
+        "Retry always on: node connected after {retries} Retry, {bad} bad tokens; relay works"
+    );
+    assert!(retries >= 1.0);
+    assert_eq!(bad, 0.0);
+}

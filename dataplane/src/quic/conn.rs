@@ -57,6 +57,8 @@ pub(crate) struct NodeConn {
     pub(crate) cids: RefCell<Vec<Vec<u8>>>,
     /// When the connection was accepted.
     pub(crate) accepted_at: Instant,
+    /// Counted in the endpoint's handshaking connections.
+    pub(crate) handshaking: Cell<bool>,
 }
 
 impl NodeConn {
@@ -78,6 +80,7 @@ impl NodeConn {
             control: RefCell::new(ControlStream::default()),
             cids: RefCell::new(cids),
             accepted_at: Instant::now(),
+            handshaking: Cell::new(true),
         }
     }
 
@@ -182,6 +185,10 @@ pub(crate) async fn drive(core: Rc<Core>, conn: Rc<NodeConn>) {
             out = conn.flush_packets(&core.quic.socket, out).await;
             let (closed, draining, timeout) = {
                 let q = conn.quic.borrow();
+                if conn.handshaking.get() && q.is_established() {
+                    conn.handshaking.set(false);
+                    core.quic.handshake_over();
+                }
                 (q.is_closed(), q.is_draining(), q.timeout())
             };
             if closed || draining {
@@ -211,5 +218,8 @@ pub(crate) async fn drive(core: Rc<Core>, conn: Rc<NodeConn>) {
     }
     .instrument(span)
     .await;
+    if conn.handshaking.replace(false) {
+        core.quic.handshake_over();
+    }
     core.quic.remove(&conn);
 }

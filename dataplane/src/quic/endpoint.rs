@@ -6,6 +6,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::atomic::Ordering::Relaxed;
 
 use monoio::buf::IoBuf;
 use monoio::net::udp::UdpSocket;
@@ -14,6 +15,7 @@ use turbo_proto::wire::ALPN;
 
 use super::cid::{self, CID_LEN};
 use super::conn::{self, NodeConn, MAX_DATAGRAM};
+use super::retry::RetryKey;
 use crate::cores::{Core, CoreMsg};
 use crate::{DataplaneConfig, DataplaneError};
 
@@ -21,6 +23,9 @@ use crate::{DataplaneConfig, DataplaneError};
 const RECV_BUFFER: usize = 65_535;
 /// Most datagrams drained per wake-up before yielding to other tasks.
 const RECV_BURST: usize = 64;
+/// Most connections one core lets handshake at once, validated or not; Initials beyond
+/// are dropped.
+const MAX_HANDSHAKING: usize = 4096;
 
 /// The QUIC side of one core.
 pub(crate) struct QuicEndpoint {
@@ -32,11 +37,21 @@ pub(crate) struct QuicEndpoint {
     by_cid: RefCell<HashMap<Vec<u8>, Rc<NodeConn>>>,
     by_serial: RefCell<HashMap<u64, Rc<NodeConn>>>,
     next_serial: Cell<u64>,
+    /// Connections accepted whose handshake has not finished.
+    handshaking: Cell<usize>,
+    retry_key: RetryKey,
 }
 
 impl QuicEndpoint {
-    pub(crate) fn new(socket: UdpSocket, local: SocketAddr, config: quiche::Config) -> Self {
+    pub(crate) fn new(
+        socket: UdpSocket,
+        local: SocketAddr,
+        config: quiche::Config,
+        retry_key: RetryKey,
+    ) -> Self {
         QuicEndpoint {
+            handshaking: Cell::new(0),
+            retry_key,
             socket,
             local,
             config: RefCell::new(config),
@@ -54,6 +69,12 @@ impl QuicEndpoint {
     /// Every live connection.
     pub(crate) fn all(&self) -> Vec<Rc<NodeConn>> {
         self.by_serial.borrow().values().cloned().collect()
+    }
+
+    /// One accepted connection finished (or abandoned) its handshake.
+    pub(crate) fn handshake_over(&self) {
+        self.handshaking
+            .set(self.handshaking.get().saturating_sub(1));
     }
 
     /// Forgets a closed connection.
@@ -161,11 +182,51 @@ pub(crate) fn dispatch(core: &Rc<Core>, pkt: &mut [u8], from: SocketAddr) {
         }
         return;
     }
-    let scid = cid::generate(core.index);
-    let odcid = hdr.dcid.to_vec();
+    let counters = &core.gate.counters;
+    let token = hdr.token.as_deref().unwrap_or(&[]);
+    let validated = if token.is_empty() {
+        None
+    } else {
+        let Some(odcid) = ep.retry_key.validate(token, from) else {
+            debug!(%from, "dropping an Initial with an invalid token");
+            counters.quic_bad_token.fetch_add(1, Relaxed);
+            return;
+        };
+        // The core that sent the Retry named itself in the new connection id.
+        match cid::owner(&hdr.dcid, core.cores()) {
+            Some(owner) if owner != core.index => {
+                core.send_to_core(
+                    owner,
+                    CoreMsg::Datagram {
+                        data: pkt.to_vec(),
+                        from,
+                    },
+                );
+                return;
+            }
+            Some(_) => Some(odcid),
+            None => return,
+        }
+    };
+    let handshaking = ep.handshaking.get();
+    if handshaking >= MAX_HANDSHAKING {
+        counters.quic_dropped.fetch_add(1, Relaxed);
+        return;
+    }
+    if validated.is_none() && handshaking >= core.cfg.quic_retry_threshold {
+        send_retry(core, &hdr, from);
+        return;
+    }
+    let (scid, odcid) = match &validated {
+        Some(_) => (hdr.dcid.to_vec(), hdr.dcid.to_vec()),
+        None => (cid::generate(core.index).to_vec(), hdr.dcid.to_vec()),
+    };
     let accepted = quiche::accept(
         &quiche::ConnectionId::from_ref(&scid),
-        None,
+        validated
+            .as_deref()
+            .map(quiche::ConnectionId::from_ref)
+            .as_ref(),
         ep.local,
         from,
         &mut ep.config.borrow_mut(),
@@ -179,6 +240,7 @@ pub(crate) fn dispatch(core: &Rc<Core>, pkt: &mut [u8], from: SocketAddr) {
     };
     let serial = ep.next_serial.get();
     ep.next_serial.set(serial + 1);
+    ep.handshaking.set(handshaking + 1);
     let conn = Rc::new(NodeConn::new(
         serial,
         quic,
@@ -194,4 +256,26 @@ pub(crate) fn dispatch(core: &Rc<Core>, pkt: &mut [u8], from: SocketAddr) {
     debug!(%from, serial, "new node connection");
     conn.deliver(pkt, from, ep.local);
     monoio::spawn(conn::drive(core.clone(), conn));
+}
+
+/// Answers a tokenless Initial with a Retry that carries a token for `from`.
+fn send_retry(core: &Rc<Core>, hdr: &quiche::Header<'_>, from: SocketAddr) {
+    let new_scid = cid::generate(core.index);
+    let token = core.quic.retry_key.issue(from, &hdr.dcid);
+    let mut out = vec![0u8; MAX_DATAGRAM];
+    let written = quiche::retry(
+        &hdr.scid,
+        &hdr.dcid,
+        &quiche::ConnectionId::from_ref(&new_scid),
+        &token,
+        hdr.version,
+        &mut out,
+    );
+    if let Ok(n) = written {
+        core.gate.counters.quic_retries.fetch_add(1, Relaxed);
+        let core = core.clone();
+        monoio::spawn(async move {
+            let _ = core.quic.socket.send_to(out.slice(..n), from).await;
+        });
+    }
 }

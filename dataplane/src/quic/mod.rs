@@ -4,4 +4,5 @@ pub(crate) mod cid;
 pub(crate) mod conn;
 pub(crate) mod control_stream;
 pub(crate) mod endpoint;
+pub(crate) mod retry;
 pub(crate) mod stream;
