@@ -144,7 +144,7 @@ impl Server {
             .enable_all()
             .build()
             .map_err(ServerError::Runtime)?;
-        let store = runtime.block_on(AnyStore::open(&cfg.store))?;
+        let store = runtime.block_on(AnyStore::open_in(&cfg.store, Some(&cfg.data_dir)))?;
         let geoip = match &cfg.geoip {
             Some(path) => Some(Arc::new(GeoIp::open(path).map_err(|e| {
                 ServerError::GeoIp {
@@ -272,6 +272,16 @@ impl Server {
             })?;
         let (api_addr, listener) = listener;
         let router = api::router(api_state.clone());
+        {
+            let control = control.clone();
+            runtime.spawn(async move {
+                let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+                loop {
+                    tick.tick().await;
+                    control.store.save();
+                }
+            });
+        }
         if let Some(mark) = crate::overload::watermark(cfg.overload_memory_bytes) {
             runtime.spawn(crate::overload::watch(dataplane.gate(), mark));
         }
@@ -309,6 +319,7 @@ impl Server {
     /// control plane), then the control plane.
     pub fn shutdown(self) {
         self.dataplane.shutdown();
+        self.control.store.save();
         self.runtime
             .shutdown_timeout(std::time::Duration::from_secs(1));
     }

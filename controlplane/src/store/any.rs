@@ -18,13 +18,37 @@ pub enum AnyStore {
 }
 
 impl AnyStore {
+    /// Saves the memory store's snapshot (Redis persists by itself).
+    pub fn save(&self) {
+        if let AnyStore::Memory(m) = self {
+            if let Err(e) = m.save() {
+                tracing::warn!(error = %e, "could not save the memory store snapshot");
+            }
+        }
+    }
+
     /// Opens the store named by `spec`: `memory`, or a `redis://` URL.
     ///
     /// # Errors
     /// [`StoreError::Unavailable`] when Redis cannot be reached.
     pub async fn open(spec: &str) -> Result<AnyStore, StoreError> {
+        AnyStore::open_in(spec, None).await
+    }
+
+    /// Like [`AnyStore::open`]; the memory store keeps its snapshot in `data_dir`.
+    ///
+    /// # Errors
+    /// As [`AnyStore::open`], or when the memory snapshot cannot be read.
+    pub async fn open_in(
+        spec: &str,
+        data_dir: Option<&std::path::Path>,
+    ) -> Result<AnyStore, StoreError> {
         if spec == "memory" {
-            Ok(AnyStore::Memory(Box::default()))
+            Ok(AnyStore::Memory(Box::new(match data_dir {
+                Some(dir) => MemoryStore::with_snapshot(dir.join("memory-store.json"))
+                    .map_err(|e| StoreError::Unavailable(format!("memory snapshot: {e}")))?,
+                None => MemoryStore::default(),
+            })))
         } else {
             Ok(AnyStore::Redis(Box::new(RedisStore::connect(spec).await?)))
         }

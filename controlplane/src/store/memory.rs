@@ -1,6 +1,13 @@
 //! The embedded in-memory [`Store`]: the demo's default. One mutex guards all tables;
 //! every operation is a short critical section, so each is atomic like the Redis
 //! scripts it mirrors.
+//!
+//! With a snapshot file (`DATA_DIR/memory-store.json`, written by `turbo-server run`),
+//! keys and node identities survive a restart: the file is rewritten atomically every
+//! second while something changed, and at shutdown after the leases are settled. On
+//! load, leases that were outstanding (a crash) go back to their keys' balances, as
+//! Redis reclaims an expired lease; what a crash can lose is the usage of the last
+//! second and the bytes relayed but not yet checkpointed, bounded like a lease.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -47,6 +54,8 @@ struct Tables {
 pub struct MemoryStore {
     tables: Mutex<Tables>,
     events: broadcast::Sender<KeyEvent>,
+    snapshot: Option<std::path::PathBuf>,
+    dirty: std::sync::atomic::AtomicBool,
 }
 
 impl Default for MemoryStore {
@@ -54,14 +63,108 @@ impl Default for MemoryStore {
         MemoryStore {
             tables: Mutex::new(Tables::default()),
             events: broadcast::channel(1024).0,
+            snapshot: None,
+            dirty: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
 
+/// What the snapshot file holds: records with their secrets' hashes (hex).
+#[derive(serde::Serialize, serde::Deserialize, Default)]
+struct Snapshot {
+    keys: Vec<(String, KeyRecord)>,
+    nodes: Vec<(String, NodeRecord)>,
+}
+
+fn unhex(s: &str) -> Option<SecretHash> {
+    let v = hex::decode(s).ok()?;
+    v.try_into().ok()
+}
+
 impl MemoryStore {
     fn with<R>(&self, f: impl FnOnce(&mut Tables) -> R) -> R {
+        self.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
         let mut t = self.tables.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut t)
+    }
+
+    /// A store kept in `path`: loaded from it when it exists (outstanding leases go
+    /// back to their keys), saved by [`MemoryStore::save`].
+    ///
+    /// # Errors
+    /// When the file exists but cannot be read or parsed.
+    pub fn with_snapshot(path: std::path::PathBuf) -> std::io::Result<Self> {
+        let mut store = MemoryStore {
+            snapshot: Some(path.clone()),
+            ..MemoryStore::default()
+        };
+        let snap: Snapshot = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Snapshot::default(),
+            Err(e) => return Err(e),
+        };
+        let t = store.tables.get_mut().unwrap_or_else(|p| p.into_inner());
+        for (hash, mut k) in snap.keys {
+            let Some(hash) = unhex(&hash) else { continue };
+            k.hash = hash;
+            k.credits += k.leased;
+            k.leased = 0;
+            t.key_ids_by_hash.insert(hash, k.id.clone());
+            t.keys.insert(k.id.clone(), k);
+        }
+        for (hash, mut n) in snap.nodes {
+            let Some(hash) = unhex(&hash) else { continue };
+            n.hash = hash;
+            t.node_ids_by_hash.insert(hash, n.id.clone());
+            t.nodes.insert(n.id.clone(), n);
+        }
+        Ok(store)
+    }
+
+    /// Writes the snapshot (atomically, owner-only) if anything changed since the last
+    /// save. A no-op without a snapshot file.
+    ///
+    /// # Errors
+    /// When the file cannot be written.
+    pub fn save(&self) -> std::io::Result<()> {
+        let Some(path) = &self.snapshot else {
+            return Ok(());
+        };
+        if !self.dirty.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            return Ok(());
+        }
+        let snap = {
+            let t = self.tables.lock().unwrap_or_else(|p| p.into_inner());
+            Snapshot {
+                keys: t
+                    .keys
+                    .values()
+                    .map(|k| (hex::encode(k.hash), k.clone()))
+                    .collect(),
+                nodes: t
+                    .nodes
+                    .values()
+                    .map(|n| (hex::encode(n.hash), n.clone()))
+                    .collect(),
+            }
+        };
+        let bytes = serde_json::to_vec(&snap).map_err(std::io::Error::other)?;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = path.with_extension("json.tmp");
+        {
+            use std::io::Write;
+            let mut opts = std::fs::OpenOptions::new();
+            opts.write(true).create(true).truncate(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+            let mut f = opts.open(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, path)
     }
 }
 
@@ -350,5 +453,48 @@ impl Store for MemoryStore {
 
     fn events(&self) -> broadcast::Receiver<KeyEvent> {
         self.events.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn snapshot_keeps_keys_and_nodes_and_returns_leases() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("memory-store.json");
+        let store = MemoryStore::with_snapshot(path.clone()).expect("new");
+        let (key, secret) = store.create_key("alice", 1000).await.expect("key");
+        let (node, token) = store.create_node().await.expect("node");
+        // A lease outstanding at the snapshot (as after a crash).
+        store.with(|t| {
+            let k = t.keys.get_mut(&key.id).expect("key");
+            k.credits -= 300;
+            k.leased += 300;
+        });
+        store.save().expect("save");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let back = MemoryStore::with_snapshot(path).expect("load");
+        let k = back
+            .key_by_hash(secrets::hash(&secret))
+            .await
+            .expect("lookup")
+            .expect("kept");
+        assert_eq!(
+            (k.id.as_str(), k.credits, k.leased),
+            (key.id.as_str(), 1000, 0)
+        );
+        let n = back
+            .node_by_token_hash(secrets::hash(&token))
+            .await
+            .expect("lookup")
+            .expect("kept");
+        assert_eq!(n.id, node.id);
     }
 }

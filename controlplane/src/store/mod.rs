@@ -21,7 +21,7 @@ pub mod suite;
 use std::future::Future;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 use turbo_dataplane::control::{ConnRecord, KeyEvent, LeaseAnswer, LeaseRequest};
 
@@ -35,7 +35,7 @@ pub use redis::RedisStore;
 pub const MIN_LEASE: u64 = 64 * 1024;
 
 /// A customer API key, without its secret.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct KeyRecord {
     /// Stable id (`k_…`), safe to log.
     pub id: String,
@@ -70,7 +70,7 @@ impl KeyRecord {
 }
 
 /// A node identity created by an invite.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct NodeRecord {
     /// Stable id (`n_…`).
     pub id: String,

@@ -85,3 +85,36 @@ fn drain_lets_open_tunnels_finish(driver: &'static str) {
 }
 
 crate::both_drivers!(drain_lets_open_tunnels_finish);
+
+#[test]
+fn the_memory_store_survives_a_restart() {
+    let mut net = Net::start_with(Options::new("io_uring"));
+    let echo = targets::echo();
+    let served = |net: &Net| {
+        matches!(
+            socks::connect(net.socks, "e2e", &net.key, "127.0.0.1", echo.port()),
+            Connect::Open(_)
+        )
+    };
+    assert!(served(&net));
+    let before = net.key_info();
+    // SIGTERM: a clean stop that settles leases and writes the snapshot.
+    net.signal_server(libc::SIGTERM);
+    assert!(net.server.wait().unwrap().success());
+    net.restart_server();
+    // The same node token is accepted again, and the same key still works.
+    net.wait_nodes(1);
+    assert!(served(&net));
+    let after = net.key_info();
+    let used =
+        |k: &serde_json::Value| k["bytes_up"].as_u64().unwrap() + k["bytes_down"].as_u64().unwrap();
+    assert_eq!(
+        after["balance"].as_u64().unwrap() + used(&after) - used(&before),
+        before["balance"].as_u64().unwrap(),
+        "balance carried over exactly: {before} -> {after}"
+    );
+    println!(
+        "memory store restart: key and node token kept; balance {} -> {}",
+        before["balance"], after["balance"]
+    );
+}
