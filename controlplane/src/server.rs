@@ -106,6 +106,29 @@ fn admin_token(data_dir: &Path) -> Result<String, ServerError> {
     Ok(token)
 }
 
+/// The stateless-reset key saved in the data directory (created on first run), so a
+/// restarted server can still reset its old connections.
+fn stateless_reset_key(data_dir: &Path) -> Result<turbo_dataplane::ResetKey, ServerError> {
+    let path = data_dir.join("stateless-reset.key");
+    match std::fs::read_to_string(&path) {
+        Ok(t) => {
+            if let Some(bytes) = hex::decode(t.trim())
+                .ok()
+                .and_then(|v| <[u8; 32]>::try_from(v).ok())
+            {
+                return Ok(turbo_dataplane::ResetKey::new(bytes));
+            }
+            tracing::warn!(path = %path.display(), "unreadable stateless-reset key: generating a new one");
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_err(&path)(e)),
+    }
+    let bytes: [u8; 32] = rand::random();
+    std::fs::create_dir_all(data_dir).map_err(io_err(data_dir))?;
+    tls::write_private(&path, hex::encode(bytes).as_bytes()).map_err(io_err(&path))?;
+    Ok(turbo_dataplane::ResetKey::new(bytes))
+}
+
 impl Server {
     /// Starts everything described by `cfg` (already validated).
     ///
@@ -207,6 +230,7 @@ impl Server {
                 },
                 shutdown_grace: cfg.shutdown_grace,
                 quic_retry_threshold: cfg.quic_retry_threshold,
+                stateless_reset_key: stateless_reset_key(&cfg.data_dir)?,
                 limits: turbo_dataplane::limits::ConnLimits {
                     max_conns: cfg.max_connections,
                     max_conns_per_listener: cfg.max_connections_per_listener,

@@ -18,6 +18,8 @@ mod customer;
 pub mod limits;
 mod pool;
 mod quic;
+
+pub use quic::reset::ResetKey;
 mod relay;
 pub mod routes;
 mod signal;
@@ -82,6 +84,8 @@ pub struct DataplaneConfig {
     /// Handshaking node connections per core beyond which new ones must validate their
     /// address with a Retry first (0: always).
     pub quic_retry_threshold: usize,
+    /// Derives every connection's stateless reset token; keep it across restarts.
+    pub stateless_reset_key: ResetKey,
 }
 
 /// How cores cache authorization answers and limit failures.

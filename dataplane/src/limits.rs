@@ -64,11 +64,13 @@ pub struct LimitCounters {
     pub quic_dropped: AtomicU64,
     /// QUIC Initials dropped: their token was forged, stale or for another address.
     pub quic_bad_token: AtomicU64,
+    /// Stateless Resets sent for packets of connections this process does not have.
+    pub quic_resets: AtomicU64,
 }
 
 impl LimitCounters {
     /// `(limit, count)` pairs for export.
-    pub fn all(&self) -> [(&'static str, u64); 10] {
+    pub fn all(&self) -> [(&'static str, u64); 11] {
         [
             ("server_connections", self.server.load(Relaxed)),
             ("listener_connections", self.listener.load(Relaxed)),
@@ -80,6 +82,7 @@ impl LimitCounters {
             ("quic_retry", self.quic_retries.load(Relaxed)),
             ("quic_handshakes", self.quic_dropped.load(Relaxed)),
             ("quic_bad_token", self.quic_bad_token.load(Relaxed)),
+            ("quic_stateless_reset", self.quic_resets.load(Relaxed)),
         ]
     }
 }

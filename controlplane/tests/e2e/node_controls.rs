@@ -251,8 +251,17 @@ fn node_reconnects_after_a_server_restart() {
     };
     let before = fds();
     for _ in 0..3 {
+        let t = std::time::Instant::now();
         net.restart_server();
         net.wait_nodes(1);
+        // The new process (same data dir, same reset key) answered the node's first
+        // packet with a Stateless Reset, so the node did not wait for its idle timeout.
+        let resets = net.metric("turbo_limit_hits_total{limit=\"quic_stateless_reset\"}");
+        println!(
+            "server restarted: node back after {:?}, {resets} stateless resets sent",
+            t.elapsed()
+        );
+        assert!(resets >= 1.0, "no stateless reset was sent");
         for _ in 0..5 {
             echo_round_trip(&mut open(&net, "127.0.0.1", echo.port()));
         }

@@ -168,7 +168,12 @@ pub(crate) fn dispatch(core: &Rc<Core>, pkt: &mut [u8], from: SocketAddr) {
                     },
                 )
             }
-            _ => debug!(%from, "datagram for unknown connection"),
+            _ => {
+                debug!(%from, "datagram for unknown connection");
+                if hdr.ty == quiche::Type::Short {
+                    send_reset(core, &hdr.dcid, pkt.len(), from);
+                }
+            }
         }
         return;
     }
@@ -221,6 +226,10 @@ pub(crate) fn dispatch(core: &Rc<Core>, pkt: &mut [u8], from: SocketAddr) {
         Some(_) => (hdr.dcid.to_vec(), hdr.dcid.to_vec()),
         None => (cid::generate(core.index).to_vec(), hdr.dcid.to_vec()),
     };
+    let token = core.cfg.stateless_reset_key.token(&scid);
+    ep.config
+        .borrow_mut()
+        .set_stateless_reset_token(Some(token));
     let accepted = quiche::accept(
         &quiche::ConnectionId::from_ref(&scid),
         validated
@@ -278,4 +287,20 @@ fn send_retry(core: &Rc<Core>, hdr: &quiche::Header<'_>, from: SocketAddr) {
             let _ = core.quic.socket.send_to(out.slice(..n), from).await;
         });
     }
+}
+
+/// Answers a packet for a connection this process does not have with a Stateless Reset
+/// (only for connection ids of our shape, and never larger than the packet).
+fn send_reset(core: &Rc<Core>, dcid: &[u8], received: usize, from: SocketAddr) {
+    if dcid.len() != CID_LEN {
+        return;
+    }
+    let Some(reset) = core.cfg.stateless_reset_key.reset_for(dcid, received) else {
+        return;
+    };
+    core.gate.counters.quic_resets.fetch_add(1, Relaxed);
+    let core = core.clone();
+    monoio::spawn(async move {
+        let _ = core.quic.socket.send_to(reset, from).await;
+    });
 }

@@ -4,5 +4,6 @@ pub(crate) mod cid;
 pub(crate) mod conn;
 pub(crate) mod control_stream;
 pub(crate) mod endpoint;
+pub(crate) mod reset;
 pub(crate) mod retry;
 pub(crate) mod stream;
