@@ -243,3 +243,50 @@ fn slowloris_is_cut_at_the_handshake_timeout() {
     );
     assert!(!during.is_empty());
 }
+
+#[test]
+fn plain_http_reveals_neither_credentials_nor_the_customer() {
+    let net = Net::start_with(Options::new("io_uring"));
+    let target = targets::FileServer::start(std::sync::Arc::new(b"hello".to_vec()));
+    let out = curl(&[
+        "-x",
+        &net.proxy_url("http"),
+        "-H",
+        "Via: 1.1 customer-gateway",
+        "-H",
+        "Forwarded: for=10.1.2.3;proto=http",
+        "-H",
+        "X-Forwarded-For: 10.1.2.3",
+        "-H",
+        "X-Real-IP: 10.1.2.3",
+        "-H",
+        "X-Kept: yes",
+        &format!("http://127.0.0.1:{}/page", target.addr.port()),
+    ]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello");
+    let heads = target.heads.lock().unwrap();
+    assert_eq!(heads.len(), 1);
+    let head = heads[0].to_ascii_lowercase();
+    for banned in [
+        "proxy-authorization",
+        "via:",
+        "forwarded:",
+        "x-forwarded-for",
+        "x-real-ip",
+        "10.1.2.3",
+        &net.key.to_ascii_lowercase(),
+    ] {
+        assert!(
+            !head.contains(banned),
+            "{banned} reached the target: {head}"
+        );
+    }
+    assert!(
+        head.contains("x-kept: yes"),
+        "ordinary headers pass: {head}"
+    );
+    println!(
+        "plain HTTP: the target saw {} header lines, none identifying the customer",
+        head.lines().count() - 2
+    );
+}
