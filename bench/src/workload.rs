@@ -157,6 +157,19 @@ pub struct Rate {
     pub cdf: Vec<(f64, u64)>,
 }
 
+impl Rate {
+    /// The figures of a run that started at `started`, with its merged histogram.
+    fn from_run(started: Instant, h: &Histogram<u64>, failed: u64) -> Self {
+        Rate {
+            conns_per_s: h.len() as f64 / started.elapsed().as_secs_f64(),
+            completed: h.len(),
+            failed,
+            latency_us: Percentiles::of(h),
+            cdf: cdf_points(h),
+        }
+    }
+}
+
 /// (quantile, value) points from 1% to 99.99%.
 fn cdf_points(h: &Histogram<u64>) -> Vec<(f64, u64)> {
     (1..100)
@@ -217,15 +230,11 @@ pub fn conn_rate(
         std::thread::sleep(duration);
         stop.store(true, Ordering::Relaxed);
     });
-    let secs = started.elapsed().as_secs_f64();
-    let h = total.into_inner().expect("lock");
-    Ok(Rate {
-        conns_per_s: h.len() as f64 / secs,
-        completed: h.len(),
-        failed: failed.into_inner(),
-        latency_us: Percentiles::of(&h),
-        cdf: cdf_points(&h),
-    })
+    Ok(Rate::from_run(
+        started,
+        &total.into_inner().expect("lock"),
+        failed.into_inner(),
+    ))
 }
 
 /// Open loop: requests start on a fixed schedule of `rate` per second for
@@ -270,15 +279,11 @@ pub fn open_loop(
             });
         }
     });
-    let secs = started.elapsed().as_secs_f64();
-    let h = total.into_inner().expect("lock");
-    Ok(Rate {
-        conns_per_s: h.len() as f64 / secs,
-        completed: h.len(),
-        failed: failed.into_inner(),
-        latency_us: Percentiles::of(&h),
-        cdf: cdf_points(&h),
-    })
+    Ok(Rate::from_run(
+        started,
+        &total.into_inner().expect("lock"),
+        failed.into_inner(),
+    ))
 }
 
 /// Result of the idle-tunnel workload.
