@@ -167,6 +167,29 @@ impl StreamIo {
         .await
     }
 
+    /// Waits until `recv` has something to return (data, FIN, a reset) without taking
+    /// a buffer meanwhile.
+    ///
+    /// # Errors
+    /// [`StreamError::ConnClosed`].
+    pub async fn readable(&self) -> Result<(), StreamError> {
+        poll_fn(|cx| {
+            if self.conn.is_closed() {
+                return Poll::Ready(Err(StreamError::ConnClosed));
+            }
+            let q = self.conn.quic.borrow();
+            // A reset queues an empty final buffer, so it reads as readable; a stream
+            // quiche no longer has reads as finished.
+            if q.stream_readable(self.id) || q.stream_finished(self.id) {
+                return Poll::Ready(Ok(()));
+            }
+            drop(q);
+            self.park(|s| s.read = Some(cx.waker().clone()));
+            Poll::Pending
+        })
+        .await
+    }
+
     /// Waits for send credit.
     ///
     /// # Errors

@@ -14,6 +14,7 @@ pub mod dial;
 pub mod files;
 pub mod guard;
 pub mod limit;
+pub mod pool;
 pub mod relay;
 pub mod retry;
 pub mod session;
@@ -70,6 +71,8 @@ pub struct Shared {
     pub usage: Rc<usage::Usage>,
     /// What `turbo-node status` shows.
     pub status: Rc<status::Status>,
+    /// Relay buffers, taken only while bytes move.
+    pub pool: pool::BufPool,
 }
 
 impl NodeConfig {
@@ -156,6 +159,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         limits: limit::Limits::symmetric(config.max_rate),
         usage: usage.clone(),
         status: status.clone(),
+        pool: pool::BufPool::default(),
     });
     let mut tasks = Vec::new();
     if let Some(dir) = &config.state_dir {

@@ -5,7 +5,7 @@
 use std::rc::Rc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tracing::{debug, Instrument};
 use turbo_proto::wire::relay::{RelayHeader, RelayHeaderReader, RelayReply};
@@ -15,7 +15,6 @@ use crate::conn::{Conn, StreamError, StreamIo};
 use crate::dial::dial;
 use crate::Shared;
 
-const CHUNK: usize = 32 * 1024;
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why a relay ended early.
@@ -145,14 +144,23 @@ async fn to_target(
     conn: &Conn,
     shared: &Shared,
 ) -> Result<(), RelayError> {
-    let mut buf = vec![0u8; CHUNK];
     loop {
-        let (n, fin) = io.recv(&mut buf).await?;
-        if n > 0 {
-            if let Some(cap) = &shared.limits.up {
-                cap.take(n).await;
+        io.readable().await?;
+        let mut buf = shared.pool.take();
+        let moved = async {
+            let (n, fin) = io.recv(&mut buf).await?;
+            if n > 0 {
+                if let Some(cap) = &shared.limits.up {
+                    cap.take(n).await;
+                }
+                wr.write_all(&buf[..n]).await?;
             }
-            wr.write_all(&buf[..n]).await?;
+            Ok::<_, RelayError>((n, fin))
+        }
+        .await;
+        shared.pool.put(buf);
+        let (n, fin) = moved?;
+        if n > 0 {
             conn.to_targets.set(conn.to_targets.get() + n as u64);
             shared.usage.add(n as u64);
         }
@@ -170,18 +178,32 @@ async fn from_target(
     conn: &Conn,
     shared: &Shared,
 ) -> Result<(), RelayError> {
-    let mut buf = vec![0u8; CHUNK];
     loop {
         io.writable().await?;
-        let n = rd.read(&mut buf).await?;
+        rd.readable().await?;
+        let mut buf = shared.pool.take();
+        let n = match rd.try_read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                shared.pool.put(buf);
+                continue;
+            }
+            Err(e) => {
+                shared.pool.put(buf);
+                return Err(e.into());
+            }
+        };
         if n == 0 {
+            shared.pool.put(buf);
             io.send_all(&[], true).await?;
             return Ok(());
         }
         if let Some(cap) = &shared.limits.down {
             cap.take(n).await;
         }
-        io.send_all(&buf[..n], false).await?;
+        let sent = io.send_all(&buf[..n], false).await;
+        shared.pool.put(buf);
+        sent?;
         conn.from_targets.set(conn.from_targets.get() + n as u64);
         shared.usage.add(n as u64);
     }
