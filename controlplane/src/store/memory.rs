@@ -83,9 +83,16 @@ fn unhex(s: &str) -> Option<SecretHash> {
 
 impl MemoryStore {
     fn with<R>(&self, f: impl FnOnce(&mut Tables) -> R) -> R {
-        self.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
         let mut t = self.tables.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut t)
+    }
+
+    /// Like [`MemoryStore::with`], for changes to what the snapshot holds (keys,
+    /// balances, usage, nodes): the next [`MemoryStore::save`] writes them. Lookups,
+    /// sessions and connection records do not make the snapshot dirty.
+    fn change<R>(&self, f: impl FnOnce(&mut Tables) -> R) -> R {
+        self.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.with(f)
     }
 
     /// A store kept in `path`: loaded from it when it exists (outstanding leases go
@@ -270,7 +277,7 @@ impl Store for MemoryStore {
             created_unix: now_unix(),
             hash: secrets::hash(&secret),
         };
-        self.with(|t| {
+        self.change(|t| {
             t.key_ids_by_hash.insert(rec.hash, rec.id.clone());
             t.keys.insert(rec.id.clone(), rec.clone());
         });
@@ -299,7 +306,7 @@ impl Store for MemoryStore {
     }
 
     async fn add_credits(&self, id: &str, bytes: u64) -> Result<KeyRecord, StoreError> {
-        let rec = self.with(|t| {
+        let rec = self.change(|t| {
             let k = t
                 .keys
                 .get_mut(id)
@@ -312,7 +319,7 @@ impl Store for MemoryStore {
     }
 
     async fn revoke_key(&self, id: &str) -> Result<(), StoreError> {
-        self.with(|t| {
+        self.change(|t| {
             let k = t
                 .keys
                 .get_mut(id)
@@ -329,12 +336,12 @@ impl Store for MemoryStore {
         terms: &LeaseTerms,
         request: &LeaseRequest,
     ) -> Result<LeaseAnswer, StoreError> {
-        self.with(|t| lease_in(t, terms, request))
+        self.change(|t| lease_in(t, terms, request))
     }
 
     async fn reclaim_expired(&self) -> Result<u64, StoreError> {
         let now = Instant::now();
-        Ok(self.with(|t| {
+        let reclaimed = self.with(|t| {
             let mut reclaimed = 0;
             for lease in t.leases.values_mut() {
                 if lease.status == LeaseStatus::Live && lease.expires <= now {
@@ -348,7 +355,11 @@ impl Store for MemoryStore {
                 }
             }
             reclaimed
-        }))
+        });
+        if reclaimed > 0 {
+            self.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(reclaimed)
     }
 
     async fn record_connection(&self, record: &ConnRecord, max_len: u64) -> Result<(), StoreError> {
@@ -378,7 +389,7 @@ impl Store for MemoryStore {
             created_unix: now_unix(),
             hash: secrets::hash(&token),
         };
-        self.with(|t| {
+        self.change(|t| {
             t.node_ids_by_hash.insert(rec.hash, rec.id.clone());
             t.nodes.insert(rec.id.clone(), rec.clone());
         });
@@ -396,7 +407,7 @@ impl Store for MemoryStore {
     }
 
     async fn set_node_payout(&self, id: &str, address: &str) -> Result<(), StoreError> {
-        self.with(|t| {
+        self.change(|t| {
             let n = t
                 .nodes
                 .get_mut(id)
@@ -468,12 +479,18 @@ mod tests {
         let (key, secret) = store.create_key("alice", 1000).await.expect("key");
         let (node, token) = store.create_node().await.expect("node");
         // A lease outstanding at the snapshot (as after a crash).
-        store.with(|t| {
+        store.change(|t| {
             let k = t.keys.get_mut(&key.id).expect("key");
             k.credits -= 300;
             k.leased += 300;
         });
         store.save().expect("save");
+        // Lookups leave the snapshot clean: nothing is rewritten for them.
+        store
+            .key_by_hash(secrets::hash(&secret))
+            .await
+            .expect("lookup");
+        assert!(!store.dirty.load(std::sync::atomic::Ordering::Relaxed));
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
