@@ -29,7 +29,8 @@ impl RetryKey {
         RetryKey(rand::random())
     }
 
-    fn tag(&self, issued: u64, peer: SocketAddr, odcid: &[u8]) -> [u8; TAG_LEN] {
+    /// The MAC over what a token binds: issue time, client address, odcid.
+    fn mac(&self, issued: u64, peer: SocketAddr, odcid: &[u8]) -> Hmac<Sha256> {
         let mut mac = <Hmac<Sha256>>::new_from_slice(&self.0).expect("any key length");
         mac.update(&issued.to_be_bytes());
         match peer.ip() {
@@ -38,10 +39,7 @@ impl RetryKey {
         }
         mac.update(&peer.port().to_be_bytes());
         mac.update(odcid);
-        let full = mac.finalize().into_bytes();
-        let mut tag = [0u8; TAG_LEN];
-        tag.copy_from_slice(&full[..TAG_LEN]);
-        tag
+        mac
     }
 
     /// A token for a client at `peer` whose first Initial carried `odcid`.
@@ -54,7 +52,8 @@ impl RetryKey {
         t.extend_from_slice(&issued.to_be_bytes());
         t.push(odcid.len() as u8);
         t.extend_from_slice(odcid);
-        t.extend_from_slice(&self.tag(issued, peer, odcid));
+        let full = self.mac(issued, peer, odcid).finalize().into_bytes();
+        t.extend_from_slice(&full[..TAG_LEN]);
         t
     }
 
@@ -72,10 +71,11 @@ impl RetryKey {
         if tag.len() != TAG_LEN || now.saturating_sub(issued) > TOKEN_LIFETIME.as_secs() {
             return None;
         }
-        let want = self.tag(issued, peer, odcid);
-        // Constant time: the tag is a secret-derived value.
-        let same = tag.iter().zip(want).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
-        same.then(|| odcid.to_vec())
+        // Constant-time comparison of the truncated tag.
+        self.mac(issued, peer, odcid)
+            .verify_truncated_left(tag)
+            .ok()
+            .map(|()| odcid.to_vec())
     }
 }
 
