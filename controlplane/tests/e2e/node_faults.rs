@@ -1,25 +1,9 @@
 //! Node faults: a node that holds its QUIC connection but never answers a stream, and a
 //! node that flaps. Customers keep being served, and the server keeps no stale state.
 
-use std::io::{Read, Write};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::fixtures::socks::{self, Connect};
 use crate::fixtures::{targets, wait_for, Net, Options};
-
-fn echo_once(net: &Net, port: u16) -> Duration {
-    let t = Instant::now();
-    match socks::connect(net.socks, "e2e", &net.key, "127.0.0.1", port) {
-        Connect::Open(mut s) => {
-            s.write_all(b"ping").unwrap();
-            let mut b = [0u8; 4];
-            s.read_exact(&mut b).unwrap();
-            assert_eq!(&b, b"ping");
-        }
-        other => panic!("the customer was not served: {other:?}"),
-    }
-    t.elapsed()
-}
 
 #[test]
 fn a_mute_node_times_out_and_traffic_moves_elsewhere() {
@@ -34,7 +18,7 @@ fn a_mute_node_times_out_and_traffic_moves_elsewhere() {
     // SAFETY: kill(2) on our own child.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGSTOP) }, 0);
     let echo = targets::echo();
-    let times: Vec<Duration> = (0..30).map(|_| echo_once(&net, echo.port())).collect();
+    let times: Vec<Duration> = (0..30).map(|_| net.echo_once(echo.port())).collect();
     let slow = times
         .iter()
         .filter(|t| **t >= Duration::from_secs(1))
@@ -91,7 +75,7 @@ fn a_flapping_node_leaves_no_state_behind() {
     wait_for("the flapping node to be forgotten", || {
         (net.metric("turbo_nodes_connected") == 1.0).then_some(())
     });
-    echo_once(&net, echo.port());
+    net.echo_once(echo.port());
     let nodes = net.api_get("/api/nodes");
     let listed = nodes.as_array().unwrap().len();
     // Streams and customer connections drain to zero once the last tunnel closes.
