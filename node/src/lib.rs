@@ -11,6 +11,8 @@ pub mod autostart;
 pub mod config_file;
 pub mod conn;
 pub mod dial;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
 pub mod files;
 pub mod guard;
 pub mod limit;

@@ -69,6 +69,10 @@ pub async fn serve(conn: Rc<Conn>, id: u64, shared: Rc<Shared>, max_streams: u64
             }
             Err(None) => return,
         };
+        #[cfg(feature = "fault-injection")]
+        if faulty(&io).await {
+            return;
+        }
         let limit = match header.connect_timeout_ms {
             0 => DEFAULT_CONNECT_TIMEOUT,
             ms => Duration::from_millis(ms),
@@ -114,6 +118,27 @@ pub async fn serve(conn: Rc<Conn>, id: u64, shared: Rc<Shared>, max_streams: u64
     }
     .instrument(span)
     .await
+}
+
+/// Plays the test fault, if any; `true` when it handled the stream.
+#[cfg(feature = "fault-injection")]
+async fn faulty(io: &StreamIo) -> bool {
+    use crate::fault::{current, Fault};
+    let reply = match current() {
+        Fault::None => return false,
+        Fault::RefuseAll => refusal(RelayStatus::ConnectionRefused, "connection refused".into()),
+        Fault::OkNeverRead | Fault::OkNeverReadHugeWindows => {
+            let mut ok = Vec::with_capacity(4);
+            RelayReply::ok().encode(&mut ok);
+            ok
+        }
+    };
+    let done = current() == Fault::RefuseAll;
+    if io.send_all(&reply, done).await.is_ok() && !done {
+        // Never read: hold the stream until the server gives up on it.
+        let _ = io.conn_closed().await;
+    }
+    true
 }
 
 fn refusal(status: RelayStatus, message: String) -> Vec<u8> {

@@ -75,6 +75,13 @@ fn quic_config(cfg: &NodeConfig) -> Result<quiche::Config, NodeError> {
     c.set_initial_max_streams_uni(0);
     c.set_max_stream_window(16 << 20);
     c.set_max_connection_window(64 << 20);
+    #[cfg(feature = "fault-injection")]
+    if crate::fault::current() == crate::fault::Fault::OkNeverReadHugeWindows {
+        c.set_initial_max_data(1 << 40);
+        c.set_initial_max_stream_data_bidi_remote(1 << 40);
+        c.set_max_stream_window(1 << 40);
+        c.set_max_connection_window(1 << 40);
+    }
     Ok(c)
 }
 
