@@ -86,6 +86,15 @@ pub struct ServerConfig {
     /// A tunnel with no byte either way for this long is closed. Defaults to `300s`.
     #[serde(with = "humantime_serde_compat")]
     pub relay_idle_timeout: Duration,
+    /// A tunnel direction that holds bytes it cannot pass on for this long (the customer
+    /// stopped reading, or the node stopped accepting or reporting deliveries) is cut,
+    /// well before the idle timeout (a stall longer than `relay_idle_timeout` is cut as
+    /// idle first). Defaults to `30s`.
+    #[serde(with = "humantime_serde_compat")]
+    pub relay_stall_timeout: Duration,
+    /// Bytes of credit every tunnel the node opens costs on top of its traffic, credited
+    /// to the node like traffic (dialing is work too). Defaults to `1000`.
+    pub connection_cost: u64,
     /// Resident memory above which new customer connections are refused (open ones
     /// carry on) until it falls under 90% of it. `0` means 75% of the memory available
     /// (cgroup limit, else RAM). Defaults to `0`.
@@ -168,6 +177,8 @@ impl Default for ServerConfig {
             max_connections_per_key: 2_000,
             new_connections_per_key_per_sec: 500,
             relay_idle_timeout: Duration::from_secs(300),
+            relay_stall_timeout: Duration::from_secs(30),
+            connection_cost: 1000,
             shutdown_grace: Duration::from_secs(30),
             overload_memory_bytes: 0,
             quic_retry_threshold: 64,
@@ -236,6 +247,12 @@ impl ServerConfig {
         }
         if self.relay_idle_timeout < Duration::from_secs(1) {
             return invalid("relay_idle_timeout", "must be at least 1s");
+        }
+        if self.relay_stall_timeout < Duration::from_secs(1) {
+            return invalid("relay_stall_timeout", "must be at least 1s");
+        }
+        if self.connection_cost > 1 << 30 {
+            return invalid("connection_cost", "must be at most 1 GiB");
         }
         if !(256..=1 << 20).contains(&self.http_max_head_bytes) {
             return invalid("http_max_head_bytes", "must be between 256 and 1048576");

@@ -237,6 +237,8 @@ impl Server {
                     max_conns_per_key: cfg.max_connections_per_key,
                     new_conns_per_key_per_sec: cfg.new_connections_per_key_per_sec,
                     idle_timeout: cfg.relay_idle_timeout,
+                    stall_timeout: cfg.relay_stall_timeout,
+                    connection_cost: cfg.connection_cost,
                 },
                 auth: AuthConfig {
                     ttl: cfg.auth_cache_ttl,

@@ -27,6 +27,10 @@ pub struct ConnLimits {
     pub new_conns_per_key_per_sec: u32,
     /// A tunnel with no byte in either direction for this long is closed.
     pub idle_timeout: Duration,
+    /// A tunnel direction holding bytes it cannot pass on for this long is cut.
+    pub stall_timeout: Duration,
+    /// Bytes of credit each tunnel costs once the node connected it.
+    pub connection_cost: u64,
 }
 
 impl Default for ConnLimits {
@@ -37,6 +41,8 @@ impl Default for ConnLimits {
             max_conns_per_key: 2_000,
             new_conns_per_key_per_sec: 500,
             idle_timeout: Duration::from_secs(300),
+            stall_timeout: Duration::from_secs(30),
+            connection_cost: 1000,
         }
     }
 }
@@ -56,6 +62,10 @@ pub struct LimitCounters {
     pub handshake_timeout: AtomicU64,
     /// Tunnels closed by the idle timeout.
     pub idle_timeout: AtomicU64,
+    /// Tunnels cut because the customer stopped reading for the stall timeout.
+    pub stalled_customer: AtomicU64,
+    /// Tunnels cut because the node stopped accepting or reporting deliveries.
+    pub stalled_node: AtomicU64,
     /// Connections refused because the process was over its memory watermark.
     pub memory: AtomicU64,
     /// QUIC Initials answered with a Retry (address validation under load).
@@ -70,7 +80,7 @@ pub struct LimitCounters {
 
 impl LimitCounters {
     /// `(limit, count)` pairs for export.
-    pub fn all(&self) -> [(&'static str, u64); 11] {
+    pub fn all(&self) -> [(&'static str, u64); 13] {
         [
             ("server_connections", self.server.load(Relaxed)),
             ("listener_connections", self.listener.load(Relaxed)),
@@ -78,6 +88,8 @@ impl LimitCounters {
             ("key_connection_rate", self.key_rate.load(Relaxed)),
             ("handshake_timeout", self.handshake_timeout.load(Relaxed)),
             ("idle_timeout", self.idle_timeout.load(Relaxed)),
+            ("stalled_customer", self.stalled_customer.load(Relaxed)),
+            ("stalled_node", self.stalled_node.load(Relaxed)),
             ("memory", self.memory.load(Relaxed)),
             ("quic_retry", self.quic_retries.load(Relaxed)),
             ("quic_handshakes", self.quic_dropped.load(Relaxed)),

@@ -10,6 +10,7 @@ use std::rc::Rc;
 use std::task::{Poll, Waker};
 
 use tokio::sync::Notify;
+use turbo_proto::wire::control::ControlMessage;
 
 /// Application error code for a stream aborted by the node (target reset, error).
 pub const RESET_TARGET_ABORT: u64 = 0x2;
@@ -56,6 +57,8 @@ pub struct Conn {
     pub from_targets: Cell<u64>,
     /// Bytes sent to targets.
     pub to_targets: Cell<u64>,
+    /// Control messages from relay tasks, sent by the session driver.
+    pub outbox: RefCell<Vec<u8>>,
 }
 
 impl Conn {
@@ -71,7 +74,20 @@ impl Conn {
             total: Cell::new(0),
             from_targets: Cell::new(0),
             to_targets: Cell::new(0),
+            outbox: RefCell::new(Vec::new()),
         }
+    }
+
+    /// Tells the server how many bytes of relay stream `stream` reached the target
+    /// (`done`: no more will). The server bills uploads by these reports.
+    pub fn report_delivered(&self, stream: u64, bytes: u64, done: bool) {
+        ControlMessage::Delivered {
+            stream,
+            bytes,
+            done,
+        }
+        .encode(&mut self.outbox.borrow_mut());
+        self.wake.notify_one();
     }
 
     /// Whether the connection is gone.

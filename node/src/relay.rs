@@ -9,6 +9,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tracing::{debug, Instrument};
 use turbo_proto::wire::relay::{RelayHeader, RelayHeaderReader, RelayReply};
+use turbo_proto::wire::window::DELIVERED_EVERY;
 use turbo_proto::RelayStatus;
 
 use crate::conn::{Conn, StreamError, StreamIo};
@@ -95,18 +96,21 @@ pub async fn serve(conn: Rc<Conn>, id: u64, shared: Rc<Shared>, max_streams: u64
         }
         let _ = target.set_nodelay(true);
         let (mut rd, mut wr) = target.into_split();
+        let delivered = Delivered::new(&conn, id);
         let result = async {
             if !extra.is_empty() {
                 wr.write_all(&extra).await?;
+                delivered.add(extra.len() as u64);
                 conn.to_targets.set(conn.to_targets.get() + extra.len() as u64);
                 shared.usage.add(extra.len() as u64);
             }
             tokio::select! {
-                r = async { tokio::try_join!(to_target(&io, &mut wr, &conn, &shared), from_target(&io, &mut rd, &conn, &shared)) } => r.map(|_| ()),
+                r = async { tokio::try_join!(to_target(&io, &mut wr, &delivered, &shared), from_target(&io, &mut rd, &conn, &shared)) } => r.map(|_| ()),
                 e = io.conn_closed() => Err(RelayError::from(e)),
             }
         }
         .await;
+        delivered.done();
         match result {
             Ok(()) => io.finish(),
             Err(e) => {
@@ -162,10 +166,61 @@ async fn read_header(io: &StreamIo) -> Result<(RelayHeader, Vec<u8>), Option<Str
     }
 }
 
+/// Counts the bytes written to the target on one stream and reports them to the server
+/// every [`DELIVERED_EVERY`] bytes and once at the end.
+struct Delivered<'a> {
+    conn: &'a Conn,
+    stream: u64,
+    bytes: std::cell::Cell<u64>,
+    reported: std::cell::Cell<u64>,
+    done: std::cell::Cell<bool>,
+}
+
+impl<'a> Delivered<'a> {
+    fn new(conn: &'a Conn, stream: u64) -> Self {
+        Delivered {
+            conn,
+            stream,
+            bytes: Default::default(),
+            reported: Default::default(),
+            done: Default::default(),
+        }
+    }
+
+    fn add(&self, n: u64) {
+        let total = self.bytes.get() + n;
+        self.bytes.set(total);
+        if total - self.reported.get() >= DELIVERED_EVERY {
+            self.reported.set(total);
+            self.conn.report_delivered(self.stream, total, false);
+        }
+    }
+
+    /// The target-bound direction ended (FIN, error or abort): final report, once.
+    fn done(&self) {
+        if !self.done.replace(true) {
+            self.conn.report_delivered(self.stream, self.bytes.get(), true);
+        }
+    }
+}
+
 /// Server -> target; stream FIN becomes a TCP half-close.
 async fn to_target(
     io: &StreamIo,
     wr: &mut OwnedWriteHalf,
+    delivered: &Delivered<'_>,
+    shared: &Shared,
+) -> Result<(), RelayError> {
+    let conn = delivered.conn;
+    let result = to_target_loop(io, wr, delivered, conn, shared).await;
+    delivered.done();
+    result
+}
+
+async fn to_target_loop(
+    io: &StreamIo,
+    wr: &mut OwnedWriteHalf,
+    delivered: &Delivered<'_>,
     conn: &Conn,
     shared: &Shared,
 ) -> Result<(), RelayError> {
@@ -186,6 +241,7 @@ async fn to_target(
         shared.pool.put(buf);
         let (n, fin) = moved?;
         if n > 0 {
+            delivered.add(n as u64);
             conn.to_targets.set(conn.to_targets.get() + n as u64);
             shared.usage.add(n as u64);
         }

@@ -14,7 +14,7 @@ use tokio::net::UdpSocket;
 use tokio::time::{sleep, sleep_until, Instant};
 use tracing::{info, warn};
 use turbo_proto::wire::control::{ControlDecoder, ControlMessage, Hello, NodeStats, RejectCode};
-use turbo_proto::wire::{ALPN, WIRE_VERSION};
+use turbo_proto::wire::{window, ALPN, WIRE_VERSION};
 
 use crate::conn::Conn;
 use crate::{NodeConfig, NodeError, Shared};
@@ -68,13 +68,15 @@ fn quic_config(cfg: &NodeConfig) -> Result<quiche::Config, NodeError> {
     c.set_max_idle_timeout(30_000);
     c.set_max_recv_udp_payload_size(MAX_DATAGRAM);
     c.set_max_send_udp_payload_size(1350);
-    c.set_initial_max_data(16 << 20);
+    // Server -> node data (customer -> target): a stream whose target stops reading
+    // holds at most STREAM_WINDOW of the shared window.
+    c.set_initial_max_data(window::CONNECTION_WINDOW);
+    c.set_max_connection_window(window::CONNECTION_WINDOW);
     c.set_initial_max_stream_data_bidi_local(1 << 20);
-    c.set_initial_max_stream_data_bidi_remote(1 << 20);
+    c.set_initial_max_stream_data_bidi_remote(window::STREAM_WINDOW_INITIAL);
+    c.set_max_stream_window(window::STREAM_WINDOW);
     c.set_initial_max_streams_bidi(u64::from(cfg.max_streams));
     c.set_initial_max_streams_uni(0);
-    c.set_max_stream_window(16 << 20);
-    c.set_max_connection_window(64 << 20);
     #[cfg(feature = "fault-injection")]
     if crate::fault::current() == crate::fault::Fault::OkNeverReadHugeWindows {
         c.set_initial_max_data(1 << 40);
@@ -240,6 +242,7 @@ pub async fn run(
                     u64::from(cfg.max_streams),
                 ));
             }
+            control_out.append(&mut conn.outbox.borrow_mut());
             if !control_out.is_empty() {
                 let r = conn
                     .quic

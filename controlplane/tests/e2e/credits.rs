@@ -21,6 +21,10 @@ use crate::fixtures::{curl, random_bytes, wait_for, Net, Options};
 const FAST_LEASES: &str =
     "lease_ttl = \"2s\"\nlease_checkpoint = \"300ms\"\nlease_idle_release = \"300ms\"\n";
 
+/// Credit each tunnel costs once its node connected (the server's default
+/// `connection_cost`), booked as upstream bytes.
+const CONNECTION_COST: u64 = 1000;
+
 fn u(v: &Value, field: &str) -> u64 {
     v[field]
         .as_u64()
@@ -139,7 +143,7 @@ fn parallel_connections_bill_to_the_byte(driver: &'static str) {
         u(&k, "balance")
     );
     assert_eq!(down, received, "every byte delivered is billed, once");
-    assert!(up <= sent);
+    assert!(up <= sent + 100 * CONNECTION_COST, "up {up} vs sent {sent} + costs");
     assert!(up + down <= 5_000_000, "no double spend");
     assert_eq!(u(&k, "overdraft"), 0);
     assert_eq!(up + down + u(&k, "balance"), 5_000_000);
@@ -462,7 +466,7 @@ fn graceful_shutdown_settles_leases(driver: &'static str) {
             .expect("field")
     };
     assert_eq!(field("bytes_down"), 500_000);
-    assert_eq!(field("credits") + 500_000, 100_000_000);
+    assert_eq!(field("credits") + 500_000 + CONNECTION_COST, 100_000_000);
 }
 
 fn keys_are_managed_from_the_cli(driver: &'static str) {

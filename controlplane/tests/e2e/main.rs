@@ -12,6 +12,7 @@ mod data_path;
 mod demo;
 mod drain;
 mod failures;
+mod hostile_peers;
 mod limits;
 mod malformed;
 mod nat_rebind;

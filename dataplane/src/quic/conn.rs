@@ -25,12 +25,18 @@ use crate::signal::Signal;
 /// Largest UDP payload the server sends.
 pub(crate) const MAX_DATAGRAM: usize = 1500;
 
-/// Wakers of one relay stream.
+/// Wakers of one relay stream, and what the node reported delivered on it.
 #[derive(Default)]
 pub(crate) struct StreamSlot {
     pub(crate) read: Option<Waker>,
     pub(crate) write: Option<Waker>,
     pub(crate) closed: Option<Waker>,
+    /// Woken when the node reports a delivery.
+    pub(crate) delivery: Option<Waker>,
+    /// Upstream bytes the node says it wrote to the target (monotonic).
+    pub(crate) delivered: u64,
+    /// The node says its target-bound direction ended.
+    pub(crate) delivered_done: bool,
 }
 
 /// A node connection owned by one core.
@@ -101,6 +107,18 @@ impl NodeConn {
         id
     }
 
+    /// Records a node's delivery report for `stream` (reports for streams that are not
+    /// open here are ignored; a report can only move forward).
+    pub(crate) fn delivered(&self, stream: u64, bytes: u64, done: bool) {
+        if let Some(slot) = self.slots.borrow_mut().get_mut(&stream) {
+            slot.delivered = slot.delivered.max(bytes);
+            slot.delivered_done |= done;
+            if let Some(w) = slot.delivery.take() {
+                w.wake();
+            }
+        }
+    }
+
     /// Feeds one received datagram to quiche and wakes the driver.
     pub(crate) fn deliver(&self, pkt: &mut [u8], from: SocketAddr, to: SocketAddr) {
         let res = self
@@ -136,7 +154,12 @@ impl NodeConn {
             return;
         }
         for slot in self.slots.borrow_mut().values_mut() {
-            for w in [slot.read.take(), slot.write.take(), slot.closed.take()]
+            for w in [
+                slot.read.take(),
+                slot.write.take(),
+                slot.closed.take(),
+                slot.delivery.take(),
+            ]
                 .into_iter()
                 .flatten()
             {

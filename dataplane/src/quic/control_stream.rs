@@ -148,6 +148,11 @@ fn handle(core: &Rc<Core>, conn: &Rc<NodeConn>, msg: ControlMessage) {
         | ControlMessage::Score { .. }
         | ControlMessage::Policy(_) => {}
         ControlMessage::Stats(stats) => conn.control.borrow_mut().stats = stats,
+        ControlMessage::Delivered {
+            stream,
+            bytes,
+            done,
+        } => conn.delivered(stream, bytes, done),
         ControlMessage::Drain { grace_ms } => {
             info!(grace_ms, "node is draining");
             conn.control.borrow_mut().draining = true;

@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use monoio::buf::IoBuf;
 use monoio::net::udp::UdpSocket;
 use tracing::{debug, warn};
-use turbo_proto::wire::ALPN;
+use turbo_proto::wire::{window, ALPN};
 
 use super::cid::{self, CID_LEN};
 use super::conn::{self, NodeConn, MAX_DATAGRAM};
@@ -107,10 +107,11 @@ pub(crate) fn server_config(cfg: &DataplaneConfig) -> Result<quiche::Config, Dat
     c.set_max_recv_udp_payload_size(MAX_DATAGRAM);
     c.set_max_send_udp_payload_size(1350);
     // Node -> server data (target -> customer): per relay stream and per connection.
-    c.set_initial_max_data(16 << 20);
-    c.set_initial_max_stream_data_bidi_local(1 << 20);
-    c.set_max_stream_window(16 << 20);
-    c.set_max_connection_window(64 << 20);
+    // A stream nobody drains holds at most STREAM_WINDOW of the shared window.
+    c.set_initial_max_data(window::CONNECTION_WINDOW);
+    c.set_max_connection_window(window::CONNECTION_WINDOW);
+    c.set_initial_max_stream_data_bidi_local(window::STREAM_WINDOW_INITIAL);
+    c.set_max_stream_window(window::STREAM_WINDOW);
     // Node-initiated streams: only the control stream.
     c.set_initial_max_stream_data_bidi_remote(64 << 10);
     c.set_initial_max_streams_bidi(4);

@@ -179,6 +179,52 @@ impl RelayStream {
         .await
     }
 
+    /// What the node reported delivered to the target: `(bytes, done)`.
+    pub(crate) fn delivered(&self) -> (u64, bool) {
+        self.slot(|s| (s.delivered, s.delivered_done))
+            .unwrap_or((0, true))
+    }
+
+    /// Waits until the node reports more than `beyond` bytes delivered, or that it is
+    /// done, or the connection closes. Returns the report.
+    pub(crate) async fn delivery_beyond(&self, beyond: u64) -> (u64, bool) {
+        poll_fn(|cx| {
+            let (bytes, done) = self.delivered();
+            if bytes > beyond || done || self.conn.is_closed() {
+                return Poll::Ready((bytes, done || self.conn.is_closed()));
+            }
+            self.slot(|s| s.delivery = Some(cx.waker().clone()));
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Stops reading (the node is told with STOP_SENDING) but lets what was already
+    /// queued upstream, and its FIN, reach the node: dropping the stream then resets
+    /// nothing. Used when the key can pay no more.
+    pub(crate) fn stop_reading(&mut self) {
+        let _ = self.conn.quic.borrow_mut().stream_shutdown(
+            self.id,
+            quiche::Shutdown::Read,
+            RESET_CUSTOMER_ABORT,
+        );
+        self.conn.flush.notify();
+        self.clean = true;
+    }
+
+    /// Resets the stream both ways now (the node stops writing to the target and sends
+    /// its last delivery report); dropping it later resets nothing more.
+    pub(crate) fn abort(&mut self) {
+        if !self.clean && !self.conn.is_closed() {
+            let mut quic = self.conn.quic.borrow_mut();
+            let _ = quic.stream_shutdown(self.id, quiche::Shutdown::Write, RESET_CUSTOMER_ABORT);
+            let _ = quic.stream_shutdown(self.id, quiche::Shutdown::Read, RESET_CUSTOMER_ABORT);
+            drop(quic);
+            self.conn.flush.notify();
+        }
+        self.clean = true;
+    }
+
     /// Marks the stream as finished cleanly in both directions, so dropping it does not
     /// reset it.
     pub(crate) fn finish(&mut self) {

@@ -13,7 +13,10 @@ use crate::account::{Account, Exhausted};
 pub(super) struct Counters<'a> {
     pub(super) account: &'a Account,
     node: OnceCell<Arc<str>>,
+    /// Upstream bytes billed: what the node reported delivered, at most `sent_up`.
     pub(super) up: Cell<u64>,
+    /// Upstream bytes paid for and handed to the node, billed or not yet.
+    pub(super) sent_up: Cell<u64>,
     pub(super) down: Cell<u64>,
     pub(super) reads_up: Cell<u64>,
     pub(super) reads_down: Cell<u64>,
@@ -37,6 +40,7 @@ impl<'a> Counters<'a> {
             account,
             node: OnceCell::new(),
             up: Cell::new(0),
+            sent_up: Cell::new(0),
             down: Cell::new(0),
             reads_up: Cell::new(0),
             reads_down: Cell::new(0),
@@ -49,17 +53,23 @@ impl<'a> Counters<'a> {
         }
     }
 
-    fn read(&self, n: usize, upstream: bool) {
-        let (bytes, reads) = if upstream {
-            (&self.up, &self.reads_up)
-        } else {
-            (&self.down, &self.reads_down)
-        };
-        bytes.set(bytes.get() + n as u64);
-        reads.set(reads.get() + 1);
+    /// Books `n` bytes as billed to the key and carried by the node.
+    fn book(&self, n: u64, upstream: bool) {
+        let bytes = if upstream { &self.up } else { &self.down };
+        bytes.set(bytes.get() + n);
         if let Some(node) = self.node.get() {
-            self.account.spent(node, n, upstream);
+            self.account.spent(node, n as usize, upstream);
         }
+    }
+
+    /// Counts one read (for the feature record's read counts and gaps).
+    fn note_read(&self, upstream: bool) {
+        let reads = if upstream {
+            &self.reads_up
+        } else {
+            &self.reads_down
+        };
+        reads.set(reads.get() + 1);
         let now = Instant::now();
         if let Some(prev) = self.last_read.replace(Some(now)) {
             let gap = now.duration_since(prev).as_micros() as u64;
@@ -100,12 +110,45 @@ impl<'a> Counters<'a> {
         }
     }
 
+    /// `n` paid upstream bytes were read from the customer and go to the node; they are
+    /// billed once the node reports them delivered ([`Counters::delivered_up_to`]).
     pub(super) fn add_up(&self, n: usize) {
-        self.read(n, true);
+        self.note_read(true);
+        self.sent_up.set(self.sent_up.get() + n as u64);
     }
 
+    /// Paid upstream bytes sent without a customer read (an HTTP head).
+    pub(super) fn add_up_head(&self, n: usize) {
+        self.sent_up.set(self.sent_up.get() + n as u64);
+    }
+
+    /// The node reports `delivered` upstream bytes written to the target: bills what is
+    /// new, never more than was sent.
+    pub(super) fn delivered_up_to(&self, delivered: u64) {
+        let billable = delivered.min(self.sent_up.get());
+        let new = billable.saturating_sub(self.up.get());
+        if new > 0 {
+            self.book(new, true);
+        }
+    }
+
+    /// Paid upstream bytes the node never reported delivered (given back at the end).
+    pub(super) fn undelivered_up(&self) -> u64 {
+        self.sent_up.get().saturating_sub(self.up.get())
+    }
+
+    /// Bills `n` downstream bytes (paid, and about to be written to the customer).
     pub(super) fn add_down(&self, n: usize) {
-        self.read(n, false);
+        self.note_read(false);
+        self.book(n as u64, false);
+    }
+
+    /// Bills the per-tunnel connection cost, carried by the node like traffic (not in
+    /// the byte counts of the feature record).
+    pub(super) fn connection_cost(&self, n: u64) {
+        if let Some(node) = self.node.get() {
+            self.account.spent(node, n as usize, true);
+        }
     }
 
     /// Mean and standard deviation of the gaps between reads, in microseconds.

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use monoio::io::{AsyncWriteRent, AsyncWriteRentExt, Splitable};
+use monoio::io::{AsyncWriteRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable};
 use monoio::net::TcpStream;
 use tracing::{debug, Span};
 use turbo_proto::wire::relay::RelayHeader;
@@ -96,7 +96,25 @@ pub(crate) enum RelayError {
     /// No byte moved either way for the idle timeout.
     #[error("idle for {0:?}")]
     Idle(std::time::Duration),
+    /// One direction held bytes it could not pass on for the stall timeout.
+    #[error("stalled: {0}")]
+    Stalled(Stalled),
 }
+
+/// Which side stopped taking bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum Stalled {
+    /// The customer stopped reading what its target sent.
+    #[error("customer_stalled: the customer read nothing for the stall timeout")]
+    Customer,
+    /// The node stopped accepting upstream bytes or reporting their delivery.
+    #[error("node_stalled: the node accepted or delivered nothing for the stall timeout")]
+    Node,
+}
+
+/// How long a relay waits, after both directions ended, for the node's last delivery
+/// report before it gives back the credit of upstream bytes never reported delivered.
+const DELIVERY_GRACE: Duration = Duration::from_secs(2);
 
 /// Resolves once no byte has moved either way for `timeout`.
 async fn idle_watch(
@@ -356,6 +374,14 @@ async fn pipe(
         mut rs, extra, fin, ..
     } = opened;
     let account = counters.account;
+    let cost = core.gate.limits().connection_cost;
+    if let Err(e) = account.take_exact(cost as usize).await {
+        let _ = stream
+            .write_all(plan.reply.failure(credit_status(e), &e.to_string()))
+            .await;
+        return credit_status(e);
+    }
+    counters.connection_cost(cost);
     if let Some(ok) = plan
         .reply
         .success(plan.moved.then_some(&*plan.route.node_id))
@@ -366,60 +392,134 @@ async fn pipe(
     }
     let fd = stream.as_raw_fd();
     let (mut rd, mut wr) = stream.into_split();
-    let res = async {
-        if !plan.pending.is_empty() {
-            let n = plan.pending.len();
-            account.take_exact(n).await?;
-            counters.add_up(n);
-            rs.send_all(&plan.pending, false).await?;
-        }
-        if !extra.is_empty() {
-            let n = extra.len();
-            account.take_exact(n).await?;
-            counters.add_down(n);
-            wr.write_all(extra).await.0?;
-        }
-        let down = async {
-            if fin {
-                wr.shutdown().await?;
-                Ok(())
-            } else {
-                pump_down(&rs, &mut wr, &core.pool, counters).await
-            }
-        };
-        let up = pump_up(&rs, &mut rd, &core.pool, counters);
-        let opened = Instant::now();
-        let watch = async {
-            monoio::select! {
-                e = rs.conn_closed() => RelayError::from(e),
-                e = idle_watch(counters, opened, core.gate.limits().idle_timeout) => e,
-                e = account.closed() => {
-                    counters.halt(e);
-                    std::future::pending::<RelayError>().await
-                }
-            }
-        };
-        join_or_abort(up, down, watch).await
-    }
-    .await;
-    match (res, counters.halted.get()) {
+    let res = relay_both_ways(core, plan, &rs, (&mut rd, &mut wr), (extra, fin), counters).await;
+    let halted = counters.halted.get();
+    match (&res, halted) {
         (Ok(()), None) => rs.finish(),
+        (Ok(()), Some(_)) | (Err(RelayError::Credit(_)), _) => rs.stop_reading(),
+        (Err(_), _) => rs.abort(),
+    }
+    settle_upload(&rs, counters).await;
+    match (res, halted) {
+        (Ok(()), None) => {}
         (Ok(()), Some(why)) | (Err(RelayError::Credit(why)), _) => {
-            // Dropping the unfinished stream resets it; the customer gets a FIN after
-            // every byte it paid for.
+            // The customer gets a FIN after every byte it paid for; the target gets
+            // every upstream byte that was paid for, then a FIN.
             debug!(reason = %why, "relay stopped: key cannot pay");
             core.stats.credit_closes.fetch_add(1, Relaxed);
         }
         (Err(e), _) => {
-            if matches!(e, RelayError::Idle(_)) {
-                core.gate.counters.idle_timeout.fetch_add(1, Relaxed);
-            }
+            count_abort(core, plan, &rs, counters, &e);
             debug!(error = %e, "relay aborted");
             // Turn our close into a RST so the customer sees an abort, not a clean end.
             crate::sys::set_abortive_close(fd, &rd);
         }
     }
     RelayStatus::Ok
+}
+
+/// Moves bytes both ways until both directions finished or the relay aborts.
+async fn relay_both_ways(
+    core: &Core,
+    plan: &RelayPlan,
+    rs: &RelayStream,
+    (rd, wr): (&mut OwnedReadHalf<TcpStream>, &mut OwnedWriteHalf<TcpStream>),
+    (extra, fin): (Vec<u8>, bool),
+    counters: &Counters<'_>,
+) -> Result<(), RelayError> {
+    let account = counters.account;
+    let stall = core.gate.limits().stall_timeout;
+    if !plan.pending.is_empty() {
+        let n = plan.pending.len();
+        account.take_exact(n).await?;
+        counters.add_up_head(n);
+        monoio::time::timeout(stall, rs.send_all(&plan.pending, false))
+            .await
+            .map_err(|_| RelayError::Stalled(Stalled::Node))??;
+    }
+    if !extra.is_empty() {
+        let n = extra.len();
+        account.take_exact(n).await?;
+        counters.add_down(n);
+        wr.write_all(extra).await.0?;
+    }
+    let down = async {
+        if fin {
+            wr.shutdown().await?;
+            Ok(())
+        } else {
+            pump_down(rs, wr, &core.pool, counters, stall).await
+        }
+    };
+    let up = pump_up(rs, rd, &core.pool, counters, stall);
+    let opened = Instant::now();
+    let watch = async {
+        monoio::select! {
+            e = rs.conn_closed() => RelayError::from(e),
+            e = idle_watch(counters, opened, core.gate.limits().idle_timeout) => e,
+            e = account.closed() => {
+                counters.halt(e);
+                std::future::pending::<RelayError>().await
+            }
+            never = bill_deliveries(rs, counters) => match never {},
+        }
+    };
+    join_or_abort(up, down, watch).await
+}
+
+/// Bills upstream bytes as the node reports them delivered, for as long as the relay
+/// runs.
+async fn bill_deliveries(rs: &RelayStream, counters: &Counters<'_>) -> std::convert::Infallible {
+    let mut seen = 0;
+    loop {
+        let (delivered, done) = rs.delivery_beyond(seen).await;
+        counters.delivered_up_to(delivered);
+        seen = delivered;
+        if done {
+            return std::future::pending().await;
+        }
+    }
+}
+
+/// Waits (at most [`DELIVERY_GRACE`]) for the node to report the rest of the upload,
+/// bills what it reported, and gives back the credit of what it never delivered.
+async fn settle_upload(rs: &RelayStream, counters: &Counters<'_>) {
+    let sent = counters.sent_up.get();
+    if sent > counters.up.get() {
+        let last = monoio::time::timeout(DELIVERY_GRACE, rs.delivery_beyond(sent - 1)).await;
+        let (delivered, _) = last.unwrap_or_else(|_| rs.delivered());
+        counters.delivered_up_to(delivered);
+    }
+    let refund = counters.undelivered_up();
+    if refund > 0 {
+        debug!(refund, "upstream bytes never reported delivered: not billed");
+        counters.account.give_back(refund as usize);
+    }
+}
+
+/// Counts an aborted relay by cause; a node that accepted nothing it was sent for the
+/// stall timeout is held against its score.
+fn count_abort(core: &Core, plan: &RelayPlan, rs: &RelayStream, counters: &Counters<'_>, e: &RelayError) {
+    let limits = &core.gate.counters;
+    match e {
+        RelayError::Idle(_) => {
+            limits.idle_timeout.fetch_add(1, Relaxed);
+        }
+        RelayError::Stalled(Stalled::Customer) => {
+            limits.stalled_customer.fetch_add(1, Relaxed);
+        }
+        RelayError::Stalled(Stalled::Node) => {
+            limits.stalled_node.fetch_add(1, Relaxed);
+            if rs.delivered().0 == 0 && counters.sent_up.get() > 0 {
+                core.control.send(ToControl::Attempt(AttemptRecord {
+                    node_id: plan.route.node_id.clone(),
+                    status: RelayStatus::NodeGone,
+                    time_to_reply: None,
+                }));
+            }
+        }
+        _ => {}
+    }
 }
 
 impl<S> RelayJob<S> {

@@ -1,12 +1,15 @@
 //! The two byte pumps of a relay (customer -> node and node -> customer), and the read
 //! of the node's reply. Every byte is paid for from the key's account before it goes on.
 
+use std::time::Duration;
+
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf};
 use monoio::net::TcpStream;
 use turbo_proto::wire::relay::{RelayReply, MAX_REPLY_MESSAGE};
+use turbo_proto::wire::window::MAX_UNDELIVERED;
 
 use super::counters::Counters;
-use super::RelayError;
+use super::{RelayError, Stalled};
 use crate::pool::BufPool;
 use crate::quic::stream::RelayStream;
 
@@ -29,23 +32,46 @@ pub(super) async fn read_reply(
     }
 }
 
-/// Customer -> node: read only when the stream has credit, so a slow node throttles the
-/// customer through TCP instead of growing our buffers. What was read is paid for before
-/// it is forwarded; bytes the key cannot pay for are never sent, and the pump stops.
+/// Customer -> node: read only when the stream has credit and the node has reported
+/// delivering all but [`MAX_UNDELIVERED`] of what it was sent, so a slow or lying node
+/// throttles the customer through TCP instead of growing our buffers. What was read is
+/// paid for before it is forwarded (and billed once delivered); bytes the key cannot
+/// pay for are never sent, and the upload ends with a FIN after the last paid byte.
+/// Waiting longer than `stall` for the node is [`RelayError::Stalled`].
 pub(super) async fn pump_up(
     rs: &RelayStream,
     rd: &mut OwnedReadHalf<TcpStream>,
     pool: &BufPool,
     counters: &Counters<'_>,
+    stall: Duration,
 ) -> Result<(), RelayError> {
+    let node_stalled = |_| RelayError::Stalled(Stalled::Node);
     loop {
-        monoio::select! {
-            r = rs.writable() => r?,
-            _ = counters.halted() => return Ok(()),
+        let sent = counters.sent_up.get();
+        let ready = async {
+            let (delivered, done) = rs.delivered();
+            if sent.saturating_sub(delivered) >= MAX_UNDELIVERED {
+                if done {
+                    return Ok(Gate::NodeDone);
+                }
+                rs.delivery_beyond(sent - MAX_UNDELIVERED).await;
+                return Ok(Gate::Recheck);
+            }
+            rs.writable().await.map(|()| Gate::Open)
+        };
+        let gate = monoio::select! {
+            r = monoio::time::timeout(stall, ready) => r.map_err(node_stalled)??,
+            _ = counters.halted() => return end_upload(rs, stall).await,
+        };
+        match gate {
+            Gate::Open => {}
+            Gate::Recheck => continue,
+            // The node writes nothing more to the target: the upload is over.
+            Gate::NodeDone => return Ok(()),
         }
         let (res, buf) = monoio::select! {
             r = rd.read(pool.empty()) => r,
-            _ = counters.halted() => return Ok(()),
+            _ = counters.halted() => return end_upload(rs, stall).await,
         };
         let n = match res {
             Ok(n) => n,
@@ -56,35 +82,52 @@ pub(super) async fn pump_up(
         };
         if n == 0 {
             pool.put(buf);
-            rs.send_all(&[], true).await?;
-            return Ok(());
+            return end_upload(rs, stall).await;
         }
         let (paid, exhausted) = counters.account.pay(n).await;
         if paid > 0 {
             counters.add_up(paid);
-            let sent = rs.send_all(&buf[..paid], false).await;
-            if let Err(e) = sent {
-                pool.put(buf);
-                return Err(e.into());
-            }
+            let sent = monoio::time::timeout(stall, rs.send_all(&buf[..paid], false)).await;
+            pool.put(buf);
+            sent.map_err(node_stalled)??;
+        } else {
+            pool.put(buf);
         }
-        pool.put(buf);
         if let Some(why) = exhausted {
             counters.halt(why);
-            return Ok(());
+            return end_upload(rs, stall).await;
         }
     }
+}
+
+/// What the upload may do next.
+enum Gate {
+    /// The stream has credit and the node keeps up: read from the customer.
+    Open,
+    /// The node reported progress: check again.
+    Recheck,
+    /// The node says it will deliver nothing more.
+    NodeDone,
+}
+
+/// Ends the upload with a FIN after the bytes already queued.
+async fn end_upload(rs: &RelayStream, stall: Duration) -> Result<(), RelayError> {
+    monoio::time::timeout(stall, rs.send_all(&[], true))
+        .await
+        .map_err(|_| RelayError::Stalled(Stalled::Node))??;
+    Ok(())
 }
 
 /// Node -> customer: read from the stream only after the previous write finished, so a
 /// slow customer throttles the node through QUIC flow control. What was read is paid for
 /// before it is written; bytes the key cannot pay for are never delivered, and the pump
-/// stops.
+/// stops. A customer that takes no byte for `stall` is [`RelayError::Stalled`].
 pub(super) async fn pump_down(
     rs: &RelayStream,
     wr: &mut OwnedWriteHalf<TcpStream>,
     pool: &BufPool,
     counters: &Counters<'_>,
+    stall: Duration,
 ) -> Result<(), RelayError> {
     loop {
         let mut buf = pool.full();
@@ -108,7 +151,8 @@ pub(super) async fn pump_down(
             if paid > 0 {
                 counters.add_down(paid);
                 buf.truncate(paid);
-                let (res, buf) = wr.write_all(buf).await;
+                let written = monoio::time::timeout(stall, wr.write_all(buf)).await;
+                let (res, buf) = written.map_err(|_| RelayError::Stalled(Stalled::Customer))?;
                 pool.put(buf);
                 res?;
             } else {

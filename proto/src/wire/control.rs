@@ -138,6 +138,18 @@ pub enum ControlMessage {
         /// Score × 1000 (0..=1000).
         milli: u32,
     },
+    /// Node -> server: how many bytes of relay stream `stream` the node has written to
+    /// the target so far (`done` once that direction ended). The server bills upstream
+    /// bytes as they are reported here, never more than it sent, and stops sending to a
+    /// stream that runs too far ahead of its reports.
+    Delivered {
+        /// The relay stream's id.
+        stream: u64,
+        /// Bytes written to the target since the stream opened (monotonic).
+        bytes: u64,
+        /// No more bytes will be written to the target on this stream.
+        done: bool,
+    },
     /// A frame type this build does not know; skipped.
     Unknown {
         /// The frame type byte.
@@ -154,6 +166,7 @@ const T_STATS: u8 = 6;
 const T_DRAIN: u8 = 7;
 const T_POLICY: u8 = 8;
 const T_SCORE: u8 = 9;
+const T_DELIVERED: u8 = 10;
 
 impl ControlMessage {
     /// Appends the framed message to `out`.
@@ -220,6 +233,16 @@ impl ControlMessage {
             ControlMessage::Score { milli } => {
                 put_varint(&mut body, u64::from(*milli));
                 T_SCORE
+            }
+            ControlMessage::Delivered {
+                stream,
+                bytes,
+                done,
+            } => {
+                put_varint(&mut body, *stream);
+                put_varint(&mut body, *bytes);
+                body.push(u8::from(*done));
+                T_DELIVERED
             }
             ControlMessage::Unknown { kind } => *kind,
         };
@@ -304,6 +327,20 @@ impl ControlMessage {
             }
             T_SCORE => ControlMessage::Score {
                 milli: r.varint("score")?.min(1000) as u32,
+            },
+            T_DELIVERED => ControlMessage::Delivered {
+                stream: r.varint("delivered stream")?,
+                bytes: r.varint("delivered bytes")?,
+                done: match r.u8("delivered done")? {
+                    0 => false,
+                    1 => true,
+                    v => {
+                        return Err(WireError::UnknownValue {
+                            field: "delivered done",
+                            value: v.into(),
+                        })
+                    }
+                },
             },
             other => ControlMessage::Unknown { kind: other },
         };
@@ -391,6 +428,11 @@ mod tests {
                 domains: vec!["blocked.example".into()],
             }),
             ControlMessage::Score { milli: 875 },
+            ControlMessage::Delivered {
+                stream: 13,
+                bytes: 1 << 40,
+                done: true,
+            },
         ]
     }
 

@@ -21,6 +21,33 @@ pub const ALPN: &[u8] = b"turbo/1";
 /// Version of the wire format spoken by this build.
 pub const WIRE_VERSION: u8 = 1;
 
+/// Flow control both ends advertise for relay streams, and the delivery reports that
+/// bound what the server sends ahead of them. The numbers are shared so that the server
+/// and the node never disagree.
+///
+/// A relay stream's receive window starts at [`STREAM_WINDOW_INITIAL`] and grows (quiche
+/// auto-tuning, only while the reader keeps up) to at most [`STREAM_WINDOW`], so a
+/// stream nobody drains holds at most that much of the connection's shared
+/// [`CONNECTION_WINDOW`]: 200 stalled streams take 200 MiB of 1 GiB, and live streams
+/// keep moving.
+pub mod window {
+    /// A relay stream's first receive window.
+    pub const STREAM_WINDOW_INITIAL: u64 = 256 << 10;
+    /// Largest receive window a relay stream can grow to: the most one stream may hold
+    /// unread.
+    pub const STREAM_WINDOW: u64 = 1 << 20;
+    /// A node connection's shared receive window (fixed, not auto-tuned).
+    pub const CONNECTION_WINDOW: u64 = 1 << 30;
+    /// Most upstream bytes the server sends on a relay stream beyond what the node has
+    /// reported delivered to the target
+    /// ([`super::control::ControlMessage::Delivered`]), whatever windows the node
+    /// advertises.
+    pub const MAX_UNDELIVERED: u64 = 4 << 20;
+    /// The node reports deliveries at least every this many bytes, and when the
+    /// direction ends.
+    pub const DELIVERED_EVERY: u64 = 256 << 10;
+}
+
 /// A malformed or hostile message from the peer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {
