@@ -15,6 +15,9 @@ pub enum Fault {
     OkNeverRead,
     /// As [`Fault::OkNeverRead`], and advertises huge flow-control windows.
     OkNeverReadHugeWindows,
+    /// Relays normally, but every UDP send with GSO fails with EIO, as on a device
+    /// without segmentation offload.
+    GsoEio,
 }
 
 impl Fault {
@@ -25,6 +28,7 @@ impl Fault {
             "refuse-all" => Fault::RefuseAll,
             "ok-never-read" => Fault::OkNeverRead,
             "ok-never-read-huge-windows" => Fault::OkNeverReadHugeWindows,
+            "gso-eio" => Fault::GsoEio,
             _ => return None,
         })
     }
@@ -33,6 +37,11 @@ impl Fault {
     pub fn never_reads(self) -> bool {
         matches!(self, Fault::OkNeverRead | Fault::OkNeverReadHugeWindows)
     }
+}
+
+/// Whether a GSO send must fail with EIO ([`Fault::GsoEio`]).
+pub fn refuse_gso() -> bool {
+    current() == Fault::GsoEio
 }
 
 /// The fault this process runs with (`TURBO_NODE_FAULT`; unknown values abort).

@@ -21,6 +21,7 @@ pub mod relay;
 pub mod retry;
 pub mod session;
 pub mod status;
+pub mod udp;
 pub mod usage;
 
 use std::future::Future;
@@ -53,6 +54,8 @@ pub struct NodeConfig {
     pub payout_address: Option<String>,
     /// Bandwidth cap per direction, bytes per second.
     pub max_rate: Option<u64>,
+    /// Batch UDP sends with GSO where the kernel offers it (`--udp-offload auto`).
+    pub udp_offload: bool,
     /// Monthly data cap, bytes.
     pub monthly_cap: Option<u64>,
     /// Extra blocked ports.
@@ -91,6 +94,7 @@ impl NodeConfig {
             bind: None,
             payout_address: None,
             max_rate: None,
+            udp_offload: true,
             monthly_cap: None,
             block_ports: Vec::new(),
             block_domains: Vec::new(),

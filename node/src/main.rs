@@ -69,6 +69,15 @@ struct Settings {
     block_domains: Vec<String>,
 }
 
+/// `--udp-offload` values.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Offload {
+    /// GSO where the kernel offers it.
+    Auto,
+    /// One datagram per send.
+    Off,
+}
+
 #[derive(Args)]
 struct RunArgs {
     /// Join string [default: the one saved by `turbo-node join`].
@@ -76,6 +85,11 @@ struct RunArgs {
     join: Option<String>,
     #[command(flatten)]
     settings: Settings,
+    /// UDP segmentation offload for QUIC sends: `auto` batches with GSO where the kernel
+    /// offers it (and falls back when a device refuses), `off` sends one datagram per
+    /// call.
+    #[arg(long, env = "TURBO_UDP_OFFLOAD", value_enum, default_value = "auto")]
+    udp_offload: Offload,
     /// Let the node reach this otherwise-forbidden range (labs and tests only).
     #[arg(long = "allow-cidr", env = "TURBO_ALLOW_CIDR", value_delimiter = ',')]
     allow_cidr: Vec<ipnet::IpNet>,
@@ -179,6 +193,10 @@ pub(crate) fn main() -> anyhow::Result<()> {
                 Some(s) => println!("score:          {s:.3}"),
                 None => println!("score:          not reported yet"),
             }
+            println!(
+                "udp offload:    {} datagrams in GSO batches, {} fallbacks",
+                r.udp_gso_segments, r.udp_offload_fallbacks
+            );
         }
     }
     Ok(())
@@ -207,6 +225,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     config.block_domains = f.block_domains;
     config.shutdown_grace = args.shutdown_grace.into();
     config.bind = args.bind;
+    config.udp_offload = args.udp_offload == Offload::Auto;
     config.state_dir = args.state_dir.or_else(files::state_dir);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -67,7 +67,7 @@ fn quic_config(cfg: &NodeConfig) -> Result<quiche::Config, NodeError> {
     }
     c.set_max_idle_timeout(30_000);
     c.set_max_recv_udp_payload_size(MAX_DATAGRAM);
-    c.set_max_send_udp_payload_size(1350);
+    c.set_max_send_udp_payload_size(crate::udp::MAX_SEND_PAYLOAD);
     // Server -> node data (customer -> target): a stream whose target stops reading
     // holds at most STREAM_WINDOW of the shared window.
     c.set_initial_max_data(window::CONNECTION_WINDOW);
@@ -85,25 +85,6 @@ fn quic_config(cfg: &NodeConfig) -> Result<quiche::Config, NodeError> {
         c.set_max_connection_window(1 << 40);
     }
     Ok(c)
-}
-
-async fn flush(conn: &Conn, socket: &UdpSocket, out: &mut [u8]) {
-    loop {
-        let res = conn.quic.borrow_mut().send(out);
-        match res {
-            Ok((n, info)) => {
-                if let Err(e) = socket.send_to(&out[..n], info.to).await {
-                    warn!(error = %e, "udp send failed");
-                }
-            }
-            Err(quiche::Error::Done) => return,
-            Err(e) => {
-                warn!(error = %e, "quic send failed");
-                let _ = conn.quic.borrow_mut().close(false, 1, b"internal");
-                return;
-            }
-        }
-    }
 }
 
 /// Runs one session. Must run inside a `LocalSet`.
@@ -149,7 +130,7 @@ pub async fn run(
     let mut drain_deadline: Option<Instant> = None;
     let mut capped = false;
     let mut recv_buf = vec![0u8; 65_535];
-    let mut out = vec![0u8; MAX_DATAGRAM];
+    let mut sender = crate::udp::Sender::new(&socket, cfg.udp_offload)?;
     let queue = |out: &mut Vec<u8>, m: ControlMessage| m.encode(out);
 
     loop {
@@ -270,7 +251,7 @@ pub async fn run(
         if let Some(deadline) = drain_deadline {
             if conn.active.get() == 0 || Instant::now() >= deadline {
                 let _ = conn.quic.borrow_mut().close(true, 0, b"shutdown");
-                flush(&conn, &socket, &mut out).await;
+                sender.flush(&conn, &socket).await;
                 conn.mark_closed();
                 info!("shut down");
                 return Ok(if capped {
@@ -280,7 +261,8 @@ pub async fn run(
                 });
             }
         }
-        flush(&conn, &socket, &mut out).await;
+        sender.flush(&conn, &socket).await;
+        shared.status.udp.set(sender.counters);
         if conn.quic.borrow().is_closed() {
             conn.mark_closed();
             if drain_deadline.is_some() {

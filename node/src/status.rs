@@ -30,6 +30,12 @@ pub struct StatusReport {
     pub active_streams: u64,
     /// The node's score as the server last reported it (0 to 1).
     pub score: Option<f64>,
+    /// Datagrams sent in GSO batches since the node started.
+    #[serde(default)]
+    pub udp_gso_segments: u64,
+    /// GSO batches the kernel refused (then sent one datagram at a time).
+    #[serde(default)]
+    pub udp_offload_fallbacks: u64,
 }
 
 /// Live status shared by the session and the status socket.
@@ -45,6 +51,8 @@ pub struct Status {
     pub score: Cell<Option<f64>>,
     /// Open streams.
     pub active: Cell<u64>,
+    /// The batched UDP sender's counters.
+    pub udp: Cell<crate::udp::UdpCounters>,
 }
 
 impl Status {
@@ -60,6 +68,8 @@ impl Status {
             monthly_cap: usage.cap(),
             active_streams: self.active.get(),
             score: self.score.get(),
+            udp_gso_segments: self.udp.get().gso_segments,
+            udp_offload_fallbacks: self.udp.get().offload_fallbacks,
         }
     }
 }

@@ -1,0 +1,83 @@
+//! Batched UDP on the node: downloads (the node is the bulk sender) go out in GSO
+//! batches and stay byte-exact, and when the kernel refuses a batch (EIO, as a device
+//! without segmentation offload answers; simulated by the test build `gso-eio`) the
+//! datagrams go out one by one and the transfer is still exact.
+
+use std::process::Command;
+use std::sync::Arc;
+
+use crate::fixtures::targets::FileServer;
+use crate::fixtures::{bin, curl, random_bytes, sha256_hex, Net, Options};
+
+const TWENTY_MB: usize = 20 << 20;
+
+/// `(gso_segments, offload_fallbacks)` from `turbo-node status` of node `id`.
+fn udp_counters(net: &Net, id: &str) -> (u64, u64) {
+    let out = Command::new(bin("turbo-node"))
+        .arg("status")
+        .env("TURBO_NODE_STATE", net.node_state(id))
+        .output()
+        .expect("turbo-node status");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("udp offload:"))
+        .unwrap_or_else(|| panic!("no udp line in {text}"));
+    let numbers: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    (numbers[0], numbers[1])
+}
+
+/// Downloads 20 MiB through socks5h and checks every byte.
+fn download_exact(net: &Net) {
+    let body = Arc::new(random_bytes(TWENTY_MB, 42));
+    let want = sha256_hex(&body);
+    let target = FileServer::start(body);
+    let proxy = net.proxy_url("socks5h");
+    let url = format!("http://127.0.0.1:{}/f", target.addr.port());
+    let out = curl(&["-sS", "-x", &proxy, "-o", "-", &url]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.stdout.len(), TWENTY_MB);
+    assert_eq!(sha256_hex(&out.stdout), want, "download corrupted");
+}
+
+fn downloads_leave_in_gso_batches(driver: &'static str) {
+    let mut opts = Options::new(driver);
+    opts.node = false;
+    let mut net = Net::start_with(opts);
+    let node = net.add_node(&[]);
+    download_exact(&net);
+    let (segments, fallbacks) = udp_counters(&net, &node);
+    println!("20 MiB download: {segments} datagrams left the node in GSO batches");
+    assert!(segments > 1000, "the node batched its sends: {segments}");
+    assert_eq!(fallbacks, 0);
+}
+
+fn refused_gso_falls_back_without_loss(driver: &'static str) {
+    let mut opts = Options::new(driver);
+    opts.node = false;
+    let mut net = Net::start_with(opts);
+    let node = net.add_faulty_node("gso-eio", &[]);
+    download_exact(&net);
+    let (segments, fallbacks) = udp_counters(&net, &node);
+    println!("20 MiB download with GSO refused: {fallbacks} fallbacks, {segments} batched");
+    assert!(fallbacks >= 1, "the refusal was seen");
+    assert_eq!(segments, 0, "no batch got through the refusing kernel");
+}
+
+fn offload_off_sends_one_datagram_per_call(driver: &'static str) {
+    let mut opts = Options::new(driver);
+    opts.node = false;
+    let mut net = Net::start_with(opts);
+    let node = net.add_node(&["--udp-offload", "off"]);
+    download_exact(&net);
+    assert_eq!(udp_counters(&net, &node), (0, 0));
+}
+
+crate::both_drivers!(
+    downloads_leave_in_gso_batches,
+    refused_gso_falls_back_without_loss,
+    offload_off_sends_one_datagram_per_call,
+);
