@@ -36,6 +36,17 @@ pub enum ConfigError {
     },
 }
 
+/// `udp_offload` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum UdpOffload {
+    /// GRO (and GSO) where the kernel offers it.
+    #[default]
+    Auto,
+    /// One datagram per system call.
+    Off,
+}
+
 /// Server settings. Every field can be set in the TOML file, by flag, or by env var.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -95,6 +106,10 @@ pub struct ServerConfig {
     /// Bytes of credit every tunnel the node opens costs on top of its traffic, credited
     /// to the node like traffic (dialing is work too). Defaults to `1000`.
     pub connection_cost: u64,
+    /// UDP offload on the node socket: `"auto"` receives node datagrams in GRO batches
+    /// where the kernel offers it, `"off"` reads one datagram per call. Defaults to
+    /// `"auto"`.
+    pub udp_offload: UdpOffload,
     /// Resident memory above which new customer connections are refused (open ones
     /// carry on) until it falls under 90% of it. `0` means 75% of the memory available
     /// (cgroup limit, else RAM). Defaults to `0`.
@@ -179,6 +194,7 @@ impl Default for ServerConfig {
             relay_idle_timeout: Duration::from_secs(300),
             relay_stall_timeout: Duration::from_secs(30),
             connection_cost: 1000,
+            udp_offload: UdpOffload::Auto,
             shutdown_grace: Duration::from_secs(30),
             overload_memory_bytes: 0,
             quic_retry_threshold: 64,

@@ -106,6 +106,11 @@ impl Collector for Sources {
                 load(&s.credit_closes),
             ),
             (
+                "turbo_udp_gro_segments",
+                "Datagrams from nodes received in GRO batches of more than one",
+                load(&s.udp_gro_segments),
+            ),
+            (
                 "turbo_store_errors",
                 "Failed calls to the store (Redis errors)",
                 (self.store_errors)(),

@@ -192,7 +192,21 @@ async fn core_main(seed: CoreSeed) -> std::io::Result<()> {
             monoio::spawn(accept_loop(core.clone(), l, frontend));
         }
     }
-    monoio::spawn(endpoint::recv_loop(core.clone()));
+    let gro = if core.cfg.udp_offload {
+        match crate::quic::gro::socket_state(&core.quic.socket) {
+            Ok(state) => Some(Rc::new(state)),
+            Err(e) => {
+                tracing::warn!(error = %e, "UDP offload unavailable: one datagram per read");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    match gro {
+        Some(state) => monoio::spawn(crate::quic::gro::recv_loop(core.clone(), state)),
+        None => monoio::spawn(endpoint::recv_loop(core.clone())),
+    };
     let mut inbox = seed.inbox;
     while let Some(msg) = inbox.recv().await {
         match msg {

@@ -86,6 +86,8 @@ pub struct DataplaneConfig {
     pub quic_retry_threshold: usize,
     /// Derives every connection's stateless reset token; keep it across restarts.
     pub stateless_reset_key: ResetKey,
+    /// Receive node datagrams in GRO batches where the kernel offers it.
+    pub udp_offload: bool,
 }
 
 /// How cores cache authorization answers and limit failures.

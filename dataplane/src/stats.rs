@@ -29,6 +29,8 @@ pub struct Stats {
     pub handshake_failures: AtomicU64,
     /// Connections closed because their key ran dry or was revoked.
     pub credit_closes: AtomicU64,
+    /// Datagrams received in GRO batches of more than one.
+    pub udp_gro_segments: AtomicU64,
 }
 
 impl Stats {

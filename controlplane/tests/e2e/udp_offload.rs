@@ -1,5 +1,5 @@
-//! Batched UDP on the node: downloads (the node is the bulk sender) go out in GSO
-//! batches and stay byte-exact, and when the kernel refuses a batch (EIO, as a device
+//! Batched UDP: downloads (the node is the bulk sender) leave the node in GSO batches,
+//! reach the server in GRO batches and stay byte-exact, and when the kernel refuses a batch (EIO, as a device
 //! without segmentation offload answers; simulated by the test build `gso-eio`) the
 //! datagrams go out one by one and the transfer is still exact.
 
@@ -50,9 +50,14 @@ fn downloads_leave_in_gso_batches(driver: &'static str) {
     let node = net.add_node(&[]);
     download_exact(&net);
     let (segments, fallbacks) = udp_counters(&net, &node);
-    println!("20 MiB download: {segments} datagrams left the node in GSO batches");
+    let gro = net.metric("turbo_udp_gro_segments_total");
+    println!(
+        "20 MiB download: {segments} datagrams left the node in GSO batches, \
+         {gro} reached the server in GRO batches"
+    );
     assert!(segments > 1000, "the node batched its sends: {segments}");
     assert_eq!(fallbacks, 0);
+    assert!(gro > 1000.0, "the server read batches: {gro}");
 }
 
 fn refused_gso_falls_back_without_loss(driver: &'static str) {
@@ -70,10 +75,12 @@ fn refused_gso_falls_back_without_loss(driver: &'static str) {
 fn offload_off_sends_one_datagram_per_call(driver: &'static str) {
     let mut opts = Options::new(driver);
     opts.node = false;
+    opts.config = "udp_offload = \"off\"\n".into();
     let mut net = Net::start_with(opts);
     let node = net.add_node(&["--udp-offload", "off"]);
     download_exact(&net);
     assert_eq!(udp_counters(&net, &node), (0, 0));
+    assert_eq!(net.metric("turbo_udp_gro_segments_total"), 0.0);
 }
 
 crate::both_drivers!(

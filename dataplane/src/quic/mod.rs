@@ -4,6 +4,7 @@ pub(crate) mod cid;
 pub(crate) mod conn;
 pub(crate) mod control_stream;
 pub(crate) mod endpoint;
+pub(crate) mod gro;
 pub(crate) mod reset;
 pub(crate) mod retry;
 pub(crate) mod stream;
