@@ -111,6 +111,16 @@ impl Collector for Sources {
                 load(&s.udp_gro_segments),
             ),
             (
+                "turbo_udp_gso_segments",
+                "Datagrams to nodes sent in GSO batches of more than one",
+                load(&s.udp_gso_segments),
+            ),
+            (
+                "turbo_udp_offload_fallbacks",
+                "GSO batches the kernel refused and that were resent one datagram at a time",
+                load(&s.udp_offload_fallbacks),
+            ),
+            (
                 "turbo_store_errors",
                 "Failed calls to the store (Redis errors)",
                 (self.store_errors)(),

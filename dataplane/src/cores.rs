@@ -166,6 +166,7 @@ pub(crate) fn run_core(seed: CoreSeed, uring: bool) -> std::io::Result<()> {
 
 async fn core_main(seed: CoreSeed) -> std::io::Result<()> {
     let quic_socket = UdpSocket::from_std(seed.sockets.udp)?;
+    let udp_offload = seed.cfg.udp_offload;
     let config = endpoint::server_config(&seed.cfg).map_err(std::io::Error::other)?;
     let core = Rc::new(Core {
         index: seed.index,
@@ -173,7 +174,13 @@ async fn core_main(seed: CoreSeed) -> std::io::Result<()> {
         control: seed.control,
         nodes: seed.nodes,
         peers: seed.peers,
-        quic: QuicEndpoint::new(quic_socket, seed.quic_local, config, seed.retry_key),
+        quic: QuicEndpoint::new(
+            quic_socket,
+            seed.quic_local,
+            config,
+            seed.retry_key,
+            udp_offload,
+        )?,
         pool: BufPool::default(),
         auth: AuthCache::default(),
         accounts: Accounts::default(),
@@ -192,21 +199,7 @@ async fn core_main(seed: CoreSeed) -> std::io::Result<()> {
             monoio::spawn(accept_loop(core.clone(), l, frontend));
         }
     }
-    let gro = if core.cfg.udp_offload {
-        match crate::quic::gro::socket_state(&core.quic.socket) {
-            Ok(state) => Some(Rc::new(state)),
-            Err(e) => {
-                tracing::warn!(error = %e, "UDP offload unavailable: one datagram per read");
-                None
-            }
-        }
-    } else {
-        None
-    };
-    match gro {
-        Some(state) => monoio::spawn(crate::quic::gro::recv_loop(core.clone(), state)),
-        None => monoio::spawn(endpoint::recv_loop(core.clone())),
-    };
+    monoio::spawn(crate::quic::gro::recv_loop(core.clone()));
     let mut inbox = seed.inbox;
     while let Some(msg) = inbox.recv().await {
         match msg {

@@ -31,6 +31,10 @@ pub struct Stats {
     pub credit_closes: AtomicU64,
     /// Datagrams received in GRO batches of more than one.
     pub udp_gro_segments: AtomicU64,
+    /// Datagrams sent in GSO batches of more than one.
+    pub udp_gso_segments: AtomicU64,
+    /// GSO batches the kernel refused (then sent one datagram at a time).
+    pub udp_offload_fallbacks: AtomicU64,
 }
 
 impl Stats {

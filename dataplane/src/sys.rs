@@ -25,42 +25,25 @@ pub(crate) fn into_std_stream(stream: monoio::net::TcpStream) -> std::net::TcpSt
     unsafe { std::net::TcpStream::from_raw_fd(fd) }
 }
 
-/// Sends one datagram without going through the runtime: UDP sends almost never block,
-/// so a direct non-blocking `sendto` saves a driver round trip per packet. Returns
-/// `WouldBlock` when the socket buffer is full; the caller then awaits the runtime.
-pub(crate) fn try_send_to(
-    socket: &impl std::os::fd::AsRawFd,
-    buf: &[u8],
-    to: std::net::SocketAddr,
-) -> std::io::Result<usize> {
-    let fd = socket.as_raw_fd();
-    // SAFETY: `socket` is borrowed, so `fd` is open for this call; BorrowedFd never
-    // closes it.
-    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-    socket2::SockRef::from(&fd).send_to_with_flags(buf, &to.into(), libc::MSG_DONTWAIT)
-}
-
-/// Receives one datagram if one is queued, without going through the runtime; used to
-/// drain a burst after the runtime reported the first packet. `WouldBlock` when empty.
-pub(crate) fn try_recv_from(
-    socket: &impl std::os::fd::AsRawFd,
-    buf: &mut [u8],
-) -> std::io::Result<(usize, std::net::SocketAddr)> {
-    let fd = socket.as_raw_fd();
-    // SAFETY: `socket` is borrowed, so `fd` is open for this call; BorrowedFd never
-    // closes it.
-    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-    // SAFETY: recv_from_with_flags only writes initialised bytes into the slice it is
-    // given; viewing our initialised buffer as MaybeUninit is sound.
-    let uninit = unsafe {
-        std::slice::from_raw_parts_mut(
-            buf.as_mut_ptr().cast::<std::mem::MaybeUninit<u8>>(),
-            buf.len(),
+/// Turns UDP generic receive offload off on `socket` (quinn-udp turns it on).
+///
+/// # Errors
+/// The OS error of `setsockopt`.
+pub(crate) fn disable_gro(socket: &impl std::os::fd::AsRawFd) -> std::io::Result<()> {
+    let off: libc::c_int = 0;
+    // SAFETY: a valid fd, a pointer to a live c_int and its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_UDP,
+            libc::UDP_GRO,
+            std::ptr::from_ref(&off).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
-    let (n, addr) = socket2::SockRef::from(&fd).recv_from_with_flags(uninit, libc::MSG_DONTWAIT)?;
-    let addr = addr
-        .as_socket()
-        .ok_or_else(|| std::io::Error::other("non-IP source address"))?;
-    Ok((n, addr))
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }

@@ -21,8 +21,6 @@ use crate::{NodeConfig, NodeError, Shared};
 
 const CONTROL: u64 = 0;
 const STATS_EVERY: Duration = Duration::from_secs(10);
-const MAX_DATAGRAM: usize = 1500;
-const RECV_BURST: usize = 64;
 const UDP_BUFFER: usize = 4 << 20;
 
 /// A UDP socket with large buffers (the kernel caps them at rmem_max / wmem_max).
@@ -66,8 +64,8 @@ fn quic_config(cfg: &NodeConfig) -> Result<quiche::Config, NodeError> {
         (None, None) => return Err(NodeError::NoTrustAnchor),
     }
     c.set_max_idle_timeout(30_000);
-    c.set_max_recv_udp_payload_size(MAX_DATAGRAM);
-    c.set_max_send_udp_payload_size(crate::udp::MAX_SEND_PAYLOAD);
+    c.set_max_recv_udp_payload_size(turbo_quic::MAX_RECV_PAYLOAD);
+    c.set_max_send_udp_payload_size(turbo_quic::MAX_SEND_PAYLOAD);
     // Server -> node data (customer -> target): a stream whose target stops reading
     // holds at most STREAM_WINDOW of the shared window.
     c.set_initial_max_data(window::CONNECTION_WINDOW);
@@ -129,8 +127,8 @@ pub async fn run(
     let mut gaps: std::collections::HashSet<u64> = Default::default();
     let mut drain_deadline: Option<Instant> = None;
     let mut capped = false;
-    let mut recv_buf = vec![0u8; 65_535];
-    let mut sender = crate::udp::Sender::new(&socket, cfg.udp_offload)?;
+    let mut recv_buf = vec![0u8; crate::udp::RECV_BUFFER];
+    let mut sender = crate::udp::batcher(&socket, cfg.udp_offload)?;
     let queue = |out: &mut Vec<u8>, m: ControlMessage| m.encode(out);
 
     loop {
@@ -251,7 +249,7 @@ pub async fn run(
         if let Some(deadline) = drain_deadline {
             if conn.active.get() == 0 || Instant::now() >= deadline {
                 let _ = conn.quic.borrow_mut().close(true, 0, b"shutdown");
-                sender.flush(&conn, &socket).await;
+                crate::udp::flush(&conn, &socket, &mut sender).await;
                 conn.mark_closed();
                 info!("shut down");
                 return Ok(if capped {
@@ -261,7 +259,7 @@ pub async fn run(
                 });
             }
         }
-        sender.flush(&conn, &socket).await;
+        crate::udp::flush(&conn, &socket, &mut sender).await;
         shared.status.udp.set(sender.counters);
         if conn.quic.borrow().is_closed() {
             conn.mark_closed();
@@ -293,15 +291,11 @@ pub async fn run(
             .timeout()
             .unwrap_or(Duration::from_secs(60));
         tokio::select! {
-            r = socket.recv_from(&mut recv_buf) => {
-                let mut next = r;
-                // Drain the burst before doing anything else, so the socket buffer does
-                // not overflow while quiche works.
-                for _ in 0..RECV_BURST {
-                    let Ok((n, from)) = next else { break };
-                    let info = quiche::RecvInfo { from, to: local };
-                    let _ = conn.quic.borrow_mut().recv(&mut recv_buf[..n], info);
-                    next = socket.try_recv_from(&mut recv_buf);
+            r = socket.readable() => {
+                if r.is_ok() {
+                    // Drain the burst before doing anything else, so the socket buffer
+                    // does not overflow while quiche works.
+                    crate::udp::recv_ready(&conn, &socket, &sender, &mut recv_buf, local);
                 }
             }
             _ = conn.wake.notified() => {}

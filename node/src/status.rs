@@ -52,7 +52,7 @@ pub struct Status {
     /// Open streams.
     pub active: Cell<u64>,
     /// The batched UDP sender's counters.
-    pub udp: Cell<crate::udp::UdpCounters>,
+    pub udp: Cell<turbo_quic::batch::Counters>,
 }
 
 impl Status {

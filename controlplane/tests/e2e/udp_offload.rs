@@ -6,7 +6,8 @@
 use std::process::Command;
 use std::sync::Arc;
 
-use crate::fixtures::targets::FileServer;
+use crate::fixtures::socks::{self, Connect};
+use crate::fixtures::targets::{self, FileServer};
 use crate::fixtures::{bin, curl, random_bytes, sha256_hex, Net, Options};
 
 const TWENTY_MB: usize = 20 << 20;
@@ -43,7 +44,23 @@ fn download_exact(net: &Net) {
     assert_eq!(sha256_hex(&out.stdout), want, "download corrupted");
 }
 
-fn downloads_leave_in_gso_batches(driver: &'static str) {
+/// Uploads 20 MiB through SOCKS5 to a counting target and checks every byte arrived.
+fn upload_exact(net: &Net) {
+    use std::io::{Read, Write};
+    let data = random_bytes(TWENTY_MB, 43);
+    let target = targets::count_until_eof();
+    let mut s = match socks::connect(net.socks, "e2e", &net.key, "127.0.0.1", target.port()) {
+        Connect::Open(s) => s,
+        other => panic!("tunnel refused: {other:?}"),
+    };
+    s.write_all(&data).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    assert_eq!(reply.trim(), format!("received {TWENTY_MB} bytes"));
+}
+
+fn transfers_travel_in_batches(driver: &'static str) {
     let mut opts = Options::new(driver);
     opts.node = false;
     let mut net = Net::start_with(opts);
@@ -58,6 +75,11 @@ fn downloads_leave_in_gso_batches(driver: &'static str) {
     assert!(segments > 1000, "the node batched its sends: {segments}");
     assert_eq!(fallbacks, 0);
     assert!(gro > 1000.0, "the server read batches: {gro}");
+    // An upload: the server is the bulk sender.
+    upload_exact(&net);
+    let gso = net.metric("turbo_udp_gso_segments_total");
+    println!("20 MiB upload: {gso} datagrams left the server in GSO batches");
+    assert!(gso > 1000.0, "the server batched its sends: {gso}");
 }
 
 fn refused_gso_falls_back_without_loss(driver: &'static str) {
@@ -80,11 +102,13 @@ fn offload_off_sends_one_datagram_per_call(driver: &'static str) {
     let node = net.add_node(&["--udp-offload", "off"]);
     download_exact(&net);
     assert_eq!(udp_counters(&net, &node), (0, 0));
+    upload_exact(&net);
     assert_eq!(net.metric("turbo_udp_gro_segments_total"), 0.0);
+    assert_eq!(net.metric("turbo_udp_gso_segments_total"), 0.0);
 }
 
 crate::both_drivers!(
-    downloads_leave_in_gso_batches,
+    transfers_travel_in_batches,
     refused_gso_falls_back_without_loss,
     offload_off_sends_one_datagram_per_call,
 );

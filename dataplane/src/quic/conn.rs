@@ -14,16 +14,14 @@ use std::sync::Arc;
 use std::task::Waker;
 use std::time::Instant;
 
-use monoio::buf::IoBuf;
-use monoio::net::udp::UdpSocket;
 use tracing::{debug, info, Instrument};
 
 use super::control_stream::ControlStream;
 use crate::cores::Core;
 use crate::signal::Signal;
 
-/// Largest UDP payload the server sends.
-pub(crate) const MAX_DATAGRAM: usize = 1500;
+/// Largest UDP payload the server accepts.
+pub(crate) const MAX_DATAGRAM: usize = turbo_quic::MAX_RECV_PAYLOAD;
 
 /// Wakers of one relay stream, and what the node reported delivered on it.
 #[derive(Default)]
@@ -168,29 +166,19 @@ impl NodeConn {
         }
     }
 
-    /// Sends every packet quiche has ready.
-    async fn flush_packets(&self, socket: &UdpSocket, mut out: Vec<u8>) -> Vec<u8> {
+    /// Sends every packet quiche has ready, in GSO batches where the kernel offers
+    /// them, waiting for socket space when the socket is full.
+    async fn flush_packets(&self, ep: &super::endpoint::QuicEndpoint) {
         loop {
-            out.resize(MAX_DATAGRAM, 0);
-            let res = self.quic.borrow_mut().send(&mut out);
-            match res {
-                Ok((n, info)) => match crate::sys::try_send_to(socket, &out[..n], info.to) {
-                    Ok(_) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        let (res, slice) = socket.send_to(out.slice(..n), info.to).await;
-                        out = slice.into_inner();
-                        if let Err(e) = res {
-                            debug!(error = %e, "udp send failed");
-                        }
+            let sent = ep.flush(&mut self.quic.borrow_mut());
+            match sent {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if let Err(e) = ep.socket.writable(false).await {
+                        debug!(error = %e, "udp writable failed");
+                        return;
                     }
-                    Err(e) => debug!(error = %e, "udp send failed"),
-                },
-                Err(quiche::Error::Done) => return out,
-                Err(e) => {
-                    debug!(error = %e, "quiche send failed; closing");
-                    let _ = self.quic.borrow_mut().close(false, 0x1, b"internal error");
-                    return out;
                 }
+                _ => return,
             }
         }
     }
@@ -201,11 +189,10 @@ impl NodeConn {
 pub(crate) async fn drive(core: Rc<Core>, conn: Rc<NodeConn>) {
     let span = tracing::info_span!("node", serial = conn.serial, peer = %conn.peer.get());
     async {
-        let mut out = Vec::with_capacity(MAX_DATAGRAM);
         loop {
             super::control_stream::process(&core, &conn);
             conn.wake_ready_streams();
-            out = conn.flush_packets(&core.quic.socket, out).await;
+            conn.flush_packets(&core.quic).await;
             let (closed, draining, timeout) = {
                 let q = conn.quic.borrow();
                 if conn.handshaking.get() && q.is_established() {

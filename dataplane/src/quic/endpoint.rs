@@ -10,19 +10,17 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use monoio::buf::IoBuf;
 use monoio::net::udp::UdpSocket;
-use tracing::{debug, warn};
+use tracing::debug;
 use turbo_proto::wire::{window, ALPN};
 
 use super::cid::{self, CID_LEN};
+use turbo_quic::batch::{Batcher, Counters};
+
 use super::conn::{self, NodeConn, MAX_DATAGRAM};
 use super::retry::RetryKey;
 use crate::cores::{Core, CoreMsg};
 use crate::{DataplaneConfig, DataplaneError};
 
-/// Largest datagram accepted from the network.
-const RECV_BUFFER: usize = 65_535;
-/// Most datagrams drained per wake-up before yielding to other tasks.
-const RECV_BURST: usize = 64;
 /// Most connections one core lets handshake at once, validated or not; Initials beyond
 /// are dropped.
 const MAX_HANDSHAKING: usize = 4096;
@@ -40,16 +38,34 @@ pub(crate) struct QuicEndpoint {
     /// Connections accepted whose handshake has not finished.
     handshaking: Cell<usize>,
     retry_key: RetryKey,
+    /// Batched output (GSO) for every connection of this core, and the quinn-udp state
+    /// the receive loop reads through (GRO).
+    batcher: RefCell<Batcher>,
+    /// Batcher counters already added to the process-wide stats.
+    reported: Cell<Counters>,
 }
 
 impl QuicEndpoint {
+    /// The endpoint on `socket`. quinn-udp sets the socket up (UDP GRO where the kernel
+    /// has it); with `offload` off, GRO is turned off again and every send is one
+    /// datagram.
+    ///
+    /// # Errors
+    /// When the socket cannot be set up.
     pub(crate) fn new(
         socket: UdpSocket,
         local: SocketAddr,
         config: quiche::Config,
         retry_key: RetryKey,
-    ) -> Self {
-        QuicEndpoint {
+        offload: bool,
+    ) -> std::io::Result<Self> {
+        let batcher = Batcher::new(&borrowed(&socket), offload)?;
+        if !offload {
+            crate::sys::disable_gro(&socket)?;
+        }
+        Ok(QuicEndpoint {
+            batcher: RefCell::new(batcher),
+            reported: Cell::new(Counters::default()),
             handshaking: Cell::new(0),
             retry_key,
             socket,
@@ -58,7 +74,34 @@ impl QuicEndpoint {
             by_cid: RefCell::new(HashMap::new()),
             by_serial: RefCell::new(HashMap::new()),
             next_serial: Cell::new(1),
+        })
+    }
+
+    /// Sends what `conn` has ready through the core's batcher.
+    ///
+    /// # Errors
+    /// `WouldBlock` when the socket is full (wait for it to be writable, then call again).
+    pub(crate) fn flush(&self, conn: &mut quiche::Connection) -> std::io::Result<()> {
+        self.batcher.borrow_mut().flush(conn, &borrowed(&self.socket))
+    }
+
+    /// Counter increases since the last call (for the process-wide stats).
+    pub(crate) fn take_counters(&self) -> Counters {
+        let now = self.batcher.borrow().counters;
+        let before = self.reported.replace(now);
+        Counters {
+            gso_segments: now.gso_segments - before.gso_segments,
+            offload_fallbacks: now.offload_fallbacks - before.offload_fallbacks,
         }
+    }
+
+    /// Reads one (possibly GRO-coalesced) batch of datagrams into `buf`.
+    pub(crate) fn recv(&self, buf: &mut [u8], meta: &mut [quinn_udp::RecvMeta]) -> std::io::Result<usize> {
+        let fd = borrowed(&self.socket);
+        self.batcher
+            .borrow()
+            .state()
+            .recv((&fd).into(), &mut [std::io::IoSliceMut::new(buf)], meta)
     }
 
     /// The live connection with this serial, if any.
@@ -105,7 +148,7 @@ pub(crate) fn server_config(cfg: &DataplaneConfig) -> Result<quiche::Config, Dat
     c.verify_peer(false);
     c.set_max_idle_timeout(cfg.node_liveness.as_millis() as u64);
     c.set_max_recv_udp_payload_size(MAX_DATAGRAM);
-    c.set_max_send_udp_payload_size(1350);
+    c.set_max_send_udp_payload_size(turbo_quic::MAX_SEND_PAYLOAD);
     // Node -> server data (target -> customer): per relay stream and per connection.
     // A stream nobody drains holds at most STREAM_WINDOW of the shared window.
     c.set_initial_max_data(window::CONNECTION_WINDOW);
@@ -118,29 +161,6 @@ pub(crate) fn server_config(cfg: &DataplaneConfig) -> Result<quiche::Config, Dat
     c.set_initial_max_streams_uni(0);
     c.set_disable_active_migration(false);
     Ok(c)
-}
-
-/// Receives datagrams forever and routes each one.
-pub(crate) async fn recv_loop(core: Rc<Core>) {
-    let mut buf = Vec::with_capacity(RECV_BUFFER);
-    loop {
-        let (res, b) = core.quic.socket.recv_from(buf).await;
-        buf = b;
-        match res {
-            Ok((n, from)) => dispatch(&core, &mut buf[..n], from),
-            Err(e) => warn!(error = %e, "udp receive failed"),
-        }
-        // Drain the rest of the burst without a runtime round trip per packet, so the
-        // socket buffer does not overflow while quiche works.
-        buf.resize(RECV_BUFFER, 0);
-        for _ in 0..RECV_BURST {
-            match crate::sys::try_recv_from(&core.quic.socket, &mut buf) {
-                Ok((n, from)) => dispatch(&core, &mut buf[..n], from),
-                Err(_) => break,
-            }
-        }
-        buf.clear();
-    }
 }
 
 /// Routes one datagram: to a known connection, to the core that owns its connection
@@ -304,4 +324,11 @@ fn send_reset(core: &Rc<Core>, dcid: &[u8], received: usize, from: SocketAddr) {
     monoio::spawn(async move {
         let _ = core.quic.socket.send_to(reset, from).await;
     });
+}
+
+/// The socket's fd, borrowed for one call.
+fn borrowed(socket: &UdpSocket) -> std::os::fd::BorrowedFd<'_> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: the fd belongs to `socket`, which outlives the returned borrow.
+    unsafe { std::os::fd::BorrowedFd::borrow_raw(socket.as_raw_fd()) }
 }

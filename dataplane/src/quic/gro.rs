@@ -8,12 +8,11 @@
 //! on the legacy driver); the reads themselves are non-blocking `recvmsg` calls on the
 //! same file descriptor.
 
-use std::io::{self, IoSliceMut};
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::io;
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
 
-use quinn_udp::{RecvMeta, UdpSocketState};
+use quinn_udp::RecvMeta;
 use tracing::warn;
 
 use crate::cores::Core;
@@ -23,18 +22,9 @@ const GRO_BUFFER: usize = 64 * 1500;
 /// Most reads per wake-up before yielding to other tasks.
 const READS_PER_WAKE: usize = 16;
 
-/// Sets up GRO (and the rest of quinn-udp's socket options) on `socket`.
-///
-/// # Errors
-/// When the socket options cannot be set.
-pub(crate) fn socket_state(socket: &impl AsRawFd) -> io::Result<UdpSocketState> {
-    // SAFETY: `socket` is borrowed for the call, so its fd stays open.
-    let fd = unsafe { BorrowedFd::borrow_raw(socket.as_raw_fd()) };
-    UdpSocketState::new((&fd).into())
-}
-
-/// Receives datagrams forever through `state`, splitting GRO batches.
-pub(crate) async fn recv_loop(core: Rc<Core>, state: Rc<UdpSocketState>) {
+/// Receives datagrams forever through the endpoint's quinn-udp state, splitting GRO
+/// batches.
+pub(crate) async fn recv_loop(core: Rc<Core>) {
     let mut buf = vec![0u8; GRO_BUFFER];
     let mut meta = [RecvMeta::default()];
     loop {
@@ -42,10 +32,7 @@ pub(crate) async fn recv_loop(core: Rc<Core>, state: Rc<UdpSocketState>) {
             warn!(error = %e, "udp readiness failed");
         }
         for _ in 0..READS_PER_WAKE {
-            // SAFETY: the endpoint owns the socket for as long as the core runs.
-            let fd = unsafe { BorrowedFd::borrow_raw(core.quic.socket.as_raw_fd()) };
-            let got = state.recv((&fd).into(), &mut [IoSliceMut::new(&mut buf)], &mut meta);
-            match got {
+            match core.quic.recv(&mut buf, &mut meta) {
                 Ok(_) => dispatch_batch(&core, &mut buf, &meta[0]),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => {
@@ -54,6 +41,11 @@ pub(crate) async fn recv_loop(core: Rc<Core>, state: Rc<UdpSocketState>) {
                 }
             }
         }
+        let sent = core.quic.take_counters();
+        core.stats.udp_gso_segments.fetch_add(sent.gso_segments, Relaxed);
+        core.stats
+            .udp_offload_fallbacks
+            .fetch_add(sent.offload_fallbacks, Relaxed);
     }
 }
 
