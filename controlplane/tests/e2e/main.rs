@@ -20,6 +20,7 @@ mod node_faults;
 mod node_loss;
 mod policy_netns;
 mod routing;
+mod soak;
 
 /// Declares `$name` as a test under each driver: `io_uring::$name` and
 /// `legacy::$name`, calling `$body(driver)`.
