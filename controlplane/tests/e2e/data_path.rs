@@ -126,7 +126,10 @@ fn abort(s: std::net::TcpStream) {
 /// A target for the abort tests: a connection whose first byte is `k` is aborted by
 /// the target (RST); any other is read on, and how its read ended (bytes, or the error
 /// kind: `UnexpectedEof` for a clean end) is sent on the channel.
-fn abort_target() -> (u16, std::sync::mpsc::Receiver<Result<usize, std::io::ErrorKind>>) {
+fn abort_target() -> (
+    u16,
+    std::sync::mpsc::Receiver<Result<usize, std::io::ErrorKind>>,
+) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let (seen_tx, seen_rx) = std::sync::mpsc::channel();
@@ -166,7 +169,11 @@ fn customer_reset_reaches_target(driver: &'static str) {
     let ended = seen
         .recv_timeout(std::time::Duration::from_secs(5))
         .expect("target saw the customer's abort");
-    assert_eq!(ended, Err(std::io::ErrorKind::ConnectionReset), "target saw a clean end");
+    assert_eq!(
+        ended,
+        Err(std::io::ErrorKind::ConnectionReset),
+        "target saw a clean end"
+    );
 }
 
 /// A target abort after the node connected reaches the customer as a reset, never as a
@@ -182,7 +189,11 @@ fn target_reset_reaches_customer(driver: &'static str) {
     s.write_all(b"k").unwrap();
     // The read is already waiting when the abort arrives, as curl's is.
     let r = s.read(&mut [0u8; 16]).map_err(|e| e.kind());
-    assert_eq!(r, Err(std::io::ErrorKind::ConnectionReset), "customer saw a clean end");
+    assert_eq!(
+        r,
+        Err(std::io::ErrorKind::ConnectionReset),
+        "customer saw a clean end"
+    );
 }
 
 crate::both_drivers!(

@@ -56,7 +56,10 @@ fn round(net: &Net, url: &str, want: &str, round: usize) -> Vec<String> {
                 String::from_utf8_lossy(&done.stderr).trim()
             ));
         } else if body.len() != TWENTY_MB || sha256_hex(&body) != want {
-            lost.push(format!("round {round} #{i}: {} bytes, wrong body", body.len()));
+            lost.push(format!(
+                "round {round} #{i}: {} bytes, wrong body",
+                body.len()
+            ));
         }
     }
     lost
