@@ -117,6 +117,9 @@ pub async fn serve(conn: Rc<Conn>, id: u64, shared: Rc<Shared>, max_streams: u64
                 debug!(error = %e, "relay aborted");
                 // RST the target so it sees an abort, not a clean end.
                 let _ = socket2::SockRef::from(rd.as_ref()).set_linger(Some(Duration::ZERO));
+                // Dropping the write half would shut it down first, and that FIN reads
+                // as a clean end: close the socket with the read half alone.
+                wr.forget();
             }
         }
     }

@@ -21,6 +21,7 @@ mod node_faults;
 mod node_loss;
 mod policy_netns;
 mod routing;
+mod soak;
 mod udp_offload;
 
 /// Declares `$name` as a test under each driver: `io_uring::$name` and

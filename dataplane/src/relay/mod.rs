@@ -413,6 +413,9 @@ async fn pipe(
             debug!(error = %e, "relay aborted");
             // Turn our close into a RST so the customer sees an abort, not a clean end.
             crate::sys::set_abortive_close(fd, &rd);
+            // Close the whole socket: dropping monoio's write half would shut it down
+            // first, and that FIN reads as a clean end ("Empty reply from server").
+            drop(rd.reunite(wr));
         }
     }
     RelayStatus::Ok
