@@ -144,6 +144,10 @@ pub struct ServerConfig {
     /// MaxMind-format country database deciding node countries from their public IP.
     /// Defaults to none: the node's declared country is used, marked unverified.
     pub geoip: Option<PathBuf>,
+    /// Show the per-node series of `/metrics` (node ids with their bytes, scores and
+    /// countries) without the admin token. Defaults to `false`: only a scrape with the
+    /// admin bearer token sees them; the aggregate series are public.
+    pub metrics_per_node: bool,
 }
 
 impl Default for ServerConfig {
@@ -185,6 +189,7 @@ impl Default for ServerConfig {
             score_latency_weight: 0.6,
             score_reliability_weight: 0.4,
             geoip: None,
+            metrics_per_node: false,
             node_block_ports: Vec::new(),
             node_block_cidrs: Vec::new(),
             node_block_domains: Vec::new(),

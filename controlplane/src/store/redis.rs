@@ -14,10 +14,17 @@
 //! | `turbo:leases` | sorted set | live lease ids scored by expiry (Unix ms) |
 //! | `turbo:session:{key id}:{session}` | string | the node a sticky session is pinned to, with the session's TTL |
 //! | `turbo:conns` | stream | one feature record per closed connection, `XADD … MAXLEN ~` |
-//! | `turbo:events` | pub/sub channel | `revoke {id}`, `credit {id}` |
+//! | `turbo:events` | pub/sub channel | `revoke {id}`, `credit {id}`, `create {tag}` (16 hex digits, [`turbo_dataplane::known_keys::tag`]) |
 //!
-//! Every change to balances runs as one Lua script (lease, reclaim), so concurrent
-//! servers never double-spend. The clock is Redis's own (`TIME`). Scripts name the
+//! Every change to balances runs as one Lua script (lease, reclaim, top-up), so
+//! concurrent servers never double-spend. Lua numbers are doubles: balances stay within
+//! [`MAX_BALANCE`] (2^53 − 1, exact as a double), scripts write every number with
+//! `string.format('%.0f')` (Lua's own conversion prints `1e+17`), and counters move with
+//! `HINCRBY` on the decimal strings the server sent, so every amount round-trips exactly.
+//!
+//! Durability is Redis's: an acknowledged admin write survives a Redis crash only with
+//! `appendonly yes` and `appendfsync always` (with `everysec`, up to a second of writes
+//! can be lost). [`RedisStore::connect`] reads both settings and warns when they differ. The clock is Redis's own (`TIME`). Scripts name the
 //! keys they touch, except the reclaim script, which derives lease and key names from
 //! the sorted set; that is fine on a single Redis (not on Redis Cluster).
 
@@ -34,7 +41,7 @@ use turbo_dataplane::control::{ConnRecord, KeyEvent, LeaseAnswer, LeaseRequest};
 
 use super::{
     feature_fields, now_unix, short_id, FeatureFields, KeyRecord, LeaseTerms, NodeRecord, Store,
-    StoreError, MIN_LEASE,
+    StoreError, MAX_BALANCE, MIN_LEASE,
 };
 use crate::secrets::{self, SecretHash};
 
@@ -54,6 +61,7 @@ local seq, want, ttl = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local up, down, conns, release = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8]), ARGV[9] == '1'
 local min_lease = tonumber(ARGV[10])
 local function num(h, f) return tonumber(redis.call('HGET', h, f) or '0') end
+local function int(n) return string.format('%.0f', n) end
 local status = redis.call('HGET', lease, 'status')
 local revoked = num(key, 'revoked')
 if status and seq <= num(lease, 'seq') then
@@ -70,13 +78,13 @@ local leased = num(key, 'leased') - from_lease
 local rest = spent - from_lease
 local charged = math.min(rest, credits)
 credits = credits - charged
-if rest > charged then redis.call('HINCRBY', key, 'overdraft', rest - charged) end
-redis.call('HINCRBY', key, 'bytes_up', up)
-redis.call('HINCRBY', key, 'bytes_down', down)
-redis.call('HINCRBY', key, 'connections', conns)
+if rest > charged then redis.call('HINCRBY', key, 'overdraft', int(rest - charged)) end
+redis.call('HINCRBY', key, 'bytes_up', ARGV[6])
+redis.call('HINCRBY', key, 'bytes_down', ARGV[7])
+redis.call('HINCRBY', key, 'connections', ARGV[8])
 for i = 4, #KEYS do
   if redis.call('EXISTS', KEYS[i]) == 1 then
-    redis.call('HINCRBY', KEYS[i], 'bytes_carried', tonumber(ARGV[8 + i]))
+    redis.call('HINCRBY', KEYS[i], 'bytes_carried', ARGV[8 + i])
   end
 end
 local granted = 0
@@ -96,9 +104,10 @@ else
   amount = amount + granted
   redis.call('ZADD', leases, now + ttl, lease_id)
 end
-redis.call('HSET', key, 'credits', credits, 'leased', leased)
-redis.call('HSET', lease, 'key', ARGV[11], 'owner', owner, 'amount', amount, 'seq', seq,
-  'granted', granted, 'status', new_status, 'expires', now + ttl)
+if leased < 0 then leased = 0 end
+redis.call('HSET', key, 'credits', int(credits), 'leased', int(leased))
+redis.call('HSET', lease, 'key', ARGV[11], 'owner', owner, 'amount', int(amount), 'seq', int(seq),
+  'granted', int(granted), 'status', new_status, 'expires', int(now + ttl))
 redis.call('PEXPIRE', lease, ttl + 3600000)
 return {granted, amount, credits, revoked, ended and 1 or 0}
 "#;
@@ -113,9 +122,9 @@ for _, id in ipairs(ids) do
   if redis.call('HGET', lease, 'status') == 'live' then
     local amount = tonumber(redis.call('HGET', lease, 'amount') or '0')
     local key = 'turbo:key:' .. (redis.call('HGET', lease, 'key') or '')
-    if redis.call('EXISTS', key) == 1 then
-      redis.call('HINCRBY', key, 'credits', amount)
-      redis.call('HINCRBY', key, 'leased', -amount)
+    if amount > 0 and redis.call('EXISTS', key) == 1 then
+      redis.call('HINCRBY', key, 'credits', string.format('%.0f', amount))
+      redis.call('HINCRBY', key, 'leased', string.format('%.0f', -amount))
     end
     redis.call('HSET', lease, 'amount', 0, 'status', 'ended')
   end
@@ -124,9 +133,14 @@ end
 return #ids
 "#;
 
-/// Adds credits to an existing key; returns -1 when there is none.
+/// Adds `ARGV[1]` credits to an existing key unless its balance (credits + leased)
+/// would pass `ARGV[2]`; returns the new credits, -1 when there is no key, -2 when the
+/// balance would pass the maximum (nothing changes). `ARGV[1]` is at most the maximum,
+/// so the double sum compares exactly against it.
 const TOP_UP_LUA: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+local function num(f) return tonumber(redis.call('HGET', KEYS[1], f) or '0') end
+if num('credits') + num('leased') + tonumber(ARGV[1]) > tonumber(ARGV[2]) then return -2 end
 return redis.call('HINCRBY', KEYS[1], 'credits', ARGV[1])
 "#;
 
@@ -189,6 +203,7 @@ impl RedisStore {
             errors.clone(),
             stopped,
         ));
+        check_persistence(&conn).await;
         Ok(RedisStore {
             conn,
             lease_script: Script::new(LEASE_LUA),
@@ -237,6 +252,39 @@ impl RedisStore {
     }
 }
 
+/// Warns unless Redis runs with `appendonly yes` and `appendfsync always`, the settings
+/// under which an acknowledged admin write survives a Redis crash. Never fails: managed
+/// Redis often refuses `CONFIG`, and `everysec` is a legitimate trade-off.
+async fn check_persistence(conn: &ConnectionManager) {
+    let get = |name: &'static str| {
+        let mut conn = conn.clone();
+        async move {
+            let pair: Result<Vec<String>, _> = redis::cmd("CONFIG")
+                .arg("GET")
+                .arg(name)
+                .query_async(&mut conn)
+                .await;
+            pair.map(|p| p.get(1).cloned().unwrap_or_default())
+        }
+    };
+    match (get("appendonly").await, get("appendfsync").await) {
+        (Ok(aof), Ok(fsync)) if aof == "yes" && fsync == "always" => {
+            debug!("Redis persistence: appendonly yes, appendfsync always");
+        }
+        (Ok(aof), Ok(fsync)) => warn!(
+            appendonly = %aof,
+            appendfsync = %fsync,
+            "Redis may lose acknowledged writes in a crash: set appendonly yes and \
+             appendfsync always (everysec can lose up to a second)"
+        ),
+        (Err(e), _) | (_, Err(e)) => warn!(
+            error = %e,
+            "could not read Redis persistence settings (CONFIG GET); make sure \
+             appendonly yes and appendfsync always are set"
+        ),
+    }
+}
+
 /// Forwards `turbo:events` into `events`, reconnecting after failures (then sending
 /// [`KeyEvent::Resync`], since events may have been missed), until `stop` fires.
 async fn subscriber(
@@ -259,6 +307,10 @@ async fn subscriber(
                         let event = match text.split_once(' ') {
                             Some(("revoke", id)) => KeyEvent::Revoked(id.into()),
                             Some(("credit", id)) => KeyEvent::ToppedUp(id.into()),
+                            Some(("create", tag)) => match u64::from_str_radix(tag, 16) {
+                                Ok(tag) => KeyEvent::Created(tag),
+                                Err(_) => continue,
+                            },
                             _ => continue,
                         };
                         let _ = events.send(event);
@@ -301,10 +353,16 @@ fn field<'a>(fields: &'a [(String, String)], name: &str) -> &'a str {
         .map_or("", |(_, v)| v.as_str())
 }
 
+/// A counter field: an integer, or (written by an older script) a float such as
+/// `1e+17`; 0 when absent or unreadable, never negative.
 fn num(fields: &[(String, String)], name: &str) -> u64 {
     let v = field(fields, name);
     v.parse::<u64>()
         .or_else(|_| v.parse::<i64>().map(|n| n.max(0) as u64))
+        .or_else(|_| {
+            v.parse::<f64>()
+                .map(|f| if f.is_finite() { f.max(0.0) as u64 } else { 0 })
+        })
         .unwrap_or(0)
 }
 
@@ -356,6 +414,9 @@ impl Store for RedisStore {
         name: &str,
         credits: u64,
     ) -> Result<(KeyRecord, String), StoreError> {
+        if credits > MAX_BALANCE {
+            return Err(StoreError::OverMaximum);
+        }
         let secret = secrets::generate("tk");
         let rec = KeyRecord {
             id: short_id("k"),
@@ -393,6 +454,8 @@ impl Store for RedisStore {
             .exec_async(&mut self.conn())
             .await
             .map_err(|e| self.fail(e))?;
+        let tag = turbo_dataplane::known_keys::tag(&rec.hash);
+        self.publish(&format!("create {tag:016x}")).await?;
         Ok((rec, secret))
     }
 
@@ -425,14 +488,20 @@ impl Store for RedisStore {
     }
 
     async fn add_credits(&self, id: &str, bytes: u64) -> Result<KeyRecord, StoreError> {
+        if bytes > MAX_BALANCE {
+            return Err(StoreError::OverMaximum);
+        }
         let now: i64 = Script::new(TOP_UP_LUA)
             .key(key_name(id))
             .arg(bytes)
+            .arg(MAX_BALANCE)
             .invoke_async(&mut self.conn())
             .await
             .map_err(|e| self.fail(e))?;
-        if now < 0 {
-            return Err(StoreError::NotFound(id.to_owned()));
+        match now {
+            -1 => return Err(StoreError::NotFound(id.to_owned())),
+            -2 => return Err(StoreError::OverMaximum),
+            _ => {}
         }
         self.publish(&format!("credit {id}")).await?;
         self.key(id).await

@@ -7,12 +7,15 @@
 mod fixtures;
 
 mod abuse;
+mod admin_limits;
 mod credits;
 mod data_path;
 mod demo;
 mod drain;
+mod durability;
 mod failures;
 mod limits;
+mod lockouts;
 mod malformed;
 mod nat_rebind;
 mod node_controls;
