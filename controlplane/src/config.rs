@@ -121,9 +121,11 @@ pub struct ServerConfig {
     #[serde(with = "humantime_serde_compat")]
     pub auth_negative_ttl: Duration,
     /// Failed authentications one source IP, or one username, may make per window and
-    /// core before it is locked out: refused without a lookup (a username lockout still
-    /// lets keys the core has seen valid through). The lockout lasts one window and
-    /// doubles with each repeat, up to 64 windows. Defaults to `20`.
+    /// core before it is locked out: then a presented key is refused without a lookup
+    /// unless it exists (a key the core has seen valid, or one whose hash tag is among
+    /// the store's keys), so a valid key is never refused for someone else's failures.
+    /// The lockout lasts one window and doubles with each repeat, up to 64 windows.
+    /// Defaults to `20`.
     pub auth_fail_limit: u32,
     /// The window of `auth_fail_limit`. Defaults to `60s`.
     #[serde(with = "humantime_serde_compat")]

@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use tokio::sync::broadcast;
 use tracing::{debug, info, warn};
-use turbo_dataplane::known_keys::{self, KnownKeys};
 use turbo_dataplane::control::{
     AuthDenied, ConnRecord, ConnRef, ControlReceiver, KeyEvent, LeaseAnswer, LeaseError,
     LeaseRequest, NoRoute, NodeAdmission, NodeTableHandle, SessionRoute, ToControl,
 };
+use turbo_dataplane::known_keys::{self, KnownKeys};
 use turbo_proto::params::CountryCode;
 use turbo_proto::wire::control::{Hello, RejectCode};
 
@@ -272,9 +272,7 @@ impl<S: Store> ControlPlane<S> {
                 warn!(key = %request.key_id, error = %e, "lease request failed");
                 Err(match e {
                     StoreError::NotFound(_) => LeaseError::UnknownKey,
-                    StoreError::Unavailable(_) | StoreError::OverMaximum => {
-                        LeaseError::Unavailable
-                    }
+                    StoreError::Unavailable(_) | StoreError::OverMaximum => LeaseError::Unavailable,
                 })
             }
         }

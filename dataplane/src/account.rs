@@ -473,7 +473,8 @@ async fn close_for_release(core: &Core, a: &Rc<Account>) {
 }
 
 fn apply(a: &Account, answer: &LeaseAnswer, dry_since: &mut Option<Instant>) {
-    a.balance.set(a.balance.get().saturating_add(answer.granted));
+    a.balance
+        .set(a.balance.get().saturating_add(answer.granted));
     if answer.granted > 0 {
         a.last_grant.set(answer.granted);
     }

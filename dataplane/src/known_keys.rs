@@ -35,7 +35,10 @@ impl fmt::Debug for KnownKeys {
 impl KnownKeys {
     /// Adds one key.
     pub fn insert(&self, tag: KeyTag) {
-        self.0.write().unwrap_or_else(|p| p.into_inner()).insert(tag);
+        self.0
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(tag);
     }
 
     /// Replaces the whole set (after loading every key from the store).

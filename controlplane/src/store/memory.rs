@@ -443,6 +443,14 @@ impl Store for MemoryStore {
     }
 
     async fn set_node_payout(&self, id: &str, address: &str) -> Result<(), StoreError> {
+        let same = self.with(|t| {
+            let n = t.nodes.get(id);
+            n.is_some_and(|n| n.payout_address.as_deref() == Some(address))
+        });
+        if same {
+            // Every node hello repeats it: nothing to write.
+            return Ok(());
+        }
         let (found, generation) = self.change(|t| {
             let n = t
                 .nodes

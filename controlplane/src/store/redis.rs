@@ -32,7 +32,6 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 use tokio::sync::{broadcast, oneshot};
@@ -45,113 +44,14 @@ use super::{
 };
 use crate::secrets::{self, SecretHash};
 
+mod events;
+mod lua;
+use events::subscriber;
+use lua::{LEASE_LUA, RECLAIM_LUA, SESSION_LUA, TOP_UP_LUA};
+
 const EVENTS: &str = "turbo:events";
 const CONNS: &str = "turbo:conns";
 const LEASES: &str = "turbo:leases";
-
-/// Books usage, then grants or releases; see [`Store::lease`]. Returns
-/// `{granted, held, credits, revoked, ended}`.
-const LEASE_LUA: &str = r#"
-local key, lease, leases = KEYS[1], KEYS[2], KEYS[3]
-if redis.call('EXISTS', key) == 0 then return redis.error_reply('NOKEY') end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local lease_id, owner = ARGV[1], ARGV[2]
-local seq, want, ttl = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local up, down, conns, release = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8]), ARGV[9] == '1'
-local min_lease = tonumber(ARGV[10])
-local function num(h, f) return tonumber(redis.call('HGET', h, f) or '0') end
-local function int(n) return string.format('%.0f', n) end
-local status = redis.call('HGET', lease, 'status')
-local revoked = num(key, 'revoked')
-if status and seq <= num(lease, 'seq') then
-  return {num(lease, 'granted'), num(lease, 'amount'), num(key, 'credits'), revoked, status == 'ended' and 1 or 0}
-end
-local ended = status == 'ended'
-local amount = 0
-if status == 'live' then amount = num(lease, 'amount') end
-local spent = up + down
-local from_lease = math.min(spent, amount)
-amount = amount - from_lease
-local credits = num(key, 'credits')
-local leased = num(key, 'leased') - from_lease
-local rest = spent - from_lease
-local charged = math.min(rest, credits)
-credits = credits - charged
-if rest > charged then redis.call('HINCRBY', key, 'overdraft', int(rest - charged)) end
-redis.call('HINCRBY', key, 'bytes_up', ARGV[6])
-redis.call('HINCRBY', key, 'bytes_down', ARGV[7])
-redis.call('HINCRBY', key, 'connections', ARGV[8])
-for i = 4, #KEYS do
-  if redis.call('EXISTS', KEYS[i]) == 1 then
-    redis.call('HINCRBY', KEYS[i], 'bytes_carried', ARGV[8 + i])
-  end
-end
-local granted = 0
-local new_status = 'live'
-if release or ended then
-  credits = credits + amount
-  leased = leased - amount
-  amount = 0
-  new_status = 'ended'
-  redis.call('ZREM', leases, lease_id)
-else
-  if revoked == 0 then
-    granted = math.min(want, credits, math.max(math.floor(credits / 4), min_lease))
-  end
-  credits = credits - granted
-  leased = leased + granted
-  amount = amount + granted
-  redis.call('ZADD', leases, now + ttl, lease_id)
-end
-if leased < 0 then leased = 0 end
-redis.call('HSET', key, 'credits', int(credits), 'leased', int(leased))
-redis.call('HSET', lease, 'key', ARGV[11], 'owner', owner, 'amount', int(amount), 'seq', int(seq),
-  'granted', int(granted), 'status', new_status, 'expires', int(now + ttl))
-redis.call('PEXPIRE', lease, ttl + 3600000)
-return {granted, amount, credits, revoked, ended and 1 or 0}
-"#;
-
-/// Ends live leases whose expiry passed; returns how many.
-const RECLAIM_LUA: &str = r#"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 1000)
-for _, id in ipairs(ids) do
-  local lease = 'turbo:lease:' .. id
-  if redis.call('HGET', lease, 'status') == 'live' then
-    local amount = tonumber(redis.call('HGET', lease, 'amount') or '0')
-    local key = 'turbo:key:' .. (redis.call('HGET', lease, 'key') or '')
-    if amount > 0 and redis.call('EXISTS', key) == 1 then
-      redis.call('HINCRBY', key, 'credits', string.format('%.0f', amount))
-      redis.call('HINCRBY', key, 'leased', string.format('%.0f', -amount))
-    end
-    redis.call('HSET', lease, 'amount', 0, 'status', 'ended')
-  end
-  redis.call('ZREM', KEYS[1], id)
-end
-return #ids
-"#;
-
-/// Adds `ARGV[1]` credits to an existing key unless its balance (credits + leased)
-/// would pass `ARGV[2]`; returns the new credits, -1 when there is no key, -2 when the
-/// balance would pass the maximum (nothing changes). `ARGV[1]` is at most the maximum,
-/// so the double sum compares exactly against it.
-const TOP_UP_LUA: &str = r#"
-if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-local function num(f) return tonumber(redis.call('HGET', KEYS[1], f) or '0') end
-if num('credits') + num('leased') + tonumber(ARGV[1]) > tonumber(ARGV[2]) then return -2 end
-return redis.call('HINCRBY', KEYS[1], 'credits', ARGV[1])
-"#;
-
-/// Pins a session unless another live pin exists (compare-and-set on `ARGV[3]`);
-/// returns the pinned node.
-const SESSION_LUA: &str = r#"
-local cur = redis.call('GET', KEYS[1])
-if cur and cur ~= ARGV[3] then return cur end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return ARGV[1]
-"#;
 
 /// The Redis backend.
 pub struct RedisStore {
@@ -282,67 +182,6 @@ async fn check_persistence(conn: &ConnectionManager) {
             "could not read Redis persistence settings (CONFIG GET); make sure \
              appendonly yes and appendfsync always are set"
         ),
-    }
-}
-
-/// Forwards `turbo:events` into `events`, reconnecting after failures (then sending
-/// [`KeyEvent::Resync`], since events may have been missed), until `stop` fires.
-async fn subscriber(
-    client: redis::Client,
-    mut pubsub: redis::aio::PubSub,
-    events: broadcast::Sender<KeyEvent>,
-    errors: Arc<AtomicU64>,
-    mut stop: oneshot::Receiver<()>,
-) {
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        {
-            let mut messages = pubsub.on_message();
-            loop {
-                tokio::select! {
-                    _ = &mut stop => return,
-                    msg = messages.next() => {
-                        let Some(msg) = msg else { break };
-                        let text: String = msg.get_payload().unwrap_or_default();
-                        let event = match text.split_once(' ') {
-                            Some(("revoke", id)) => KeyEvent::Revoked(id.into()),
-                            Some(("credit", id)) => KeyEvent::ToppedUp(id.into()),
-                            Some(("create", tag)) => match u64::from_str_radix(tag, 16) {
-                                Ok(tag) => KeyEvent::Created(tag),
-                                Err(_) => continue,
-                            },
-                            _ => continue,
-                        };
-                        let _ = events.send(event);
-                    }
-                }
-            }
-        }
-        warn!("Redis event subscription lost; reconnecting");
-        loop {
-            errors.fetch_add(1, Relaxed);
-            tokio::select! {
-                _ = &mut stop => return,
-                _ = tokio::time::sleep(backoff) => {}
-            }
-            backoff = (backoff * 2).min(Duration::from_secs(2));
-            let again = async {
-                let mut p = client.get_async_pubsub().await?;
-                p.subscribe(EVENTS).await?;
-                Ok::<_, redis::RedisError>(p)
-            };
-            match tokio::time::timeout(Duration::from_secs(2), again).await {
-                Ok(Ok(p)) => {
-                    pubsub = p;
-                    backoff = Duration::from_millis(100);
-                    debug!("Redis event subscription restored");
-                    let _ = events.send(KeyEvent::Resync);
-                    break;
-                }
-                Ok(Err(e)) => debug!(error = %e, "Redis resubscribe failed"),
-                Err(_) => debug!("Redis resubscribe timed out"),
-            }
-        }
     }
 }
 
@@ -713,90 +552,4 @@ impl Store for RedisStore {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::process::{Child, Command, Stdio};
-    use std::sync::Arc;
-    use std::time::{Duration, Instant};
-
-    use super::*;
-
-    /// A private `redis-server` on a free port; killed on drop.
-    struct Server {
-        child: Child,
-        port: u16,
-        _dir: tempfile::TempDir,
-    }
-
-    impl Server {
-        fn start() -> Server {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("free port")
-                .port();
-            let dir = tempfile::tempdir().expect("tempdir");
-            let child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no"])
-                .args(["--dir", &dir.path().to_string_lossy()])
-                .stdout(Stdio::null())
-                .spawn()
-                .expect("redis-server is installed (scripts/setup)");
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-                assert!(Instant::now() < deadline, "redis-server did not start");
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            Server {
-                child,
-                port,
-                _dir: dir,
-            }
-        }
-
-        fn url(&self) -> String {
-            format!("redis://127.0.0.1:{}/0", self.port)
-        }
-
-        fn signal(&self, sig: i32) {
-            // SAFETY: plain kill(2) on our own child's pid.
-            unsafe { libc::kill(self.child.id() as i32, sig) };
-        }
-    }
-
-    impl Drop for Server {
-        fn drop(&mut self) {
-            self.signal(libc::SIGCONT);
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn redis_store_passes_the_suite() {
-        let server = Server::start();
-        let store = RedisStore::connect(&server.url()).await.expect("connect");
-        crate::store::suite::run(Arc::new(store)).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn an_unresponsive_redis_is_an_error_not_a_hang() {
-        let server = Server::start();
-        let store = RedisStore::connect(&server.url()).await.expect("connect");
-        let (k, _) = store.create_key("x", 1).await.expect("key");
-        server.signal(libc::SIGSTOP);
-        let started = Instant::now();
-        let res = store.key(&k.id).await;
-        assert!(matches!(res, Err(StoreError::Unavailable(_))), "{res:?}");
-        assert!(started.elapsed() < Duration::from_secs(10));
-        assert!(store.errors() > 0);
-        server.signal(libc::SIGCONT);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(rec) = store.key(&k.id).await {
-                assert_eq!(rec.credits, 1);
-                break;
-            }
-            assert!(Instant::now() < deadline, "Redis did not come back");
-        }
-    }
-}
+mod tests;

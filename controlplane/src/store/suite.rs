@@ -310,7 +310,10 @@ async fn balances_stop_at_the_maximum<S: Store>(store: &S) {
     // A top-up while a lease is out counts the lease: the balance stops at the maximum
     // and the lease's return lands exactly on it (it used to wrap).
     let t = terms(Duration::from_secs(60));
-    let (k, _) = store.create_key("leased-max", 10_000_000).await.expect("key");
+    let (k, _) = store
+        .create_key("leased-max", 10_000_000)
+        .await
+        .expect("key");
     let ans = store
         .lease(&t, &request(&k, "l_max", 1, 1 << 26, Usage::default()))
         .await
@@ -320,7 +323,10 @@ async fn balances_stop_at_the_maximum<S: Store>(store: &S) {
         .add_credits(&k.id, MAX_BALANCE - 10_000_000)
         .await
         .expect("top-up to the maximum");
-    assert_eq!((rec.credits, rec.leased), (MAX_BALANCE - 2_500_000, 2_500_000));
+    assert_eq!(
+        (rec.credits, rec.leased),
+        (MAX_BALANCE - 2_500_000, 2_500_000)
+    );
     let res = store.add_credits(&k.id, 1).await;
     assert_eq!(res.err(), Some(StoreError::OverMaximum));
     let mut release = request(&k, "l_max", 2, 0, Usage::default());
@@ -328,7 +334,10 @@ async fn balances_stop_at_the_maximum<S: Store>(store: &S) {
     let ans = store.lease(&t, &release).await.expect("release");
     assert_eq!((ans.held, ans.credits), (0, MAX_BALANCE));
     let rec = store.key(&k.id).await.expect("key");
-    assert_eq!((rec.credits, rec.leased, rec.balance()), (MAX_BALANCE, 0, MAX_BALANCE));
+    assert_eq!(
+        (rec.credits, rec.leased, rec.balance()),
+        (MAX_BALANCE, 0, MAX_BALANCE)
+    );
 }
 
 async fn amounts_near_the_maximum_are_exact<S: Store>(store: &S) {
@@ -358,7 +367,10 @@ async fn amounts_near_the_maximum_are_exact<S: Store>(store: &S) {
     // Reclaimed leases return exactly too.
     let dead = terms(Duration::ZERO);
     store
-        .lease(&dead, &request(&k, "l_near_dead", 1, 1 << 26, Usage::default()))
+        .lease(
+            &dead,
+            &request(&k, "l_near_dead", 1, 1 << 26, Usage::default()),
+        )
         .await
         .expect("dying lease");
     assert!(store.reclaim_expired().await.expect("reclaim") >= 1);

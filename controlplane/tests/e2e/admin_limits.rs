@@ -45,20 +45,39 @@ fn balances_stop_at_the_maximum(opts: Options) {
         .set("Content-Type", "application/json")
         .send_string(r#"{"credits": 18446744073709551616}"#);
     assert!(matches!(raw, Err(ureq::Error::Status(400, _))), "{raw:?}");
-    assert_eq!(net.key_info()["balance"], balance, "refusals change nothing");
+    assert_eq!(
+        net.key_info()["balance"],
+        balance,
+        "refusals change nothing"
+    );
 
     let (status, body) = post(&net, &top_up, json!({ "credits": room }));
     assert_eq!(status, 200, "{body}");
-    assert_eq!(net.key_info()["balance"], MAX_BALANCE, "exact at the maximum");
+    assert_eq!(
+        net.key_info()["balance"],
+        MAX_BALANCE,
+        "exact at the maximum"
+    );
     let (status, _) = post(&net, &top_up, json!({"credits": 1}));
     assert_eq!(status, 400);
 
-    let (status, _) = post(&net, "/api/keys", json!({"name": "big", "credits": MAX_BALANCE + 1}));
+    let (status, _) = post(
+        &net,
+        "/api/keys",
+        json!({"name": "big", "credits": MAX_BALANCE + 1}),
+    );
     assert_eq!(status, 400);
-    let (status, created) = post(&net, "/api/keys", json!({"name": "big", "credits": MAX_BALANCE}));
+    let (status, created) = post(
+        &net,
+        "/api/keys",
+        json!({"name": "big", "credits": MAX_BALANCE}),
+    );
     assert_eq!(status, 201);
     let id = created["id"].as_str().expect("id");
-    assert_eq!(net.api_get(&format!("/api/keys/{id}"))["credits"], MAX_BALANCE);
+    assert_eq!(
+        net.api_get(&format!("/api/keys/{id}"))["credits"],
+        MAX_BALANCE
+    );
     for name in ["a\nb", "\u{1b}[31mred", "tab\there", "nul\0"] {
         let (status, _) = post(&net, "/api/keys", json!({"name": name, "credits": 1}));
         assert_eq!(status, 400, "name {name:?}");
@@ -97,11 +116,21 @@ fn metrics_show_nodes_only_with_the_admin_token() {
         admin.contains(&format!("turbo_node_score{{node=\"{node}\"")),
         "{admin}"
     );
-    assert_eq!(admin.matches("# EOF").count(), 1, "one OpenMetrics document");
+    assert_eq!(
+        admin.matches("# EOF").count(),
+        1,
+        "one OpenMetrics document"
+    );
 
     let mut opts = Options::new("io_uring");
     opts.config = "metrics_per_node = true\n".into();
     let open = Net::start_with(opts);
-    let node = open.connected_nodes()[0]["id"].as_str().expect("id").to_owned();
-    assert!(open.metrics().contains(&node), "the option shows nodes to all");
+    let node = open.connected_nodes()[0]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    assert!(
+        open.metrics().contains(&node),
+        "the option shows nodes to all"
+    );
 }

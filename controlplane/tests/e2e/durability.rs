@@ -34,22 +34,29 @@ fn acknowledged_admin_writes_survive_sigkill() {
     );
     let balance = topped["balance"].as_u64().expect("balance");
     net.api_post(&format!("/api/keys/{doomed_id}/revoke"), json!(null));
+    // restart_server sends SIGKILL first: no graceful save runs.
     let acked = Instant::now();
     net.restart_server();
     println!(
-        "SIGKILL {:?} after the last acknowledgement; restarted",
+        "SIGKILL right after the last acknowledgement; serving again {:?} later",
         acked.elapsed()
     );
 
     let fresh_info = net.api_get(&format!("/api/keys/{fresh_id}"));
-    assert_eq!(fresh_info["balance"], 2_000_000_000u64, "the new key survived");
+    assert_eq!(
+        fresh_info["balance"], 2_000_000_000u64,
+        "the new key survived"
+    );
     // The top-up survived; at most the echo's 8 bytes were billed after its answer.
     let after = net.key_info()["balance"].as_u64().expect("balance");
     assert!(
         after <= balance && balance - after <= 8,
         "balance {after}, acknowledged {balance}"
     );
-    assert_eq!(net.api_get(&format!("/api/keys/{doomed_id}"))["revoked"], true);
+    assert_eq!(
+        net.api_get(&format!("/api/keys/{doomed_id}"))["revoked"],
+        true
+    );
     match socks::connect(net.socks, "e2e", &doomed, "127.0.0.1", echo.port()) {
         Connect::AuthFailed(_) => {}
         other => panic!("a revoked key authenticated after the restart: {other:?}"),

@@ -30,8 +30,15 @@ fn guess(net: &Net, n: usize, from: impl Fn(usize) -> String, user: impl Fn(usiz
 fn assert_locked(net: &Net, attack: impl Fn(&Net)) {
     let (lookups, limited) = (net.metric(LOOKUPS), net.metric(LIMITED));
     attack(net);
-    assert_eq!(net.metric(LOOKUPS), lookups, "locked-out guesses cost no lookup");
-    assert!(net.metric(LIMITED) >= limited + 10.0, "the guesses were rate limited");
+    assert_eq!(
+        net.metric(LOOKUPS),
+        lookups,
+        "locked-out guesses cost no lookup"
+    );
+    assert!(
+        net.metric(LIMITED) >= limited + 10.0,
+        "the guesses were rate limited"
+    );
 }
 
 fn shared_address_attacker_locks_out_no_valid_key(driver: &'static str) {
@@ -53,16 +60,28 @@ fn shared_address_attacker_locks_out_no_valid_key(driver: &'static str) {
                 .unwrap_or_else(|e| panic!("valid key refused in round {round}: {e}"));
         }
     }
-    println!("shared address: 60 failures locked it; a new and a known key were served 8 times each");
+    println!(
+        "shared address: 60 failures locked it; a new and a known key were served 8 times each"
+    );
 }
 
 fn many_address_label_attacker_locks_out_no_valid_key(driver: &'static str) {
     let net = locking_net(driver);
     let echo = targets::echo();
     // 60 addresses, one wrong key each, all on the label "alice".
-    guess(&net, 60, |i| format!("127.0.1.{}", i + 1), |_| "alice".into());
+    guess(
+        &net,
+        60,
+        |i| format!("127.0.1.{}", i + 1),
+        |_| "alice".into(),
+    );
     assert_locked(&net, |net| {
-        guess(net, 10, |i| format!("127.0.2.{}", i + 1), |_| "alice".into())
+        guess(
+            net,
+            10,
+            |i| format!("127.0.2.{}", i + 1),
+            |_| "alice".into(),
+        )
     });
     // A new key using the label, from yet another address, is served; so is the
     // customer's own key under the label.
