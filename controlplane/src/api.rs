@@ -1,6 +1,12 @@
 //! The HTTP API on `--api-listen`: key and node administration for operators (bearer
 //! admin token, compared in constant time), and the unauthenticated `/healthz` and
-//! Prometheus `/metrics` (the API listens on loopback by default).
+//! Prometheus `/metrics` (the API listens on loopback by default). `/metrics` shows the
+//! per-node series (`node` labels) only with the admin token, or to everyone with
+//! `metrics_per_node = true`.
+//!
+//! Every write answers only once it is durable in the store. Credits are bytes, at most
+//! [`MAX_BALANCE`] per key (2^53 − 1); a creation or top-up past it is refused with 400.
+//! Bodies that are not valid JSON for the route are refused with 400.
 //!
 //! | route | does |
 //! |---|---|
@@ -14,6 +20,7 @@
 
 use std::sync::Arc;
 
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -26,7 +33,7 @@ use turbo_proto::join::JoinString;
 use crate::secrets;
 use crate::service::ControlPlane;
 use crate::size::parse_size;
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, MAX_BALANCE};
 
 /// What the API handlers share.
 pub struct ApiState<S> {
@@ -40,6 +47,8 @@ pub struct ApiState<S> {
     pub public_port: u16,
     /// SHA-256 of the server certificate.
     pub pin: [u8; 32],
+    /// Show per-node series on `/metrics` without the admin token.
+    pub metrics_per_node: bool,
 }
 
 /// An API failure, rendered as `{"error": ...}`.
@@ -62,6 +71,7 @@ impl IntoResponse for ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Store(StoreError::NotFound(_)) => StatusCode::NOT_FOUND,
+            ApiError::Store(StoreError::OverMaximum) => StatusCode::BAD_REQUEST,
             ApiError::Store(StoreError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
         };
         (status, Json(json!({ "error": self.to_string() }))).into_response()
@@ -90,12 +100,35 @@ enum Credits {
 }
 
 impl Credits {
+    /// The amount in bytes, at most [`MAX_BALANCE`].
     fn bytes(self) -> Result<u64, ApiError> {
-        match self {
-            Credits::Bytes(b) => Ok(b),
-            Credits::Text(t) => parse_size(&t).map_err(|e| ApiError::BadRequest(e.to_string())),
+        let bytes = match self {
+            Credits::Bytes(b) => b,
+            Credits::Text(t) => parse_size(&t).map_err(|e| ApiError::BadRequest(e.to_string()))?,
+        };
+        if bytes > MAX_BALANCE {
+            return Err(ApiError::BadRequest(format!(
+                "credits must be at most {MAX_BALANCE} bytes (2^53 - 1)"
+            )));
         }
+        Ok(bytes)
     }
+}
+
+/// The body, or 400 naming what is wrong with it.
+fn body<T>(json: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    json.map(|Json(t)| t)
+        .map_err(|e| ApiError::BadRequest(e.body_text()))
+}
+
+/// A key name: 1 to 64 bytes, no control characters.
+fn check_name(name: &str) -> Result<(), ApiError> {
+    if name.is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
+        return Err(ApiError::BadRequest(
+            "name must be 1 to 64 bytes without control characters".into(),
+        ));
+    }
+    Ok(())
 }
 
 #[derive(Deserialize)]
@@ -142,16 +175,14 @@ pub fn router<S: Store>(state: Arc<ApiState<S>>) -> Router {
 async fn create_key<S: Store>(
     State(st): State<Arc<ApiState<S>>>,
     headers: HeaderMap,
-    Json(body): Json<NewKey>,
+    json: Result<Json<NewKey>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     check_admin(&st, &headers)?;
+    let body = body(json)?;
     let credits = body.credits.bytes()?;
-    if body.name.is_empty() || body.name.len() > 64 {
-        return Err(ApiError::BadRequest(
-            "name must be 1 to 64 characters".into(),
-        ));
-    }
+    check_name(&body.name)?;
     let (rec, key) = st.control.store.create_key(&body.name, credits).await?;
+    st.control.key_created(&rec.hash);
     Ok((
         StatusCode::CREATED,
         Json(json!({ "key": key, "id": rec.id, "name": rec.name, "credits": rec.credits })),
@@ -180,10 +211,10 @@ async fn top_up<S: Store>(
     State(st): State<Arc<ApiState<S>>>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    Json(body): Json<TopUp>,
+    json: Result<Json<TopUp>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
     check_admin(&st, &headers)?;
-    let bytes = body.credits.bytes()?;
+    let bytes = body(json)?.credits.bytes()?;
     let rec = st.control.store.add_credits(&id, bytes).await?;
     tracing::info!(key = %id, bytes, "credits added");
     Ok(Json(key_json(&rec)))
@@ -200,8 +231,13 @@ async fn revoke<S: Store>(
     Ok(Json(key_json(&st.control.store.key(&id).await?)))
 }
 
-async fn metrics<S: Store>(State(st): State<Arc<ApiState<S>>>) -> Response {
-    let body = st.control.metrics().map(|m| m.render()).unwrap_or_default();
+async fn metrics<S: Store>(State(st): State<Arc<ApiState<S>>>, headers: HeaderMap) -> Response {
+    let per_node = st.metrics_per_node || check_admin(&st, &headers).is_ok();
+    let body = st
+        .control
+        .metrics()
+        .map(|m| m.render(per_node))
+        .unwrap_or_default();
     (
         [(
             axum::http::header::CONTENT_TYPE,
@@ -288,6 +324,7 @@ mod tests {
             public_host: "127.0.0.1".into(),
             public_port: 8443,
             pin: [7; 32],
+            metrics_per_node: false,
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

@@ -59,6 +59,9 @@ pub struct RunArgs {
     /// MaxMind-format country database for node countries [default: none].
     #[arg(long, env = "TURBO_GEOIP")]
     pub geoip: Option<PathBuf>,
+    /// Show per-node series on /metrics without the admin token [default: false].
+    #[arg(long, env = "TURBO_METRICS_PER_NODE")]
+    pub metrics_per_node: Option<bool>,
     /// Validate the configuration and exit.
     #[arg(long)]
     pub check_config: bool,
@@ -86,7 +89,8 @@ impl RunArgs {
             data_dir,
             store,
             cores,
-            driver
+            driver,
+            metrics_per_node
         );
         if self.admin_token.is_some() {
             c.admin_token = self.admin_token.clone();

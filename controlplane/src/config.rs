@@ -145,9 +145,11 @@ pub struct ServerConfig {
     #[serde(with = "humantime_serde_compat")]
     pub auth_negative_ttl: Duration,
     /// Failed authentications one source IP, or one username, may make per window and
-    /// core before it is locked out: refused without a lookup (a username lockout still
-    /// lets keys the core has seen valid through). The lockout lasts one window and
-    /// doubles with each repeat, up to 64 windows. Defaults to `20`.
+    /// core before it is locked out: then a presented key is refused without a lookup
+    /// unless it exists (a key the core has seen valid, or one whose hash tag is among
+    /// the store's keys), so a valid key is never refused for someone else's failures.
+    /// The lockout lasts one window and doubles with each repeat, up to 64 windows.
+    /// Defaults to `20`.
     pub auth_fail_limit: u32,
     /// The window of `auth_fail_limit`. Defaults to `60s`.
     #[serde(with = "humantime_serde_compat")]
@@ -168,6 +170,10 @@ pub struct ServerConfig {
     /// MaxMind-format country database deciding node countries from their public IP.
     /// Defaults to none: the node's declared country is used, marked unverified.
     pub geoip: Option<PathBuf>,
+    /// Show the per-node series of `/metrics` (node ids with their bytes, scores and
+    /// countries) without the admin token. Defaults to `false`: only a scrape with the
+    /// admin bearer token sees them; the aggregate series are public.
+    pub metrics_per_node: bool,
 }
 
 impl Default for ServerConfig {
@@ -212,6 +218,7 @@ impl Default for ServerConfig {
             score_latency_weight: 0.6,
             score_reliability_weight: 0.4,
             geoip: None,
+            metrics_per_node: false,
             node_block_ports: Vec::new(),
             node_block_cidrs: Vec::new(),
             node_block_domains: Vec::new(),

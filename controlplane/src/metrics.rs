@@ -2,6 +2,10 @@
 //! `prometheus-client`). Control-plane events update the registry's metrics directly;
 //! the data plane's relaxed atomic counters, the store's error count and the number of
 //! connected nodes are read at scrape time by a collector.
+//!
+//! Per-node series (`turbo_node_*`, labelled with node id and country) sit in a
+//! registry of their own, rendered only when the caller may see them (the admin token,
+//! or `metrics_per_node = true`); the aggregate series are public.
 
 use std::fmt;
 use std::sync::Arc;
@@ -22,6 +26,7 @@ type Labels = Vec<(&'static str, &'static str)>;
 /// The metrics the control plane updates.
 pub struct Metrics {
     registry: Registry,
+    per_node: Registry,
     connections: Family<Labels, Counter>,
     bytes: Family<Labels, Counter>,
     connect_seconds: Histogram,
@@ -48,7 +53,19 @@ pub struct Sources {
     /// Failed store calls so far.
     pub store_errors: Box<dyn Fn() -> u64 + Send + Sync>,
     /// Connected nodes now, with their scores.
-    pub nodes: Box<dyn Fn() -> Vec<NodeSample> + Send + Sync>,
+    pub nodes: NodeSource,
+}
+
+/// Reads the connected nodes at scrape time.
+pub type NodeSource = Arc<dyn Fn() -> Vec<NodeSample> + Send + Sync>;
+
+/// The per-node series, read at scrape time.
+struct NodeSeries(NodeSource);
+
+impl fmt::Debug for NodeSeries {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("NodeSeries")
+    }
 }
 
 /// One live node as exported.
@@ -155,6 +172,13 @@ impl Collector for Sources {
             MetricType::Gauge,
         )?;
         ConstGauge::new(nodes.len() as i64).encode(e)?;
+        Ok(())
+    }
+}
+
+impl Collector for NodeSeries {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), fmt::Error> {
+        let nodes = (self.0)();
         type Pick = fn(&NodeSample) -> f64;
         let per_node: [(&str, &str, Pick); 6] = [
             (
@@ -228,6 +252,7 @@ impl Metrics {
             records_dropped: Counter::default(),
             session_moves: Counter::default(),
             registry,
+            per_node: Registry::default(),
         };
         let mut m = m;
         for (name, help, c) in [
@@ -265,6 +290,8 @@ impl Metrics {
             let c = c.clone();
             m.registry.register(name, help, c);
         }
+        m.per_node
+            .register_collector(Box::new(NodeSeries(sources.nodes.clone())));
         m.registry.register_collector(Box::new(sources));
         m
     }
@@ -288,10 +315,18 @@ impl Metrics {
         }
     }
 
-    /// The OpenMetrics text.
-    pub fn render(&self) -> String {
+    /// The OpenMetrics text; with `per_node`, the per-node series too.
+    pub fn render(&self, per_node: bool) -> String {
+        use prometheus_client::encoding::text::{encode_eof, encode_registry};
         let mut out = String::new();
-        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+        let mut encode = || {
+            encode_registry(&mut out, &self.registry)?;
+            if per_node {
+                encode_registry(&mut out, &self.per_node)?;
+            }
+            encode_eof(&mut out)
+        };
+        if encode().is_err() {
             out.clear();
         }
         out

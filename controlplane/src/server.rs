@@ -180,6 +180,7 @@ impl Server {
         let server_id: Arc<str> = format!("s{:08x}", rand::random::<u32>()).into();
         let table = NodeTableHandle::default();
         let (key_events, _) = broadcast::channel(4096);
+        let known_keys = turbo_dataplane::known_keys::KnownKeys::default();
         let control = Arc::new(ControlPlane::new(
             Arc::new(store),
             table.clone(),
@@ -195,6 +196,7 @@ impl Server {
                     reliability: cfg.score_reliability_weight,
                 },
                 geoip,
+                known_keys: known_keys.clone(),
             },
         ));
         let (handle, rx) = control_channel();
@@ -246,6 +248,7 @@ impl Server {
                     negative_ttl: cfg.auth_negative_ttl,
                     fail_limit: cfg.auth_fail_limit,
                     fail_window: cfg.auth_fail_window,
+                    known_keys,
                 },
                 node_policy: turbo_proto::wire::control::NodePolicy {
                     ports: cfg.node_block_ports.clone(),
@@ -268,7 +271,7 @@ impl Server {
                 stats: dataplane.stats(),
                 gate: dataplane.gate(),
                 store_errors: Box::new(move || crate::store::Store::errors(&*c1.store)),
-                nodes: Box::new(move || {
+                nodes: Arc::new(move || {
                     c2.live_nodes()
                         .into_iter()
                         .map(|(id, n)| NodeSample {
@@ -289,6 +292,7 @@ impl Server {
             public_host: host,
             public_port: port,
             pin: cert.pin,
+            metrics_per_node: cfg.metrics_per_node,
         });
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind(cfg.api_listen))
@@ -300,12 +304,14 @@ impl Server {
         let (api_addr, listener) = listener;
         let router = api::router(api_state.clone());
         {
-            let control = control.clone();
+            // Balance changes from leases; admin writes are durable before they answer.
+            let store = control.store.clone();
             runtime.spawn(async move {
                 let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
                 loop {
                     tick.tick().await;
-                    control.store.save();
+                    let store = store.clone();
+                    let _ = tokio::task::spawn_blocking(move || store.save()).await;
                 }
             });
         }

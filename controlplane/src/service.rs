@@ -14,6 +14,7 @@ use turbo_dataplane::control::{
     AuthDenied, ConnRecord, ConnRef, ControlReceiver, KeyEvent, LeaseAnswer, LeaseError,
     LeaseRequest, NoRoute, NodeAdmission, NodeTableHandle, SessionRoute, ToControl,
 };
+use turbo_dataplane::known_keys::{self, KnownKeys};
 use turbo_proto::params::CountryCode;
 use turbo_proto::wire::control::{Hello, RejectCode};
 
@@ -36,6 +37,9 @@ pub struct ControlSettings {
     pub weights: Weights,
     /// GeoIP database for node countries.
     pub geoip: Option<Arc<GeoIp>>,
+    /// Tags of the existing keys, shared with the data plane's lockout check; kept
+    /// here from the store and its key events.
+    pub known_keys: KnownKeys,
 }
 
 impl Default for ControlSettings {
@@ -48,6 +52,7 @@ impl Default for ControlSettings {
             stream_max_len: 1_000_000,
             weights: Weights::default(),
             geoip: None,
+            known_keys: KnownKeys::default(),
         }
     }
 }
@@ -144,19 +149,43 @@ impl<S: Store> ControlPlane<S> {
     }
 
     /// Forwards the store's key events (from every server) to this server's cores.
+    /// Also keeps the known-key tags: loaded once subscribed (so no creation is
+    /// missed), extended by [`KeyEvent::Created`], reloaded after a resync.
     pub async fn forward_key_events(self: Arc<Self>) {
         let mut rx = self.store.events();
+        self.reload_known_keys().await;
         loop {
-            match rx.recv().await {
-                Ok(ev) => {
-                    debug!(event = ?ev, "key event");
-                    let _ = self.key_events.send(ev);
-                }
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    let _ = self.key_events.send(KeyEvent::Resync);
-                }
+            let ev = match rx.recv().await {
+                Ok(ev) => ev,
+                Err(broadcast::error::RecvError::Lagged(_)) => KeyEvent::Resync,
                 Err(broadcast::error::RecvError::Closed) => return,
+            };
+            debug!(event = ?ev, "key event");
+            match &ev {
+                KeyEvent::Created(tag) => self.settings.known_keys.insert(*tag),
+                KeyEvent::Resync => self.reload_known_keys().await,
+                KeyEvent::Revoked(_) | KeyEvent::ToppedUp(_) => {}
             }
+            let _ = self.key_events.send(ev);
+        }
+    }
+
+    /// Adds a key created through this server's API to the known-key tags at once, so
+    /// it is never mistaken for a guess here, even before its creation event arrives.
+    pub fn key_created(&self, hash: &secrets::SecretHash) {
+        self.settings.known_keys.insert(known_keys::tag(hash));
+    }
+
+    /// Replaces the known-key tags with every key in the store (kept as they are when
+    /// the store cannot list them).
+    async fn reload_known_keys(&self) {
+        match self.store.list_keys().await {
+            Ok(keys) => {
+                let tags = keys.iter().map(|k| known_keys::tag(&k.hash));
+                self.settings.known_keys.replace(tags);
+                debug!(keys = keys.len(), "known-key tags loaded");
+            }
+            Err(e) => warn!(error = %e, "could not load the known keys"),
         }
     }
 
@@ -219,6 +248,8 @@ impl<S: Store> ControlPlane<S> {
             .map_err(|_| AuthDenied::Unavailable)?
             .filter(|k| !k.revoked && secrets::same(&k.hash, &key_hash))
             .ok_or(AuthDenied::BadKey)?;
+        // Heals a missed creation event.
+        self.settings.known_keys.insert(known_keys::tag(&key_hash));
         Ok(key.id.into())
     }
 
@@ -241,7 +272,7 @@ impl<S: Store> ControlPlane<S> {
                 warn!(key = %request.key_id, error = %e, "lease request failed");
                 Err(match e {
                     StoreError::NotFound(_) => LeaseError::UnknownKey,
-                    StoreError::Unavailable(_) => LeaseError::Unavailable,
+                    StoreError::Unavailable(_) | StoreError::OverMaximum => LeaseError::Unavailable,
                 })
             }
         }

@@ -171,7 +171,8 @@ impl Account {
 
     /// Returns credit taken but not used.
     pub(crate) fn give_back(&self, n: usize) {
-        self.balance.set(self.balance.get() + n as u64);
+        self.balance
+            .set(self.balance.get().saturating_add(n as u64));
     }
 
     /// Books `n` relayed bytes carried by `node`.
@@ -287,7 +288,7 @@ impl Accounts {
                     }
                 }
             }
-            KeyEvent::Resync => {}
+            KeyEvent::Resync | KeyEvent::Created(_) => {}
         }
     }
 
@@ -472,7 +473,8 @@ async fn close_for_release(core: &Core, a: &Rc<Account>) {
 }
 
 fn apply(a: &Account, answer: &LeaseAnswer, dry_since: &mut Option<Instant>) {
-    a.balance.set(a.balance.get() + answer.granted);
+    a.balance
+        .set(a.balance.get().saturating_add(answer.granted));
     if answer.granted > 0 {
         a.last_grant.set(answer.granted);
     }

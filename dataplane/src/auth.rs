@@ -7,12 +7,15 @@
 //! - Concurrent first lookups of the same key on one core share one control-plane
 //!   request, so a burst of connections with one unknown key costs at most one store
 //!   lookup per core.
-//! - A source IP with `auth_fail_limit` failures inside `auth_fail_window` is locked
-//!   out: refused without any lookup. So is a username, except that a key this core
-//!   has already seen valid still passes, even past its cache TTL (a stuffing run
-//!   against one account name cannot lock out customers already using it; a key new
-//!   to the core waits for the lockout to end). Each repeat offence doubles the lockout, from
-//!   one window up to [`MAX_LOCKOUT_WINDOWS`] windows.
+//! - Failures are counted per source IP and per username. One with `auth_fail_limit`
+//!   failures inside `auth_fail_window` is locked out: a presented key is then refused
+//!   without any lookup unless it is one this core has seen valid (even past its cache
+//!   TTL) or its tag is among the keys that exist ([`crate::known_keys`]), in which
+//!   case it is verified as usual. So stuffing from one address, or against one
+//!   account name from many, costs no lookups once locked, and a valid key, even one
+//!   new to the core behind a shared NAT, is never refused for someone else's
+//!   failures. Each repeat offence doubles the lockout, from one window up to
+//!   [`MAX_LOCKOUT_WINDOWS`] windows.
 //! - When the control plane cannot decide (store down), nothing is cached and the
 //!   customer is refused: new keys fail closed.
 
@@ -105,22 +108,24 @@ async fn decide(
     credentials: &Credentials,
     peer: SocketAddr,
 ) -> Result<AuthGrant, AuthDenied> {
-    if core.auth.is_locked(Subject::Ip(peer.ip())) {
-        return Err(AuthDenied::RateLimited);
+    let hash: KeyHash = Sha256::digest(credentials.password.as_bytes()).into();
+    let locked = core.auth.is_locked(Subject::Ip(peer.ip()))
+        || core
+            .auth
+            .is_locked(core.auth.user_subject(&credentials.username));
+    if locked {
+        // Someone failed too often from this address or with this username: a key the
+        // core has seen valid passes (revocations still remove it at once), one that
+        // exists is verified below, and a guess is refused without a lookup.
+        if let Some(key_id) = core.auth.known_good(&hash) {
+            let params = parse_username(&credentials.username)?;
+            return Ok(AuthGrant { key_id, params });
+        }
+        if !core.cfg.auth.known_keys.may_exist(&hash) {
+            return Err(AuthDenied::RateLimited);
+        }
     }
     let params = parse_username(&credentials.username)?;
-    let hash: KeyHash = Sha256::digest(credentials.password.as_bytes()).into();
-    if core
-        .auth
-        .is_locked(core.auth.user_subject(&credentials.username))
-    {
-        // Only a key this core has seen valid gets through a username lockout (even
-        // past its cache TTL: revocations still remove it at once).
-        return match core.auth.known_good(&hash) {
-            Some(key_id) => Ok(AuthGrant { key_id, params }),
-            None => Err(AuthDenied::RateLimited),
-        };
-    }
     let key_id = core.auth.lookup(core, hash, peer).await?;
     Ok(AuthGrant { key_id, params })
 }
@@ -185,7 +190,7 @@ impl AuthCache {
                 .borrow_mut()
                 .retain(|_, e| !matches!(&e.answer, Ok(k) if k == id)),
             KeyEvent::Resync => self.entries.borrow_mut().clear(),
-            KeyEvent::ToppedUp(_) => {}
+            KeyEvent::ToppedUp(_) | KeyEvent::Created(_) => {}
         }
     }
 

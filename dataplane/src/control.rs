@@ -96,22 +96,22 @@ impl Usage {
 
     /// Total bytes.
     pub fn bytes(&self) -> u64 {
-        self.up + self.down
+        self.up.saturating_add(self.down)
     }
 
     /// Adds `n` bytes carried by `node` in one direction.
     pub fn add(&mut self, node: &Arc<str>, n: u64, upstream: bool) {
         if upstream {
-            self.up += n;
+            self.up = self.up.saturating_add(n);
         } else {
-            self.down += n;
+            self.down = self.down.saturating_add(n);
         }
         match self
             .nodes
             .iter_mut()
             .find(|(id, _)| Arc::ptr_eq(id, node) || id == node)
         {
-            Some((_, b)) => *b += n,
+            Some((_, b)) => *b = b.saturating_add(n),
             None => self.nodes.push((node.clone(), n)),
         }
     }
@@ -206,6 +206,8 @@ pub enum KeyEvent {
     Revoked(Arc<str>),
     /// The key received credits: a dry account may lease again.
     ToppedUp(Arc<str>),
+    /// A key with this tag ([`crate::known_keys::tag`]) was created.
+    Created(crate::known_keys::KeyTag),
     /// Events may have been missed: drop every cached answer.
     Resync,
 }

@@ -15,6 +15,7 @@ mod auth;
 pub mod control;
 mod cores;
 mod customer;
+pub mod known_keys;
 pub mod limits;
 mod pool;
 mod quic;
@@ -98,10 +99,13 @@ pub struct AuthConfig {
     pub ttl: Duration,
     /// An unknown or revoked key is refused this long without asking again.
     pub negative_ttl: Duration,
-    /// Failed authentications a source IP may make per window (per core).
+    /// Failed authentications a source IP, or a username, may make per window (per
+    /// core) before it is locked out: then only keys that exist are looked up.
     pub fail_limit: u32,
     /// The failure-counting window.
     pub fail_window: Duration,
+    /// Tags of the keys that exist (kept by the control plane).
+    pub known_keys: known_keys::KnownKeys,
 }
 
 impl Default for AuthConfig {
@@ -111,6 +115,7 @@ impl Default for AuthConfig {
             negative_ttl: Duration::from_secs(5),
             fail_limit: 20,
             fail_window: Duration::from_secs(60),
+            known_keys: known_keys::KnownKeys::default(),
         }
     }
 }

@@ -16,7 +16,6 @@ pub fn parse_size(s: &str) -> Result<u64, SizeError> {
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let value: f64 = num.parse().map_err(|_| err())?;
     let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "kb" | "k" => 1_000,
@@ -29,11 +28,18 @@ pub fn parse_size(s: &str) -> Result<u64, SizeError> {
         "tib" => 1 << 40,
         _ => return Err(err()),
     };
-    let bytes = value * mult as f64;
-    if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
+    // Whole numbers are exact (no detour through a double); overflow is an error.
+    if !num.contains('.') {
+        let whole: u64 = num.parse().map_err(|_| err())?;
+        return whole.checked_mul(mult).ok_or_else(err);
+    }
+    let value: f64 = num.parse().map_err(|_| err())?;
+    let bytes = (value * mult as f64).round();
+    // 2^64 itself is out of range: `u64::MAX as f64` rounds up to it.
+    if !bytes.is_finite() || bytes < 0.0 || bytes >= u64::MAX as f64 {
         return Err(err());
     }
-    Ok(bytes.round() as u64)
+    Ok(bytes as u64)
 }
 
 #[cfg(test)]
@@ -50,5 +56,15 @@ mod tests {
         assert!(parse_size("ten").is_err());
         assert!(parse_size("1XB").is_err());
         assert!(parse_size("").is_err());
+    }
+
+    #[test]
+    fn whole_numbers_are_exact_and_overflow_is_refused() {
+        assert_eq!(parse_size("9007199254740993"), Ok(9_007_199_254_740_993));
+        assert_eq!(parse_size("18446744073709551615"), Ok(u64::MAX));
+        assert!(parse_size("18446744073709551616").is_err());
+        assert!(parse_size("18446744073709551616.0").is_err());
+        assert!(parse_size("20000000TB").is_err());
+        assert_eq!(parse_size("1.5KB"), Ok(1500));
     }
 }

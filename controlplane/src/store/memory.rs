@@ -2,23 +2,34 @@
 //! every operation is a short critical section, so each is atomic like the Redis
 //! scripts it mirrors.
 //!
-//! With a snapshot file (`DATA_DIR/memory-store.json`, written by `turbo-server run`),
-//! keys and node identities survive a restart: the file is rewritten atomically every
-//! second while something changed, and at shutdown after the leases are settled. On
-//! load, leases that were outstanding (a crash) go back to their keys' balances, as
+//! With a snapshot file (`DATA_DIR/memory-store.json`, written by `turbo-server run`,
+//! see [`super::snapshot`]), keys and node identities survive a restart, SIGKILL
+//! included:
+//! - every admin write (key created, top-up, revocation, node invited, payout address)
+//!   returns only after a snapshot holding it is fsync'd, so an acknowledged write is
+//!   never lost;
+//! - balance changes from leases are written every second while something changed, and
+//!   at shutdown after the leases are settled.
+//!
+//! On load, leases that were outstanding (a crash) go back to their keys' balances, as
 //! Redis reclaims an expired lease; what a crash can lose is the usage of the last
 //! second and the bytes relayed but not yet checkpointed, bounded like a lease.
+//!
+//! Amounts never wrap: balances stay within [`MAX_BALANCE`] (checked on create and
+//! top-up) and counters saturate.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use tokio::sync::broadcast;
 use turbo_dataplane::control::{ConnRecord, KeyEvent, LeaseAnswer, LeaseRequest};
+use turbo_dataplane::known_keys;
 
+use super::snapshot::{Snapshot, SnapshotFile};
 use super::{
     feature_fields, grant_size, now_unix, short_id, FeatureFields, KeyRecord, LeaseTerms,
-    NodeRecord, Store, StoreError,
+    NodeRecord, Store, StoreError, MAX_BALANCE,
 };
 use crate::secrets::{self, SecretHash};
 
@@ -48,32 +59,61 @@ struct Tables {
     leases: HashMap<String, Lease>,
     connections: VecDeque<FeatureFields>,
     sessions: HashMap<(String, String), (String, Instant)>,
+    /// Bumped by every change to what the snapshot holds.
+    generation: u64,
+}
+
+/// The tables and their snapshot file, shared with blocking snapshot writers.
+#[derive(Default)]
+struct Shared {
+    tables: Mutex<Tables>,
+    snapshot: Option<SnapshotFile>,
+}
+
+impl Shared {
+    fn with<R>(&self, f: impl FnOnce(&mut Tables) -> R) -> R {
+        let mut t = self.tables.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut t)
+    }
+
+    /// Writes the snapshot unless generation `upto` is already on disk. Blocks on IO.
+    fn save_upto(&self, upto: u64) -> std::io::Result<()> {
+        let Some(file) = &self.snapshot else {
+            return Ok(());
+        };
+        file.write_through(upto, || {
+            self.with(|t| {
+                let snap = Snapshot {
+                    keys: t
+                        .keys
+                        .values()
+                        .map(|k| (hex::encode(k.hash), k.clone()))
+                        .collect(),
+                    nodes: t
+                        .nodes
+                        .values()
+                        .map(|n| (hex::encode(n.hash), n.clone()))
+                        .collect(),
+                };
+                (t.generation, snap)
+            })
+        })
+    }
 }
 
 /// The embedded in-memory store.
 pub struct MemoryStore {
-    tables: Mutex<Tables>,
+    shared: Arc<Shared>,
     events: broadcast::Sender<KeyEvent>,
-    snapshot: Option<std::path::PathBuf>,
-    dirty: std::sync::atomic::AtomicBool,
 }
 
 impl Default for MemoryStore {
     fn default() -> Self {
         MemoryStore {
-            tables: Mutex::new(Tables::default()),
+            shared: Arc::default(),
             events: broadcast::channel(1024).0,
-            snapshot: None,
-            dirty: std::sync::atomic::AtomicBool::new(false),
         }
     }
-}
-
-/// What the snapshot file holds: records with their secrets' hashes (hex).
-#[derive(serde::Serialize, serde::Deserialize, Default)]
-struct Snapshot {
-    keys: Vec<(String, KeyRecord)>,
-    nodes: Vec<(String, NodeRecord)>,
 }
 
 fn unhex(s: &str) -> Option<SecretHash> {
@@ -83,39 +123,48 @@ fn unhex(s: &str) -> Option<SecretHash> {
 
 impl MemoryStore {
     fn with<R>(&self, f: impl FnOnce(&mut Tables) -> R) -> R {
-        let mut t = self.tables.lock().unwrap_or_else(|p| p.into_inner());
-        f(&mut t)
+        self.shared.with(f)
     }
 
     /// Like [`MemoryStore::with`], for changes to what the snapshot holds (keys,
-    /// balances, usage, nodes): the next [`MemoryStore::save`] writes them. Lookups,
-    /// sessions and connection records do not make the snapshot dirty.
-    fn change<R>(&self, f: impl FnOnce(&mut Tables) -> R) -> R {
-        self.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
-        self.with(f)
+    /// balances, usage, nodes); also returns the change's generation, for
+    /// [`MemoryStore::persist`]. Lookups, sessions and connection records are not
+    /// changes.
+    fn change<R>(&self, f: impl FnOnce(&mut Tables) -> R) -> (R, u64) {
+        self.with(|t| {
+            t.generation += 1;
+            (f(t), t.generation)
+        })
+    }
+
+    /// Returns once generation `upto` is durably in the snapshot (at once without a
+    /// snapshot file). The write runs on a blocking thread.
+    async fn persist(&self, upto: u64) -> Result<(), StoreError> {
+        if self.shared.snapshot.is_none() {
+            return Ok(());
+        }
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || shared.save_upto(upto))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("snapshot writer: {e}")))?
+            .map_err(|e| {
+                tracing::warn!(error = %e, "could not write the memory store snapshot");
+                StoreError::Unavailable(format!("snapshot not written: {e}"))
+            })
     }
 
     /// A store kept in `path`: loaded from it when it exists (outstanding leases go
-    /// back to their keys), saved by [`MemoryStore::save`].
+    /// back to their keys), written by every admin change and by [`MemoryStore::save`].
     ///
     /// # Errors
     /// When the file exists but cannot be read or parsed.
     pub fn with_snapshot(path: std::path::PathBuf) -> std::io::Result<Self> {
-        let mut store = MemoryStore {
-            snapshot: Some(path.clone()),
-            ..MemoryStore::default()
-        };
-        let snap: Snapshot = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Snapshot::default(),
-            Err(e) => return Err(e),
-        };
-        let t = store.tables.get_mut().unwrap_or_else(|p| p.into_inner());
+        let (file, snap) = SnapshotFile::open(path)?;
+        let mut t = Tables::default();
         for (hash, mut k) in snap.keys {
             let Some(hash) = unhex(&hash) else { continue };
             k.hash = hash;
-            k.credits += k.leased;
+            k.credits = k.credits.saturating_add(k.leased);
             k.leased = 0;
             t.key_ids_by_hash.insert(hash, k.id.clone());
             t.keys.insert(k.id.clone(), k);
@@ -126,52 +175,23 @@ impl MemoryStore {
             t.node_ids_by_hash.insert(hash, n.id.clone());
             t.nodes.insert(n.id.clone(), n);
         }
-        Ok(store)
+        Ok(MemoryStore {
+            shared: Arc::new(Shared {
+                tables: Mutex::new(t),
+                snapshot: Some(file),
+            }),
+            ..MemoryStore::default()
+        })
     }
 
-    /// Writes the snapshot (atomically, owner-only) if anything changed since the last
-    /// save. A no-op without a snapshot file.
+    /// Writes the snapshot (atomically, durably, owner-only) if anything changed since
+    /// the last write. A no-op without a snapshot file. Blocks on file IO.
     ///
     /// # Errors
     /// When the file cannot be written.
     pub fn save(&self) -> std::io::Result<()> {
-        let Some(path) = &self.snapshot else {
-            return Ok(());
-        };
-        if !self.dirty.swap(false, std::sync::atomic::Ordering::Relaxed) {
-            return Ok(());
-        }
-        let snap = {
-            let t = self.tables.lock().unwrap_or_else(|p| p.into_inner());
-            Snapshot {
-                keys: t
-                    .keys
-                    .values()
-                    .map(|k| (hex::encode(k.hash), k.clone()))
-                    .collect(),
-                nodes: t
-                    .nodes
-                    .values()
-                    .map(|n| (hex::encode(n.hash), n.clone()))
-                    .collect(),
-            }
-        };
-        let bytes = serde_json::to_vec(&snap).map_err(std::io::Error::other)?;
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let tmp = path.with_extension("json.tmp");
-        {
-            use std::io::Write;
-            let mut opts = std::fs::OpenOptions::new();
-            opts.write(true).create(true).truncate(true);
-            #[cfg(unix)]
-            std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-            let mut f = opts.open(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, path)
+        let upto = self.with(|t| t.generation);
+        self.shared.save_upto(upto)
     }
 }
 
@@ -209,23 +229,23 @@ fn lease_in(
     let spent = req.usage.bytes();
     let from_lease = spent.min(amount);
     amount -= from_lease;
-    key.leased -= from_lease;
+    key.leased = key.leased.saturating_sub(from_lease);
     let rest = spent - from_lease;
     let charged = rest.min(key.credits);
     key.credits -= charged;
-    key.overdraft += rest - charged;
-    key.bytes_up += req.usage.up;
-    key.bytes_down += req.usage.down;
-    key.connections += req.usage.connections;
+    key.overdraft = key.overdraft.saturating_add(rest - charged);
+    key.bytes_up = key.bytes_up.saturating_add(req.usage.up);
+    key.bytes_down = key.bytes_down.saturating_add(req.usage.down);
+    key.connections = key.connections.saturating_add(req.usage.connections);
     for (node, bytes) in &req.usage.nodes {
         if let Some(n) = nodes.get_mut(&**node) {
-            n.bytes_carried += bytes;
+            n.bytes_carried = n.bytes_carried.saturating_add(*bytes);
         }
     }
     let mut granted = 0;
     let status = if req.release || ended {
-        key.credits += amount;
-        key.leased -= amount;
+        key.credits = key.credits.saturating_add(amount);
+        key.leased = key.leased.saturating_sub(amount);
         amount = 0;
         LeaseStatus::Ended
     } else {
@@ -233,8 +253,8 @@ fn lease_in(
             granted = grant_size(req.want, key.credits);
         }
         key.credits -= granted;
-        key.leased += granted;
-        amount += granted;
+        key.leased = key.leased.saturating_add(granted);
+        amount = amount.saturating_add(granted);
         LeaseStatus::Live
     };
     leases.insert(
@@ -263,6 +283,9 @@ impl Store for MemoryStore {
         name: &str,
         credits: u64,
     ) -> Result<(KeyRecord, String), StoreError> {
+        if credits > MAX_BALANCE {
+            return Err(StoreError::OverMaximum);
+        }
         let secret = secrets::generate("tk");
         let rec = KeyRecord {
             id: short_id("k"),
@@ -277,10 +300,14 @@ impl Store for MemoryStore {
             created_unix: now_unix(),
             hash: secrets::hash(&secret),
         };
-        self.change(|t| {
+        let ((), generation) = self.change(|t| {
             t.key_ids_by_hash.insert(rec.hash, rec.id.clone());
             t.keys.insert(rec.id.clone(), rec.clone());
         });
+        self.persist(generation).await?;
+        let _ = self
+            .events
+            .send(KeyEvent::Created(known_keys::tag(&rec.hash)));
         Ok((rec, secret))
     }
 
@@ -306,29 +333,37 @@ impl Store for MemoryStore {
     }
 
     async fn add_credits(&self, id: &str, bytes: u64) -> Result<KeyRecord, StoreError> {
-        let rec = self.change(|t| {
+        let (rec, generation) = self.change(|t| {
             let k = t
                 .keys
                 .get_mut(id)
                 .ok_or_else(|| StoreError::NotFound(id.to_owned()))?;
-            k.credits = k.credits.saturating_add(bytes);
+            let after = k.balance().checked_add(bytes);
+            if after.is_none_or(|b| b > MAX_BALANCE) {
+                return Err(StoreError::OverMaximum);
+            }
+            k.credits += bytes;
             Ok(k.clone())
-        })?;
+        });
+        let rec = rec?;
+        self.persist(generation).await?;
         let _ = self.events.send(KeyEvent::ToppedUp(id.into()));
         Ok(rec)
     }
 
     async fn revoke_key(&self, id: &str) -> Result<(), StoreError> {
-        self.change(|t| {
+        let (found, generation) = self.change(|t| {
             let k = t
                 .keys
                 .get_mut(id)
                 .ok_or_else(|| StoreError::NotFound(id.to_owned()))?;
             k.revoked = true;
             Ok::<_, StoreError>(())
-        })?;
+        });
+        found?;
+        // Servers drop the key at once, even if the snapshot write below fails.
         let _ = self.events.send(KeyEvent::Revoked(id.into()));
-        Ok(())
+        self.persist(generation).await
     }
 
     async fn lease(
@@ -336,7 +371,7 @@ impl Store for MemoryStore {
         terms: &LeaseTerms,
         request: &LeaseRequest,
     ) -> Result<LeaseAnswer, StoreError> {
-        self.change(|t| lease_in(t, terms, request))
+        self.change(|t| lease_in(t, terms, request)).0
     }
 
     async fn reclaim_expired(&self) -> Result<u64, StoreError> {
@@ -346,19 +381,19 @@ impl Store for MemoryStore {
             for lease in t.leases.values_mut() {
                 if lease.status == LeaseStatus::Live && lease.expires <= now {
                     if let Some(k) = t.keys.get_mut(&lease.key_id) {
-                        k.credits += lease.amount;
-                        k.leased -= lease.amount;
+                        k.credits = k.credits.saturating_add(lease.amount);
+                        k.leased = k.leased.saturating_sub(lease.amount);
                     }
                     lease.amount = 0;
                     lease.status = LeaseStatus::Ended;
                     reclaimed += 1;
                 }
             }
+            if reclaimed > 0 {
+                t.generation += 1;
+            }
             reclaimed
         });
-        if reclaimed > 0 {
-            self.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
-        }
         Ok(reclaimed)
     }
 
@@ -389,10 +424,11 @@ impl Store for MemoryStore {
             created_unix: now_unix(),
             hash: secrets::hash(&token),
         };
-        self.change(|t| {
+        let ((), generation) = self.change(|t| {
             t.node_ids_by_hash.insert(rec.hash, rec.id.clone());
             t.nodes.insert(rec.id.clone(), rec.clone());
         });
+        self.persist(generation).await?;
         Ok((rec, token))
     }
 
@@ -407,14 +443,24 @@ impl Store for MemoryStore {
     }
 
     async fn set_node_payout(&self, id: &str, address: &str) -> Result<(), StoreError> {
-        self.change(|t| {
+        let same = self.with(|t| {
+            let n = t.nodes.get(id);
+            n.is_some_and(|n| n.payout_address.as_deref() == Some(address))
+        });
+        if same {
+            // Every node hello repeats it: nothing to write.
+            return Ok(());
+        }
+        let (found, generation) = self.change(|t| {
             let n = t
                 .nodes
                 .get_mut(id)
                 .ok_or_else(|| StoreError::NotFound(id.to_owned()))?;
             n.payout_address = Some(address.to_owned());
             Ok(())
-        })
+        });
+        found?;
+        self.persist(generation).await
     }
 
     async fn list_nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
@@ -490,7 +536,8 @@ mod tests {
             .key_by_hash(secrets::hash(&secret))
             .await
             .expect("lookup");
-        assert!(!store.dirty.load(std::sync::atomic::Ordering::Relaxed));
+        let written = store.shared.snapshot.as_ref().expect("file").written();
+        assert_eq!(store.with(|t| t.generation), written);
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -513,5 +560,22 @@ mod tests {
             .expect("lookup")
             .expect("kept");
         assert_eq!(n.id, node.id);
+    }
+
+    #[tokio::test]
+    async fn admin_writes_are_on_disk_when_they_return() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("memory-store.json");
+        let store = MemoryStore::with_snapshot(path.clone()).expect("new");
+        let (key, _) = store.create_key("alice", 1000).await.expect("key");
+        let (gone, _) = store.create_key("mallory", 5).await.expect("key");
+        store.add_credits(&key.id, 24).await.expect("top-up");
+        store.revoke_key(&gone.id).await.expect("revoke");
+        let (node, _) = store.create_node().await.expect("node");
+        // No save(): what the calls acknowledged is already in the file.
+        let back = MemoryStore::with_snapshot(path).expect("load");
+        assert_eq!(back.key(&key.id).await.expect("kept").credits, 1024);
+        assert!(back.key(&gone.id).await.expect("kept").revoked);
+        assert_eq!(back.list_nodes().await.expect("nodes")[0].id, node.id);
     }
 }

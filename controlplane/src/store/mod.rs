@@ -16,6 +16,7 @@
 mod any;
 mod memory;
 pub mod redis;
+mod snapshot;
 pub mod suite;
 
 use std::future::Future;
@@ -33,6 +34,13 @@ pub use redis::RedisStore;
 
 /// The smallest lease granted while the balance allows it, in bytes.
 pub const MIN_LEASE: u64 = 64 * 1024;
+
+/// The largest balance (unleased credits plus leases) a key may hold, in bytes:
+/// 2^53 − 1, about 9 PB. Every amount up to it is exact as a Redis Lua number (a
+/// double), so both stores round-trip it exactly. Creating a key with more, or a top-up
+/// that would take the balance past it, fails with [`StoreError::OverMaximum`] (HTTP
+/// 400); lease returns move credit between `credits` and `leased` and never exceed it.
+pub const MAX_BALANCE: u64 = (1 << 53) - 1;
 
 /// A customer API key, without its secret.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -65,7 +73,7 @@ pub struct KeyRecord {
 impl KeyRecord {
     /// Unspent balance: unleased credits plus what leases hold.
     pub fn balance(&self) -> u64 {
-        self.credits + self.leased
+        self.credits.saturating_add(self.leased)
     }
 }
 
@@ -94,6 +102,9 @@ pub enum StoreError {
     /// The backend is unreachable or failed.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The balance would exceed [`MAX_BALANCE`]; nothing changed.
+    #[error("balance would exceed the maximum of {MAX_BALANCE} bytes (2^53 - 1)")]
+    OverMaximum,
 }
 
 /// Who holds a lease and for how long it lives without renewal.
@@ -111,8 +122,10 @@ pub type FeatureFields = Vec<(String, String)>;
 /// The operations the control plane needs from a store.
 pub trait Store: Send + Sync + 'static {
     /// Creates a key with `credits` bytes; returns it and its secret (shown once).
+    /// Durable when it returns (the memory store has written its snapshot).
     ///
     /// # Errors
+    /// [`StoreError::OverMaximum`] above [`MAX_BALANCE`], or
     /// [`StoreError::Unavailable`].
     fn create_key(
         &self,
@@ -137,16 +150,19 @@ pub trait Store: Send + Sync + 'static {
         &self,
         hash: SecretHash,
     ) -> impl Future<Output = Result<Option<KeyRecord>, StoreError>> + Send;
-    /// Adds credits to a key and tells every server ([`KeyEvent::ToppedUp`]).
+    /// Adds credits to a key and tells every server ([`KeyEvent::ToppedUp`]). Durable
+    /// when it returns.
     ///
     /// # Errors
-    /// [`StoreError::NotFound`] or [`StoreError::Unavailable`].
+    /// [`StoreError::OverMaximum`] when the balance would pass [`MAX_BALANCE`] (nothing
+    /// is added), [`StoreError::NotFound`] or [`StoreError::Unavailable`].
     fn add_credits(
         &self,
         id: &str,
         bytes: u64,
     ) -> impl Future<Output = Result<KeyRecord, StoreError>> + Send;
-    /// Revokes a key and tells every server ([`KeyEvent::Revoked`]).
+    /// Revokes a key and tells every server ([`KeyEvent::Revoked`]). Durable when it
+    /// returns.
     ///
     /// # Errors
     /// [`StoreError::NotFound`] or [`StoreError::Unavailable`].
@@ -187,7 +203,8 @@ pub trait Store: Send + Sync + 'static {
         &self,
         count: usize,
     ) -> impl Future<Output = Result<Vec<FeatureFields>, StoreError>> + Send;
-    /// Creates a node identity; returns it and its token (shown once).
+    /// Creates a node identity; returns it and its token (shown once). Durable when it
+    /// returns.
     ///
     /// # Errors
     /// [`StoreError::Unavailable`].

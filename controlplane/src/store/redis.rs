@@ -14,10 +14,17 @@
 //! | `turbo:leases` | sorted set | live lease ids scored by expiry (Unix ms) |
 //! | `turbo:session:{key id}:{session}` | string | the node a sticky session is pinned to, with the session's TTL |
 //! | `turbo:conns` | stream | one feature record per closed connection, `XADD … MAXLEN ~` |
-//! | `turbo:events` | pub/sub channel | `revoke {id}`, `credit {id}` |
+//! | `turbo:events` | pub/sub channel | `revoke {id}`, `credit {id}`, `create {tag}` (16 hex digits, [`turbo_dataplane::known_keys::tag`]) |
 //!
-//! Every change to balances runs as one Lua script (lease, reclaim), so concurrent
-//! servers never double-spend. The clock is Redis's own (`TIME`). Scripts name the
+//! Every change to balances runs as one Lua script (lease, reclaim, top-up), so
+//! concurrent servers never double-spend. Lua numbers are doubles: balances stay within
+//! [`MAX_BALANCE`] (2^53 − 1, exact as a double), scripts write every number with
+//! `string.format('%.0f')` (Lua's own conversion prints `1e+17`), and counters move with
+//! `HINCRBY` on the decimal strings the server sent, so every amount round-trips exactly.
+//!
+//! Durability is Redis's: an acknowledged admin write survives a Redis crash only with
+//! `appendonly yes` and `appendfsync always` (with `everysec`, up to a second of writes
+//! can be lost). [`RedisStore::connect`] reads both settings and warns when they differ. The clock is Redis's own (`TIME`). Scripts name the
 //! keys they touch, except the reclaim script, which derives lease and key names from
 //! the sorted set; that is fine on a single Redis (not on Redis Cluster).
 
@@ -25,7 +32,6 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 use tokio::sync::{broadcast, oneshot};
@@ -34,110 +40,18 @@ use turbo_dataplane::control::{ConnRecord, KeyEvent, LeaseAnswer, LeaseRequest};
 
 use super::{
     feature_fields, now_unix, short_id, FeatureFields, KeyRecord, LeaseTerms, NodeRecord, Store,
-    StoreError, MIN_LEASE,
+    StoreError, MAX_BALANCE, MIN_LEASE,
 };
 use crate::secrets::{self, SecretHash};
+
+mod events;
+mod lua;
+use events::subscriber;
+use lua::{LEASE_LUA, RECLAIM_LUA, SESSION_LUA, TOP_UP_LUA};
 
 const EVENTS: &str = "turbo:events";
 const CONNS: &str = "turbo:conns";
 const LEASES: &str = "turbo:leases";
-
-/// Books usage, then grants or releases; see [`Store::lease`]. Returns
-/// `{granted, held, credits, revoked, ended}`.
-const LEASE_LUA: &str = r#"
-local key, lease, leases = KEYS[1], KEYS[2], KEYS[3]
-if redis.call('EXISTS', key) == 0 then return redis.error_reply('NOKEY') end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local lease_id, owner = ARGV[1], ARGV[2]
-local seq, want, ttl = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local up, down, conns, release = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8]), ARGV[9] == '1'
-local min_lease = tonumber(ARGV[10])
-local function num(h, f) return tonumber(redis.call('HGET', h, f) or '0') end
-local status = redis.call('HGET', lease, 'status')
-local revoked = num(key, 'revoked')
-if status and seq <= num(lease, 'seq') then
-  return {num(lease, 'granted'), num(lease, 'amount'), num(key, 'credits'), revoked, status == 'ended' and 1 or 0}
-end
-local ended = status == 'ended'
-local amount = 0
-if status == 'live' then amount = num(lease, 'amount') end
-local spent = up + down
-local from_lease = math.min(spent, amount)
-amount = amount - from_lease
-local credits = num(key, 'credits')
-local leased = num(key, 'leased') - from_lease
-local rest = spent - from_lease
-local charged = math.min(rest, credits)
-credits = credits - charged
-if rest > charged then redis.call('HINCRBY', key, 'overdraft', rest - charged) end
-redis.call('HINCRBY', key, 'bytes_up', up)
-redis.call('HINCRBY', key, 'bytes_down', down)
-redis.call('HINCRBY', key, 'connections', conns)
-for i = 4, #KEYS do
-  if redis.call('EXISTS', KEYS[i]) == 1 then
-    redis.call('HINCRBY', KEYS[i], 'bytes_carried', tonumber(ARGV[8 + i]))
-  end
-end
-local granted = 0
-local new_status = 'live'
-if release or ended then
-  credits = credits + amount
-  leased = leased - amount
-  amount = 0
-  new_status = 'ended'
-  redis.call('ZREM', leases, lease_id)
-else
-  if revoked == 0 then
-    granted = math.min(want, credits, math.max(math.floor(credits / 4), min_lease))
-  end
-  credits = credits - granted
-  leased = leased + granted
-  amount = amount + granted
-  redis.call('ZADD', leases, now + ttl, lease_id)
-end
-redis.call('HSET', key, 'credits', credits, 'leased', leased)
-redis.call('HSET', lease, 'key', ARGV[11], 'owner', owner, 'amount', amount, 'seq', seq,
-  'granted', granted, 'status', new_status, 'expires', now + ttl)
-redis.call('PEXPIRE', lease, ttl + 3600000)
-return {granted, amount, credits, revoked, ended and 1 or 0}
-"#;
-
-/// Ends live leases whose expiry passed; returns how many.
-const RECLAIM_LUA: &str = r#"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 1000)
-for _, id in ipairs(ids) do
-  local lease = 'turbo:lease:' .. id
-  if redis.call('HGET', lease, 'status') == 'live' then
-    local amount = tonumber(redis.call('HGET', lease, 'amount') or '0')
-    local key = 'turbo:key:' .. (redis.call('HGET', lease, 'key') or '')
-    if redis.call('EXISTS', key) == 1 then
-      redis.call('HINCRBY', key, 'credits', amount)
-      redis.call('HINCRBY', key, 'leased', -amount)
-    end
-    redis.call('HSET', lease, 'amount', 0, 'status', 'ended')
-  end
-  redis.call('ZREM', KEYS[1], id)
-end
-return #ids
-"#;
-
-/// Adds credits to an existing key; returns -1 when there is none.
-const TOP_UP_LUA: &str = r#"
-if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-return redis.call('HINCRBY', KEYS[1], 'credits', ARGV[1])
-"#;
-
-/// Pins a session unless another live pin exists (compare-and-set on `ARGV[3]`);
-/// returns the pinned node.
-const SESSION_LUA: &str = r#"
-local cur = redis.call('GET', KEYS[1])
-if cur and cur ~= ARGV[3] then return cur end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return ARGV[1]
-"#;
 
 /// The Redis backend.
 pub struct RedisStore {
@@ -189,6 +103,7 @@ impl RedisStore {
             errors.clone(),
             stopped,
         ));
+        check_persistence(&conn).await;
         Ok(RedisStore {
             conn,
             lease_script: Script::new(LEASE_LUA),
@@ -237,60 +152,36 @@ impl RedisStore {
     }
 }
 
-/// Forwards `turbo:events` into `events`, reconnecting after failures (then sending
-/// [`KeyEvent::Resync`], since events may have been missed), until `stop` fires.
-async fn subscriber(
-    client: redis::Client,
-    mut pubsub: redis::aio::PubSub,
-    events: broadcast::Sender<KeyEvent>,
-    errors: Arc<AtomicU64>,
-    mut stop: oneshot::Receiver<()>,
-) {
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        {
-            let mut messages = pubsub.on_message();
-            loop {
-                tokio::select! {
-                    _ = &mut stop => return,
-                    msg = messages.next() => {
-                        let Some(msg) = msg else { break };
-                        let text: String = msg.get_payload().unwrap_or_default();
-                        let event = match text.split_once(' ') {
-                            Some(("revoke", id)) => KeyEvent::Revoked(id.into()),
-                            Some(("credit", id)) => KeyEvent::ToppedUp(id.into()),
-                            _ => continue,
-                        };
-                        let _ = events.send(event);
-                    }
-                }
-            }
+/// Warns unless Redis runs with `appendonly yes` and `appendfsync always`, the settings
+/// under which an acknowledged admin write survives a Redis crash. Never fails: managed
+/// Redis often refuses `CONFIG`, and `everysec` is a legitimate trade-off.
+async fn check_persistence(conn: &ConnectionManager) {
+    let get = |name: &'static str| {
+        let mut conn = conn.clone();
+        async move {
+            let pair: Result<Vec<String>, _> = redis::cmd("CONFIG")
+                .arg("GET")
+                .arg(name)
+                .query_async(&mut conn)
+                .await;
+            pair.map(|p| p.get(1).cloned().unwrap_or_default())
         }
-        warn!("Redis event subscription lost; reconnecting");
-        loop {
-            errors.fetch_add(1, Relaxed);
-            tokio::select! {
-                _ = &mut stop => return,
-                _ = tokio::time::sleep(backoff) => {}
-            }
-            backoff = (backoff * 2).min(Duration::from_secs(2));
-            let again = async {
-                let mut p = client.get_async_pubsub().await?;
-                p.subscribe(EVENTS).await?;
-                Ok::<_, redis::RedisError>(p)
-            };
-            match tokio::time::timeout(Duration::from_secs(2), again).await {
-                Ok(Ok(p)) => {
-                    pubsub = p;
-                    backoff = Duration::from_millis(100);
-                    debug!("Redis event subscription restored");
-                    let _ = events.send(KeyEvent::Resync);
-                    break;
-                }
-                Ok(Err(e)) => debug!(error = %e, "Redis resubscribe failed"),
-                Err(_) => debug!("Redis resubscribe timed out"),
-            }
+    };
+    match (get("appendonly").await, get("appendfsync").await) {
+        (Ok(aof), Ok(fsync)) if aof == "yes" && fsync == "always" => {
+            debug!("Redis persistence: appendonly yes, appendfsync always");
         }
+        (Ok(aof), Ok(fsync)) => warn!(
+            appendonly = %aof,
+            appendfsync = %fsync,
+            "Redis may lose acknowledged writes in a crash: set appendonly yes and \
+             appendfsync always (everysec can lose up to a second)"
+        ),
+        (Err(e), _) | (_, Err(e)) => warn!(
+            error = %e,
+            "could not read Redis persistence settings (CONFIG GET); make sure \
+             appendonly yes and appendfsync always are set"
+        ),
     }
 }
 
@@ -301,10 +192,16 @@ fn field<'a>(fields: &'a [(String, String)], name: &str) -> &'a str {
         .map_or("", |(_, v)| v.as_str())
 }
 
+/// A counter field: an integer, or (written by an older script) a float such as
+/// `1e+17`; 0 when absent or unreadable, never negative.
 fn num(fields: &[(String, String)], name: &str) -> u64 {
     let v = field(fields, name);
     v.parse::<u64>()
         .or_else(|_| v.parse::<i64>().map(|n| n.max(0) as u64))
+        .or_else(|_| {
+            v.parse::<f64>()
+                .map(|f| if f.is_finite() { f.max(0.0) as u64 } else { 0 })
+        })
         .unwrap_or(0)
 }
 
@@ -356,6 +253,9 @@ impl Store for RedisStore {
         name: &str,
         credits: u64,
     ) -> Result<(KeyRecord, String), StoreError> {
+        if credits > MAX_BALANCE {
+            return Err(StoreError::OverMaximum);
+        }
         let secret = secrets::generate("tk");
         let rec = KeyRecord {
             id: short_id("k"),
@@ -393,6 +293,8 @@ impl Store for RedisStore {
             .exec_async(&mut self.conn())
             .await
             .map_err(|e| self.fail(e))?;
+        let tag = turbo_dataplane::known_keys::tag(&rec.hash);
+        self.publish(&format!("create {tag:016x}")).await?;
         Ok((rec, secret))
     }
 
@@ -425,14 +327,20 @@ impl Store for RedisStore {
     }
 
     async fn add_credits(&self, id: &str, bytes: u64) -> Result<KeyRecord, StoreError> {
+        if bytes > MAX_BALANCE {
+            return Err(StoreError::OverMaximum);
+        }
         let now: i64 = Script::new(TOP_UP_LUA)
             .key(key_name(id))
             .arg(bytes)
+            .arg(MAX_BALANCE)
             .invoke_async(&mut self.conn())
             .await
             .map_err(|e| self.fail(e))?;
-        if now < 0 {
-            return Err(StoreError::NotFound(id.to_owned()));
+        match now {
+            -1 => return Err(StoreError::NotFound(id.to_owned())),
+            -2 => return Err(StoreError::OverMaximum),
+            _ => {}
         }
         self.publish(&format!("credit {id}")).await?;
         self.key(id).await
@@ -644,90 +552,4 @@ impl Store for RedisStore {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::process::{Child, Command, Stdio};
-    use std::sync::Arc;
-    use std::time::{Duration, Instant};
-
-    use super::*;
-
-    /// A private `redis-server` on a free port; killed on drop.
-    struct Server {
-        child: Child,
-        port: u16,
-        _dir: tempfile::TempDir,
-    }
-
-    impl Server {
-        fn start() -> Server {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("free port")
-                .port();
-            let dir = tempfile::tempdir().expect("tempdir");
-            let child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no"])
-                .args(["--dir", &dir.path().to_string_lossy()])
-                .stdout(Stdio::null())
-                .spawn()
-                .expect("redis-server is installed (scripts/setup)");
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-                assert!(Instant::now() < deadline, "redis-server did not start");
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            Server {
-                child,
-                port,
-                _dir: dir,
-            }
-        }
-
-        fn url(&self) -> String {
-            format!("redis://127.0.0.1:{}/0", self.port)
-        }
-
-        fn signal(&self, sig: i32) {
-            // SAFETY: plain kill(2) on our own child's pid.
-            unsafe { libc::kill(self.child.id() as i32, sig) };
-        }
-    }
-
-    impl Drop for Server {
-        fn drop(&mut self) {
-            self.signal(libc::SIGCONT);
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn redis_store_passes_the_suite() {
-        let server = Server::start();
-        let store = RedisStore::connect(&server.url()).await.expect("connect");
-        crate::store::suite::run(Arc::new(store)).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn an_unresponsive_redis_is_an_error_not_a_hang() {
-        let server = Server::start();
-        let store = RedisStore::connect(&server.url()).await.expect("connect");
-        let (k, _) = store.create_key("x", 1).await.expect("key");
-        server.signal(libc::SIGSTOP);
-        let started = Instant::now();
-        let res = store.key(&k.id).await;
-        assert!(matches!(res, Err(StoreError::Unavailable(_))), "{res:?}");
-        assert!(started.elapsed() < Duration::from_secs(10));
-        assert!(store.errors() > 0);
-        server.signal(libc::SIGCONT);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(rec) = store.key(&k.id).await {
-                assert_eq!(rec.credits, 1);
-                break;
-            }
-            assert!(Instant::now() < deadline, "Redis did not come back");
-        }
-    }
-}
+mod tests;

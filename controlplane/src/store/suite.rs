@@ -8,7 +8,7 @@ use tokio::sync::broadcast;
 use turbo_dataplane::control::{ConnRecord, KeyEvent, LeaseRequest, Usage};
 use turbo_proto::RelayStatus;
 
-use super::{KeyRecord, LeaseTerms, Store, StoreError, MIN_LEASE};
+use super::{KeyRecord, LeaseTerms, Store, StoreError, MAX_BALANCE, MIN_LEASE};
 use crate::secrets;
 
 fn terms(ttl: Duration) -> LeaseTerms {
@@ -54,6 +54,8 @@ pub async fn run<S: Store>(store: Arc<S>) {
     events_reach_subscribers(&*store).await;
     expired_leases_are_reclaimed(&*store).await;
     concurrent_leases_never_overspend(store.clone()).await;
+    balances_stop_at_the_maximum(&*store).await;
+    amounts_near_the_maximum_are_exact(&*store).await;
     feature_records_keep_order(&*store).await;
     sessions_pin_once(&*store).await;
 }
@@ -224,6 +226,8 @@ async fn events_reach_subscribers<S: Store>(store: &S) {
     let t = terms(Duration::from_secs(60));
     let mut rx = store.events();
     let (k, secret) = store.create_key("evented", 10).await.expect("key");
+    let tag = turbo_dataplane::known_keys::tag(&secrets::hash(&secret));
+    next_event(&mut rx, &KeyEvent::Created(tag)).await;
     store.add_credits(&k.id, 5).await.expect("top-up");
     next_event(&mut rx, &KeyEvent::ToppedUp(k.id.as_str().into())).await;
     store.revoke_key(&k.id).await.expect("revoke");
@@ -290,6 +294,88 @@ async fn concurrent_leases_never_overspend<S: Store>(store: Arc<S>) {
     assert!(granted <= total, "granted {granted} of {total}");
     assert_eq!(rec.leased, granted);
     assert_eq!(rec.credits + granted, total, "no double spend");
+}
+
+async fn balances_stop_at_the_maximum<S: Store>(store: &S) {
+    let over = store.create_key("over", MAX_BALANCE + 1).await;
+    assert_eq!(over.err(), Some(StoreError::OverMaximum));
+    let (k, _) = store.create_key("max", MAX_BALANCE).await.expect("max");
+    assert_eq!(store.key(&k.id).await.expect("key").credits, MAX_BALANCE);
+    for more in [1, 1 << 53, 1 << 63, u64::MAX] {
+        let res = store.add_credits(&k.id, more).await;
+        assert_eq!(res.err(), Some(StoreError::OverMaximum), "+{more}");
+    }
+    assert_eq!(store.key(&k.id).await.expect("key").balance(), MAX_BALANCE);
+
+    // A top-up while a lease is out counts the lease: the balance stops at the maximum
+    // and the lease's return lands exactly on it (it used to wrap).
+    let t = terms(Duration::from_secs(60));
+    let (k, _) = store
+        .create_key("leased-max", 10_000_000)
+        .await
+        .expect("key");
+    let ans = store
+        .lease(&t, &request(&k, "l_max", 1, 1 << 26, Usage::default()))
+        .await
+        .expect("lease");
+    assert_eq!(ans.granted, 2_500_000);
+    let rec = store
+        .add_credits(&k.id, MAX_BALANCE - 10_000_000)
+        .await
+        .expect("top-up to the maximum");
+    assert_eq!(
+        (rec.credits, rec.leased),
+        (MAX_BALANCE - 2_500_000, 2_500_000)
+    );
+    let res = store.add_credits(&k.id, 1).await;
+    assert_eq!(res.err(), Some(StoreError::OverMaximum));
+    let mut release = request(&k, "l_max", 2, 0, Usage::default());
+    release.release = true;
+    let ans = store.lease(&t, &release).await.expect("release");
+    assert_eq!((ans.held, ans.credits), (0, MAX_BALANCE));
+    let rec = store.key(&k.id).await.expect("key");
+    assert_eq!(
+        (rec.credits, rec.leased, rec.balance()),
+        (MAX_BALANCE, 0, MAX_BALANCE)
+    );
+}
+
+async fn amounts_near_the_maximum_are_exact<S: Store>(store: &S) {
+    let t = terms(Duration::from_secs(60));
+    let start = MAX_BALANCE - 12_345;
+    let (k, _) = store.create_key("near-max", start).await.expect("key");
+    let (n, _) = store.create_node().await.expect("node");
+    let node: Arc<str> = n.id.as_str().into();
+    let first = store
+        .lease(&t, &request(&k, "l_near", 1, 1 << 26, Usage::default()))
+        .await
+        .expect("lease");
+    assert_eq!(first.granted, 1 << 26);
+    assert_eq!(first.credits, start - (1 << 26), "odd amounts stay exact");
+    let mut usage = Usage::default();
+    usage.add(&node, 1_234_567, true);
+    usage.add(&node, 1, false);
+    let mut release = request(&k, "l_near", 2, 0, usage);
+    release.release = true;
+    let ans = store.lease(&t, &release).await.expect("release");
+    assert_eq!(ans.credits, start - 1_234_568);
+    let rec = store.key(&k.id).await.expect("key");
+    assert_eq!(
+        (rec.credits, rec.leased, rec.bytes_up, rec.bytes_down),
+        (start - 1_234_568, 0, 1_234_567, 1)
+    );
+    // Reclaimed leases return exactly too.
+    let dead = terms(Duration::ZERO);
+    store
+        .lease(
+            &dead,
+            &request(&k, "l_near_dead", 1, 1 << 26, Usage::default()),
+        )
+        .await
+        .expect("dying lease");
+    assert!(store.reclaim_expired().await.expect("reclaim") >= 1);
+    let rec = store.key(&k.id).await.expect("key");
+    assert_eq!((rec.credits, rec.leased), (start - 1_234_568, 0));
 }
 
 async fn feature_records_keep_order<S: Store>(store: &S) {

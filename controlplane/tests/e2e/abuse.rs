@@ -6,35 +6,9 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use socket2::{Domain, Socket, Type};
-
 use crate::fixtures::redis::Redis;
+use crate::fixtures::socks::{authenticate_from, connect_from};
 use crate::fixtures::{curl, targets, Net, Options};
-
-/// A TCP connection to `to` from the local address `from` (any 127/8 address works on
-/// loopback).
-fn connect_from(from: &str, to: SocketAddr) -> std::io::Result<TcpStream> {
-    let s = Socket::new(Domain::IPV4, Type::STREAM, None)?;
-    s.bind(&format!("{from}:0").parse::<SocketAddr>().unwrap().into())?;
-    s.connect(&to.into())?;
-    let s: TcpStream = s.into();
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    Ok(s)
-}
-
-/// Greeting + RFC 1929 auth from `from`; returns the stream and the auth status.
-fn authenticate_from(from: &str, proxy: SocketAddr, user: &str, key: &str) -> (TcpStream, u8) {
-    let mut s = connect_from(from, proxy).unwrap();
-    let mut msg = vec![5, 1, 2, 1, user.len() as u8];
-    msg.extend_from_slice(user.as_bytes());
-    msg.push(key.len() as u8);
-    msg.extend_from_slice(key.as_bytes());
-    s.write_all(&msg).unwrap();
-    let mut reply = [0u8; 4];
-    s.read_exact(&mut reply).unwrap();
-    assert_eq!(reply[..2], [5, 2]);
-    (s, reply[3])
-}
 
 /// A full tunnel from `from` to the echo target and one round trip; Err on refusal.
 fn echo_from(from: &str, net: &Net, echo: SocketAddr) -> Result<(), String> {

@@ -7,13 +7,16 @@
 mod fixtures;
 
 mod abuse;
+mod admin_limits;
 mod credits;
 mod data_path;
 mod demo;
 mod drain;
+mod durability;
 mod failures;
 mod hostile_peers;
 mod limits;
+mod lockouts;
 mod malformed;
 mod nat_rebind;
 mod node_controls;
