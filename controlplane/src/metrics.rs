@@ -99,6 +99,19 @@ impl Collector for Sources {
             let labels: Labels = vec![("result", result)];
             ConstCounter::new(v).encode(e.encode_family(&labels)?)?;
         }
+        let mut e = encoder.encode_descriptor(
+            "turbo_refusal_checks",
+            "Target failures checked on a second node: disputed (it connected) or confirmed",
+            None,
+            MetricType::Counter,
+        )?;
+        for (result, v) in [
+            ("disputed", load(&s.refusals_disputed)),
+            ("confirmed", load(&s.refusals_confirmed)),
+        ] {
+            let labels: Labels = vec![("result", result)];
+            ConstCounter::new(v).encode(e.encode_family(&labels)?)?;
+        }
         let counters = [
             (
                 "turbo_credit_closes",

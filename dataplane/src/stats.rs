@@ -29,6 +29,10 @@ pub struct Stats {
     pub handshake_failures: AtomicU64,
     /// Connections closed because their key ran dry or was revoked.
     pub credit_closes: AtomicU64,
+    /// Target failures another node did not reproduce (it connected).
+    pub refusals_disputed: AtomicU64,
+    /// Target failures another node reproduced.
+    pub refusals_confirmed: AtomicU64,
 }
 
 impl Stats {

@@ -10,6 +10,7 @@ mod abuse;
 mod credits;
 mod data_path;
 mod demo;
+mod disputes;
 mod drain;
 mod failures;
 mod limits;

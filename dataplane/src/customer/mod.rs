@@ -163,6 +163,7 @@ pub(crate) async fn serve(
                 route: picked.route,
                 tried: Vec::new(),
                 moved: picked.moved,
+                challenge: None,
                 span: span.clone(),
                 started,
                 _slots: (conn_slot, key_slot),

@@ -5,13 +5,16 @@
 //! - **Retries.** When a node fails the attempt itself (gone, full, broken network), the
 //!   request moves to another node of the same country, up to [`MAX_ATTEMPTS`] nodes, as
 //!   long as no byte has been relayed: the customer's first bytes (an HTTP head) are sent
-//!   only after the node said it connected. Target faults are not retried.
+//!   only after the node said it connected. A target failure (refused, DNS, host
+//!   unreachable) is checked once on another node ([`dispute`]); other target faults
+//!   are not retried.
 //! - **Sessions.** A sticky session asks the control plane for its pinned node; a node
 //!   that failed is excluded and the session re-pinned (and the move reported).
 //! - **Accounting.** Bytes are counted here, on the server, paid from the key's account
 //!   before they go on, and reported when the connection ends.
 
 mod counters;
+mod dispute;
 mod pumps;
 
 use std::os::fd::AsRawFd;
@@ -58,6 +61,8 @@ pub(crate) struct RelayPlan {
     pub(crate) tried: Vec<Arc<str>>,
     /// The sticky session moved to a new node.
     pub(crate) moved: bool,
+    /// A target failure waiting for another node's answer.
+    pub(crate) challenge: Option<dispute::Challenge>,
     /// The customer connection's span.
     pub(crate) span: Span,
     /// When the customer connected.
@@ -282,6 +287,7 @@ pub(crate) async fn run(core: Rc<Core>, job: RelayJob<TcpStream>) {
         let failure = match attempt(&core, &plan).await {
             Ok(opened) => {
                 report_attempt(&core, &plan, RelayStatus::Ok, tried_at);
+                dispute::connected(&core, &mut plan);
                 counters.carried_by(plan.route.node_id.clone());
                 counters.connected_after.set(Some(plan.started.elapsed()));
                 break pipe(&core, stream, &plan, opened, &counters).await;
@@ -291,7 +297,8 @@ pub(crate) async fn run(core: Rc<Core>, job: RelayJob<TcpStream>) {
         let (status, message) = failure;
         report_attempt(&core, &plan, status, tried_at);
         debug!(node = %plan.route.node_id, status = status.reason(), %message, "attempt failed");
-        if !status.is_node_fault() || plan.tried.len() + 1 >= MAX_ATTEMPTS {
+        let retry = dispute::should_retry(&core, &mut plan, status);
+        if !retry || plan.tried.len() + 1 >= MAX_ATTEMPTS {
             let _ = stream.write_all(plan.reply.failure(status, &message)).await;
             break status;
         }
