@@ -145,6 +145,13 @@ impl Collector for Sources {
             MetricType::Gauge,
         )?;
         ConstGauge::new(self.gate.open_connections() as i64).encode(e)?;
+        let e = encoder.encode_descriptor(
+            "turbo_idle_tunnels",
+            "Tunnels that have moved no byte since their node connected (past a 1 s grace)",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(self.gate.idle_tunnels() as i64).encode(e)?;
         let nodes = (self.nodes)();
         let e = encoder.encode_descriptor(
             "turbo_nodes_connected",

@@ -237,6 +237,9 @@ impl Server {
                     max_conns_per_key: cfg.max_connections_per_key,
                     new_conns_per_key_per_sec: cfg.new_connections_per_key_per_sec,
                     idle_timeout: cfg.relay_idle_timeout,
+                    key_node_share: cfg.key_node_share,
+                    key_idle_tunnels: cfg.key_idle_tunnels,
+                    idle_tunnel_timeout: cfg.idle_tunnel_timeout,
                 },
                 auth: AuthConfig {
                     ttl: cfg.auth_cache_ttl,

@@ -15,6 +15,7 @@ mod auth;
 pub mod control;
 mod cores;
 mod customer;
+mod fairshare;
 pub mod limits;
 mod pool;
 mod quic;

@@ -27,6 +27,14 @@ pub struct ConnLimits {
     pub new_conns_per_key_per_sec: u32,
     /// A tunnel with no byte in either direction for this long is closed.
     pub idle_timeout: Duration,
+    /// Share of one node's streams one key may hold (0: no share). See
+    /// [`crate::fairshare`].
+    pub key_node_share: f64,
+    /// Tunnels that moved no byte one key may hold (0: no cap).
+    pub key_idle_tunnels: u32,
+    /// A tunnel that moved no byte is cut after this long while its node is under
+    /// pressure.
+    pub idle_tunnel_timeout: Duration,
 }
 
 impl Default for ConnLimits {
@@ -37,6 +45,9 @@ impl Default for ConnLimits {
             max_conns_per_key: 2_000,
             new_conns_per_key_per_sec: 500,
             idle_timeout: Duration::from_secs(300),
+            key_node_share: 0.25,
+            key_idle_tunnels: 64,
+            idle_tunnel_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -56,6 +67,12 @@ pub struct LimitCounters {
     pub handshake_timeout: AtomicU64,
     /// Tunnels closed by the idle timeout.
     pub idle_timeout: AtomicU64,
+    /// Tunnels refused: their key held its share of every eligible node.
+    pub key_node_share: AtomicU64,
+    /// Tunnels refused: their key held its cap of tunnels that moved no byte.
+    pub key_idle_tunnels: AtomicU64,
+    /// Tunnels that never moved a byte, cut early because their node was under pressure.
+    pub idle_pressure: Arc<AtomicU64>,
     /// Connections refused because the process was over its memory watermark.
     pub memory: AtomicU64,
     /// QUIC Initials answered with a Retry (address validation under load).
@@ -70,7 +87,7 @@ pub struct LimitCounters {
 
 impl LimitCounters {
     /// `(limit, count)` pairs for export.
-    pub fn all(&self) -> [(&'static str, u64); 11] {
+    pub fn all(&self) -> [(&'static str, u64); 14] {
         [
             ("server_connections", self.server.load(Relaxed)),
             ("listener_connections", self.listener.load(Relaxed)),
@@ -78,6 +95,9 @@ impl LimitCounters {
             ("key_connection_rate", self.key_rate.load(Relaxed)),
             ("handshake_timeout", self.handshake_timeout.load(Relaxed)),
             ("idle_timeout", self.idle_timeout.load(Relaxed)),
+            ("key_node_share", self.key_node_share.load(Relaxed)),
+            ("key_idle_tunnels", self.key_idle_tunnels.load(Relaxed)),
+            ("idle_tunnel_pressure", self.idle_pressure.load(Relaxed)),
             ("memory", self.memory.load(Relaxed)),
             ("quic_retry", self.quic_retries.load(Relaxed)),
             ("quic_handshakes", self.quic_dropped.load(Relaxed)),
@@ -109,6 +129,8 @@ pub struct Gate {
     overloaded: std::sync::atomic::AtomicBool,
     /// Refusal counters.
     pub counters: LimitCounters,
+    /// Per-key shares of node streams and idle tunnels.
+    pub(crate) fair: Arc<crate::fairshare::FairShare>,
 }
 
 /// A customer connection's place in the server and listener counts.
@@ -132,14 +154,22 @@ fn under(count: usize, max: usize) -> bool {
 impl Gate {
     /// A gate enforcing `limits`.
     pub fn new(limits: ConnLimits) -> Self {
+        let counters = LimitCounters::default();
+        let fair = crate::fairshare::FairShare::new(
+            limits.key_node_share,
+            limits.key_idle_tunnels,
+            limits.idle_tunnel_timeout,
+            counters.idle_pressure.clone(),
+        );
         Gate {
+            fair: Arc::new(fair),
             limits,
             open: AtomicUsize::new(0),
             per_listener: Default::default(),
             keys: Default::default(),
             hasher: RandomState::new(),
             overloaded: std::sync::atomic::AtomicBool::new(false),
-            counters: LimitCounters::default(),
+            counters,
         }
     }
 
@@ -156,6 +186,11 @@ impl Gate {
     /// Whether new connections are refused for memory pressure.
     pub fn overloaded(&self) -> bool {
         self.overloaded.load(Relaxed)
+    }
+
+    /// Tunnels (of every key) that moved no byte past their grace, now.
+    pub fn idle_tunnels(&self) -> u64 {
+        self.fair.idle_tunnels()
     }
 
     /// Open customer connections now.
@@ -220,6 +255,17 @@ impl Gate {
             gate: self.clone(),
             key: key.clone(),
         })
+    }
+}
+
+impl Gate {
+    /// Counts a refusal by a fair share.
+    pub(crate) fn count_share_refusal(&self, why: crate::fairshare::ShareRefusal) {
+        let counter = match why {
+            crate::fairshare::ShareRefusal::NodeShare => &self.counters.key_node_share,
+            crate::fairshare::ShareRefusal::IdleTunnels => &self.counters.key_idle_tunnels,
+        };
+        counter.fetch_add(1, Relaxed);
     }
 }
 

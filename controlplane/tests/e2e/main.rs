@@ -12,6 +12,7 @@ mod data_path;
 mod demo;
 mod disputes;
 mod drain;
+mod fair_share;
 mod failures;
 mod limits;
 mod malformed;

@@ -143,6 +143,13 @@ pub(crate) async fn serve(
                 return;
             }
         };
+        if let Err(why) = core.gate.fair.check_idle(&hs.grant.key_id) {
+            core.gate.count_share_refusal(why);
+            let failure = hs.reply.failure(why.status(), &why.to_string());
+            let _ = stream.write_all(failure).await;
+            debug!(reason = %why, "key share");
+            return;
+        }
         let picked = match relay::pick_route(&core, &hs.grant, &[]).await {
             Ok(p) => p,
             Err(why) => {

@@ -42,6 +42,9 @@ use crate::signal::join_or_abort;
 /// Extra time on top of the node's connect timeout before the server gives up waiting
 /// for the node's reply.
 const REPLY_GRACE: Duration = Duration::from_secs(2);
+/// How often a tunnel that never moved a byte checks its node's pressure (and whether
+/// its idle grace is over).
+const PRESSURE_RECHECK: Duration = crate::fairshare::IDLE_GRACE;
 /// Most nodes one request is tried on.
 pub(crate) const MAX_ATTEMPTS: usize = 3;
 
@@ -103,7 +106,9 @@ pub(crate) enum RelayError {
     Idle(std::time::Duration),
 }
 
-/// Resolves once no byte has moved either way for `timeout`.
+/// Resolves once no byte has moved either way for `timeout`, or, for a tunnel that
+/// never moved a byte, for the shorter idle-tunnel timeout while its node is under
+/// pressure ([`crate::fairshare`]; checked every [`PRESSURE_RECHECK`]).
 async fn idle_watch(
     counters: &Counters<'_>,
     opened: Instant,
@@ -111,10 +116,21 @@ async fn idle_watch(
 ) -> RelayError {
     loop {
         let idle = counters.idle_for(opened);
-        if idle >= timeout {
-            return RelayError::Idle(timeout);
+        if idle >= crate::fairshare::IDLE_GRACE {
+            counters.count_idle();
         }
-        monoio::time::sleep(timeout - idle).await;
+        let (limit, recheck) = match counters.idle_cut_after() {
+            Some(Some(cut)) if cut < timeout => (cut, PRESSURE_RECHECK),
+            Some(_) => (timeout, PRESSURE_RECHECK),
+            None => (timeout, timeout),
+        };
+        if idle >= limit {
+            if limit < timeout {
+                counters.note_pressure_cut();
+            }
+            return RelayError::Idle(limit);
+        }
+        monoio::time::sleep((limit - idle).min(recheck)).await;
     }
 }
 
@@ -157,7 +173,22 @@ pub(crate) async fn pick_route(
         });
     }
     let table = core.nodes.load();
-    let route = table.choose(params.country, rand::random(), tried)?;
+    let fair = &core.gate.fair;
+    let pick = rand::random();
+    let route = table
+        .choose_where(params.country, pick, tried, |r| {
+            fair.has_room(&grant.key_id, r)
+        })
+        .map_err(|why| {
+            // Room left only outside the key's share: say so.
+            if why == NoRoute::AllBusy && table.choose(params.country, pick, tried).is_ok() {
+                core.gate
+                    .count_share_refusal(crate::fairshare::ShareRefusal::NodeShare);
+                NoRoute::KeyShare
+            } else {
+                why
+            }
+        })?;
     Ok(Picked {
         route: route.clone(),
         moved: false,
@@ -175,6 +206,10 @@ pub(crate) fn no_route_status(why: NoRoute) -> (RelayStatus, &'static str) {
         NoRoute::AllBusy => (
             RelayStatus::NodeOverloaded,
             "all_busy: every eligible node is full or failed",
+        ),
+        NoRoute::KeyShare => (
+            RelayStatus::KeyConnectionLimit,
+            "key_node_share: the key holds its share of every eligible node's streams",
         ),
     }
 }
@@ -209,6 +244,7 @@ struct Opened {
     extra: Vec<u8>,
     fin: bool,
     _active: ActiveStream,
+    _share: crate::fairshare::NodeShare,
 }
 
 /// Opens a stream on the plan's node and waits for the node's reply.
@@ -218,6 +254,14 @@ async fn attempt(core: &Core, plan: &RelayPlan) -> Result<Opened, (RelayStatus, 
         .quic
         .conn(route.conn.serial)
         .ok_or((RelayStatus::NodeGone, "node disconnected".to_owned()))?;
+    let share = core
+        .gate
+        .fair
+        .claim(&plan.grant.key_id, route)
+        .map_err(|why| {
+            core.gate.count_share_refusal(why);
+            (why.status(), why.to_string())
+        })?;
     let rs = RelayStream::open(&conn).map_err(|e| match e {
         StreamError::NoCapacity => (RelayStatus::NodeOverloaded, e.to_string()),
         _ => (RelayStatus::NodeGone, e.to_string()),
@@ -256,6 +300,7 @@ async fn attempt(core: &Core, plan: &RelayPlan) -> Result<Opened, (RelayStatus, 
         extra,
         fin,
         _active: active,
+        _share: share,
     })
 }
 
@@ -288,6 +333,7 @@ pub(crate) async fn run(core: Rc<Core>, job: RelayJob<TcpStream>) {
             Ok(opened) => {
                 report_attempt(&core, &plan, RelayStatus::Ok, tried_at);
                 dispute::connected(&core, &mut plan);
+                counters.idle_until_first_byte(core.gate.fair.idle(&plan.grant.key_id, &plan.route));
                 counters.carried_by(plan.route.node_id.clone());
                 counters.connected_after.set(Some(plan.started.elapsed()));
                 break pipe(&core, stream, &plan, opened, &counters).await;
