@@ -185,7 +185,7 @@ impl Registry {
 
     /// A target failure of `rec.node_id` that another node did not reproduce.
     pub fn disputed(&self, rec: &DisputeRecord) {
-        info!(node = %rec.node_id, by = %rec.disputed_by, status = rec.status.reason(), "target failure disputed");
+        tracing::debug!(node = %rec.node_id, by = %rec.disputed_by, status = rec.status.reason(), "target failure disputed");
         self.with(|i| {
             if let Some(s) = i.stats.get_mut(&rec.node_id) {
                 s.record_disputed();

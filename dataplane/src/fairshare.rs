@@ -279,7 +279,12 @@ mod tests {
 
     #[test]
     fn a_key_holds_at_most_its_share_of_a_node() {
-        let fair = Arc::new(FairShare::new(0.25, 0, Duration::from_secs(1), Arc::default()));
+        let fair = Arc::new(FairShare::new(
+            0.25,
+            0,
+            Duration::from_secs(1),
+            Arc::default(),
+        ));
         let (a, b): (Arc<str>, Arc<str>) = ("k_a".into(), "k_b".into());
         let n = route("n1", 8);
         assert_eq!(fair.node_cap(8), 2);
@@ -298,7 +303,12 @@ mod tests {
 
     #[test]
     fn idle_tunnels_are_capped_until_they_move_a_byte() {
-        let fair = Arc::new(FairShare::new(0.0, 2, Duration::from_secs(1), Arc::default()));
+        let fair = Arc::new(FairShare::new(
+            0.0,
+            2,
+            Duration::from_secs(1),
+            Arc::default(),
+        ));
         let (a, n): (Arc<str>, _) = ("k_a".into(), route("n1", 10));
         let first = fair.idle(&a, &n);
         let _second = fair.idle(&a, &n);
@@ -309,7 +319,11 @@ mod tests {
         assert_eq!(fair.idle_tunnels(), 2);
         assert_eq!(first.cut_after(), None);
         n.active.store(9, Relaxed);
-        assert_eq!(first.cut_after(), Some(Duration::from_secs(1), Arc::default()), "pressure");
+        assert_eq!(
+            first.cut_after(),
+            Some(Duration::from_secs(1), Arc::default()),
+            "pressure"
+        );
         assert_eq!(fair.check_idle(&a), Err(ShareRefusal::IdleTunnels));
         assert_eq!(fair.check_idle("k_b"), Ok(()));
         drop(first);

@@ -71,12 +71,19 @@ fn honest_refusals_are_confirmed_and_cost_nothing(driver: &'static str) {
          C {} and {}",
         ia["score"]["connect_success"], ib["score"]["connect_success"]
     );
-    assert_eq!(confirmed, 20.0, "every refusal was checked on the other node");
+    assert_eq!(
+        confirmed, 20.0,
+        "every refusal was checked on the other node"
+    );
     assert_eq!(disputed, 0.0);
     for info in [ia, ib] {
         assert_eq!(info["attempts_failed"].as_u64(), Some(0), "{info}");
         assert_eq!(info["attempts_disputed"].as_u64(), Some(0), "{info}");
-        assert_eq!(info["score"]["connect_success"].as_f64(), Some(0.9), "{info}");
+        assert_eq!(
+            info["score"]["connect_success"].as_f64(),
+            Some(0.9),
+            "{info}"
+        );
     }
 }
 

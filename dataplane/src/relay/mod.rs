@@ -312,6 +312,17 @@ fn report_attempt(core: &Core, plan: &RelayPlan, status: RelayStatus, since: Ins
     }));
 }
 
+/// The plan's node connected: reports the attempt (and settles a challenged target
+/// failure), and starts counting the tunnel's bytes and idleness.
+fn connected(core: &Core, plan: &mut RelayPlan, counters: &Counters<'_>, tried_at: Instant) {
+    report_attempt(core, plan, RelayStatus::Ok, tried_at);
+    dispute::connected(core, plan);
+    let idle = core.gate.fair.idle(&plan.grant.key_id, &plan.route);
+    counters.idle_until_first_byte(idle);
+    counters.carried_by(plan.route.node_id.clone());
+    counters.connected_after.set(Some(plan.started.elapsed()));
+}
+
 /// Relays `job` to completion (retrying on other nodes while allowed) and reports it.
 pub(crate) async fn run(core: Rc<Core>, job: RelayJob<TcpStream>) {
     let RelayJob {
@@ -331,11 +342,7 @@ pub(crate) async fn run(core: Rc<Core>, job: RelayJob<TcpStream>) {
         let tried_at = Instant::now();
         let failure = match attempt(&core, &plan).await {
             Ok(opened) => {
-                report_attempt(&core, &plan, RelayStatus::Ok, tried_at);
-                dispute::connected(&core, &mut plan);
-                counters.idle_until_first_byte(core.gate.fair.idle(&plan.grant.key_id, &plan.route));
-                counters.carried_by(plan.route.node_id.clone());
-                counters.connected_after.set(Some(plan.started.elapsed()));
+                connected(&core, &mut plan, &counters, tried_at);
                 break pipe(&core, stream, &plan, opened, &counters).await;
             }
             Err(f) => f,
