@@ -321,7 +321,7 @@ mod tests {
         n.active.store(9, Relaxed);
         assert_eq!(
             first.cut_after(),
-            Some(Duration::from_secs(1), Arc::default()),
+            Some(Duration::from_secs(1)),
             "pressure"
         );
         assert_eq!(fair.check_idle(&a), Err(ShareRefusal::IdleTunnels));
