@@ -137,7 +137,7 @@ impl Network {
         let config = dir.path().join("server.toml");
         std::fs::write(
             &config,
-            "max_connections_per_key = 0\nnew_connections_per_key_per_sec = 0\n",
+            "max_connections_per_key = 0\nnew_connections_per_key_per_sec = 0\nkey_node_share = 0\nkey_idle_tunnels = 0\n",
         )?;
         let server = Command::new(bin("turbo-server")?)
             .args(["run", "--socks-listen", &socks, "--http-listen", &http])

@@ -281,7 +281,7 @@ async fn list_nodes<S: Store>(
         .map(|n| {
             let l = live.get(n.id.as_str());
             let code = |c: Option<turbo_proto::params::CountryCode>| c.map(|c| c.to_string());
-            let (ok, failed) = st.control.registry.attempts(&n.id);
+            let (ok, failed, disputed) = st.control.registry.attempts(&n.id);
             json!({
                 "id": n.id,
                 "connected": l.is_some(),
@@ -297,6 +297,7 @@ async fn list_nodes<S: Store>(
                 "max_streams": l.map(|l| l.max_streams),
                 "attempts_ok": ok,
                 "attempts_failed": failed,
+                "attempts_disputed": disputed,
                 "bytes_relayed": n.bytes_carried,
                 "payout_address": n.payout_address,
             })

@@ -62,6 +62,16 @@ pub struct RunArgs {
     /// Show per-node series on /metrics without the admin token [default: false].
     #[arg(long, env = "TURBO_METRICS_PER_NODE")]
     pub metrics_per_node: Option<bool>,
+    /// Share of a node's streams one key may hold, 0 or 1 = no share [default: 0.25].
+    #[arg(long, env = "TURBO_KEY_NODE_SHARE")]
+    pub key_node_share: Option<f64>,
+    /// Tunnels that moved no byte one key may hold, 0 = no cap [default: 64].
+    #[arg(long, env = "TURBO_KEY_IDLE_TUNNELS")]
+    pub key_idle_tunnels: Option<u32>,
+    /// Cut a tunnel that moved no byte after this long while its node is at 90% of
+    /// its streams, e.g. 30s [default: 30s].
+    #[arg(long, env = "TURBO_IDLE_TUNNEL_TIMEOUT")]
+    pub idle_tunnel_timeout: Option<humantime::Duration>,
     /// Validate the configuration and exit.
     #[arg(long)]
     pub check_config: bool,
@@ -90,8 +100,13 @@ impl RunArgs {
             store,
             cores,
             driver,
-            metrics_per_node
+            metrics_per_node,
+            key_node_share,
+            key_idle_tunnels
         );
+        if let Some(t) = self.idle_tunnel_timeout {
+            c.idle_tunnel_timeout = t.into();
+        }
         if self.admin_token.is_some() {
             c.admin_token = self.admin_token.clone();
         }
@@ -190,6 +205,14 @@ mod tests {
         assert!(parse(&["--node-liveness", "61s"])
             .load(ServerConfig::default())
             .is_err());
+        assert!(parse(&["--key-node-share", "1.5"])
+            .load(ServerConfig::default())
+            .is_err());
+        let c = parse(&["--key-idle-tunnels", "3", "--idle-tunnel-timeout", "2s"])
+            .load(ServerConfig::default())
+            .expect("fair-share flags");
+        assert_eq!(c.key_idle_tunnels, 3);
+        assert_eq!(c.idle_tunnel_timeout, std::time::Duration::from_secs(2));
         assert!(parse(&["--driver", "epoll"])
             .load(ServerConfig::default())
             .is_err());

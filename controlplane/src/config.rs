@@ -90,6 +90,20 @@ pub struct ServerConfig {
     /// New tunnels one key may open per second, with a one-second burst (SOCKS5 0x02,
     /// HTTP 429). Defaults to `500`.
     pub new_connections_per_key_per_sec: u32,
+    /// Share of one node's stream limit (`max_streams`) one key may hold, at least one
+    /// stream; `0` or `1` disables it. Routing skips nodes where the key holds its
+    /// share; when every eligible node is at it, SOCKS5 0x02 / HTTP 429
+    /// `key_node_share`. Defaults to `0.25`.
+    pub key_node_share: f64,
+    /// Tunnels that moved no byte since their node connected that one key may hold
+    /// (`0`: no cap); beyond, new tunnels get SOCKS5 0x02 / HTTP 429
+    /// `key_idle_tunnels`. Defaults to `64`.
+    pub key_idle_tunnels: u32,
+    /// A tunnel that moved no byte is cut after this long while its node has 90% of
+    /// its streams or more in use (the relay idle timeout applies otherwise). Defaults
+    /// to `30s`.
+    #[serde(with = "humantime_serde_compat")]
+    pub idle_tunnel_timeout: Duration,
     /// On SIGTERM/SIGINT the listeners close, nodes are told the server drains, and open
     /// tunnels may finish for this long before they are cut. Defaults to `30s`.
     #[serde(with = "humantime_serde_compat")]
@@ -197,6 +211,9 @@ impl Default for ServerConfig {
             max_connections_per_listener: 100_000,
             max_connections_per_key: 2_000,
             new_connections_per_key_per_sec: 500,
+            key_node_share: 0.25,
+            key_idle_tunnels: 64,
+            idle_tunnel_timeout: Duration::from_secs(30),
             relay_idle_timeout: Duration::from_secs(300),
             relay_stall_timeout: Duration::from_secs(30),
             connection_cost: 1000,
@@ -276,6 +293,12 @@ impl ServerConfig {
         }
         if self.connection_cost > 1 << 30 {
             return invalid("connection_cost", "must be at most 1 GiB");
+        }
+        if !(0.0..=1.0).contains(&self.key_node_share) {
+            return invalid("key_node_share", "must be between 0 and 1");
+        }
+        if self.idle_tunnel_timeout < Duration::from_secs(1) {
+            return invalid("idle_tunnel_timeout", "must be at least 1s");
         }
         if !(256..=1 << 20).contains(&self.http_max_head_bytes) {
             return invalid("http_max_head_bytes", "must be between 256 and 1048576");

@@ -116,6 +116,19 @@ impl Collector for Sources {
             let labels: Labels = vec![("result", result)];
             ConstCounter::new(v).encode(e.encode_family(&labels)?)?;
         }
+        let mut e = encoder.encode_descriptor(
+            "turbo_refusal_checks",
+            "Target failures checked on a second node: disputed (it connected) or confirmed",
+            None,
+            MetricType::Counter,
+        )?;
+        for (result, v) in [
+            ("disputed", load(&s.refusals_disputed)),
+            ("confirmed", load(&s.refusals_confirmed)),
+        ] {
+            let labels: Labels = vec![("result", result)];
+            ConstCounter::new(v).encode(e.encode_family(&labels)?)?;
+        }
         let counters = [
             (
                 "turbo_credit_closes",
@@ -164,6 +177,13 @@ impl Collector for Sources {
             MetricType::Gauge,
         )?;
         ConstGauge::new(self.gate.open_connections() as i64).encode(e)?;
+        let e = encoder.encode_descriptor(
+            "turbo_idle_tunnels",
+            "Tunnels that have moved no byte since their node connected (past a 1 s grace)",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(self.gate.idle_tunnels() as i64).encode(e)?;
         let nodes = (self.nodes)();
         let e = encoder.encode_descriptor(
             "turbo_nodes_connected",

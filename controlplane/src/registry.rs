@@ -10,7 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tracing::info;
-use turbo_dataplane::control::{AttemptRecord, ConnRef, NodeRoute, NodeTable, NodeTableHandle};
+use turbo_dataplane::control::{
+    AttemptRecord, ConnRef, DisputeRecord, NodeRoute, NodeTable, NodeTableHandle,
+};
 use turbo_proto::params::CountryCode;
 use turbo_proto::wire::control::Hello;
 
@@ -181,6 +183,16 @@ impl Registry {
         });
     }
 
+    /// A target failure of `rec.node_id` that another node did not reproduce.
+    pub fn disputed(&self, rec: &DisputeRecord) {
+        tracing::debug!(node = %rec.node_id, by = %rec.disputed_by, status = rec.status.reason(), "target failure disputed");
+        self.with(|i| {
+            if let Some(s) = i.stats.get_mut(&rec.node_id) {
+                s.record_disputed();
+            }
+        });
+    }
+
     /// Recomputes every live node's score and republishes the table.
     pub fn rescore(&self) {
         self.publish();
@@ -200,12 +212,12 @@ impl Registry {
         self.with(|i| i.stats.get(node_id).map_or(0, |s| s.bytes_carried))
     }
 
-    /// Attempts each live node passed and failed.
-    pub fn attempts(&self, node_id: &str) -> (u64, u64) {
+    /// Attempts a node passed, failed, and of those failed, disputed target failures.
+    pub fn attempts(&self, node_id: &str) -> (u64, u64, u64) {
         self.with(|i| {
-            i.stats
-                .get(node_id)
-                .map_or((0, 0), |s| (s.attempts_ok, s.attempts_failed))
+            i.stats.get(node_id).map_or((0, 0, 0), |s| {
+                (s.attempts_ok, s.attempts_failed, s.attempts_disputed)
+            })
         })
     }
 

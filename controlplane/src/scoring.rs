@@ -12,7 +12,9 @@
 //!     node itself failed (gone, full, broken network) or passed. A failure takes away
 //!     30% of it, a success gives back 5% of the distance to 1, so a failing node is
 //!     demoted quickly and recovers slowly. Target faults (DNS errors, refused ports,
-//!     policy refusals) and timeouts do not count. Starts at 0.9.
+//!     policy refusals) and timeouts do not count, unless another node connected to the
+//!     same target for the same request: such a *disputed* target failure counts as the
+//!     node's own failure. Starts at 0.9.
 //!   - `U`, uptime: the share of the last 24 h (or of the time since the server first
 //!     saw the node) that it was connected.
 //!   - `D`, stability: `1 / (1 + disconnects in the last 24 h / 4)`.
@@ -121,8 +123,10 @@ pub struct NodeStats {
     disconnects: VecDeque<Instant>,
     /// Attempts the node passed / failed (for the API).
     pub attempts_ok: u64,
-    /// Attempts the node failed itself.
+    /// Attempts the node failed itself (disputed target failures included).
     pub attempts_failed: u64,
+    /// Target failures it answered that another node did not reproduce.
+    pub attempts_disputed: u64,
     /// Bytes this server relayed through the node.
     pub bytes_carried: u64,
 }
@@ -140,6 +144,7 @@ impl NodeStats {
             disconnects: VecDeque::new(),
             attempts_ok: 0,
             attempts_failed: 0,
+            attempts_disputed: 0,
             bytes_carried: 0,
         }
     }
@@ -161,6 +166,14 @@ impl NodeStats {
             self.connect_success *= 0.7;
             self.attempts_failed += 1;
         }
+    }
+
+    /// A target failure this node answered was disputed: another node connected to the
+    /// same target for the same request. It counts as the node's own failure.
+    pub fn record_disputed(&mut self) {
+        self.connect_success *= 0.7;
+        self.attempts_failed += 1;
+        self.attempts_disputed += 1;
     }
 
     /// The node connected again.
@@ -298,6 +311,25 @@ mod tests {
         s.record_attempt(RelayStatus::ConnectionRefused, None);
         s.record_attempt(RelayStatus::Timeout, None);
         assert_eq!(s.score(now, w).connect_success, before);
+    }
+
+    #[test]
+    fn disputed_target_failures_demote_like_node_failures() {
+        let now = Instant::now();
+        let w = Weights::default();
+        let (mut liar, mut honest) = (NodeStats::new(now), NodeStats::new(now));
+        for _ in 0..10 {
+            // Both answered "refused"; only the liar's answer was disputed.
+            liar.record_attempt(RelayStatus::ConnectionRefused, None);
+            liar.record_disputed();
+            honest.record_attempt(RelayStatus::ConnectionRefused, None);
+        }
+        let (l, h) = (liar.score(now, w), honest.score(now, w));
+        assert!(l.connect_success < 0.03, "{l:?}");
+        assert_eq!(h.connect_success, 0.9, "reproduced refusals cost nothing");
+        assert!(l.weight < h.weight / 10.0, "{l:?} vs {h:?}");
+        assert_eq!((liar.attempts_failed, liar.attempts_disputed), (10, 10));
+        assert_eq!(honest.attempts_failed, 0);
     }
 
     #[test]

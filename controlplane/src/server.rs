@@ -242,6 +242,9 @@ impl Server {
                     idle_timeout: cfg.relay_idle_timeout,
                     stall_timeout: cfg.relay_stall_timeout,
                     connection_cost: cfg.connection_cost,
+                    key_node_share: cfg.key_node_share,
+                    key_idle_tunnels: cfg.key_idle_tunnels,
+                    idle_tunnel_timeout: cfg.idle_tunnel_timeout,
                 },
                 auth: AuthConfig {
                     ttl: cfg.auth_cache_ttl,

@@ -232,6 +232,7 @@ impl<S: Store> ControlPlane<S> {
             }
             ToControl::NodeRtt { node_id, rtt } => self.registry.rtt(&node_id, rtt),
             ToControl::Attempt(rec) => self.registry.attempt(&rec),
+            ToControl::Disputed(rec) => self.registry.disputed(&rec),
             ToControl::Authorize { .. }
             | ToControl::Lease { .. }
             | ToControl::ConnClosed(_)

@@ -223,6 +223,18 @@ pub struct AttemptRecord {
     pub time_to_reply: Option<Duration>,
 }
 
+/// A target failure a node answered that another node did not reproduce: it connected
+/// to the same target for the same request.
+#[derive(Debug, Clone)]
+pub struct DisputeRecord {
+    /// The node that answered the target failure.
+    pub node_id: Arc<str>,
+    /// What it answered.
+    pub status: RelayStatus,
+    /// The node that then connected.
+    pub disputed_by: Arc<str>,
+}
+
 /// The node a sticky session is pinned to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionRoute {
@@ -281,6 +293,8 @@ pub enum ToControl {
     ConnClosed(ConnRecord),
     /// One relay attempt ended (successfully or not) on a node.
     Attempt(AttemptRecord),
+    /// A node's target failure was disputed by another node: count it as the node's own.
+    Disputed(DisputeRecord),
     /// Which node serves this sticky session (pinning one if needed).
     Session {
         /// The customer's key.

@@ -16,6 +16,7 @@ pub mod control;
 mod cores;
 mod customer;
 pub mod known_keys;
+mod fairshare;
 pub mod limits;
 mod pool;
 mod quic;

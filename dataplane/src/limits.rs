@@ -31,6 +31,14 @@ pub struct ConnLimits {
     pub stall_timeout: Duration,
     /// Bytes of credit each tunnel costs once the node connected it.
     pub connection_cost: u64,
+    /// Share of one node's streams one key may hold (0: no share). See
+    /// [`crate::fairshare`].
+    pub key_node_share: f64,
+    /// Tunnels that moved no byte one key may hold (0: no cap).
+    pub key_idle_tunnels: u32,
+    /// A tunnel that moved no byte is cut after this long while its node is under
+    /// pressure.
+    pub idle_tunnel_timeout: Duration,
 }
 
 impl Default for ConnLimits {
@@ -43,6 +51,9 @@ impl Default for ConnLimits {
             idle_timeout: Duration::from_secs(300),
             stall_timeout: Duration::from_secs(30),
             connection_cost: 1000,
+            key_node_share: 0.25,
+            key_idle_tunnels: 64,
+            idle_tunnel_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -66,6 +77,12 @@ pub struct LimitCounters {
     pub stalled_customer: AtomicU64,
     /// Tunnels cut because the node stopped accepting or reporting deliveries.
     pub stalled_node: AtomicU64,
+    /// Tunnels refused: their key held its share of every eligible node.
+    pub key_node_share: AtomicU64,
+    /// Tunnels refused: their key held its cap of tunnels that moved no byte.
+    pub key_idle_tunnels: AtomicU64,
+    /// Tunnels that never moved a byte, cut early because their node was under pressure.
+    pub idle_pressure: Arc<AtomicU64>,
     /// Connections refused because the process was over its memory watermark.
     pub memory: AtomicU64,
     /// QUIC Initials answered with a Retry (address validation under load).
@@ -80,7 +97,7 @@ pub struct LimitCounters {
 
 impl LimitCounters {
     /// `(limit, count)` pairs for export.
-    pub fn all(&self) -> [(&'static str, u64); 13] {
+    pub fn all(&self) -> [(&'static str, u64); 16] {
         [
             ("server_connections", self.server.load(Relaxed)),
             ("listener_connections", self.listener.load(Relaxed)),
@@ -90,6 +107,9 @@ impl LimitCounters {
             ("idle_timeout", self.idle_timeout.load(Relaxed)),
             ("stalled_customer", self.stalled_customer.load(Relaxed)),
             ("stalled_node", self.stalled_node.load(Relaxed)),
+            ("key_node_share", self.key_node_share.load(Relaxed)),
+            ("key_idle_tunnels", self.key_idle_tunnels.load(Relaxed)),
+            ("idle_tunnel_pressure", self.idle_pressure.load(Relaxed)),
             ("memory", self.memory.load(Relaxed)),
             ("quic_retry", self.quic_retries.load(Relaxed)),
             ("quic_handshakes", self.quic_dropped.load(Relaxed)),
@@ -121,6 +141,8 @@ pub struct Gate {
     overloaded: std::sync::atomic::AtomicBool,
     /// Refusal counters.
     pub counters: LimitCounters,
+    /// Per-key shares of node streams and idle tunnels.
+    pub(crate) fair: Arc<crate::fairshare::FairShare>,
 }
 
 /// A customer connection's place in the server and listener counts.
@@ -144,14 +166,22 @@ fn under(count: usize, max: usize) -> bool {
 impl Gate {
     /// A gate enforcing `limits`.
     pub fn new(limits: ConnLimits) -> Self {
+        let counters = LimitCounters::default();
+        let fair = crate::fairshare::FairShare::new(
+            limits.key_node_share,
+            limits.key_idle_tunnels,
+            limits.idle_tunnel_timeout,
+            counters.idle_pressure.clone(),
+        );
         Gate {
+            fair: Arc::new(fair),
             limits,
             open: AtomicUsize::new(0),
             per_listener: Default::default(),
             keys: Default::default(),
             hasher: RandomState::new(),
             overloaded: std::sync::atomic::AtomicBool::new(false),
-            counters: LimitCounters::default(),
+            counters,
         }
     }
 
@@ -168,6 +198,11 @@ impl Gate {
     /// Whether new connections are refused for memory pressure.
     pub fn overloaded(&self) -> bool {
         self.overloaded.load(Relaxed)
+    }
+
+    /// Tunnels (of every key) that moved no byte past their grace, now.
+    pub fn idle_tunnels(&self) -> u64 {
+        self.fair.idle_tunnels()
     }
 
     /// Open customer connections now.
@@ -232,6 +267,17 @@ impl Gate {
             gate: self.clone(),
             key: key.clone(),
         })
+    }
+}
+
+impl Gate {
+    /// Counts a refusal by a fair share.
+    pub(crate) fn count_share_refusal(&self, why: crate::fairshare::ShareRefusal) {
+        let counter = match why {
+            crate::fairshare::ShareRefusal::NodeShare => &self.counters.key_node_share,
+            crate::fairshare::ShareRefusal::IdleTunnels => &self.counters.key_idle_tunnels,
+        };
+        counter.fetch_add(1, Relaxed);
     }
 }
 

@@ -86,6 +86,9 @@ pub enum NoRoute {
     CountryUnavailable,
     /// Nodes exist, but every one is full or was already tried.
     AllBusy,
+    /// Eligible nodes have room, but the key holds its share of each
+    /// ([`crate::fairshare`]).
+    KeyShare,
 }
 
 /// An immutable snapshot of the selectable nodes.
@@ -140,6 +143,20 @@ impl NodeTable {
         pick: u64,
         exclude: &[Arc<str>],
     ) -> Result<&NodeRoute, NoRoute> {
+        self.choose_where(country, pick, exclude, |_| true)
+    }
+
+    /// As [`NodeTable::choose`], among the routes `allowed` accepts as well.
+    ///
+    /// # Errors
+    /// [`NoRoute`] saying why nothing could be chosen.
+    pub fn choose_where(
+        &self,
+        country: Option<CountryCode>,
+        pick: u64,
+        exclude: &[Arc<str>],
+        allowed: impl Fn(&NodeRoute) -> bool,
+    ) -> Result<&NodeRoute, NoRoute> {
         if self.routes.is_empty() {
             return Err(NoRoute::NoNodes);
         }
@@ -147,7 +164,8 @@ impl NodeTable {
             Some(c) => self.by_country.get(&c).ok_or(NoRoute::CountryUnavailable)?,
             None => &self.all,
         };
-        let usable = |r: &NodeRoute| r.has_capacity() && !exclude.contains(&r.node_id);
+        let usable =
+            |r: &NodeRoute| r.has_capacity() && !exclude.contains(&r.node_id) && allowed(r);
         let mut x = pick;
         for _ in 0..PICK_TRIES {
             if let Some(r) = set.pick(x).map(|i| &self.routes[i]) {

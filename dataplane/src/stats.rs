@@ -35,6 +35,10 @@ pub struct Stats {
     pub udp_gso_segments: AtomicU64,
     /// GSO batches the kernel refused (then sent one datagram at a time).
     pub udp_offload_fallbacks: AtomicU64,
+    /// Target failures another node did not reproduce (it connected).
+    pub refusals_disputed: AtomicU64,
+    /// Target failures another node reproduced.
+    pub refusals_confirmed: AtomicU64,
 }
 
 impl Stats {

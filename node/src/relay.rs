@@ -71,7 +71,7 @@ pub async fn serve(conn: Rc<Conn>, id: u64, shared: Rc<Shared>, max_streams: u64
             Err(None) => return,
         };
         #[cfg(feature = "fault-injection")]
-        if faulty(&io).await {
+        if faulty(&mut io).await {
             return;
         }
         let limit = match header.connect_timeout_ms {
@@ -129,7 +129,7 @@ pub async fn serve(conn: Rc<Conn>, id: u64, shared: Rc<Shared>, max_streams: u64
 
 /// Plays the test fault, if any; `true` when it handled the stream.
 #[cfg(feature = "fault-injection")]
-async fn faulty(io: &StreamIo) -> bool {
+async fn faulty(io: &mut StreamIo) -> bool {
     use crate::fault::{current, Fault};
     let reply = match current() {
         Fault::None | Fault::GsoEio => return false,
@@ -141,7 +141,11 @@ async fn faulty(io: &StreamIo) -> bool {
         }
     };
     let done = current() == Fault::RefuseAll;
-    if io.send_all(&reply, done).await.is_ok() && !done {
+    let sent = io.send_all(&reply, done).await.is_ok();
+    if sent && done {
+        // A clean refusal, exactly as the real node ends one (no reset behind it).
+        io.finish();
+    } else if sent {
         // Never read: hold the stream until the server gives up on it.
         let _ = io.conn_closed().await;
     }

@@ -143,6 +143,13 @@ pub(crate) async fn serve(
                 return;
             }
         };
+        if let Err(why) = core.gate.fair.check_idle(&hs.grant.key_id) {
+            core.gate.count_share_refusal(why);
+            let failure = hs.reply.failure(why.status(), &why.to_string());
+            let _ = stream.write_all(failure).await;
+            debug!(reason = %why, "key share");
+            return;
+        }
         let picked = match relay::pick_route(&core, &hs.grant, &[]).await {
             Ok(p) => p,
             Err(why) => {
@@ -163,6 +170,7 @@ pub(crate) async fn serve(
                 route: picked.route,
                 tried: Vec::new(),
                 moved: picked.moved,
+                challenge: None,
                 span: span.clone(),
                 started,
                 _slots: (conn_slot, key_slot),

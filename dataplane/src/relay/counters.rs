@@ -1,12 +1,13 @@
 //! Per-connection counters: bytes and reads each way, the gaps between reads (for the
 //! feature record), the time to connect, and the halt flag that stops both pumps when
-//! the key cannot pay.
+//! the key cannot pay, and the tunnel's idle mark until its first byte.
 
-use std::cell::{Cell, OnceCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::account::{Account, Exhausted};
+use crate::fairshare::IdleTunnel;
 
 /// What one relay moved, counted on the server: bytes and reads each way, and the
 /// gaps between reads (for the feature record).
@@ -30,6 +31,9 @@ pub(super) struct Counters<'a> {
     /// finishing any write of bytes already paid for.
     pub(super) halted: Cell<Option<Exhausted>>,
     halt: tokio::sync::Notify,
+    /// Counts the tunnel as idle in its key's share until its first byte.
+    idle: RefCell<Option<IdleTunnel>>,
+    idle_marked: Cell<bool>,
 }
 
 impl<'a> Counters<'a> {
@@ -50,6 +54,8 @@ impl<'a> Counters<'a> {
             gap_sq_sum_us: Cell::new(0.0),
             gap_max_us: Cell::new(0),
             connected_after: Cell::new(None),
+            idle: RefCell::new(None),
+            idle_marked: Cell::new(false),
         }
     }
 
@@ -62,8 +68,10 @@ impl<'a> Counters<'a> {
         }
     }
 
-    /// Counts one read (for the feature record's read counts and gaps).
+    /// Counts one read (for the feature record's read counts and gaps); the tunnel has
+    /// moved a byte, so it no longer counts as idle.
     fn note_read(&self, upstream: bool) {
+        self.moved();
         let reads = if upstream {
             &self.reads_up
         } else {
@@ -84,6 +92,32 @@ impl<'a> Counters<'a> {
     /// How long no byte moved either way, counting from `opened` before the first.
     pub(super) fn idle_for(&self, opened: Instant) -> Duration {
         self.last_read.get().unwrap_or(opened).elapsed()
+    }
+
+    /// Counts the tunnel as idle (moved no byte) until its first byte.
+    pub(super) fn idle_until_first_byte(&self, mark: IdleTunnel) {
+        *self.idle.borrow_mut() = Some(mark);
+        self.idle_marked.set(true);
+    }
+
+    /// `None` once the tunnel moved a byte; else how soon it may be cut for idling
+    /// (`Some(None)`: only at the relay idle timeout, its node is not under pressure).
+    pub(super) fn idle_cut_after(&self) -> Option<Option<Duration>> {
+        self.idle.borrow().as_ref().map(IdleTunnel::cut_after)
+    }
+
+    /// Counts the tunnel as idle in its key's share, if it never moved a byte.
+    pub(super) fn count_idle(&self) {
+        if let Some(mark) = self.idle.borrow().as_ref() {
+            mark.count();
+        }
+    }
+
+    /// Counts a cut of this never-used tunnel under pressure.
+    pub(super) fn note_pressure_cut(&self) {
+        if let Some(mark) = self.idle.borrow().as_ref() {
+            mark.note_cut();
+        }
     }
 
     /// Names the node that carries the bytes from now on.
@@ -117,8 +151,17 @@ impl<'a> Counters<'a> {
         self.sent_up.set(self.sent_up.get() + n as u64);
     }
 
+    /// The tunnel moved a byte: it stops counting as idle.
+    fn moved(&self) {
+        if self.idle_marked.get() {
+            self.idle_marked.set(false);
+            self.idle.borrow_mut().take();
+        }
+    }
+
     /// Paid upstream bytes sent without a customer read (an HTTP head).
     pub(super) fn add_up_head(&self, n: usize) {
+        self.moved();
         self.sent_up.set(self.sent_up.get() + n as u64);
     }
 

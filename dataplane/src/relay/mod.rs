@@ -5,13 +5,16 @@
 //! - **Retries.** When a node fails the attempt itself (gone, full, broken network), the
 //!   request moves to another node of the same country, up to [`MAX_ATTEMPTS`] nodes, as
 //!   long as no byte has been relayed: the customer's first bytes (an HTTP head) are sent
-//!   only after the node said it connected. Target faults are not retried.
+//!   only after the node said it connected. A target failure (refused, DNS, host
+//!   unreachable) is checked once on another node ([`dispute`]); other target faults
+//!   are not retried.
 //! - **Sessions.** A sticky session asks the control plane for its pinned node; a node
 //!   that failed is excluded and the session re-pinned (and the move reported).
 //! - **Accounting.** Bytes are counted here, on the server, paid from the key's account
 //!   before they go on, and reported when the connection ends.
 
 mod counters;
+mod dispute;
 mod pumps;
 
 use std::os::fd::AsRawFd;
@@ -39,6 +42,9 @@ use crate::signal::join_or_abort;
 /// Extra time on top of the node's connect timeout before the server gives up waiting
 /// for the node's reply.
 const REPLY_GRACE: Duration = Duration::from_secs(2);
+/// How often a tunnel that never moved a byte checks its node's pressure (and whether
+/// its idle grace is over).
+const PRESSURE_RECHECK: Duration = crate::fairshare::IDLE_GRACE;
 /// Most nodes one request is tried on.
 pub(crate) const MAX_ATTEMPTS: usize = 3;
 
@@ -58,6 +64,8 @@ pub(crate) struct RelayPlan {
     pub(crate) tried: Vec<Arc<str>>,
     /// The sticky session moved to a new node.
     pub(crate) moved: bool,
+    /// A target failure waiting for another node's answer.
+    pub(crate) challenge: Option<dispute::Challenge>,
     /// The customer connection's span.
     pub(crate) span: Span,
     /// When the customer connected.
@@ -116,7 +124,9 @@ pub(crate) enum Stalled {
 /// report before it gives back the credit of upstream bytes never reported delivered.
 const DELIVERY_GRACE: Duration = Duration::from_secs(2);
 
-/// Resolves once no byte has moved either way for `timeout`.
+/// Resolves once no byte has moved either way for `timeout`, or, for a tunnel that
+/// never moved a byte, for the shorter idle-tunnel timeout while its node is under
+/// pressure ([`crate::fairshare`]; checked every [`PRESSURE_RECHECK`]).
 async fn idle_watch(
     counters: &Counters<'_>,
     opened: Instant,
@@ -124,10 +134,21 @@ async fn idle_watch(
 ) -> RelayError {
     loop {
         let idle = counters.idle_for(opened);
-        if idle >= timeout {
-            return RelayError::Idle(timeout);
+        if idle >= crate::fairshare::IDLE_GRACE {
+            counters.count_idle();
         }
-        monoio::time::sleep(timeout - idle).await;
+        let (limit, recheck) = match counters.idle_cut_after() {
+            Some(Some(cut)) if cut < timeout => (cut, PRESSURE_RECHECK),
+            Some(_) => (timeout, PRESSURE_RECHECK),
+            None => (timeout, timeout),
+        };
+        if idle >= limit {
+            if limit < timeout {
+                counters.note_pressure_cut();
+            }
+            return RelayError::Idle(limit);
+        }
+        monoio::time::sleep((limit - idle).min(recheck)).await;
     }
 }
 
@@ -170,7 +191,22 @@ pub(crate) async fn pick_route(
         });
     }
     let table = core.nodes.load();
-    let route = table.choose(params.country, rand::random(), tried)?;
+    let fair = &core.gate.fair;
+    let pick = rand::random();
+    let route = table
+        .choose_where(params.country, pick, tried, |r| {
+            fair.has_room(&grant.key_id, r)
+        })
+        .map_err(|why| {
+            // Room left only outside the key's share: say so.
+            if why == NoRoute::AllBusy && table.choose(params.country, pick, tried).is_ok() {
+                core.gate
+                    .count_share_refusal(crate::fairshare::ShareRefusal::NodeShare);
+                NoRoute::KeyShare
+            } else {
+                why
+            }
+        })?;
     Ok(Picked {
         route: route.clone(),
         moved: false,
@@ -188,6 +224,10 @@ pub(crate) fn no_route_status(why: NoRoute) -> (RelayStatus, &'static str) {
         NoRoute::AllBusy => (
             RelayStatus::NodeOverloaded,
             "all_busy: every eligible node is full or failed",
+        ),
+        NoRoute::KeyShare => (
+            RelayStatus::KeyConnectionLimit,
+            "key_node_share: the key holds its share of every eligible node's streams",
         ),
     }
 }
@@ -222,6 +262,7 @@ struct Opened {
     extra: Vec<u8>,
     fin: bool,
     _active: ActiveStream,
+    _share: crate::fairshare::NodeShare,
 }
 
 /// Opens a stream on the plan's node and waits for the node's reply.
@@ -231,6 +272,14 @@ async fn attempt(core: &Core, plan: &RelayPlan) -> Result<Opened, (RelayStatus, 
         .quic
         .conn(route.conn.serial)
         .ok_or((RelayStatus::NodeGone, "node disconnected".to_owned()))?;
+    let share = core
+        .gate
+        .fair
+        .claim(&plan.grant.key_id, route)
+        .map_err(|why| {
+            core.gate.count_share_refusal(why);
+            (why.status(), why.to_string())
+        })?;
     let rs = RelayStream::open(&conn).map_err(|e| match e {
         StreamError::NoCapacity => (RelayStatus::NodeOverloaded, e.to_string()),
         _ => (RelayStatus::NodeGone, e.to_string()),
@@ -269,6 +318,7 @@ async fn attempt(core: &Core, plan: &RelayPlan) -> Result<Opened, (RelayStatus, 
         extra,
         fin,
         _active: active,
+        _share: share,
     })
 }
 
@@ -278,6 +328,17 @@ fn report_attempt(core: &Core, plan: &RelayPlan, status: RelayStatus, since: Ins
         status,
         time_to_reply: Some(since.elapsed()),
     }));
+}
+
+/// The plan's node connected: reports the attempt (and settles a challenged target
+/// failure), and starts counting the tunnel's bytes and idleness.
+fn connected(core: &Core, plan: &mut RelayPlan, counters: &Counters<'_>, tried_at: Instant) {
+    report_attempt(core, plan, RelayStatus::Ok, tried_at);
+    dispute::connected(core, plan);
+    let idle = core.gate.fair.idle(&plan.grant.key_id, &plan.route);
+    counters.idle_until_first_byte(idle);
+    counters.carried_by(plan.route.node_id.clone());
+    counters.connected_after.set(Some(plan.started.elapsed()));
 }
 
 /// Relays `job` to completion (retrying on other nodes while allowed) and reports it.
@@ -299,9 +360,7 @@ pub(crate) async fn run(core: Rc<Core>, job: RelayJob<TcpStream>) {
         let tried_at = Instant::now();
         let failure = match attempt(&core, &plan).await {
             Ok(opened) => {
-                report_attempt(&core, &plan, RelayStatus::Ok, tried_at);
-                counters.carried_by(plan.route.node_id.clone());
-                counters.connected_after.set(Some(plan.started.elapsed()));
+                connected(&core, &mut plan, &counters, tried_at);
                 break pipe(&core, stream, &plan, opened, &counters).await;
             }
             Err(f) => f,
@@ -309,7 +368,8 @@ pub(crate) async fn run(core: Rc<Core>, job: RelayJob<TcpStream>) {
         let (status, message) = failure;
         report_attempt(&core, &plan, status, tried_at);
         debug!(node = %plan.route.node_id, status = status.reason(), %message, "attempt failed");
-        if !status.is_node_fault() || plan.tried.len() + 1 >= MAX_ATTEMPTS {
+        let retry = dispute::should_retry(&core, &mut plan, status);
+        if !retry || plan.tried.len() + 1 >= MAX_ATTEMPTS {
             let _ = stream.write_all(plan.reply.failure(status, &message)).await;
             break status;
         }
