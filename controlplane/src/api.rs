@@ -15,8 +15,13 @@
 //! | `GET /api/keys/{id}` | one key: balance, leased, usage |
 //! | `POST /api/keys/{id}/credits` `{"credits"}` | adds credits; every server hears it |
 //! | `POST /api/keys/{id}/revoke` | revokes; every server closes its connections |
-//! | `POST /api/nodes/invite` | creates a node identity; returns its join string |
+//! | `POST /api/nodes/invite` `{"payout_address"}` (optional) | creates a node identity; returns its join string |
 //! | `GET /api/nodes` | nodes with their server-counted bytes |
+//! | `GET /api/nodes/{id}` | one node: identity, payout address, revoked, live connection |
+//! | `POST /api/nodes/{id}/payout` `{"payout_address"}` | sets where the runner is paid |
+//! | `POST /api/nodes/{id}/revoke` | revokes its token; every server closes its connection |
+//!
+//! A node's payout address is only ever set here, never by the node's hello.
 
 use std::sync::Arc;
 
@@ -137,6 +142,28 @@ struct NewKey {
     credits: Credits,
 }
 
+/// `POST /api/nodes/invite` and `POST /api/nodes/{id}/payout`.
+#[derive(Deserialize, Default)]
+struct Payout {
+    payout_address: Option<String>,
+}
+
+impl Payout {
+    /// The address, if given, checked: 1 to 128 printable ASCII characters.
+    fn checked(self) -> Result<Option<String>, ApiError> {
+        match self.payout_address {
+            Some(a)
+                if a.is_empty() || a.len() > 128 || !a.chars().all(|c| c.is_ascii_graphic()) =>
+            {
+                Err(ApiError::BadRequest(
+                    "payout_address must be 1 to 128 printable ASCII characters".into(),
+                ))
+            }
+            other => Ok(other),
+        }
+    }
+}
+
 #[derive(Deserialize)]
 struct TopUp {
     credits: Credits,
@@ -169,6 +196,9 @@ pub fn router<S: Store>(state: Arc<ApiState<S>>) -> Router {
         .route("/api/keys/{id}/revoke", post(revoke::<S>))
         .route("/api/nodes/invite", post(invite::<S>))
         .route("/api/nodes", get(list_nodes::<S>))
+        .route("/api/nodes/{id}", get(get_node::<S>))
+        .route("/api/nodes/{id}/payout", post(set_payout::<S>))
+        .route("/api/nodes/{id}/revoke", post(revoke_node::<S>))
         .with_state(state)
 }
 
@@ -251,9 +281,19 @@ async fn metrics<S: Store>(State(st): State<Arc<ApiState<S>>>, headers: HeaderMa
 async fn invite<S: Store>(
     State(st): State<Arc<ApiState<S>>>,
     headers: HeaderMap,
+    body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     check_admin(&st, &headers)?;
-    let (node, token) = st.control.store.create_node().await?;
+    // The body is optional: an empty one (or `null`) invites without a payout address.
+    let payout = if body.iter().all(u8::is_ascii_whitespace) {
+        Payout::default()
+    } else {
+        serde_json::from_slice::<Option<Payout>>(&body)
+            .map_err(|e| ApiError::BadRequest(e.to_string()))?
+            .unwrap_or_default()
+    }
+    .checked()?;
+    let (node, token) = st.control.store.create_node(payout.as_deref()).await?;
     let join = JoinString {
         token,
         host: st.public_host.clone(),
@@ -277,33 +317,79 @@ async fn list_nodes<S: Store>(
         .store
         .list_nodes()
         .await?
-        .into_iter()
-        .map(|n| {
-            let l = live.get(n.id.as_str());
-            let code = |c: Option<turbo_proto::params::CountryCode>| c.map(|c| c.to_string());
-            let (ok, failed, disputed) = st.control.registry.attempts(&n.id);
-            json!({
-                "id": n.id,
-                "connected": l.is_some(),
-                "country": l.and_then(|l| code(l.country)),
-                "declared_country": l.and_then(|l| code(l.declared_country)),
-                "geoip_country": l.and_then(|l| code(l.geo_country)),
-                "country_verified": l.is_some_and(|l| l.country_verified()),
-                "peer": l.map(|l| l.peer.to_string()),
-                "connected_since": l.map(|l| l.connected_since),
-                "rtt_ms": l.and_then(|l| l.rtt).map(|r| r.as_secs_f64() * 1000.0),
-                "score": l.map(|l| l.score),
-                "active_streams": l.map(|l| l.active.load(std::sync::atomic::Ordering::Relaxed)),
-                "max_streams": l.map(|l| l.max_streams),
-                "attempts_ok": ok,
-                "attempts_failed": failed,
-                "attempts_disputed": disputed,
-                "bytes_relayed": n.bytes_carried,
-                "payout_address": n.payout_address,
-            })
-        })
+        .iter()
+        .map(|n| node_json(&st, n, live.get(n.id.as_str())))
         .collect();
     Ok(Json(Value::Array(nodes)))
+}
+
+async fn get_node<S: Store>(
+    State(st): State<Arc<ApiState<S>>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    check_admin(&st, &headers)?;
+    let node = st.control.store.node(&id).await?;
+    let live = st.control.live_nodes();
+    Ok(Json(node_json(&st, &node, live.get(id.as_str()))))
+}
+
+async fn set_payout<S: Store>(
+    State(st): State<Arc<ApiState<S>>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Json(body): Json<Payout>,
+) -> Result<Json<Value>, ApiError> {
+    check_admin(&st, &headers)?;
+    let address = body
+        .checked()?
+        .ok_or_else(|| ApiError::BadRequest("payout_address is required".into()))?;
+    st.control.store.set_node_payout(&id, &address).await?;
+    tracing::info!(node = %id, "payout address set");
+    get_node(State(st), Path(id), headers).await
+}
+
+async fn revoke_node<S: Store>(
+    State(st): State<Arc<ApiState<S>>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    check_admin(&st, &headers)?;
+    st.control.store.revoke_node(&id).await?;
+    tracing::info!(node = %id, "node revoked");
+    let node = st.control.store.node(&id).await?;
+    Ok(Json(node_json(&st, &node, None)))
+}
+
+/// A node as the API shows it: its identity, and its live connection on this server.
+fn node_json<S: Store>(
+    st: &ApiState<S>,
+    n: &crate::store::NodeRecord,
+    l: Option<&crate::service::LiveNode>,
+) -> Value {
+    let code = |c: Option<turbo_proto::params::CountryCode>| c.map(|c| c.to_string());
+    let (ok, failed, disputed) = st.control.registry.attempts(&n.id);
+    json!({
+        "id": n.id,
+        "revoked": n.revoked,
+        "connected": l.is_some(),
+        "country": l.and_then(|l| code(l.country)),
+        "declared_country": l.and_then(|l| code(l.declared_country)),
+        "geoip_country": l.and_then(|l| code(l.geo_country)),
+        "country_verified": l.is_some_and(|l| l.country_verified()),
+        "peer": l.map(|l| l.peer.to_string()),
+        "connected_since": l.map(|l| l.connected_since),
+        "rtt_ms": l.and_then(|l| l.rtt).map(|r| r.as_secs_f64() * 1000.0),
+        "score": l.map(|l| l.score),
+        "active_streams": l.map(|l| l.active.load(std::sync::atomic::Ordering::Relaxed)),
+        "max_streams": l.map(|l| l.max_streams),
+        "attempts_ok": ok,
+        "attempts_failed": failed,
+        "attempts_disputed": disputed,
+        "bytes_relayed": n.bytes_carried,
+        "payout_address": n.payout_address,
+        "created_unix": n.created_unix,
+    })
 }
 
 #[cfg(test)]

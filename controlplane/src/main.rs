@@ -144,6 +144,33 @@ enum KeysCmd {
 enum NodesCmd {
     /// Create a node invite; prints only the join string.
     Invite {
+        /// Where the runner is paid (only the operator sets it, never the node).
+        #[arg(long)]
+        payout_address: Option<String>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Show one node: identity, payout address, revoked, connection (JSON).
+    Show {
+        /// Node id (`n_…`).
+        id: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Set where a node's runner is paid.
+    Payout {
+        /// Node id (`n_…`).
+        id: String,
+        /// The payout address.
+        address: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Revoke a node's token; every server closes its connection at once and refuses
+    /// the token afterwards.
+    Revoke {
+        /// Node id (`n_…`).
+        id: String,
         #[command(flatten)]
         api: ApiArgs,
     },
@@ -206,12 +233,31 @@ fn main() -> Result<()> {
             "{}",
             api.post(&format!("/api/keys/{id}/revoke"), serde_json::Value::Null)?
         ),
-        Cmd::Nodes {
-            cmd: NodesCmd::Invite { api },
+        Cmd::Nodes { cmd } => nodes(cmd)?,
+    }
+    Ok(())
+}
+
+/// `turbo-server nodes …`.
+fn nodes(cmd: NodesCmd) -> Result<()> {
+    match cmd {
+        NodesCmd::Invite {
+            payout_address,
+            api,
         } => {
-            let v = api.post("/api/nodes/invite", serde_json::json!({}))?;
+            let body = serde_json::json!({ "payout_address": payout_address });
+            let v = api.post("/api/nodes/invite", body)?;
             println!("{}", v["join"].as_str().context("no join in answer")?);
         }
+        NodesCmd::Show { id, api } => println!("{}", api.get(&format!("/api/nodes/{id}"))?),
+        NodesCmd::Payout { id, address, api } => {
+            let body = serde_json::json!({ "payout_address": address });
+            println!("{}", api.post(&format!("/api/nodes/{id}/payout"), body)?);
+        }
+        NodesCmd::Revoke { id, api } => println!(
+            "{}",
+            api.post(&format!("/api/nodes/{id}/revoke"), serde_json::Value::Null)?
+        ),
     }
     Ok(())
 }
@@ -229,7 +275,7 @@ fn demo(args: RunArgs) -> Result<()> {
     let server = Server::start(&cfg)?;
     let store = server.control.store.clone();
     let (_, key) = server.block_on(async { store.create_key("demo", 10_000_000_000).await })?;
-    let (_, token) = server.block_on(async { store.create_node().await })?;
+    let (_, token) = server.block_on(async { store.create_node(None).await })?;
     let st = &server.api_state;
     let join = turbo_proto::join::JoinString {
         token,

@@ -105,8 +105,16 @@ impl Registry {
         self.with(|i| i.live.len())
     }
 
-    /// Adds an admitted node (replacing an older connection of the same node).
-    pub fn admit(&self, node_id: &Arc<str>, hello: &Hello, peer: SocketAddr, conn: ConnRef) {
+    /// Adds an admitted node. A node identity has one live connection: an older one is
+    /// replaced (newest wins, as after a NAT change) and returned, for the caller to
+    /// close.
+    pub fn admit(
+        &self,
+        node_id: &Arc<str>,
+        hello: &Hello,
+        peer: SocketAddr,
+        conn: ConnRef,
+    ) -> Option<ConnRef> {
         let declared = hello
             .country
             .as_deref()
@@ -114,31 +122,35 @@ impl Registry {
         let geo = self.geoip.as_ref().and_then(|g| g.country(peer.ip()));
         let country = geo.or(declared);
         let now = Instant::now();
-        self.with(|i| {
+        let replaced = self.with(|i| {
             let stats = i
                 .stats
                 .entry(node_id.clone())
                 .or_insert_with(|| NodeStats::new(now));
             stats.connected(now);
             let score = stats.score(now, self.weights);
-            i.live.insert(
-                node_id.clone(),
-                LiveNode {
-                    conn,
-                    peer,
-                    country,
-                    declared_country: declared,
-                    geo_country: geo,
-                    connected_since: unix_now(),
-                    rtt: None,
-                    max_streams: hello.max_streams.max(1),
-                    active: Arc::default(),
-                    score,
-                },
-            );
+            i.live
+                .insert(
+                    node_id.clone(),
+                    LiveNode {
+                        conn,
+                        peer,
+                        country,
+                        declared_country: declared,
+                        geo_country: geo,
+                        connected_since: unix_now(),
+                        rtt: None,
+                        max_streams: hello.max_streams.max(1),
+                        active: Arc::default(),
+                        score,
+                    },
+                )
+                .map(|old| old.conn)
+                .filter(|old| *old != conn)
         });
-        info!(node = %node_id, %peer, ?declared, ?geo, "node connected");
+        info!(node = %node_id, %peer, ?declared, ?geo, replaced = ?replaced, "node connected");
         self.publish();
+        replaced
     }
 
     /// Removes a node whose connection `conn` closed; returns whether it was live

@@ -164,7 +164,10 @@ impl<S: Store> ControlPlane<S> {
             match &ev {
                 KeyEvent::Created(tag) => self.settings.known_keys.insert(*tag),
                 KeyEvent::Resync => self.reload_known_keys().await,
-                KeyEvent::Revoked(_) | KeyEvent::ToppedUp(_) => {}
+                KeyEvent::Revoked(_)
+                | KeyEvent::ToppedUp(_)
+                | KeyEvent::NodeRevoked(_)
+                | KeyEvent::NodeReplaced { .. } => {}
             }
             let _ = self.key_events.send(ev);
         }
@@ -369,16 +372,22 @@ impl<S: Store> ControlPlane<S> {
                 warn!(%peer, "node presented an unknown token");
                 RejectCode::BadToken
             })?;
-        if let Some(addr) = &hello.payout_address {
-            let valid = addr.len() <= 128 && addr.chars().all(|c| c.is_ascii_graphic());
-            if valid && node.payout_address.as_deref() != Some(addr.as_str()) {
-                if let Err(e) = self.store.set_node_payout(&node.id, addr).await {
-                    warn!(error = %e, node = %node.id, "could not record the payout address");
-                }
-            }
+        if node.revoked {
+            warn!(%peer, node = %node.id, "node presented a revoked token");
+            return Err(RejectCode::BadToken);
+        }
+        if hello.payout_address.is_some() && hello.payout_address != node.payout_address {
+            // Only the operator sets it (invite, API): a hello never does.
+            info!(node = %node.id, "payout address in the hello ignored");
         }
         let node_id: Arc<str> = node.id.into();
-        self.registry.admit(&node_id, &hello, peer, conn);
+        if let Some(old) = self.registry.admit(&node_id, &hello, peer, conn) {
+            info!(node = %node_id, ?old, new = ?conn, "newer connection replaces the node's old one");
+            let _ = self.key_events.send(KeyEvent::NodeReplaced {
+                node_id: node_id.clone(),
+                conn: old,
+            });
+        }
         Ok(NodeAdmission { node_id })
     }
 }
@@ -482,7 +491,7 @@ mod tests {
     async fn admits_nodes_and_tracks_them_in_order() {
         let (store, table, cp, handle, _) = start();
         let peer: SocketAddr = "[::1]:9".parse().expect("addr");
-        let (node, token) = store.create_node().await.expect("node");
+        let (node, token) = store.create_node(None).await.expect("node");
         let conn = ConnRef { core: 1, serial: 7 };
         assert_eq!(
             handle.admit_node(hello("nt_bad"), peer, conn).await.err(),
@@ -507,7 +516,7 @@ mod tests {
             conn: ConnRef { core: 0, serial: 7 },
         });
         // Node messages are handled in order: this answer proves the ones above ran.
-        let (_, other) = store.create_node().await.expect("node");
+        let (_, other) = store.create_node(None).await.expect("node");
         let mut h = hello(&other);
         h.country = Some("not-a-country".into());
         handle
@@ -525,7 +534,7 @@ mod tests {
             node_id: adm.node_id.clone(),
             conn,
         });
-        let (_, third) = store.create_node().await.expect("node");
+        let (_, third) = store.create_node(None).await.expect("node");
         handle
             .admit_node(hello(&third), peer, ConnRef { core: 0, serial: 2 })
             .await

@@ -288,7 +288,10 @@ impl Accounts {
                     }
                 }
             }
-            KeyEvent::Resync | KeyEvent::Created(_) => {}
+            KeyEvent::Resync
+            | KeyEvent::Created(_)
+            | KeyEvent::NodeRevoked(_)
+            | KeyEvent::NodeReplaced { .. } => {}
         }
     }
 

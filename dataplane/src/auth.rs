@@ -190,7 +190,10 @@ impl AuthCache {
                 .borrow_mut()
                 .retain(|_, e| !matches!(&e.answer, Ok(k) if k == id)),
             KeyEvent::Resync => self.entries.borrow_mut().clear(),
-            KeyEvent::ToppedUp(_) | KeyEvent::Created(_) => {}
+            KeyEvent::ToppedUp(_)
+            | KeyEvent::Created(_)
+            | KeyEvent::NodeRevoked(_)
+            | KeyEvent::NodeReplaced { .. } => {}
         }
     }
 

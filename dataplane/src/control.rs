@@ -198,10 +198,22 @@ pub struct ConnRecord {
     pub outcome: RelayStatus,
 }
 
-/// Changes to keys that every core must apply at once (from this server or, through
-/// the store's PUB/SUB, from another one).
+/// Changes to keys and nodes that every core must apply at once (from this server or,
+/// through the store's PUB/SUB, from another one).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyEvent {
+    /// The node's token was revoked: close its connections (close code
+    /// [`RejectCode::BadToken`], so the node stops retrying).
+    NodeRevoked(Arc<str>),
+    /// A newer connection of the same node identity took over: close this one (close
+    /// code [`RejectCode::Replaced`]). Only the core that owns it acts.
+    NodeReplaced {
+        /// The node.
+        node_id: Arc<str>,
+        /// The connection to close.
+        conn: ConnRef,
+    },
+
     /// The key was revoked: forget it and close its connections.
     Revoked(Arc<str>),
     /// The key received credits: a dry account may lease again.

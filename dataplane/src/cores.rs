@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc};
 use tracing::{info, warn, Instrument};
+use turbo_proto::wire::control::RejectCode;
 
 use crate::account::Accounts;
 use crate::auth::AuthCache;
@@ -289,6 +290,32 @@ async fn key_events(core: Rc<Core>, mut rx: broadcast::Receiver<KeyEvent>) {
         };
         core.auth.apply(&event);
         core.accounts.apply(&event);
+        close_node_conns(&core, &event);
+    }
+}
+
+/// Closes the node connections a node event names: every connection of a revoked
+/// node, or the one connection a newer one replaced. Their routes go at once.
+fn close_node_conns(core: &Core, event: &KeyEvent) {
+    let (node_id, only, code, reason): (_, _, _, &[u8]) = match event {
+        KeyEvent::NodeRevoked(id) => (id, None, RejectCode::BadToken, b"node revoked"),
+        KeyEvent::NodeReplaced { node_id, conn } if conn.core == core.index => (
+            node_id,
+            Some(conn.serial),
+            RejectCode::Replaced,
+            b"replaced by a newer connection with the same node token",
+        ),
+        _ => return,
+    };
+    for conn in core.quic.all() {
+        let same_node = conn.node_id.borrow().as_ref() == Some(node_id);
+        if !same_node || only.is_some_and(|s| s != conn.serial) {
+            continue;
+        }
+        info!(node = %node_id, serial = conn.serial, ?code, "closing node connection");
+        core.forget_node(&conn);
+        let _ = conn.quic.borrow_mut().close(true, code as u64, reason);
+        conn.flush.notify();
     }
 }
 

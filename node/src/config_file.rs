@@ -13,7 +13,8 @@ pub struct NodeFile {
     pub join: String,
     /// Declared country (ISO 3166-1 alpha-2). Defaults to none.
     pub country: Option<String>,
-    /// Where the runner wants to be paid. Defaults to none.
+    /// Where the runner wants to be paid. Informational only: servers ignore it (the
+    /// operator sets it at invite time). Defaults to none.
     pub payout_address: Option<String>,
     /// Most relay streams at once. Defaults to 1024.
     pub max_streams: Option<u32>,

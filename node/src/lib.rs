@@ -215,7 +215,10 @@ async fn run_sessions(
                     backoff.reset();
                 }
             }
-            Err(e) if e.is_fatal() => return Err(e),
+            Err(e) if e.is_fatal() => {
+                shared.status.state.set("rejected");
+                return Err(e);
+            }
             Err(e) => warn!(error = %e, "session failed"),
         }
         shared.status.state.set("connecting");

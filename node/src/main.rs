@@ -45,7 +45,8 @@ struct Settings {
     /// Country to declare (ISO 3166-1 alpha-2); the server may verify it.
     #[arg(long, env = "TURBO_COUNTRY")]
     country: Option<String>,
-    /// Where you want to be paid.
+    /// Where you want to be paid. Informational only: servers ignore it, the operator
+    /// sets the payout address at invite time (`nodes invite --payout-address`).
     #[arg(long, env = "TURBO_PAYOUT_ADDRESS")]
     payout_address: Option<String>,
     /// Most relay streams at once [default: 1024].

@@ -277,7 +277,10 @@ pub async fn run(
                 "connection closed"
             );
             if let Some(e) = q.peer_error() {
-                if e.is_app && e.error_code == RejectCode::BadToken as u64 {
+                // A revoked token, or another daemon with this token took over:
+                // reconnecting would not help (and would fight the other daemon).
+                let fatal = [RejectCode::BadToken, RejectCode::Replaced];
+                if e.is_app && fatal.iter().any(|c| *c as u64 == e.error_code) {
                     return Err(NodeError::Rejected(
                         String::from_utf8_lossy(&e.reason).into_owned(),
                     ));

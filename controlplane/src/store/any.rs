@@ -103,8 +103,19 @@ impl Store for AnyStore {
     async fn recent_connections(&self, count: usize) -> Result<Vec<FeatureFields>, StoreError> {
         delegate!(self, s => s.recent_connections(count).await)
     }
-    async fn create_node(&self) -> Result<(NodeRecord, String), StoreError> {
-        delegate!(self, s => s.create_node().await)
+    async fn create_node(
+        &self,
+        payout_address: Option<&str>,
+    ) -> Result<(NodeRecord, String), StoreError> {
+        delegate!(self, s => s.create_node(payout_address).await)
+    }
+
+    async fn node(&self, id: &str) -> Result<NodeRecord, StoreError> {
+        delegate!(self, s => s.node(id).await)
+    }
+
+    async fn revoke_node(&self, id: &str) -> Result<(), StoreError> {
+        delegate!(self, s => s.revoke_node(id).await)
     }
     async fn node_by_token_hash(&self, hash: SecretHash) -> Result<Option<NodeRecord>, StoreError> {
         delegate!(self, s => s.node_by_token_hash(hash).await)

@@ -415,12 +415,16 @@ impl Store for MemoryStore {
         }))
     }
 
-    async fn create_node(&self) -> Result<(NodeRecord, String), StoreError> {
+    async fn create_node(
+        &self,
+        payout_address: Option<&str>,
+    ) -> Result<(NodeRecord, String), StoreError> {
         let token = secrets::generate("nt");
         let rec = NodeRecord {
             id: short_id("n"),
             bytes_carried: 0,
-            payout_address: None,
+            payout_address: payout_address.map(str::to_owned),
+            revoked: false,
             created_unix: now_unix(),
             hash: secrets::hash(&token),
         };
@@ -430,6 +434,26 @@ impl Store for MemoryStore {
         });
         self.persist(generation).await?;
         Ok((rec, token))
+    }
+
+    async fn node(&self, id: &str) -> Result<NodeRecord, StoreError> {
+        self.with(|t| t.nodes.get(id).cloned())
+            .ok_or_else(|| StoreError::NotFound(id.to_owned()))
+    }
+
+    async fn revoke_node(&self, id: &str) -> Result<(), StoreError> {
+        let (found, generation) = self.change(|t| {
+            let n = t
+                .nodes
+                .get_mut(id)
+                .ok_or_else(|| StoreError::NotFound(id.to_owned()))?;
+            n.revoked = true;
+            Ok::<_, StoreError>(())
+        });
+        found?;
+        self.persist(generation).await?;
+        let _ = self.events.send(KeyEvent::NodeRevoked(id.into()));
+        Ok(())
     }
 
     async fn node_by_token_hash(&self, hash: SecretHash) -> Result<Option<NodeRecord>, StoreError> {
@@ -523,7 +547,7 @@ mod tests {
         let path = dir.path().join("memory-store.json");
         let store = MemoryStore::with_snapshot(path.clone()).expect("new");
         let (key, secret) = store.create_key("alice", 1000).await.expect("key");
-        let (node, token) = store.create_node().await.expect("node");
+        let (node, token) = store.create_node(None).await.expect("node");
         // A lease outstanding at the snapshot (as after a crash).
         store.change(|t| {
             let k = t.keys.get_mut(&key.id).expect("key");
@@ -571,7 +595,7 @@ mod tests {
         let (gone, _) = store.create_key("mallory", 5).await.expect("key");
         store.add_credits(&key.id, 24).await.expect("top-up");
         store.revoke_key(&gone.id).await.expect("revoke");
-        let (node, _) = store.create_node().await.expect("node");
+        let (node, _) = store.create_node(None).await.expect("node");
         // No save(): what the calls acknowledged is already in the file.
         let back = MemoryStore::with_snapshot(path).expect("load");
         assert_eq!(back.key(&key.id).await.expect("kept").credits, 1024);

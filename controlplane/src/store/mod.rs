@@ -84,8 +84,12 @@ pub struct NodeRecord {
     pub id: String,
     /// Bytes this node carried (counted on the server).
     pub bytes_carried: u64,
-    /// Where the runner wants to be paid (from the node's hello).
+    /// Where the runner wants to be paid: set at invite time or through the API, never
+    /// by the node itself.
     pub payout_address: Option<String>,
+    /// Revoked nodes are refused and disconnected on every server.
+    #[serde(default)]
+    pub revoked: bool,
     /// Creation time, Unix seconds.
     pub created_unix: u64,
     /// SHA-256 of its token.
@@ -203,13 +207,28 @@ pub trait Store: Send + Sync + 'static {
         &self,
         count: usize,
     ) -> impl Future<Output = Result<Vec<FeatureFields>, StoreError>> + Send;
-    /// Creates a node identity; returns it and its token (shown once). Durable when it
-    /// returns.
+    /// Creates a node identity, with the runner's payout address if already known;
+    /// returns it and its token (shown once). Durable when it returns.
     ///
     /// # Errors
     /// [`StoreError::Unavailable`].
-    fn create_node(&self) -> impl Future<Output = Result<(NodeRecord, String), StoreError>> + Send;
-    /// The node whose token hashes to `hash`.
+    fn create_node(
+        &self,
+        payout_address: Option<&str>,
+    ) -> impl Future<Output = Result<(NodeRecord, String), StoreError>> + Send;
+    /// One node identity by id.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] or [`StoreError::Unavailable`].
+    fn node(&self, id: &str) -> impl Future<Output = Result<NodeRecord, StoreError>> + Send;
+    /// Revokes a node's token and tells every server ([`KeyEvent::NodeRevoked`]), which
+    /// closes its connections. Revoking twice is not an error.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] or [`StoreError::Unavailable`].
+    fn revoke_node(&self, id: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// The node whose token hashes to `hash` (revoked ones included: the caller
+    /// refuses them).
     ///
     /// # Errors
     /// [`StoreError::Unavailable`].
@@ -254,7 +273,7 @@ pub trait Store: Send + Sync + 'static {
         ttl: Duration,
         replacing: Option<&str>,
     ) -> impl Future<Output = Result<String, StoreError>> + Send;
-    /// Key events from every server sharing this store (this one included).
+    /// Key and node events from every server sharing this store (this one included).
     fn events(&self) -> broadcast::Receiver<KeyEvent>;
     /// Failed backend calls so far.
     fn errors(&self) -> u64 {

@@ -7,14 +7,14 @@
 //! | `turbo:key:{id}` | hash | `name`, `hash` (hex SHA-256 of the secret), `credits` (unleased balance), `leased`, `bytes_up`, `bytes_down`, `connections`, `overdraft`, `revoked` (0/1), `created` |
 //! | `turbo:keyhash:{sha256 hex}` | string | the key id (lookup by the hash of a high-entropy secret) |
 //! | `turbo:keys` | set | every key id |
-//! | `turbo:node:{id}` | hash | `hash`, `bytes_carried`, `created`, `payout` (the runner's payout address) |
+//! | `turbo:node:{id}` | hash | `hash`, `bytes_carried`, `created`, `payout` (the runner's payout address), `revoked` (0/1) |
 //! | `turbo:nodehash:{sha256 hex}` | string | the node id |
 //! | `turbo:nodes` | set | every node id |
 //! | `turbo:lease:{lease id}` | hash | `key`, `owner`, `amount` (credit held), `seq`, `granted` (last grant), `status` (`live`/`ended`), `expires` (Unix ms); kept an hour after its TTL so retries stay idempotent |
 //! | `turbo:leases` | sorted set | live lease ids scored by expiry (Unix ms) |
 //! | `turbo:session:{key id}:{session}` | string | the node a sticky session is pinned to, with the session's TTL |
 //! | `turbo:conns` | stream | one feature record per closed connection, `XADD … MAXLEN ~` |
-//! | `turbo:events` | pub/sub channel | `revoke {id}`, `credit {id}`, `create {tag}` (16 hex digits, [`turbo_dataplane::known_keys::tag`]) |
+//! | `turbo:events` | pub/sub channel | `revoke {id}`, `credit {id}`, `create {tag}` (16 hex digits, [`turbo_dataplane::known_keys::tag`]), `revoke-node {id}` |
 //!
 //! Every change to balances runs as one Lua script (lease, reclaim, top-up), so
 //! concurrent servers never double-spend. Lua numbers are doubles: balances stay within
@@ -47,7 +47,7 @@ use crate::secrets::{self, SecretHash};
 mod events;
 mod lua;
 use events::subscriber;
-use lua::{LEASE_LUA, RECLAIM_LUA, SESSION_LUA, TOP_UP_LUA};
+use lua::{LEASE_LUA, RECLAIM_LUA, SESSION_LUA, SET_NODE_FIELD_LUA, TOP_UP_LUA};
 
 const EVENTS: &str = "turbo:events";
 const CONNS: &str = "turbo:conns";
@@ -147,6 +147,21 @@ impl RedisStore {
         Ok(parse_node(id, &fields))
     }
 
+    /// Sets one field of an existing node (`NotFound` when there is none).
+    async fn set_node_field(&self, id: &str, field: &str, value: &str) -> Result<(), StoreError> {
+        let done: i64 = Script::new(SET_NODE_FIELD_LUA)
+            .key(node_name(id))
+            .arg(field)
+            .arg(value)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(|e| self.fail(e))?;
+        if done < 0 {
+            return Err(StoreError::NotFound(id.to_owned()));
+        }
+        Ok(())
+    }
+
     async fn members(&self, set: &str) -> Result<Vec<String>, StoreError> {
         self.conn().smembers(set).await.map_err(|e| self.fail(e))
     }
@@ -242,6 +257,7 @@ fn parse_node(id: &str, f: &[(String, String)]) -> Option<NodeRecord> {
         id: id.to_owned(),
         bytes_carried: num(f, "bytes_carried"),
         payout_address: Some(field(f, "payout").to_owned()).filter(|p| !p.is_empty()),
+        revoked: field(f, "revoked") == "1",
         created_unix: num(f, "created"),
         hash: parse_hash(field(f, "hash")),
     })
@@ -453,12 +469,16 @@ impl Store for RedisStore {
             .collect())
     }
 
-    async fn create_node(&self) -> Result<(NodeRecord, String), StoreError> {
+    async fn create_node(
+        &self,
+        payout_address: Option<&str>,
+    ) -> Result<(NodeRecord, String), StoreError> {
         let token = secrets::generate("nt");
         let rec = NodeRecord {
             id: short_id("n"),
             bytes_carried: 0,
-            payout_address: None,
+            payout_address: payout_address.map(str::to_owned),
+            revoked: false,
             created_unix: now_unix(),
             hash: secrets::hash(&token),
         };
@@ -471,6 +491,8 @@ impl Store for RedisStore {
                     ("hash", hash_hex.clone()),
                     ("bytes_carried", "0".into()),
                     ("created", rec.created_unix.to_string()),
+                    ("payout", payout_address.unwrap_or_default().to_owned()),
+                    ("revoked", "0".into()),
                 ],
             )
             .set(format!("turbo:nodehash:{hash_hex}"), &rec.id)
@@ -479,6 +501,17 @@ impl Store for RedisStore {
             .await
             .map_err(|e| self.fail(e))?;
         Ok((rec, token))
+    }
+
+    async fn node(&self, id: &str) -> Result<NodeRecord, StoreError> {
+        self.load_node(id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(id.to_owned()))
+    }
+
+    async fn revoke_node(&self, id: &str) -> Result<(), StoreError> {
+        self.set_node_field(id, "revoked", "1").await?;
+        self.publish(&format!("revoke-node {id}")).await
     }
 
     async fn node_by_token_hash(&self, hash: SecretHash) -> Result<Option<NodeRecord>, StoreError> {
@@ -495,17 +528,7 @@ impl Store for RedisStore {
     }
 
     async fn set_node_payout(&self, id: &str, address: &str) -> Result<(), StoreError> {
-        let name = node_name(id);
-        let exists: bool = self.conn().exists(&name).await.map_err(|e| self.fail(e))?;
-        if !exists {
-            return Err(StoreError::NotFound(id.to_owned()));
-        }
-        let _: i64 = self
-            .conn()
-            .hset(&name, "payout", address)
-            .await
-            .map_err(|e| self.fail(e))?;
-        Ok(())
+        self.set_node_field(id, "payout", address).await
     }
 
     async fn list_nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {

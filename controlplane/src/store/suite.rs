@@ -52,6 +52,7 @@ pub async fn run<S: Store>(store: Arc<S>) {
     keys_and_nodes(&*store).await;
     leases_book_usage_exactly_once(&*store).await;
     events_reach_subscribers(&*store).await;
+    node_identities(&*store).await;
     expired_leases_are_reclaimed(&*store).await;
     concurrent_leases_never_overspend(store.clone()).await;
     balances_stop_at_the_maximum(&*store).await;
@@ -121,7 +122,7 @@ async fn keys_and_nodes<S: Store>(store: &S) {
         .iter()
         .any(|l| l.id == k.id));
 
-    let (n, token) = store.create_node().await.expect("node");
+    let (n, token) = store.create_node(None).await.expect("node");
     assert!(token.starts_with("nt_"));
     let found = store
         .node_by_token_hash(secrets::hash(&token))
@@ -140,10 +141,54 @@ async fn keys_and_nodes<S: Store>(store: &S) {
         .any(|l| l.id == n.id));
 }
 
+/// Node payout addresses come from the operator; revocation is kept and announced.
+async fn node_identities<S: Store>(store: &S) {
+    let mut rx = store.events();
+    let (n, token) = store.create_node(Some("0xPayMe")).await.expect("node");
+    assert_eq!(n.payout_address.as_deref(), Some("0xPayMe"));
+    let got = store.node(&n.id).await.expect("node by id");
+    assert_eq!(
+        (got.payout_address.as_deref(), got.revoked),
+        (Some("0xPayMe"), false)
+    );
+    assert!(matches!(
+        store.node("n_none").await,
+        Err(StoreError::NotFound(_))
+    ));
+    store
+        .set_node_payout(&n.id, "0xOther")
+        .await
+        .expect("payout");
+    let got = store.node(&n.id).await.expect("node by id");
+    assert_eq!(got.payout_address.as_deref(), Some("0xOther"));
+    assert!(matches!(
+        store.set_node_payout("n_none", "x").await,
+        Err(StoreError::NotFound(_))
+    ));
+
+    store.revoke_node(&n.id).await.expect("revoke");
+    next_event(&mut rx, &KeyEvent::NodeRevoked(n.id.as_str().into())).await;
+    let found = store
+        .node_by_token_hash(secrets::hash(&token))
+        .await
+        .expect("lookup")
+        .expect("still there");
+    assert!(found.revoked, "the lookup shows the revocation");
+    assert!(store.node(&n.id).await.expect("node").revoked);
+    store
+        .revoke_node(&n.id)
+        .await
+        .expect("revoking twice is fine");
+    assert!(matches!(
+        store.revoke_node("n_none").await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
 async fn leases_book_usage_exactly_once<S: Store>(store: &S) {
     let t = terms(Duration::from_secs(60));
     let (k, _) = store.create_key("lessee", 1000).await.expect("key");
-    let (n, _) = store.create_node().await.expect("node");
+    let (n, _) = store.create_node(None).await.expect("node");
     let node: Arc<str> = n.id.as_str().into();
 
     let first = store
@@ -344,7 +389,7 @@ async fn amounts_near_the_maximum_are_exact<S: Store>(store: &S) {
     let t = terms(Duration::from_secs(60));
     let start = MAX_BALANCE - 12_345;
     let (k, _) = store.create_key("near-max", start).await.expect("key");
-    let (n, _) = store.create_node().await.expect("node");
+    let (n, _) = store.create_node(None).await.expect("node");
     let node: Arc<str> = n.id.as_str().into();
     let first = store
         .lease(&t, &request(&k, "l_near", 1, 1 << 26, Usage::default()))

@@ -23,6 +23,7 @@ mod malformed;
 mod nat_rebind;
 mod node_controls;
 mod node_faults;
+mod node_identity;
 mod node_loss;
 mod policy_netns;
 mod routing;

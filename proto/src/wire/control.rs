@@ -22,7 +22,9 @@ pub struct Hello {
     pub agent: String,
     /// The country the runner declared (ISO 3166-1 alpha-2), if any.
     pub country: Option<String>,
-    /// Where the runner wants to be paid, if set.
+    /// Where the runner wants to be paid, if set. Still decoded for compatibility, but
+    /// the server ignores it: the payout address is set at invite time or through the
+    /// API, so a hello can never redirect a node's earnings.
     pub payout_address: Option<String>,
     /// Most relay streams the node accepts at once.
     pub max_streams: u32,
@@ -53,6 +55,9 @@ pub enum RejectCode {
     Unavailable = 3,
     /// The hello was malformed or came too late.
     Protocol = 4,
+    /// Sent as the close code only: a newer connection with the same node token took
+    /// over (the node must not reconnect and take it back).
+    Replaced = 5,
 }
 
 impl RejectCode {
@@ -62,6 +67,7 @@ impl RejectCode {
             2 => RejectCode::Version,
             3 => RejectCode::Unavailable,
             4 => RejectCode::Protocol,
+            5 => RejectCode::Replaced,
             other => {
                 return Err(WireError::UnknownValue {
                     field: "reject code",

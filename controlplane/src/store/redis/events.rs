@@ -33,6 +33,7 @@ pub(super) async fn subscriber(
                         let event = match text.split_once(' ') {
                             Some(("revoke", id)) => KeyEvent::Revoked(id.into()),
                             Some(("credit", id)) => KeyEvent::ToppedUp(id.into()),
+                            Some(("revoke-node", id)) => KeyEvent::NodeRevoked(id.into()),
                             Some(("create", tag)) => match u64::from_str_radix(tag, 16) {
                                 Ok(tag) => KeyEvent::Created(tag),
                                 Err(_) => continue,

@@ -106,3 +106,10 @@ if cur and cur ~= ARGV[3] then return cur end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return ARGV[1]
 "#;
+
+/// Sets one field of an existing node identity; -1 when the node does not exist.
+pub(super) const SET_NODE_FIELD_LUA: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"#;
