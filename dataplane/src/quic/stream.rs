@@ -235,12 +235,6 @@ impl RelayStream {
 impl Drop for RelayStream {
     fn drop(&mut self) {
         self.conn.slots.borrow_mut().remove(&self.id);
-        if !self.clean && !self.conn.is_closed() {
-            let mut quic = self.conn.quic.borrow_mut();
-            let _ = quic.stream_shutdown(self.id, quiche::Shutdown::Write, RESET_CUSTOMER_ABORT);
-            let _ = quic.stream_shutdown(self.id, quiche::Shutdown::Read, RESET_CUSTOMER_ABORT);
-            drop(quic);
-            self.conn.flush.notify();
-        }
+        self.abort();
     }
 }
