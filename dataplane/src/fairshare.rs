@@ -319,11 +319,7 @@ mod tests {
         assert_eq!(fair.idle_tunnels(), 2);
         assert_eq!(first.cut_after(), None);
         n.active.store(9, Relaxed);
-        assert_eq!(
-            first.cut_after(),
-            Some(Duration::from_secs(1)),
-            "pressure"
-        );
+        assert_eq!(first.cut_after(), Some(Duration::from_secs(1)), "pressure");
         assert_eq!(fair.check_idle(&a), Err(ShareRefusal::IdleTunnels));
         assert_eq!(fair.check_idle("k_b"), Ok(()));
         drop(first);

@@ -206,7 +206,8 @@ impl<'a> Delivered<'a> {
     /// The target-bound direction ended (FIN, error or abort): final report, once.
     fn done(&self) {
         if !self.done.replace(true) {
-            self.conn.report_delivered(self.stream, self.bytes.get(), true);
+            self.conn
+                .report_delivered(self.stream, self.bytes.get(), true);
         }
     }
 }

@@ -6,9 +6,9 @@
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
 
+use quinn_udp::RecvMeta;
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
-use quinn_udp::RecvMeta;
 use turbo_quic::batch::Batcher;
 
 use crate::conn::Conn;

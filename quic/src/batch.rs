@@ -63,7 +63,11 @@ impl Batcher {
     {
         let state = UdpSocketState::new(socket.into())?;
         let offload = offload && state.max_gso_segments() > 1;
-        info!(offload, max_segments = state.max_gso_segments(), "udp sender ready");
+        info!(
+            offload,
+            max_segments = state.max_gso_segments(),
+            "udp sender ready"
+        );
         Ok(Batcher {
             state,
             offload,
@@ -139,7 +143,13 @@ impl Batcher {
                     return Fill::Done;
                 }
             };
-            let fresh = Batch { offset: at, len: n, segment: n, count: 1, to };
+            let fresh = Batch {
+                offset: at,
+                len: n,
+                segment: n,
+                count: 1,
+                to,
+            };
             let Some(b) = self.pending.last_mut() else {
                 self.pending.push(fresh);
                 at += n;
@@ -208,7 +218,13 @@ impl Batcher {
         let singles = (0..batch.count).map(|i| {
             let offset = batch.offset + i * batch.segment;
             let len = batch.segment.min(batch.offset + batch.len - offset);
-            Batch { offset, len, segment: len, count: 1, to: batch.to }
+            Batch {
+                offset,
+                len,
+                segment: len,
+                count: 1,
+                to: batch.to,
+            }
         });
         let rest: Vec<Batch> = self.pending.drain(1..).collect();
         self.pending.clear();

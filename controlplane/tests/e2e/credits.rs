@@ -143,7 +143,10 @@ fn parallel_connections_bill_to_the_byte(driver: &'static str) {
         u(&k, "balance")
     );
     assert_eq!(down, received, "every byte delivered is billed, once");
-    assert!(up <= sent + 100 * CONNECTION_COST, "up {up} vs sent {sent} + costs");
+    assert!(
+        up <= sent + 100 * CONNECTION_COST,
+        "up {up} vs sent {sent} + costs"
+    );
     assert!(up + down <= 5_000_000, "no double spend");
     assert_eq!(u(&k, "overdraft"), 0);
     assert_eq!(up + down + u(&k, "balance"), 5_000_000);

@@ -81,7 +81,9 @@ fn stalled_customers_do_not_freeze_the_node(driver: &'static str) {
     let stalled: Vec<TcpStream> = (0..100)
         .map(|_| {
             let mut s = open(&net, &net.key, big);
-            socket2::SockRef::from(&s).set_recv_buffer_size(4096).unwrap();
+            socket2::SockRef::from(&s)
+                .set_recv_buffer_size(4096)
+                .unwrap();
             s.write_all(b"GET /f HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
             s
         })
@@ -158,7 +160,10 @@ fn a_node_that_never_reads_is_cut_and_bills_nothing(driver: &'static str) {
         "server memory stays flat: {rss_before} -> {rss_after}"
     );
     assert!(net.metric("turbo_limit_hits_total{limit=\"stalled_node\"}") >= 10.0);
-    assert!(u(&node, "attempts_failed") >= 10, "held against the node: {node}");
+    assert!(
+        u(&node, "attempts_failed") >= 10,
+        "held against the node: {node}"
+    );
 }
 
 fn uploads_past_the_credit_reach_the_target(driver: &'static str) {
@@ -197,7 +202,10 @@ fn connecting_alone_costs_credit(driver: &'static str) {
         })
         .count();
     let k = settled(&net, &net.key_id);
-    println!("40 bare connects on 5,000 B of credit: {opened} opened, balance {}", u(&k, "balance"));
+    println!(
+        "40 bare connects on 5,000 B of credit: {opened} opened, balance {}",
+        u(&k, "balance")
+    );
     assert_eq!(opened, 5, "each tunnel costs {CONNECTION_COST} B of credit");
     assert_eq!(u(&k, "balance"), 0);
 }

@@ -39,7 +39,11 @@ fn download_exact(net: &Net) {
     let proxy = net.proxy_url("socks5h");
     let url = format!("http://127.0.0.1:{}/f", target.addr.port());
     let out = curl(&["-sS", "-x", &proxy, "-o", "-", &url]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(out.stdout.len(), TWENTY_MB);
     assert_eq!(sha256_hex(&out.stdout), want, "download corrupted");
 }

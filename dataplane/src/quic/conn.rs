@@ -158,8 +158,8 @@ impl NodeConn {
                 slot.closed.take(),
                 slot.delivery.take(),
             ]
-                .into_iter()
-                .flatten()
+            .into_iter()
+            .flatten()
             {
                 w.wake();
             }

@@ -82,7 +82,9 @@ impl QuicEndpoint {
     /// # Errors
     /// `WouldBlock` when the socket is full (wait for it to be writable, then call again).
     pub(crate) fn flush(&self, conn: &mut quiche::Connection) -> std::io::Result<()> {
-        self.batcher.borrow_mut().flush(conn, &borrowed(&self.socket))
+        self.batcher
+            .borrow_mut()
+            .flush(conn, &borrowed(&self.socket))
     }
 
     /// Counter increases since the last call (for the process-wide stats).
@@ -96,7 +98,11 @@ impl QuicEndpoint {
     }
 
     /// Reads one (possibly GRO-coalesced) batch of datagrams into `buf`.
-    pub(crate) fn recv(&self, buf: &mut [u8], meta: &mut [quinn_udp::RecvMeta]) -> std::io::Result<usize> {
+    pub(crate) fn recv(
+        &self,
+        buf: &mut [u8],
+        meta: &mut [quinn_udp::RecvMeta],
+    ) -> std::io::Result<usize> {
         let fd = borrowed(&self.socket);
         self.batcher
             .borrow()

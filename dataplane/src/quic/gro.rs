@@ -42,7 +42,9 @@ pub(crate) async fn recv_loop(core: Rc<Core>) {
             }
         }
         let sent = core.quic.take_counters();
-        core.stats.udp_gso_segments.fetch_add(sent.gso_segments, Relaxed);
+        core.stats
+            .udp_gso_segments
+            .fetch_add(sent.gso_segments, Relaxed);
         core.stats
             .udp_offload_fallbacks
             .fetch_add(sent.offload_fallbacks, Relaxed);

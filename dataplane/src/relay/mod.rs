@@ -486,7 +486,10 @@ async fn relay_both_ways(
     core: &Core,
     plan: &RelayPlan,
     rs: &RelayStream,
-    (rd, wr): (&mut OwnedReadHalf<TcpStream>, &mut OwnedWriteHalf<TcpStream>),
+    (rd, wr): (
+        &mut OwnedReadHalf<TcpStream>,
+        &mut OwnedWriteHalf<TcpStream>,
+    ),
     (extra, fin): (Vec<u8>, bool),
     counters: &Counters<'_>,
 ) -> Result<(), RelayError> {
@@ -555,14 +558,23 @@ async fn settle_upload(rs: &RelayStream, counters: &Counters<'_>) {
     }
     let refund = counters.undelivered_up();
     if refund > 0 {
-        debug!(refund, "upstream bytes never reported delivered: not billed");
+        debug!(
+            refund,
+            "upstream bytes never reported delivered: not billed"
+        );
         counters.account.give_back(refund as usize);
     }
 }
 
 /// Counts an aborted relay by cause; a node that accepted nothing it was sent for the
 /// stall timeout is held against its score.
-fn count_abort(core: &Core, plan: &RelayPlan, rs: &RelayStream, counters: &Counters<'_>, e: &RelayError) {
+fn count_abort(
+    core: &Core,
+    plan: &RelayPlan,
+    rs: &RelayStream,
+    counters: &Counters<'_>,
+    e: &RelayError,
+) {
     let limits = &core.gate.counters;
     match e {
         RelayError::Idle(_) => {
