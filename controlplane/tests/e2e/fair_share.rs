@@ -21,10 +21,7 @@ fn net(driver: &'static str, config: &str, max_streams: &str) -> Net {
 }
 
 fn open(net: &Net, key: &str, port: u16) -> TcpStream {
-    match socks::connect(net.socks, "e2e", key, "127.0.0.1", port) {
-        Connect::Open(s) => s,
-        other => panic!("tunnel not opened: {other:?}"),
-    }
+    socks::open(net.socks, key, port)
 }
 
 fn refused(net: &Net, key: &str, port: u16) -> u8 {

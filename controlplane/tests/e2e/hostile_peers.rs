@@ -37,10 +37,7 @@ fn settled(net: &Net, id: &str) -> Value {
 }
 
 fn open(net: &Net, key: &str, target: SocketAddr) -> TcpStream {
-    match socks::connect(net.socks, "e2e", key, "127.0.0.1", target.port()) {
-        Connect::Open(s) => s,
-        other => panic!("tunnel refused: {other:?}"),
-    }
+    socks::open(net.socks, key, target.port())
 }
 
 fn rss_bytes(pid: u32) -> u64 {
