@@ -4,13 +4,15 @@
 //! (`GET http://host[:port]/path HTTP/1.1`), with `Proxy-Authorization: Basic`.
 //! For an absolute-form request the parser produces the head to send upstream: the
 //! request line in origin-form, `Proxy-Authorization`, `Proxy-Connection` and other
-//! hop-by-hop headers removed, plus `Connection: close`.
+//! hop-by-hop headers removed, `Host` taken from the URL (RFC 9112 §3.2.2), plus
+//! `Connection: close`: one request per connection (see [`crate::http_body`]).
 
 use std::net::{Ipv6Addr, SocketAddr};
 use std::ops::Range;
 
 use base64::Engine as _;
 
+use crate::http_body::BodyFraming;
 use crate::target::{TargetAddr, TargetError};
 use crate::Credentials;
 
@@ -50,6 +52,8 @@ pub enum HttpProxyRequest {
         credentials: Option<Credentials>,
         /// The rewritten request head to send to the target.
         head: Vec<u8>,
+        /// Where the request's body ends: nothing after it is forwarded.
+        body: BodyFraming,
     },
 }
 
@@ -323,7 +327,7 @@ impl HttpHeadParser {
         if named("host").count() > 1 {
             return Err(HttpError::Malformed("several Host headers"));
         }
-        check_framing(named("content-length"), named("transfer-encoding").count())?;
+        let length = check_framing(named("content-length"), named("transfer-encoding").count())?;
         // A CONNECT has no content (RFC 9110 §9.3.6): framing headers on one mean the
         // client and this proxy could disagree about where the tunnel starts.
         if matches!(self.request, Some(RequestLine::Connect(_)))
@@ -350,6 +354,20 @@ impl HttpHeadParser {
                 line,
                 authority,
             }) => {
+                let body = match named("transfer-encoding").last() {
+                    Some(te) => {
+                        // RFC 9112 §6.3: a request whose final coding is not chunked
+                        // has no knowable length.
+                        let last = te.split(|&b| b == b',').next_back().map(trim_ows);
+                        if !last.is_some_and(|c| c.eq_ignore_ascii_case(b"chunked")) {
+                            return Err(HttpError::Malformed(
+                                "final transfer coding is not chunked",
+                            ));
+                        }
+                        BodyFraming::Chunked
+                    }
+                    None => BodyFraming::Length(length.unwrap_or(0)),
+                };
                 // Tokens of `Connection` name further hop-by-hop headers.
                 let mut hop: Vec<Vec<u8>> = Vec::new();
                 for v in named("connection") {
@@ -363,16 +381,15 @@ impl HttpHeadParser {
                 let mut head = Vec::with_capacity(buf.len() + 64);
                 head.extend_from_slice(line.as_bytes());
                 head.extend_from_slice(b"\r\n");
-                let mut has_host = false;
                 for (name, value) in &headers {
                     let lower = name.to_ascii_lowercase();
-                    // Framing and Host stay even when `Connection` names them.
-                    let protected = matches!(
-                        &lower[..],
-                        b"host" | b"content-length" | b"transfer-encoding"
-                    );
-                    has_host |= &lower[..] == b"host";
-                    if REMOVED.contains(&&lower[..]) || (!protected && hop.contains(&lower)) {
+                    // Framing stays even when `Connection` names it.
+                    let protected = matches!(&lower[..], b"content-length" | b"transfer-encoding");
+                    // The URL's authority replaces any Host header (RFC 9112 §3.2.2).
+                    if &lower[..] == b"host"
+                        || REMOVED.contains(&&lower[..])
+                        || (!protected && hop.contains(&lower))
+                    {
                         continue;
                     }
                     head.extend_from_slice(name);
@@ -380,16 +397,14 @@ impl HttpHeadParser {
                     head.extend_from_slice(value);
                     head.extend_from_slice(b"\r\n");
                 }
-                if !has_host {
-                    head.extend_from_slice(b"Host: ");
-                    head.extend_from_slice(authority.as_bytes());
-                    head.extend_from_slice(b"\r\n");
-                }
-                head.extend_from_slice(b"Connection: close\r\n\r\n");
+                head.extend_from_slice(b"Host: ");
+                head.extend_from_slice(authority.as_bytes());
+                head.extend_from_slice(b"\r\nConnection: close\r\n\r\n");
                 Ok(HttpProxyRequest::Forward {
                     target,
                     credentials,
                     head,
+                    body,
                 })
             }
             None => Err(HttpError::Malformed("missing request line")),
@@ -465,11 +480,12 @@ fn trim_ows_start(mut s: &[u8]) -> &[u8] {
     s
 }
 
-/// Refuses both `Content-Length` and `Transfer-Encoding`, and differing lengths.
+/// Refuses both `Content-Length` and `Transfer-Encoding`, and differing lengths;
+/// returns the length, if one was given.
 fn check_framing<'a>(
     lengths: impl Iterator<Item = &'a [u8]>,
     transfer_encodings: usize,
-) -> Result<(), HttpError> {
+) -> Result<Option<u64>, HttpError> {
     let mut seen: Option<u64> = None;
     for value in lengths {
         if transfer_encodings > 0 {
@@ -489,7 +505,7 @@ fn check_framing<'a>(
             }
         }
     }
-    Ok(())
+    Ok(seen)
 }
 
 /// Decodes `Basic base64(user:pass)`.
@@ -778,6 +794,7 @@ mod tests {
                 head: b"GET /a/b?q=1 HTTP/1.1\r\nUser-Agent: curl\r\nAccept: */*\r\n\
                     Host: Example.com:8080\r\nConnection: close\r\n\r\n"
                     .to_vec(),
+                body: BodyFraming::Length(0),
             }))
         );
         assert_eq!(left, b"body");
@@ -792,9 +809,11 @@ mod tests {
             Ok(Some(HttpProxyRequest::Forward {
                 target: TargetAddr::domain("example.org", 80).unwrap(),
                 credentials: None,
-                head:
-                    b"POST / HTTP/1.0\r\nHost: x\r\nContent-Length: 4\r\nConnection: close\r\n\r\n"
-                        .to_vec(),
+                // The URL's authority, not the client's Host, names the origin.
+                head: b"POST / HTTP/1.0\r\nContent-Length: 4\r\nHost: example.org\r\n\
+                    Connection: close\r\n\r\n"
+                    .to_vec(),
+                body: BodyFraming::Length(4),
             }))
         );
         let (r, _) = parse(b"GET http://[::1]?x HTTP/1.1\r\n\r\n");
@@ -804,6 +823,7 @@ mod tests {
                 target: TargetAddr::Ip("[::1]:80".parse().unwrap()),
                 credentials: None,
                 head: b"GET /?x HTTP/1.1\r\nHost: [::1]\r\nConnection: close\r\n\r\n".to_vec(),
+                body: BodyFraming::Length(0),
             }))
         );
         // Connection cannot strip framing headers.
@@ -817,6 +837,24 @@ mod tests {
         assert_eq!(
             head,
             b"POST / HTTP/1.1\r\nContent-Length: 1\r\nHost: a.b\r\nConnection: close\r\n\r\n"
+        );
+        // A Host naming another site than the URL is replaced, not forwarded.
+        let (r, _) = parse(
+            b"GET http://a.example/ HTTP/1.1\r\nHost: b.example\r\n\
+              Transfer-Encoding: gzip, Chunked\r\n\r\n",
+        );
+        let Ok(Some(HttpProxyRequest::Forward { head, body, .. })) = r else {
+            panic!("{r:?}")
+        };
+        assert_eq!(
+            head,
+            &b"GET / HTTP/1.1\r\nTransfer-Encoding: gzip, Chunked\r\nHost: a.example\r\n\
+                Connection: close\r\n\r\n"[..]
+        );
+        assert_eq!(body, BodyFraming::Chunked);
+        assert_eq!(
+            err(b"POST http://a/ HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n"),
+            HttpError::Malformed("final transfer coding is not chunked")
         );
     }
 

@@ -6,6 +6,8 @@
 //!
 //! - [`socks5`]: the SOCKS5 server handshake (RFC 1928 + RFC 1929 username/password).
 //! - [`http`]: the HTTP proxy request head (`CONNECT` and absolute-form requests).
+//! - [`http_body`]: one plain-HTTP request per connection (where its body ends, and
+//!   `Connection: close` in the response).
 //! - [`params`]: the parameters customers put in their proxy username.
 //! - [`wire`]: the versioned server<->node protocol (control stream + relay streams).
 //! - [`join`]: the join string that tells a node where its server is and how to trust it.
@@ -14,6 +16,7 @@
 #![warn(missing_docs)]
 
 pub mod http;
+pub mod http_body;
 pub mod join;
 pub mod params;
 pub mod size;

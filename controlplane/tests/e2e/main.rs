@@ -17,6 +17,7 @@ mod durability;
 mod failures;
 mod fair_share;
 mod hostile_peers;
+mod http_keepalive;
 mod limits;
 mod lockouts;
 mod malformed;

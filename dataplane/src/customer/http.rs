@@ -1,12 +1,14 @@
 //! The HTTP proxy front end: reads one request head with
 //! [`turbo_proto::http::HttpHeadParser`], insists on `Proxy-Authorization`, and asks
-//! the control plane about it.
+//! the control plane about it. An absolute-form request is the only one its connection
+//! carries: what follows its body is never forwarded (see [`turbo_proto::http_body`]).
 
 use std::net::SocketAddr;
 
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 use turbo_proto::http::{response, HttpHeadParser, HttpProxyRequest};
+use turbo_proto::http_body::{BodyEnd, ResponseEnd};
 use turbo_proto::status::proxy_status_value;
 
 use super::{Handshake, HandshakeError, ReplyKind};
@@ -48,18 +50,44 @@ pub(super) async fn handshake(
             }
         }
     };
-    let (target, credentials, reply, mut pending) = match request {
+    let (target, credentials, reply, mut pending, mut body) = match request {
         HttpProxyRequest::Connect {
             target,
             credentials,
-        } => (target, credentials, ReplyKind::HttpConnect, Vec::new()),
+        } => (
+            target,
+            credentials,
+            ReplyKind::HttpConnect,
+            Vec::new(),
+            None,
+        ),
         HttpProxyRequest::Forward {
             target,
             credentials,
             head,
-        } => (target, credentials, ReplyKind::HttpForward, head),
+            body,
+        } => (
+            target,
+            credentials,
+            ReplyKind::HttpForward,
+            head,
+            Some(BodyEnd::new(body)),
+        ),
     };
-    pending.extend_from_slice(&parser.into_leftover());
+    let response = body
+        .is_some()
+        .then(|| ResponseEnd::new(pending.starts_with(b"HEAD ")));
+    let leftover = parser.into_leftover();
+    let ours = match body.as_mut().map(|b| b.scan(&leftover)) {
+        None => leftover.len(),
+        Some(Ok(n)) => n,
+        Some(Err(e)) => {
+            send(stream, 400, "http_request_error", &e.to_string()).await;
+            return Err(e.into());
+        }
+    };
+    // A pipelined request after this one is dropped: it is never forwarded.
+    pending.extend_from_slice(&leftover[..ours]);
     let Some(credentials) = credentials else {
         send(
             stream,
@@ -89,6 +117,8 @@ pub(super) async fn handshake(
         target,
         reply,
         pending,
+        body,
+        response,
     })
 }
 

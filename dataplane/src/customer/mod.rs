@@ -38,8 +38,14 @@ pub(crate) struct Handshake {
     pub(crate) target: TargetAddr,
     /// How to answer them once the node replies.
     pub(crate) reply: ReplyKind,
-    /// Bytes to send upstream before relaying (rewritten HTTP head, pipelined data).
+    /// Bytes to send upstream before relaying (rewritten HTTP head and what arrived of
+    /// its body, or SOCKS5 early data).
     pub(crate) pending: Vec<u8>,
+    /// Plain HTTP: where the rest of the request's body ends (nothing after it goes
+    /// upstream). `None` relays until the customer closes.
+    pub(crate) body: Option<turbo_proto::http_body::BodyEnd>,
+    /// Plain HTTP: follows the target's response, to close once it is complete.
+    pub(crate) response: Option<turbo_proto::http_body::ResponseEnd>,
 }
 
 /// Why a handshake ended without a relay. The customer has already been answered.
@@ -60,6 +66,9 @@ pub(crate) enum HandshakeError {
     /// The HTTP request carried no `Proxy-Authorization`.
     #[error("no credentials")]
     NoCredentials,
+    /// The HTTP request's chunked body was malformed.
+    #[error("http body: {0}")]
+    Body(#[from] turbo_proto::http_body::BodyError),
     /// The control plane refused the credentials.
     #[error("denied: {0}")]
     Denied(#[from] AuthDenied),
@@ -166,6 +175,8 @@ pub(crate) async fn serve(
                 reply: hs.reply,
                 target: hs.target,
                 pending: hs.pending,
+                body: hs.body,
+                response: hs.response,
                 grant: hs.grant,
                 route: picked.route,
                 tried: Vec::new(),

@@ -51,6 +51,8 @@ pub(super) async fn handshake(
                     target,
                     reply: ReplyKind::Socks,
                     pending: hs.into_leftover(),
+                    body: None,
+                    response: None,
                 });
             }
         }

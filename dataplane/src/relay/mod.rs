@@ -16,6 +16,7 @@
 mod counters;
 mod dispute;
 mod pumps;
+mod settle;
 
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
@@ -31,13 +32,15 @@ use turbo_proto::wire::WireError;
 use turbo_proto::{RelayStatus, TargetAddr};
 
 use self::counters::Counters;
-use self::pumps::{pump_down, pump_up, read_reply};
+use self::pumps::{frame_down, pump_down, pump_up, read_reply, write_down};
+use self::settle::{bill_deliveries, count_abort, settle_upload};
 use crate::account::Exhausted;
 use crate::control::{AttemptRecord, AuthGrant, ConnRecord, NoRoute, NodeRoute, ToControl};
 use crate::cores::{Core, CoreMsg};
 use crate::customer::ReplyKind;
 use crate::quic::stream::{RelayStream, StreamError};
-use crate::signal::join_or_abort;
+use crate::signal::{join_or_abort, Signal};
+use turbo_proto::http_body::{BodyEnd, BodyError, ResponseEnd};
 
 /// Extra time on top of the node's connect timeout before the server gives up waiting
 /// for the node's reply.
@@ -56,6 +59,11 @@ pub(crate) struct RelayPlan {
     pub(crate) target: TargetAddr,
     /// Bytes to send upstream once the node connected.
     pub(crate) pending: Vec<u8>,
+    /// Plain HTTP: where the request's body ends; the customer's bytes after it are
+    /// never forwarded (one request per connection).
+    pub(crate) body: Option<BodyEnd>,
+    /// Plain HTTP: follows the target's response, to end the relay once it is complete.
+    pub(crate) response: Option<ResponseEnd>,
     /// Who pays.
     pub(crate) grant: AuthGrant,
     /// Which node connection carries it.
@@ -107,6 +115,9 @@ pub(crate) enum RelayError {
     /// One direction held bytes it could not pass on for the stall timeout.
     #[error("stalled: {0}")]
     Stalled(Stalled),
+    /// The plain-HTTP request body or response was malformed chunked coding.
+    #[error("http body: {0}")]
+    Body(#[from] BodyError),
 }
 
 /// Which side stopped taking bytes.
@@ -119,10 +130,6 @@ pub(crate) enum Stalled {
     #[error("node_stalled: the node accepted or delivered nothing for the stall timeout")]
     Node,
 }
-
-/// How long a relay waits, after both directions ended, for the node's last delivery
-/// report before it gives back the credit of upstream bytes never reported delivered.
-const DELIVERY_GRACE: Duration = Duration::from_secs(2);
 
 /// Resolves once no byte has moved either way for `timeout`, or, for a tunnel that
 /// never moved a byte, for the shorter idle-tunnel timeout while its node is under
@@ -452,9 +459,15 @@ async fn pipe(
     }
     let fd = stream.as_raw_fd();
     let (mut rd, mut wr) = stream.into_split();
-    let res = relay_both_ways(core, plan, &rs, (&mut rd, &mut wr), (extra, fin), counters).await;
+    let mut response = plan.response.clone();
+    let ends = (extra, fin, &mut response);
+    let res = relay_both_ways(core, plan, &rs, (&mut rd, &mut wr), ends, counters).await;
     let halted = counters.halted.get();
+    // A complete plain-HTTP response ends the relay even if the target stays open: the
+    // stream is reset (not finished), so the node closes the target connection.
+    let cut = response.as_ref().is_some_and(ResponseEnd::is_done);
     match (&res, halted) {
+        (Ok(()), None) if cut => rs.abort(),
         (Ok(()), None) => rs.finish(),
         (Ok(()), Some(_)) | (Err(RelayError::Credit(_)), _) => rs.stop_reading(),
         (Err(_), _) => rs.abort(),
@@ -481,7 +494,8 @@ async fn pipe(
     RelayStatus::Ok
 }
 
-/// Moves bytes both ways until both directions finished or the relay aborts.
+/// Moves bytes both ways until both directions finished or the relay aborts. A
+/// plain-HTTP relay ends once its response is complete.
 async fn relay_both_ways(
     core: &Core,
     plan: &RelayPlan,
@@ -490,7 +504,7 @@ async fn relay_both_ways(
         &mut OwnedReadHalf<TcpStream>,
         &mut OwnedWriteHalf<TcpStream>,
     ),
-    (extra, fin): (Vec<u8>, bool),
+    (mut extra, fin, response): (Vec<u8>, bool, &mut Option<ResponseEnd>),
     counters: &Counters<'_>,
 ) -> Result<(), RelayError> {
     let account = counters.account;
@@ -503,21 +517,31 @@ async fn relay_both_ways(
             .await
             .map_err(|_| RelayError::Stalled(Stalled::Node))??;
     }
+    let (insert_at, done) = frame_down(response, &mut extra)?;
     if !extra.is_empty() {
         let n = extra.len();
         account.take_exact(n).await?;
         counters.add_down(n);
-        wr.write_all(extra).await.0?;
+        write_down(wr, extra, insert_at).await.0?;
     }
+    let response_done = Signal::default();
     let down = async {
-        if fin {
+        if fin || done {
             wr.shutdown().await?;
-            Ok(())
         } else {
-            pump_down(rs, wr, &core.pool, counters, stall).await
+            pump_down(rs, wr, &core.pool, counters, (stall, &mut *response)).await?;
+        }
+        if response.as_ref().is_some_and(ResponseEnd::is_done) {
+            response_done.notify();
+        }
+        Ok(())
+    };
+    let up = async {
+        monoio::select! {
+            r = pump_up(rs, rd, &core.pool, counters, (stall, plan.body.clone())) => r,
+            () = response_done.wait() => Ok(()),
         }
     };
-    let up = pump_up(rs, rd, &core.pool, counters, stall);
     let opened = Instant::now();
     let watch = async {
         monoio::select! {
@@ -531,70 +555,6 @@ async fn relay_both_ways(
         }
     };
     join_or_abort(up, down, watch).await
-}
-
-/// Bills upstream bytes as the node reports them delivered, for as long as the relay
-/// runs.
-async fn bill_deliveries(rs: &RelayStream, counters: &Counters<'_>) -> std::convert::Infallible {
-    let mut seen = 0;
-    loop {
-        let (delivered, done) = rs.delivery_beyond(seen).await;
-        counters.delivered_up_to(delivered);
-        seen = delivered;
-        if done {
-            return std::future::pending().await;
-        }
-    }
-}
-
-/// Waits (at most [`DELIVERY_GRACE`]) for the node to report the rest of the upload,
-/// bills what it reported, and gives back the credit of what it never delivered.
-async fn settle_upload(rs: &RelayStream, counters: &Counters<'_>) {
-    let sent = counters.sent_up.get();
-    if sent > counters.up.get() {
-        let last = monoio::time::timeout(DELIVERY_GRACE, rs.delivery_beyond(sent - 1)).await;
-        let (delivered, _) = last.unwrap_or_else(|_| rs.delivered());
-        counters.delivered_up_to(delivered);
-    }
-    let refund = counters.undelivered_up();
-    if refund > 0 {
-        debug!(
-            refund,
-            "upstream bytes never reported delivered: not billed"
-        );
-        counters.account.give_back(refund as usize);
-    }
-}
-
-/// Counts an aborted relay by cause; a node that accepted nothing it was sent for the
-/// stall timeout is held against its score.
-fn count_abort(
-    core: &Core,
-    plan: &RelayPlan,
-    rs: &RelayStream,
-    counters: &Counters<'_>,
-    e: &RelayError,
-) {
-    let limits = &core.gate.counters;
-    match e {
-        RelayError::Idle(_) => {
-            limits.idle_timeout.fetch_add(1, Relaxed);
-        }
-        RelayError::Stalled(Stalled::Customer) => {
-            limits.stalled_customer.fetch_add(1, Relaxed);
-        }
-        RelayError::Stalled(Stalled::Node) => {
-            limits.stalled_node.fetch_add(1, Relaxed);
-            if rs.delivered().0 == 0 && counters.sent_up.get() > 0 {
-                core.control.send(ToControl::Attempt(AttemptRecord {
-                    node_id: plan.route.node_id.clone(),
-                    status: RelayStatus::NodeGone,
-                    time_to_reply: None,
-                }));
-            }
-        }
-        _ => {}
-    }
 }
 
 impl<S> RelayJob<S> {

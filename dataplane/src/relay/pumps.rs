@@ -1,10 +1,13 @@
 //! The two byte pumps of a relay (customer -> node and node -> customer), and the read
 //! of the node's reply. Every byte is paid for from the key's account before it goes on.
+//! A plain-HTTP relay carries one request: the up pump stops at the end of its body,
+//! and the down pump adds `Connection: close` to the response head.
 
 use std::time::Duration;
 
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf};
 use monoio::net::TcpStream;
+use turbo_proto::http_body::{BodyEnd, ResponseEnd, CONNECTION_CLOSE};
 use turbo_proto::wire::relay::{RelayReply, MAX_REPLY_MESSAGE};
 use turbo_proto::wire::window::MAX_UNDELIVERED;
 
@@ -37,16 +40,21 @@ pub(super) async fn read_reply(
 /// throttles the customer through TCP instead of growing our buffers. What was read is
 /// paid for before it is forwarded (and billed once delivered); bytes the key cannot
 /// pay for are never sent, and the upload ends with a FIN after the last paid byte.
-/// Waiting longer than `stall` for the node is [`RelayError::Stalled`].
+/// Waiting longer than `stall` for the node is [`RelayError::Stalled`]. With `body`
+/// (plain HTTP), the pump stops at the end of the request's body: what the customer
+/// sends after it is never forwarded or billed.
 pub(super) async fn pump_up(
     rs: &RelayStream,
     rd: &mut OwnedReadHalf<TcpStream>,
     pool: &BufPool,
     counters: &Counters<'_>,
-    stall: Duration,
+    (stall, mut body): (Duration, Option<BodyEnd>),
 ) -> Result<(), RelayError> {
     let node_stalled = |_| RelayError::Stalled(Stalled::Node);
     loop {
+        if body.as_ref().is_some_and(BodyEnd::is_done) {
+            return Ok(());
+        }
         let sent = counters.sent_up.get();
         let ready = async {
             let (delivered, done) = rs.delivered();
@@ -84,6 +92,14 @@ pub(super) async fn pump_up(
             pool.put(buf);
             return end_upload(rs, stall).await;
         }
+        let n = match body.as_mut().map(|b| b.scan(&buf[..n])) {
+            None => n,
+            Some(Ok(ours)) => ours,
+            Some(Err(e)) => {
+                pool.put(buf);
+                return Err(e.into());
+            }
+        };
         let (paid, exhausted) = counters.account.pay(n).await;
         if paid > 0 {
             counters.add_up(paid);
@@ -121,13 +137,14 @@ async fn end_upload(rs: &RelayStream, stall: Duration) -> Result<(), RelayError>
 /// Node -> customer: read from the stream only after the previous write finished, so a
 /// slow customer throttles the node through QUIC flow control. What was read is paid for
 /// before it is written; bytes the key cannot pay for are never delivered, and the pump
-/// stops. A customer that takes no byte for `stall` is [`RelayError::Stalled`].
+/// stops. A customer that takes no byte for `stall` is [`RelayError::Stalled`]. With
+/// `response` (plain HTTP), the pump stops once the response is complete.
 pub(super) async fn pump_down(
     rs: &RelayStream,
     wr: &mut OwnedWriteHalf<TcpStream>,
     pool: &BufPool,
     counters: &Counters<'_>,
-    stall: Duration,
+    (stall, response): (Duration, &mut Option<ResponseEnd>),
 ) -> Result<(), RelayError> {
     loop {
         let mut buf = pool.full();
@@ -146,12 +163,22 @@ pub(super) async fn pump_down(
                 return Err(e.into());
             }
         };
+        buf.truncate(n);
+        let (insert_at, done) = match frame_down(response, &mut buf) {
+            Ok(f) => f,
+            Err(e) => {
+                pool.put(buf);
+                return Err(e);
+            }
+        };
+        let n = buf.len();
         if n > 0 {
             let (paid, exhausted) = counters.account.pay(n).await;
             if paid > 0 {
                 counters.add_down(paid);
                 buf.truncate(paid);
-                let written = monoio::time::timeout(stall, wr.write_all(buf)).await;
+                let insert_at = insert_at.filter(|&at| at <= paid);
+                let written = monoio::time::timeout(stall, write_down(wr, buf, insert_at)).await;
                 let (res, buf) = written.map_err(|_| RelayError::Stalled(Stalled::Customer))?;
                 pool.put(buf);
                 res?;
@@ -165,9 +192,46 @@ pub(super) async fn pump_down(
         } else {
             pool.put(buf);
         }
-        if fin {
+        if fin || done {
             wr.shutdown().await?;
             return Ok(());
+        }
+    }
+}
+
+/// Plain HTTP: follows the response through `buf`, cutting what lies past its end.
+/// Returns where `Connection: close` goes and whether the response is complete.
+pub(super) fn frame_down(
+    response: &mut Option<ResponseEnd>,
+    buf: &mut Vec<u8>,
+) -> Result<(Option<usize>, bool), RelayError> {
+    let Some(r) = response.as_mut() else {
+        return Ok((None, false));
+    };
+    let fed = r.feed(buf)?;
+    buf.truncate(fed.used);
+    Ok((fed.insert_at, fed.done))
+}
+
+/// Writes `buf` to the customer, with `Connection: close` inserted after `insert_at`
+/// bytes (that header is the proxy's: not billed).
+pub(super) async fn write_down(
+    wr: &mut OwnedWriteHalf<TcpStream>,
+    buf: Vec<u8>,
+    insert_at: Option<usize>,
+) -> (std::io::Result<()>, Vec<u8>) {
+    match insert_at {
+        None => {
+            let (res, buf) = wr.write_all(buf).await;
+            (res.map(drop), buf)
+        }
+        Some(at) => {
+            let mut joined = Vec::with_capacity(buf.len() + CONNECTION_CLOSE.len());
+            joined.extend_from_slice(&buf[..at]);
+            joined.extend_from_slice(CONNECTION_CLOSE);
+            joined.extend_from_slice(&buf[at..]);
+            let (res, _) = wr.write_all(joined).await;
+            (res.map(drop), buf)
         }
     }
 }
