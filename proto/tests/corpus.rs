@@ -34,6 +34,11 @@ fn http_head_corpus() {
 }
 
 #[test]
+fn http_body_corpus() {
+    replay("http_body", harness::http_body);
+}
+
+#[test]
 fn username_corpus() {
     replay("username", harness::username);
 }
@@ -173,9 +178,10 @@ fn write_binary_seeds() {
 fn mutated_seeds() {
     const ROUNDS: usize = 2000;
     type Check = fn(&[u8]);
-    let targets: [(&str, Check); 5] = [
+    let targets: [(&str, Check); 6] = [
         ("socks5", harness::socks5),
         ("http_head", harness::http_head),
+        ("http_body", harness::http_body),
         ("username", harness::username),
         ("relay_header", harness::relay_header),
         ("control", harness::control),
