@@ -354,7 +354,7 @@ impl HttpHeadParser {
                 line,
                 authority,
             }) => {
-                let body = match named("transfer-encoding").last() {
+                let body = match named("transfer-encoding").next_back() {
                     Some(te) => {
                         // RFC 9112 §6.3: a request whose final coding is not chunked
                         // has no knowable length.
