@@ -354,20 +354,7 @@ impl HttpHeadParser {
                 line,
                 authority,
             }) => {
-                let body = match named("transfer-encoding").next_back() {
-                    Some(te) => {
-                        // RFC 9112 §6.3: a request whose final coding is not chunked
-                        // has no knowable length.
-                        let last = te.split(|&b| b == b',').next_back().map(trim_ows);
-                        if !last.is_some_and(|c| c.eq_ignore_ascii_case(b"chunked")) {
-                            return Err(HttpError::Malformed(
-                                "final transfer coding is not chunked",
-                            ));
-                        }
-                        BodyFraming::Chunked
-                    }
-                    None => BodyFraming::Length(length.unwrap_or(0)),
-                };
+                let body = body_framing(named("transfer-encoding").next_back(), length)?;
                 // Tokens of `Connection` name further hop-by-hop headers.
                 let mut hop: Vec<Vec<u8>> = Vec::new();
                 for v in named("connection") {
@@ -478,6 +465,20 @@ fn trim_ows_start(mut s: &[u8]) -> &[u8] {
         s = rest;
     }
     s
+}
+
+/// How a forwarded request's body is delimited: by its last `Transfer-Encoding`, whose
+/// final coding must be chunked (RFC 9112 §6.3), else by its `Content-Length`.
+fn body_framing(te: Option<&[u8]>, length: Option<u64>) -> Result<BodyFraming, HttpError> {
+    let Some(te) = te else {
+        return Ok(BodyFraming::Length(length.unwrap_or(0)));
+    };
+    let last = te.split(|&b| b == b',').next_back().map(trim_ows);
+    if last.is_some_and(|c| c.eq_ignore_ascii_case(b"chunked")) {
+        Ok(BodyFraming::Chunked)
+    } else {
+        Err(HttpError::Malformed("final transfer coding is not chunked"))
+    }
 }
 
 /// Refuses both `Content-Length` and `Transfer-Encoding`, and differing lengths;

@@ -24,32 +24,7 @@ pub(super) async fn handshake(
     stream: &mut TcpStream,
     peer: SocketAddr,
 ) -> Result<Handshake, HandshakeError> {
-    let mut parser = HttpHeadParser::new(core.cfg.http_limits);
-    let request = loop {
-        let (res, buf) = stream.read(core.pool.empty()).await;
-        let n = match res {
-            Ok(n) => n,
-            Err(e) => {
-                core.pool.put(buf);
-                return Err(e.into());
-            }
-        };
-        if n == 0 {
-            core.pool.put(buf);
-            return Err(HandshakeError::Closed);
-        }
-        let parsed = parser.input(&buf[..n]);
-        core.pool.put(buf);
-        match parsed {
-            Ok(Some(request)) => break request,
-            Ok(None) => continue,
-            Err(e) => {
-                let details = e.to_string();
-                send(stream, e.status(), e.proxy_error(), &details).await;
-                return Err(e.into());
-            }
-        }
-    };
+    let (request, leftover) = read_request(core, stream).await?;
     let (target, credentials, reply, mut pending, mut body) = match request {
         HttpProxyRequest::Connect {
             target,
@@ -77,7 +52,6 @@ pub(super) async fn handshake(
     let response = body
         .is_some()
         .then(|| ResponseEnd::new(pending.starts_with(b"HEAD ")));
-    let leftover = parser.into_leftover();
     let ours = match body.as_mut().map(|b| b.scan(&leftover)) {
         None => leftover.len(),
         Some(Ok(n)) => n,
@@ -120,6 +94,39 @@ pub(super) async fn handshake(
         body,
         response,
     })
+}
+
+/// Reads one request head; returns it with the bytes that followed it.
+async fn read_request(
+    core: &Core,
+    stream: &mut TcpStream,
+) -> Result<(HttpProxyRequest, Vec<u8>), HandshakeError> {
+    let mut parser = HttpHeadParser::new(core.cfg.http_limits);
+    loop {
+        let (res, buf) = stream.read(core.pool.empty()).await;
+        let n = match res {
+            Ok(n) => n,
+            Err(e) => {
+                core.pool.put(buf);
+                return Err(e.into());
+            }
+        };
+        if n == 0 {
+            core.pool.put(buf);
+            return Err(HandshakeError::Closed);
+        }
+        let parsed = parser.input(&buf[..n]);
+        core.pool.put(buf);
+        match parsed {
+            Ok(Some(request)) => return Ok((request, parser.into_leftover())),
+            Ok(None) => continue,
+            Err(e) => {
+                let details = e.to_string();
+                send(stream, e.status(), e.proxy_error(), &details).await;
+                return Err(e.into());
+            }
+        }
+    }
 }
 
 async fn send(stream: &mut TcpStream, status: u16, error: &str, details: &str) {
