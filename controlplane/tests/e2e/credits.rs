@@ -21,9 +21,7 @@ use crate::fixtures::{curl, random_bytes, wait_for, Net, Options};
 const FAST_LEASES: &str =
     "lease_ttl = \"2s\"\nlease_checkpoint = \"300ms\"\nlease_idle_release = \"300ms\"\n";
 
-/// Credit each tunnel costs once its node connected (the server's default
-/// `connection_cost`), booked as upstream bytes.
-const CONNECTION_COST: u64 = 1000;
+use crate::fixtures::CONNECTION_COST;
 
 fn u(v: &Value, field: &str) -> u64 {
     v[field]

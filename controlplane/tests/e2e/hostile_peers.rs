@@ -15,8 +15,7 @@ use crate::fixtures::socks::{self, Connect};
 use crate::fixtures::targets::{self, FileServer};
 use crate::fixtures::{curl, random_bytes, wait_for, Net, Options};
 
-/// Credit each tunnel costs once its node connected (the server's default).
-const CONNECTION_COST: u64 = 1000;
+use crate::fixtures::CONNECTION_COST;
 
 fn u(v: &Value, field: &str) -> u64 {
     v[field]

@@ -10,6 +10,7 @@ use std::time::Duration;
 use base64::Engine;
 
 use crate::fixtures::targets::KeepAliveServer;
+use crate::fixtures::CONNECTION_COST;
 use crate::fixtures::{curl, wait_for, Net};
 
 fn basic(key: &str) -> String {
@@ -64,7 +65,7 @@ fn pipelined_requests_after_the_first_are_dropped(driver: &'static str) {
         let k = net.key_info();
         (k["connections"] == 1).then_some(k)
     });
-    assert_eq!(info["bytes_up"], expected.len());
+    assert_eq!(info["bytes_up"], expected.len() as u64 + CONNECTION_COST);
     let response = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
     assert_eq!(
         info["bytes_down"],

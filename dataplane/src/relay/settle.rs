@@ -20,7 +20,10 @@ const DELIVERY_GRACE: Duration = Duration::from_secs(2);
 
 /// Bills upstream bytes as the node reports them delivered, for as long as the relay
 /// runs.
-pub(super) async fn bill_deliveries(rs: &RelayStream, counters: &Counters<'_>) -> std::convert::Infallible {
+pub(super) async fn bill_deliveries(
+    rs: &RelayStream,
+    counters: &Counters<'_>,
+) -> std::convert::Infallible {
     let mut seen = 0;
     loop {
         let (delivered, done) = rs.delivery_beyond(seen).await;
