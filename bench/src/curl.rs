@@ -47,7 +47,8 @@ fn curl_download(url: &str, proxy: Option<(&str, bool)>) -> Result<(f64, u64)> {
     Ok((speed, size))
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+/// The median of `v` (the upper one for an even count).
+pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }

@@ -40,6 +40,25 @@ enum Cmd {
         #[arg(long, default_value_t = 2)]
         cores: usize,
     },
+    /// One bulk workload through Turbo and shadowsocks-rust, run by run interleaved:
+    /// for profiling and quick comparisons (the suite is the reference).
+    Bulk {
+        /// Parallel connections.
+        #[arg(long, default_value_t = 1)]
+        conns: usize,
+        /// MiB moved per run, over all connections.
+        #[arg(long, default_value_t = 512)]
+        mib: u64,
+        /// Upload instead of download.
+        #[arg(long)]
+        upload: bool,
+        /// Runs per path (median reported).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Server cores.
+        #[arg(long, default_value_t = 2)]
+        cores: usize,
+    },
     /// Authentication latency, cold and warm cache, memory store and Redis.
     Auth {
         /// Authentications per row.
@@ -70,6 +89,27 @@ fn main() -> anyhow::Result<()> {
         } => {
             let rows = turbo_bench::curl::run(&cli.bin_dir, size_mb, runs, cores)?;
             println!("{}", turbo_bench::curl::table(&rows));
+        }
+        Cmd::Bulk {
+            conns,
+            mib,
+            upload,
+            runs,
+            cores,
+        } => {
+            let dir = if upload {
+                turbo_bench::workload::Direction::Upload
+            } else {
+                turbo_bench::workload::Direction::Download
+            };
+            let job = turbo_bench::suite::BulkJob {
+                conns,
+                bytes: mib << 20,
+                dir,
+                runs,
+                cores,
+            };
+            println!("{}", turbo_bench::suite::bulk_only(&cli.bin_dir, &job)?);
         }
         Cmd::Auth { samples, cores } => {
             let rows = turbo_bench::auth::run(&cli.bin_dir, samples, cores)?;

@@ -184,6 +184,59 @@ fn raise_fd_limit() -> u64 {
     l.rlim_cur
 }
 
+/// One bulk workload for [`bulk_only`].
+pub struct BulkJob {
+    /// Parallel connections.
+    pub conns: usize,
+    /// Bytes per run over all connections.
+    pub bytes: u64,
+    /// Direction.
+    pub dir: Direction,
+    /// Runs per path.
+    pub runs: usize,
+    /// Server cores.
+    pub cores: usize,
+}
+
+/// Runs one bulk workload through Turbo and shadowsocks-rust (when installed), runs
+/// interleaved; returns one line per path with median MiB/s and relay CPU s/GB.
+///
+/// # Errors
+/// When a path fails to start or loses bytes.
+pub fn bulk_only(bin_dir: &std::path::Path, job: &BulkJob) -> Result<String> {
+    let (source, sink) = (target::source()?, target::sink()?);
+    let mut peers = Vec::new();
+    for kind in [PeerKind::Shadowsocks, PeerKind::Turbo] {
+        if let Ok(p) = Peer::start(kind, bin_dir, job.cores)? {
+            peers.push(p);
+        }
+    }
+    let mut results: Vec<(Vec<f64>, Vec<f64>)> = vec![Default::default(); peers.len()];
+    for _ in 0..job.runs {
+        for (p, (speed, cpu)) in peers.iter().zip(results.iter_mut()) {
+            let b = workload::bulk(p, source, sink, job.dir, job.conns, job.bytes)?;
+            speed.push(b.mib_s);
+            cpu.push(b.cpu_s_per_gb);
+        }
+    }
+    let mut out = format!(
+        "{:?}, {} conns, {} MiB\n",
+        job.dir,
+        job.conns,
+        job.bytes >> 20
+    );
+    for (p, (speed, cpu)) in peers.iter().zip(results) {
+        out += &format!(
+            "{:<18} {:>8.0} MiB/s  {:>5.2} CPU s/GB  (runs: {:?})\n",
+            p.kind.name(),
+            crate::curl::median(speed.clone()),
+            crate::curl::median(cpu),
+            speed.iter().map(|v| v.round()).collect::<Vec<_>>()
+        );
+    }
+    Ok(out)
+}
+
 /// Runs the suite; `progress` is told each step.
 ///
 /// # Errors
