@@ -243,7 +243,7 @@ fn start_drain(core: &Core, grace_ms: u64) {
         conn.control
             .borrow_mut()
             .queue(&turbo_proto::wire::control::ControlMessage::Drain { grace_ms });
-        conn.flush.notify();
+        conn.driver.notify();
     }
 }
 
@@ -266,7 +266,7 @@ async fn close_all(core: &Rc<Core>) {
             .quic
             .borrow_mut()
             .close(true, 0, b"server shutting down");
-        conn.flush.notify();
+        conn.driver.notify();
     }
     // Let each driver run once to put its CONNECTION_CLOSE on the wire.
     for _ in 0..4 {
@@ -315,7 +315,7 @@ fn close_node_conns(core: &Core, event: &KeyEvent) {
         info!(node = %node_id, serial = conn.serial, ?code, "closing node connection");
         core.forget_node(&conn);
         let _ = conn.quic.borrow_mut().close(true, code as u64, reason);
-        conn.flush.notify();
+        conn.driver.notify();
     }
 }
 

@@ -32,16 +32,19 @@ struct Active(Rc<Conn>);
 
 impl Active {
     fn new(conn: &Rc<Conn>) -> Self {
-        conn.active.set(conn.active.get() + 1);
-        conn.total.set(conn.total.get() + 1);
+        conn.driver.active.set(conn.driver.active.get() + 1);
+        conn.driver.total.set(conn.driver.total.get() + 1);
         Active(conn.clone())
     }
 }
 
 impl Drop for Active {
     fn drop(&mut self) {
-        self.0.active.set(self.0.active.get().saturating_sub(1));
-        self.0.wake.notify_one();
+        self.0
+            .driver
+            .active
+            .set(self.0.driver.active.get().saturating_sub(1));
+        self.0.driver.wake.notify_one();
     }
 }
 
@@ -50,8 +53,8 @@ pub async fn serve(conn: Rc<Conn>, id: u64, shared: Rc<Shared>, max_streams: u64
     let span = tracing::debug_span!("stream", id);
     async move {
         let _active = Active::new(&conn);
-        let mut io = StreamIo::new(conn.clone(), id);
-        if conn.draining.get() || conn.active.get() > max_streams || shared.usage.capped() {
+        let mut io = crate::conn::stream(&conn, id);
+        if conn.driver.draining.get() || conn.driver.active.get() > max_streams || shared.usage.capped() {
             let why = if shared.usage.capped() { "monthly data cap reached" } else { "node busy" };
             let out = refusal(RelayStatus::NodeOverloaded, why.into());
             if io.send_all(&out, true).await.is_ok() {
@@ -101,7 +104,7 @@ pub async fn serve(conn: Rc<Conn>, id: u64, shared: Rc<Shared>, max_streams: u64
             if !extra.is_empty() {
                 wr.write_all(&extra).await?;
                 delivered.add(extra.len() as u64);
-                conn.to_targets.set(conn.to_targets.get() + extra.len() as u64);
+                conn.driver.to_targets.set(conn.driver.to_targets.get() + extra.len() as u64);
                 shared.usage.add(extra.len() as u64);
             }
             tokio::select! {
@@ -199,7 +202,7 @@ impl<'a> Delivered<'a> {
         self.bytes.set(total);
         if total - self.reported.get() >= DELIVERED_EVERY {
             self.reported.set(total);
-            self.conn.report_delivered(self.stream, total, false);
+            self.conn.driver.report_delivered(self.stream, total, false);
         }
     }
 
@@ -207,6 +210,7 @@ impl<'a> Delivered<'a> {
     fn done(&self) {
         if !self.done.replace(true) {
             self.conn
+                .driver
                 .report_delivered(self.stream, self.bytes.get(), true);
         }
     }
@@ -250,7 +254,9 @@ async fn to_target_loop(
         let (n, fin) = moved?;
         if n > 0 {
             delivered.add(n as u64);
-            conn.to_targets.set(conn.to_targets.get() + n as u64);
+            conn.driver
+                .to_targets
+                .set(conn.driver.to_targets.get() + n as u64);
             shared.usage.add(n as u64);
         }
         if fin {
@@ -260,7 +266,9 @@ async fn to_target_loop(
     }
 }
 
-/// Target -> server; read only when the stream has credit; TCP EOF becomes stream FIN.
+/// Target -> server; read only when the stream has credit and the target has bytes, so
+/// an idle tunnel holds no buffer; TCP EOF becomes stream FIN. Each read is handed to
+/// quiche as it is (no copy) and freed once the server acknowledged it.
 async fn from_target(
     io: &StreamIo,
     rd: &mut OwnedReadHalf,
@@ -270,30 +278,28 @@ async fn from_target(
     loop {
         io.writable().await?;
         rd.readable().await?;
-        let mut buf = shared.pool.take();
-        let n = match rd.try_read(&mut buf) {
+        let mut buf = bytes::BytesMut::with_capacity(crate::pool::BUF_SIZE);
+        let n = match rd.try_read_buf(&mut buf) {
             Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                shared.pool.put(buf);
-                continue;
-            }
-            Err(e) => {
-                shared.pool.put(buf);
-                return Err(e.into());
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e.into()),
         };
         if n == 0 {
-            shared.pool.put(buf);
             io.send_all(&[], true).await?;
             return Ok(());
         }
         if let Some(cap) = &shared.limits.down {
             cap.take(n).await;
         }
-        let sent = io.send_all(&buf[..n], false).await;
-        shared.pool.put(buf);
-        sent?;
-        conn.from_targets.set(conn.from_targets.get() + n as u64);
+        if n >= crate::pool::BUF_SIZE / 4 {
+            io.send_owned(buf.freeze(), false).await?;
+        } else {
+            // A small read is copied, so it never pins a whole buffer in quiche's queue.
+            io.send_all(&buf, false).await?;
+        }
+        conn.driver
+            .from_targets
+            .set(conn.driver.from_targets.get() + n as u64);
         shared.usage.add(n as u64);
     }
 }

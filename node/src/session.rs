@@ -103,14 +103,14 @@ pub async fn run(
     let local = socket.local_addr()?;
     let mut qcfg = quic_config(cfg)?;
     let scid: [u8; 16] = rand::random();
-    let quic = quiche::connect(
+    let quic = quiche::connect_with_buffer_factory::<turbo_quic::ZcFactory>(
         Some(&cfg.join.host),
         &quiche::ConnectionId::from_ref(&scid),
         local,
         peer,
         &mut qcfg,
     )?;
-    let conn = Rc::new(Conn::new(quic));
+    let conn = Rc::new(Conn::new(quic, Default::default()));
     let span = tracing::info_span!("session", %peer);
     let _enter = span.enter();
     info!("connecting");
@@ -221,7 +221,7 @@ pub async fn run(
                     u64::from(cfg.max_streams),
                 ));
             }
-            control_out.append(&mut conn.outbox.borrow_mut());
+            control_out.append(&mut conn.driver.outbox.borrow_mut());
             if !control_out.is_empty() {
                 let r = conn
                     .quic
@@ -233,11 +233,11 @@ pub async fn run(
             }
         }
         conn.wake_ready();
-        shared.status.active.set(conn.active.get());
+        shared.status.active.set(conn.driver.active.get());
         if welcomed && drain_deadline.is_none() && shared.usage.capped() {
             warn!(cap = ?shared.usage.cap(), "monthly data cap reached: no new streams until next month");
             capped = true;
-            conn.draining.set(true);
+            conn.driver.draining.set(true);
             queue(
                 &mut control_out,
                 ControlMessage::Drain {
@@ -247,7 +247,7 @@ pub async fn run(
             drain_deadline = Some(Instant::now() + cfg.shutdown_grace);
         }
         if let Some(deadline) = drain_deadline {
-            if conn.active.get() == 0 || Instant::now() >= deadline {
+            if conn.driver.active.get() == 0 || Instant::now() >= deadline {
                 let _ = conn.quic.borrow_mut().close(true, 0, b"shutdown");
                 crate::udp::flush(&conn, &socket, &mut sender).await;
                 conn.mark_closed();
@@ -301,7 +301,7 @@ pub async fn run(
                     crate::udp::recv_ready(&conn, &socket, &sender, &mut recv_buf, local);
                 }
             }
-            _ = conn.wake.notified() => {}
+            _ = conn.driver.wake.notified() => {}
             _ = sleep(timeout) => conn.quic.borrow_mut().on_timeout(),
             _ = sleep_until(next_ping), if welcomed => {
                 ping_seq += 1;
@@ -310,17 +310,17 @@ pub async fn run(
             }
             _ = sleep_until(next_stats), if welcomed => {
                 queue(&mut control_out, ControlMessage::Stats(NodeStats {
-                    active_streams: conn.active.get(),
-                    total_streams: conn.total.get(),
-                    bytes_from_targets: conn.from_targets.get(),
-                    bytes_to_targets: conn.to_targets.get(),
+                    active_streams: conn.driver.active.get(),
+                    total_streams: conn.driver.total.get(),
+                    bytes_from_targets: conn.driver.from_targets.get(),
+                    bytes_to_targets: conn.driver.to_targets.get(),
                 }));
                 next_stats = Instant::now() + STATS_EVERY;
             }
             _ = shutdown.as_mut(), if drain_deadline.is_none() => {
                 shared.status.state.set("stopping");
                 info!(grace = ?cfg.shutdown_grace, "draining");
-                conn.draining.set(true);
+                conn.driver.draining.set(true);
                 queue(&mut control_out, ControlMessage::Drain { grace_ms: cfg.shutdown_grace.as_millis() as u64 });
                 drain_deadline = Some(Instant::now() + cfg.shutdown_grace);
             }

@@ -83,7 +83,7 @@ impl Batcher {
         &self.state
     }
 
-    fn limit(&self, conn: &quiche::Connection) -> usize {
+    fn limit(&self, conn: &crate::QuicConn) -> usize {
         if !self.offload {
             return 1;
         }
@@ -100,7 +100,7 @@ impl Batcher {
     /// `WouldBlock` when the socket is full: wait until it is writable and call again
     /// (the unsent batch is kept). Other send errors are logged and dropped, as QUIC
     /// recovers lost packets.
-    pub fn flush<S: ?Sized>(&mut self, conn: &mut quiche::Connection, socket: &S) -> io::Result<()>
+    pub fn flush<S: ?Sized>(&mut self, conn: &mut crate::QuicConn, socket: &S) -> io::Result<()>
     where
         for<'a> UdpSockRef<'a>: From<&'a S>,
     {
@@ -130,7 +130,7 @@ impl Batcher {
     }
 
     /// Builds up to `limit` packets of one size for one destination into the buffer.
-    fn fill(&mut self, conn: &mut quiche::Connection, limit: usize) -> Fill {
+    fn fill(&mut self, conn: &mut crate::QuicConn, limit: usize) -> Fill {
         let mut at = 0;
         loop {
             let room = &mut self.buf[at..at + MAX_SEND_PAYLOAD];

@@ -4,15 +4,16 @@
 //!
 //! Packets are fed in by the endpoint's receive loop ([`NodeConn::deliver`]), which
 //! then signals the driver. Relay tasks call into the quiche state through
-//! [`super::stream::RelayStream`] and signal the driver when they queued data.
+//! [`super::stream::RelayStream`], the shared stream adapter of `turbo_quic`
+//! ([`Shared`], reached through `Deref`), and signal the driver when they queued data.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::task::Waker;
 use std::time::Instant;
+
+use turbo_quic::stream::{Kick, Shared};
 
 use tracing::{debug, info, Instrument};
 
@@ -23,32 +24,32 @@ use crate::signal::Signal;
 /// Largest UDP payload the server accepts.
 pub(crate) const MAX_DATAGRAM: usize = turbo_quic::MAX_RECV_PAYLOAD;
 
-/// Wakers of one relay stream, and what the node reported delivered on it.
+/// What the node reported delivered on one relay stream.
 #[derive(Default)]
-pub(crate) struct StreamSlot {
-    pub(crate) read: Option<Waker>,
-    pub(crate) write: Option<Waker>,
-    pub(crate) closed: Option<Waker>,
-    /// Woken when the node reports a delivery.
-    pub(crate) delivery: Option<Waker>,
+pub(crate) struct Delivery {
     /// Upstream bytes the node says it wrote to the target (monotonic).
-    pub(crate) delivered: u64,
+    pub(crate) bytes: u64,
     /// The node says its target-bound direction ended.
-    pub(crate) delivered_done: bool,
+    pub(crate) done: bool,
+}
+
+/// The quiche state and relay streams of one node connection; its driver is woken
+/// through a [`Signal`].
+pub(crate) type Streams = Shared<Signal, Delivery>;
+
+impl Kick for Signal {
+    fn kick(&self) {
+        self.notify();
+    }
 }
 
 /// A node connection owned by one core.
 pub(crate) struct NodeConn {
     /// Serial number on this core (see [`crate::control::ConnRef`]).
     pub(crate) serial: u64,
-    /// The quiche connection. Never borrowed across an await.
-    pub(crate) quic: RefCell<quiche::Connection>,
-    /// Wakers of open relay streams, by stream id.
-    pub(crate) slots: RefCell<HashMap<u64, StreamSlot>>,
-    /// Wakes the driver: packets arrived or streams queued data.
-    pub(crate) flush: Signal,
-    /// Set once the connection is closing or closed: streams fail from then on.
-    closed: Cell<bool>,
+    /// quiche and the relay streams; `driver` wakes the driver (packets arrived or
+    /// streams queued data).
+    pub(crate) streams: Rc<Streams>,
     /// Next server-initiated bidirectional stream id.
     next_stream: Cell<u64>,
     /// The node's id once admitted by the control plane.
@@ -65,19 +66,24 @@ pub(crate) struct NodeConn {
     pub(crate) handshaking: Cell<bool>,
 }
 
+impl std::ops::Deref for NodeConn {
+    type Target = Streams;
+
+    fn deref(&self) -> &Streams {
+        &self.streams
+    }
+}
+
 impl NodeConn {
     pub(crate) fn new(
         serial: u64,
-        quic: quiche::Connection,
+        quic: turbo_quic::QuicConn,
         peer: SocketAddr,
         cids: Vec<Vec<u8>>,
     ) -> Self {
         NodeConn {
             serial,
-            quic: RefCell::new(quic),
-            slots: RefCell::new(HashMap::new()),
-            flush: Signal::default(),
-            closed: Cell::new(false),
+            streams: Rc::new(Shared::new(quic, Signal::default())),
             next_stream: Cell::new(1),
             node_id: RefCell::new(None),
             peer: Cell::new(peer),
@@ -86,11 +92,6 @@ impl NodeConn {
             accepted_at: Instant::now(),
             handshaking: Cell::new(true),
         }
-    }
-
-    /// Whether streams can still be used.
-    pub(crate) fn is_closed(&self) -> bool {
-        self.closed.get()
     }
 
     /// Whether the node is admitted and not draining, so it may get new streams.
@@ -108,13 +109,13 @@ impl NodeConn {
     /// Records a node's delivery report for `stream` (reports for streams that are not
     /// open here are ignored; a report can only move forward).
     pub(crate) fn delivered(&self, stream: u64, bytes: u64, done: bool) {
-        if let Some(slot) = self.slots.borrow_mut().get_mut(&stream) {
-            slot.delivered = slot.delivered.max(bytes);
-            slot.delivered_done |= done;
-            if let Some(w) = slot.delivery.take() {
+        self.streams.with_slot(stream, |slot| {
+            slot.extra.bytes = slot.extra.bytes.max(bytes);
+            slot.extra.done |= done;
+            if let Some(w) = slot.event.take() {
                 w.wake();
             }
-        }
+        });
     }
 
     /// Feeds one received datagram to quiche and wakes the driver.
@@ -127,43 +128,7 @@ impl NodeConn {
             debug!(error = %e, "dropping undecodable packet");
         }
         self.peer.set(from);
-        self.flush.notify();
-    }
-
-    /// Wakes streams that quiche reports readable or writable.
-    fn wake_ready_streams(&self) {
-        let quic = self.quic.borrow();
-        let mut slots = self.slots.borrow_mut();
-        for id in quic.readable() {
-            if let Some(w) = slots.get_mut(&id).and_then(|s| s.read.take()) {
-                w.wake();
-            }
-        }
-        for id in quic.writable() {
-            if let Some(w) = slots.get_mut(&id).and_then(|s| s.write.take()) {
-                w.wake();
-            }
-        }
-    }
-
-    /// Marks the connection closed and wakes every stream so that each tears down.
-    fn mark_closed(&self) {
-        if self.closed.replace(true) {
-            return;
-        }
-        for slot in self.slots.borrow_mut().values_mut() {
-            for w in [
-                slot.read.take(),
-                slot.write.take(),
-                slot.closed.take(),
-                slot.delivery.take(),
-            ]
-            .into_iter()
-            .flatten()
-            {
-                w.wake();
-            }
-        }
+        self.driver.notify();
     }
 
     /// Sends every packet quiche has ready, in GSO batches where the kernel offers
@@ -191,7 +156,7 @@ pub(crate) async fn drive(core: Rc<Core>, conn: Rc<NodeConn>) {
     async {
         loop {
             super::control_stream::process(&core, &conn);
-            conn.wake_ready_streams();
+            conn.wake_ready();
             conn.flush_packets(&core.quic).await;
             let (closed, draining, timeout) = {
                 let q = conn.quic.borrow();
@@ -211,11 +176,11 @@ pub(crate) async fn drive(core: Rc<Core>, conn: Rc<NodeConn>) {
             match timeout {
                 Some(t) => {
                     monoio::select! {
-                        _ = conn.flush.wait() => {}
+                        _ = conn.driver.wait() => {}
                         _ = monoio::time::sleep(t) => conn.quic.borrow_mut().on_timeout(),
                     }
                 }
-                None => conn.flush.wait().await,
+                None => conn.driver.wait().await,
             }
         }
         let q = conn.quic.borrow();

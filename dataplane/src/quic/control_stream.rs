@@ -226,7 +226,7 @@ fn admit(core: &Rc<Core>, conn: &Rc<NodeConn>, hello: turbo_proto::wire::control
                 reject(&conn, code, "node rejected");
             }
         }
-        conn.flush.notify();
+        conn.driver.notify();
     });
 }
 

@@ -81,7 +81,7 @@ impl QuicEndpoint {
     ///
     /// # Errors
     /// `WouldBlock` when the socket is full (wait for it to be writable, then call again).
-    pub(crate) fn flush(&self, conn: &mut quiche::Connection) -> std::io::Result<()> {
+    pub(crate) fn flush(&self, conn: &mut turbo_quic::QuicConn) -> std::io::Result<()> {
         self.batcher
             .borrow_mut()
             .flush(conn, &borrowed(&self.socket))
@@ -257,7 +257,7 @@ pub(crate) fn dispatch(core: &Rc<Core>, pkt: &mut [u8], from: SocketAddr) {
     ep.config
         .borrow_mut()
         .set_stateless_reset_token(Some(token));
-    let accepted = quiche::accept(
+    let accepted = quiche::accept_with_buf_factory::<turbo_quic::ZcFactory>(
         &quiche::ConnectionId::from_ref(&scid),
         validated
             .as_deref()

@@ -13,7 +13,7 @@ use turbo_proto::wire::window::MAX_UNDELIVERED;
 
 use super::counters::Counters;
 use super::{RelayError, Stalled};
-use crate::pool::BufPool;
+use crate::pool::{BufPool, CHUNK};
 use crate::quic::stream::RelayStream;
 
 /// Reads the node's [`RelayReply`]; returns it with any payload that followed it and
@@ -77,8 +77,14 @@ pub(super) async fn pump_up(
             // The node writes nothing more to the target: the upload is over.
             Gate::NodeDone => return Ok(()),
         }
+        // Take a buffer only once the customer has bytes: an idle tunnel holds none.
         let (res, buf) = monoio::select! {
-            r = rd.read(pool.empty()) => r,
+            r = async {
+                if let Err(e) = customer_readable(rd).await {
+                    return (Err(e), Vec::new());
+                }
+                rd.read(pool.empty()).await
+            } => r,
             _ = counters.halted() => return end_upload(rs, stall).await,
         };
         let n = match res {
@@ -103,8 +109,7 @@ pub(super) async fn pump_up(
         let (paid, exhausted) = counters.account.pay(n).await;
         if paid > 0 {
             counters.add_up(paid);
-            let sent = monoio::time::timeout(stall, rs.send_all(&buf[..paid], false)).await;
-            pool.put(buf);
+            let sent = monoio::time::timeout(stall, send_up(rs, pool, buf, paid)).await;
             sent.map_err(node_stalled)??;
         } else {
             pool.put(buf);
@@ -114,6 +119,40 @@ pub(super) async fn pump_up(
             return end_upload(rs, stall).await;
         }
     }
+}
+
+/// Reads of at least this many bytes go to quiche without a copy; smaller ones are
+/// copied, so a trickle of small reads never pins a whole buffer each in quiche's send
+/// queue.
+const ZERO_COPY_MIN: usize = CHUNK / 4;
+
+/// Forwards the first `paid` bytes of `buf` upstream: handed over as they are when the
+/// read was large, copied (and the buffer reused) when it was small.
+async fn send_up(
+    rs: &RelayStream,
+    pool: &BufPool,
+    mut buf: Vec<u8>,
+    paid: usize,
+) -> Result<(), RelayError> {
+    if paid >= ZERO_COPY_MIN {
+        buf.truncate(paid);
+        rs.send_owned(bytes::Bytes::from(buf)).await?;
+    } else {
+        let sent = rs.send_all(&buf[..paid], false).await;
+        pool.put(buf);
+        sent?;
+    }
+    Ok(())
+}
+
+/// Waits until the customer's socket has bytes, EOF or an error, without a buffer.
+async fn customer_readable(rd: &OwnedReadHalf<TcpStream>) -> std::io::Result<()> {
+    // SAFETY: the split halves share the stream through an `UnsafeCell` on this one
+    // thread, exactly as monoio's own halves do for their reads and writes; `readable`
+    // only waits on the descriptor's readiness and touches no buffer, and the stream
+    // outlives both halves.
+    let stream = unsafe { &*rd.0.get() };
+    stream.readable(false).await
 }
 
 /// What the upload may do next.
@@ -147,9 +186,18 @@ pub(super) async fn pump_down(
     (stall, response): (Duration, &mut Option<ResponseEnd>),
 ) -> Result<(), RelayError> {
     loop {
-        let mut buf = pool.full();
+        // Take a buffer only once the node sent bytes: an idle tunnel holds none.
+        let ready = monoio::select! {
+            r = rs.readable() => Some(r),
+            _ = counters.halted() => None,
+        };
+        match ready {
+            None => return Ok(()),
+            Some(r) => r?,
+        }
+        let mut buf = pool.empty();
         let received = monoio::select! {
-            r = rs.recv(&mut buf) => Some(r),
+            r = rs.recv_into(&mut buf) => Some(r),
             _ = counters.halted() => None,
         };
         let Some(received) = received else {
