@@ -10,6 +10,9 @@ struct Cli {
     /// Directory holding release `turbo-server` and `turbo-node`.
     #[arg(long, env = "TURBO_BENCH_BIN_DIR", default_value = "target/release")]
     bin_dir: PathBuf,
+    /// Batched UDP (GSO/GRO) in Turbo's server and node: on or off.
+    #[arg(long, value_parser = ["on", "off"], default_value = "on")]
+    udp_offload: String,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -59,6 +62,12 @@ enum Cmd {
         #[arg(long, default_value_t = 2)]
         cores: usize,
     },
+    /// Idle tunnels held through Turbo and shadowsocks-rust: RSS per tunnel per process.
+    Idle {
+        /// Tunnels to hold (capped by the file-descriptor limit).
+        #[arg(long, default_value_t = 5000)]
+        tunnels: usize,
+    },
     /// Authentication latency, cold and warm cache, memory store and Redis.
     Auth {
         /// Authentications per row.
@@ -72,6 +81,13 @@ enum Cmd {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // Read by the Turbo server and node this harness starts.
+    let offload = if cli.udp_offload == "on" {
+        "auto"
+    } else {
+        "off"
+    };
+    std::env::set_var("TURBO_UDP_OFFLOAD", offload);
     match cli.cmd {
         Cmd::Suite { quick, runs, out } => {
             let mut cfg = if quick {
@@ -110,6 +126,9 @@ fn main() -> anyhow::Result<()> {
                 cores,
             };
             println!("{}", turbo_bench::suite::bulk_only(&cli.bin_dir, &job)?);
+        }
+        Cmd::Idle { tunnels } => {
+            println!("{}", turbo_bench::suite::idle_only(&cli.bin_dir, tunnels)?);
         }
         Cmd::Auth { samples, cores } => {
             let rows = turbo_bench::auth::run(&cli.bin_dir, samples, cores)?;

@@ -237,6 +237,27 @@ pub fn bulk_only(bin_dir: &std::path::Path, job: &BulkJob) -> Result<String> {
     Ok(out)
 }
 
+/// Holds `tunnels` idle tunnels through Turbo and shadowsocks-rust (when installed);
+/// returns one line per process with its RSS growth per tunnel.
+///
+/// # Errors
+/// When a path fails to start or a tunnel cannot be opened.
+pub fn idle_only(bin_dir: &std::path::Path, tunnels: usize) -> Result<String> {
+    let fds = raise_fd_limit();
+    let tunnels = tunnels.min((fds.saturating_sub(512) / 2) as usize);
+    let mut out = format!("{tunnels} idle tunnels, RSS growth per tunnel\n");
+    for kind in [PeerKind::Shadowsocks, PeerKind::Turbo] {
+        let Ok(peer) = Peer::start(kind, bin_dir, 2)? else {
+            continue;
+        };
+        let idle = workload::idle_tunnels(&peer, tunnels)?;
+        for (role, bytes) in idle.rss_per_tunnel {
+            out += &format!("{:<18} {role:?}: {bytes:.0} B\n", kind.name());
+        }
+    }
+    Ok(out)
+}
+
 /// Runs the suite; `progress` is told each step.
 ///
 /// # Errors

@@ -72,6 +72,10 @@ pub struct RunArgs {
     /// its streams, e.g. 30s [default: 30s].
     #[arg(long, env = "TURBO_IDLE_TUNNEL_TIMEOUT")]
     pub idle_tunnel_timeout: Option<humantime::Duration>,
+    /// Batched UDP on the QUIC socket: auto (GSO/GRO where the kernel has them) or
+    /// off [default: auto].
+    #[arg(long, env = "TURBO_UDP_OFFLOAD", value_enum)]
+    pub udp_offload: Option<crate::config::UdpOffload>,
     /// Validate the configuration and exit.
     #[arg(long)]
     pub check_config: bool,
@@ -102,7 +106,8 @@ impl RunArgs {
             driver,
             metrics_per_node,
             key_node_share,
-            key_idle_tunnels
+            key_idle_tunnels,
+            udp_offload
         );
         if let Some(t) = self.idle_tunnel_timeout {
             c.idle_tunnel_timeout = t.into();

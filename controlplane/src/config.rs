@@ -37,7 +37,7 @@ pub enum ConfigError {
 }
 
 /// `udp_offload` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum UdpOffload {
     /// GRO (and GSO) where the kernel offers it.

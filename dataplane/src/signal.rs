@@ -3,7 +3,7 @@
 
 use std::cell::Cell;
 use std::future::{poll_fn, Future};
-use std::pin::pin;
+use std::pin::Pin;
 use std::task::{Poll, Waker};
 
 /// A wake-up flag with one waiter: `notify` sets it, `wait` consumes it. Notifying
@@ -40,14 +40,12 @@ impl Signal {
 /// Runs `a` and `b` concurrently, and `watch` alongside them. Returns `Ok` when both
 /// `a` and `b` finish with `Ok`; returns the first `Err` from any of the three at once,
 /// dropping (cancelling) the others. `watch` is expected to only ever fail.
+/// The futures come pinned by the caller, so they are stored once, in the caller.
 pub(crate) async fn join_or_abort<E>(
-    a: impl Future<Output = Result<(), E>>,
-    b: impl Future<Output = Result<(), E>>,
-    watch: impl Future<Output = E>,
+    mut a: Pin<&mut impl Future<Output = Result<(), E>>>,
+    mut b: Pin<&mut impl Future<Output = Result<(), E>>>,
+    mut watch: Pin<&mut impl Future<Output = E>>,
 ) -> Result<(), E> {
-    let mut a = pin!(a);
-    let mut b = pin!(b);
-    let mut watch = pin!(watch);
     let (mut a_done, mut b_done) = (false, false);
     poll_fn(|cx| {
         if !a_done {
@@ -75,6 +73,7 @@ pub(crate) async fn join_or_abort<E>(
 
 #[cfg(test)]
 mod tests {
+    use std::pin::pin;
     use std::rc::Rc;
 
     use super::*;
@@ -98,21 +97,21 @@ mod tests {
 
     #[monoio::test_all]
     async fn join_stops_at_first_error() {
-        let never = std::future::pending::<Result<(), &str>>();
-        let failing = async { Err::<(), _>("boom") };
-        let r = join_or_abort(never, failing, std::future::pending()).await;
+        let never = pin!(std::future::pending::<Result<(), &str>>());
+        let failing = pin!(async { Err::<(), _>("boom") });
+        let r = join_or_abort(never, failing, pin!(std::future::pending())).await;
         assert_eq!(r, Err("boom"));
         let ok = join_or_abort(
-            async { Ok::<(), &str>(()) },
-            async { Ok(()) },
-            std::future::pending(),
+            pin!(async { Ok::<(), &str>(()) }),
+            pin!(async { Ok(()) }),
+            pin!(std::future::pending()),
         )
         .await;
         assert_eq!(ok, Ok(()));
         let watched = join_or_abort(
-            std::future::pending::<Result<(), &str>>(),
-            async { Ok(()) },
-            async { "closed" },
+            pin!(std::future::pending::<Result<(), &str>>()),
+            pin!(async { Ok(()) }),
+            pin!(async { "closed" }),
         )
         .await;
         assert_eq!(watched, Err("closed"));

@@ -18,6 +18,7 @@ mod failures;
 mod fair_share;
 mod hostile_peers;
 mod http_keepalive;
+mod join_routable;
 mod limits;
 mod lockouts;
 mod malformed;

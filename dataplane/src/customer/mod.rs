@@ -115,7 +115,10 @@ pub(crate) async fn serve(
                 Frontend::Http => http::handshake(&core, &mut stream, peer).await,
             }
         };
-        let hs = match monoio::time::timeout(core.cfg.handshake_timeout, handshake).await {
+        // Boxed: the handshake's state is freed before the relay starts, so a
+        // long-lived tunnel does not carry it.
+        let handshake = Box::pin(monoio::time::timeout(core.cfg.handshake_timeout, handshake));
+        let hs = match handshake.await {
             Ok(Ok(hs)) => hs,
             Ok(Err(e)) => {
                 debug!(error = %e, "handshake failed");

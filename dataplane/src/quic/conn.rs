@@ -94,9 +94,13 @@ impl NodeConn {
         }
     }
 
-    /// Whether the node is admitted and not draining, so it may get new streams.
+    /// Whether the connection may get new streams: open and not draining. Admission is
+    /// not checked here: a route to this connection exists only once the control plane
+    /// admitted it, which may be a moment before the admission reaches this core (a
+    /// listed node must be routable at once), and the node serves relay streams before
+    /// its Welcome arrives.
     pub(crate) fn accepts_streams(&self) -> bool {
-        !self.is_closed() && self.node_id.borrow().is_some() && !self.control.borrow().draining
+        !self.is_closed() && !self.control.borrow().draining
     }
 
     /// Allocates the next relay stream id.

@@ -19,6 +19,7 @@ mod pumps;
 mod settle;
 
 use std::os::fd::AsRawFd;
+use std::pin::pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::sync::Arc;
@@ -365,7 +366,8 @@ pub(crate) async fn run(core: Rc<Core>, job: RelayJob<TcpStream>) {
     let counters = Counters::new(&account);
     let outcome = loop {
         let tried_at = Instant::now();
-        let failure = match attempt(&core, &plan).await {
+        // Boxed, like the route pick below: neither is alive while the tunnel relays.
+        let failure = match Box::pin(attempt(&core, &plan)).await {
             Ok(opened) => {
                 connected(&core, &mut plan, &counters, tried_at);
                 break pipe(&core, stream, &plan, opened, &counters).await;
@@ -381,7 +383,7 @@ pub(crate) async fn run(core: Rc<Core>, job: RelayJob<TcpStream>) {
             break status;
         }
         plan.tried.push(plan.route.node_id.clone());
-        match pick_route(&core, &plan.grant, &plan.tried).await {
+        match Box::pin(pick_route(&core, &plan.grant, &plan.tried)).await {
             Ok(next) => {
                 debug!(from = %plan.route.node_id, to = %next.route.node_id, "retrying on another node");
                 plan.route = next.route;
@@ -525,7 +527,8 @@ async fn relay_both_ways(
         write_down(wr, extra, insert_at).await.0?;
     }
     let response_done = Signal::default();
-    let down = async {
+    // Pinned in place (never moved), so the idle tunnel's state holds each pump once.
+    let down = pin!(async {
         if fin || done {
             wr.shutdown().await?;
         } else {
@@ -535,15 +538,15 @@ async fn relay_both_ways(
             response_done.notify();
         }
         Ok(())
-    };
-    let up = async {
+    });
+    let up = pin!(async {
         monoio::select! {
             r = pump_up(rs, rd, &core.pool, counters, (stall, plan.body.clone())) => r,
             () = response_done.wait() => Ok(()),
         }
-    };
+    });
     let opened = Instant::now();
-    let watch = async {
+    let watch = pin!(async {
         monoio::select! {
             e = rs.conn_closed() => RelayError::from(e),
             e = idle_watch(counters, opened, core.gate.limits().idle_timeout) => e,
@@ -553,7 +556,7 @@ async fn relay_both_ways(
             }
             never = bill_deliveries(rs, counters) => match never {},
         }
-    };
+    });
     join_or_abort(up, down, watch).await
 }
 

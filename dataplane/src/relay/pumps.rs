@@ -109,7 +109,8 @@ pub(super) async fn pump_up(
         let (paid, exhausted) = counters.account.pay(n).await;
         if paid > 0 {
             counters.add_up(paid);
-            let sent = monoio::time::timeout(stall, send_up(rs, pool, buf, paid)).await;
+            // Boxed (once per chunk): an idle tunnel's state stays small.
+            let sent = Box::pin(monoio::time::timeout(stall, send_up(rs, pool, buf, paid))).await;
             sent.map_err(node_stalled)??;
         } else {
             pool.put(buf);
@@ -226,7 +227,9 @@ pub(super) async fn pump_down(
                 counters.add_down(paid);
                 buf.truncate(paid);
                 let insert_at = insert_at.filter(|&at| at <= paid);
-                let written = monoio::time::timeout(stall, write_down(wr, buf, insert_at)).await;
+                let written = write_down(wr, buf, insert_at);
+                // Boxed (once per chunk): an idle tunnel's state stays small.
+                let written = Box::pin(monoio::time::timeout(stall, written)).await;
                 let (res, buf) = written.map_err(|_| RelayError::Stalled(Stalled::Customer))?;
                 pool.put(buf);
                 res?;
