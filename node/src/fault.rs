@@ -18,6 +18,9 @@ pub enum Fault {
     /// Relays normally, but every UDP send with GSO fails with EIO, as on a device
     /// without segmentation offload.
     GsoEio,
+    /// Relays normally on a UDP socket with checksums off (`SO_NO_CHECK`), so the real
+    /// kernel refuses every GSO send with EINVAL.
+    GsoKernelRefuses,
 }
 
 impl Fault {
@@ -29,6 +32,7 @@ impl Fault {
             "ok-never-read" => Fault::OkNeverRead,
             "ok-never-read-huge-windows" => Fault::OkNeverReadHugeWindows,
             "gso-eio" => Fault::GsoEio,
+            "gso-kernel-refuses" => Fault::GsoKernelRefuses,
             _ => return None,
         })
     }
@@ -42,6 +46,27 @@ impl Fault {
 /// Whether a GSO send must fail with EIO ([`Fault::GsoEio`]).
 pub fn refuse_gso() -> bool {
     current() == Fault::GsoEio
+}
+
+/// Makes the kernel refuse GSO on `socket` ([`Fault::GsoKernelRefuses`]): with UDP
+/// checksums off, Linux answers every `UDP_SEGMENT` send with EINVAL and still sends
+/// single datagrams.
+pub fn kernel_refuses_gso(socket: &impl std::os::fd::AsRawFd) {
+    if current() != Fault::GsoKernelRefuses {
+        return;
+    }
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt on a descriptor the caller owns, with a c_int option value.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_NO_CHECK,
+            std::ptr::addr_of!(on).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "SO_NO_CHECK: {}", std::io::Error::last_os_error());
 }
 
 /// The fault this process runs with (`TURBO_NODE_FAULT`; unknown values abort).

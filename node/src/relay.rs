@@ -135,7 +135,7 @@ pub async fn serve(conn: Rc<Conn>, id: u64, shared: Rc<Shared>, max_streams: u64
 async fn faulty(io: &mut StreamIo) -> bool {
     use crate::fault::{current, Fault};
     let reply = match current() {
-        Fault::None | Fault::GsoEio => return false,
+        Fault::None | Fault::GsoEio | Fault::GsoKernelRefuses => return false,
         Fault::RefuseAll => refusal(RelayStatus::ConnectionRefused, "connection refused".into()),
         Fault::OkNeverRead | Fault::OkNeverReadHugeWindows => {
             let mut ok = Vec::with_capacity(4);

@@ -23,6 +23,7 @@ pub fn batcher(socket: &UdpSocket, offload: bool) -> io::Result<Batcher> {
     #[cfg(feature = "fault-injection")]
     {
         b.simulate_gso_refusal = crate::fault::refuse_gso();
+        crate::fault::kernel_refuses_gso(socket);
     }
     Ok(b)
 }

@@ -98,6 +98,20 @@ fn refused_gso_falls_back_without_loss(driver: &'static str) {
     assert_eq!(segments, 0, "no batch got through the refusing kernel");
 }
 
+/// The real kernel refuses: the faulty node's socket has UDP checksums off
+/// (`SO_NO_CHECK`), so Linux answers every GSO send with EINVAL.
+fn kernel_refusal_falls_back_without_loss(driver: &'static str) {
+    let mut opts = Options::new(driver);
+    opts.node = false;
+    let mut net = Net::start_with(opts);
+    let node = net.add_faulty_node("gso-kernel-refuses", &[]);
+    download_exact(&net);
+    let (segments, fallbacks) = udp_counters(&net, &node);
+    println!("20 MiB download, kernel refusing GSO: {fallbacks} fallbacks, {segments} batched");
+    assert!(fallbacks >= 1, "the kernel's refusal was seen");
+    assert_eq!(segments, 0, "no batch got through the refusing kernel");
+}
+
 fn offload_off_sends_one_datagram_per_call(driver: &'static str) {
     let mut opts = Options::new(driver);
     opts.node = false;
@@ -114,5 +128,6 @@ fn offload_off_sends_one_datagram_per_call(driver: &'static str) {
 crate::both_drivers!(
     transfers_travel_in_batches,
     refused_gso_falls_back_without_loss,
+    kernel_refusal_falls_back_without_loss,
     offload_off_sends_one_datagram_per_call,
 );
