@@ -216,6 +216,22 @@ impl Peer {
             .map(|(_, p)| crate::net::cpu_seconds(*p))
             .sum()
     }
+
+    /// CPU seconds used so far by the relaying processes of one role.
+    pub fn cpu_seconds_of(&self, role: Role) -> f64 {
+        self.pids()
+            .iter()
+            .filter(|(r, _)| *r == role)
+            .map(|(_, p)| crate::net::cpu_seconds(*p))
+            .sum()
+    }
+
+    /// Whether separate processes take the entry and exit roles (shadowsocks-rust's
+    /// sslocal and ssserver, Turbo's server and node).
+    pub fn split_roles(&self) -> bool {
+        let pids = self.pids();
+        pids.iter().any(|(r, _)| *r == Role::Entry) && pids.iter().any(|(r, _)| *r == Role::Exit)
+    }
 }
 
 impl Drop for Peer {

@@ -211,12 +211,14 @@ pub fn bulk_only(bin_dir: &std::path::Path, job: &BulkJob) -> Result<String> {
             peers.push(p);
         }
     }
-    let mut results: Vec<(Vec<f64>, Vec<f64>)> = vec![Default::default(); peers.len()];
+    let mut results: Vec<[Vec<f64>; 4]> = vec![Default::default(); peers.len()];
     for _ in 0..job.runs {
-        for (p, (speed, cpu)) in peers.iter().zip(results.iter_mut()) {
+        for (p, [speed, cpu, entry, exit]) in peers.iter().zip(results.iter_mut()) {
             let b = workload::bulk(p, source, sink, job.dir, job.conns, job.bytes)?;
             speed.push(b.mib_s);
             cpu.push(b.cpu_s_per_gb);
+            entry.push(b.entry_cpu_s_per_gb);
+            exit.push(b.exit_cpu_s_per_gb);
         }
     }
     let mut out = format!(
@@ -225,12 +227,15 @@ pub fn bulk_only(bin_dir: &std::path::Path, job: &BulkJob) -> Result<String> {
         job.conns,
         job.bytes >> 20
     );
-    for (p, (speed, cpu)) in peers.iter().zip(results) {
+    for (p, [speed, cpu, entry, exit]) in peers.iter().zip(results) {
+        let median = crate::curl::median;
         out += &format!(
-            "{:<18} {:>8.0} MiB/s  {:>5.2} CPU s/GB  (runs: {:?})\n",
+            "{:<18} {:>8.0} MiB/s  {:>5.2} CPU s/GB (entry {:.2}, exit {:.2})  runs: {:?}\n",
             p.kind.name(),
-            crate::curl::median(speed.clone()),
-            crate::curl::median(cpu),
+            median(speed.clone()),
+            median(cpu),
+            median(entry),
+            median(exit),
             speed.iter().map(|v| v.round()).collect::<Vec<_>>()
         );
     }
@@ -356,13 +361,15 @@ fn bulk_rows(
                     let b = workload::bulk(p, source, sink, dir, conns, cfg.bulk_bytes)?;
                     rows.push(&workload, "MiB/s", Better::Higher, p.kind, b.mib_s);
                     if p.kind != PeerKind::Direct {
-                        rows.push(
-                            &workload,
-                            "relay CPU s/GB",
-                            Better::Lower,
-                            p.kind,
-                            b.cpu_s_per_gb,
-                        );
+                        let cpu = "relay CPU s/GB";
+                        rows.push(&workload, cpu, Better::Lower, p.kind, b.cpu_s_per_gb);
+                    }
+                    if p.split_roles() {
+                        let (entry, exit) = (b.entry_cpu_s_per_gb, b.exit_cpu_s_per_gb);
+                        let metric = "entry (server) CPU s/GB";
+                        rows.push(&workload, metric, Better::Lower, p.kind, entry);
+                        let metric = "exit (node) CPU s/GB";
+                        rows.push(&workload, metric, Better::Lower, p.kind, exit);
                     }
                 }
             }

@@ -32,6 +32,10 @@ pub struct Bulk {
     pub mib_s: f64,
     /// CPU seconds of the relaying processes per GB moved (0 for direct).
     pub cpu_s_per_gb: f64,
+    /// Of those, the entry process's (Turbo's server, sslocal).
+    pub entry_cpu_s_per_gb: f64,
+    /// Of those, the exit process's (Turbo's node, ssserver).
+    pub exit_cpu_s_per_gb: f64,
 }
 
 /// Moves `total` bytes over `conns` parallel connections in `dir`.
@@ -48,6 +52,8 @@ pub fn bulk(
 ) -> Result<Bulk> {
     let per_conn = total / conns as u64;
     let cpu0 = peer.cpu_seconds();
+    let entry0 = peer.cpu_seconds_of(Role::Entry);
+    let exit0 = peer.cpu_seconds_of(Role::Exit);
     let started = Instant::now();
     let moved: Vec<Result<u64>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..conns)
@@ -65,6 +71,8 @@ pub fn bulk(
     });
     let secs = started.elapsed().as_secs_f64();
     let cpu = peer.cpu_seconds() - cpu0;
+    let entry = peer.cpu_seconds_of(Role::Entry) - entry0;
+    let exit = peer.cpu_seconds_of(Role::Exit) - exit0;
     let mut bytes = 0;
     for m in moved {
         bytes += m?;
@@ -78,6 +86,8 @@ pub fn bulk(
         bytes,
         mib_s: bytes as f64 / secs / (1 << 20) as f64,
         cpu_s_per_gb: cpu / (bytes as f64 / 1e9),
+        entry_cpu_s_per_gb: entry / (bytes as f64 / 1e9),
+        exit_cpu_s_per_gb: exit / (bytes as f64 / 1e9),
     })
 }
 

@@ -15,10 +15,11 @@ fn quick_suite_completes_with_sane_figures() {
         for peer in &report.peers {
             let applies = *peer != "direct"
                 || !(row.metric.contains("CPU") || row.workload.starts_with("idle tunnels"));
-            // microsocks is one process: it has no exit-side row.
+            // microsocks is one process: it has no exit-side row, nor a split of its CPU.
             let turbo_only = row.workload.starts_with("node fan-in");
             if !applies
-                || (*peer == "microsocks" && row.metric.contains("exit"))
+                || (*peer == "microsocks"
+                    && (row.metric.contains("exit") || row.metric.starts_with("entry")))
                 || (turbo_only && *peer != "turbo")
             {
                 continue;
