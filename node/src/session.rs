@@ -64,8 +64,7 @@ fn quic_config(cfg: &NodeConfig) -> Result<quiche::Config, NodeError> {
         (None, None) => return Err(NodeError::NoTrustAnchor),
     }
     c.set_max_idle_timeout(30_000);
-    c.set_max_recv_udp_payload_size(turbo_quic::MAX_RECV_PAYLOAD);
-    c.set_max_send_udp_payload_size(turbo_quic::MAX_SEND_PAYLOAD);
+    turbo_quic::configure_paths(&mut c);
     // Server -> node data (customer -> target): a stream whose target stops reading
     // holds at most STREAM_WINDOW of the shared window.
     c.set_initial_max_data(window::CONNECTION_WINDOW);

@@ -10,9 +10,19 @@ pub mod zc;
 
 pub use zc::{QuicConn, ZcFactory};
 
-/// Largest UDP payload either side sends (quiche's `max_send_udp_payload_size`).
-pub const MAX_SEND_PAYLOAD: usize = 1350;
+/// Largest UDP payload either side sends (quiche's `max_send_udp_payload_size`): what a
+/// 1500-byte IPv4 path carries. Each path starts at 1,200 bytes and path MTU discovery
+/// ([`configure_paths`]) probes up to this, so a narrower path (IPv6, PPPoE, tunnels)
+/// settles lower instead of losing packets.
+pub const MAX_SEND_PAYLOAD: usize = 1472;
 /// Largest UDP payload either side accepts (quiche's `max_recv_udp_payload_size`).
 pub const MAX_RECV_PAYLOAD: usize = 1500;
+/// Sets the datagram sizes both ends use, with path MTU discovery on.
+pub fn configure_paths(config: &mut quiche::Config) {
+    config.set_max_recv_udp_payload_size(MAX_RECV_PAYLOAD);
+    config.set_max_send_udp_payload_size(MAX_SEND_PAYLOAD);
+    config.discover_pmtu(true);
+}
+
 /// Most datagrams in one GSO batch (the kernel's own limit is 64).
 pub const MAX_SEGMENTS: usize = 64;

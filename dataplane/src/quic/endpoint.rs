@@ -153,8 +153,7 @@ pub(crate) fn server_config(cfg: &DataplaneConfig) -> Result<quiche::Config, Dat
         .map_err(|e| tls("alpn", e))?;
     c.verify_peer(false);
     c.set_max_idle_timeout(cfg.node_liveness.as_millis() as u64);
-    c.set_max_recv_udp_payload_size(MAX_DATAGRAM);
-    c.set_max_send_udp_payload_size(turbo_quic::MAX_SEND_PAYLOAD);
+    turbo_quic::configure_paths(&mut c);
     // Node -> server data (target -> customer): per relay stream and per connection.
     // A stream nobody drains holds at most STREAM_WINDOW of the shared window.
     c.set_initial_max_data(window::CONNECTION_WINDOW);
