@@ -86,30 +86,30 @@ fn transfers_travel_in_batches(driver: &'static str) {
     assert!(gso > 1000.0, "the server batched its sends: {gso}");
 }
 
-fn refused_gso_falls_back_without_loss(driver: &'static str) {
+/// Downloads through a faulty node whose GSO sends are refused (`fault`) and checks the
+/// fallback: byte-exact, the refusal counted, no batch sent.
+fn refusal_falls_back(driver: &'static str, fault: &str) {
     let mut opts = Options::new(driver);
     opts.node = false;
     let mut net = Net::start_with(opts);
-    let node = net.add_faulty_node("gso-eio", &[]);
+    let node = net.add_faulty_node(fault, &[]);
     download_exact(&net);
     let (segments, fallbacks) = udp_counters(&net, &node);
-    println!("20 MiB download with GSO refused: {fallbacks} fallbacks, {segments} batched");
+    println!("20 MiB download, {fault}: {fallbacks} fallbacks, {segments} batched");
     assert!(fallbacks >= 1, "the refusal was seen");
     assert_eq!(segments, 0, "no batch got through the refusing kernel");
+}
+
+/// The test build answers every GSO send with EIO, as a device without segmentation
+/// offload does.
+fn refused_gso_falls_back_without_loss(driver: &'static str) {
+    refusal_falls_back(driver, "gso-eio");
 }
 
 /// The real kernel refuses: the faulty node's socket has UDP checksums off
 /// (`SO_NO_CHECK`), so Linux answers every GSO send with EINVAL.
 fn kernel_refusal_falls_back_without_loss(driver: &'static str) {
-    let mut opts = Options::new(driver);
-    opts.node = false;
-    let mut net = Net::start_with(opts);
-    let node = net.add_faulty_node("gso-kernel-refuses", &[]);
-    download_exact(&net);
-    let (segments, fallbacks) = udp_counters(&net, &node);
-    println!("20 MiB download, kernel refusing GSO: {fallbacks} fallbacks, {segments} batched");
-    assert!(fallbacks >= 1, "the kernel's refusal was seen");
-    assert_eq!(segments, 0, "no batch got through the refusing kernel");
+    refusal_falls_back(driver, "gso-kernel-refuses");
 }
 
 fn offload_off_sends_one_datagram_per_call(driver: &'static str) {
