@@ -125,7 +125,30 @@ fn offload_off_sends_one_datagram_per_call(driver: &'static str) {
     assert_eq!(net.metric("turbo_udp_gso_segments_total"), 0.0);
 }
 
+/// A path narrower than the largest datagram: in a namespace whose loopback MTU is
+/// 1,400 (UDP payloads of at most 1,372 bytes), path MTU discovery settles below its
+/// 1,472-byte ceiling instead of losing every full packet, and 20 MiB stay exact.
+fn a_narrow_path_settles_lower(driver: &'static str) {
+    let Some(ns) = crate::fixtures::netns::Netns::create(&[], &[]) else {
+        return;
+    };
+    let mtu = Command::new("ip")
+        .args(["-n", &ns.name, "link", "set", "lo", "mtu", "1400"])
+        .status()
+        .expect("ip link set mtu");
+    assert!(mtu.success(), "lowering the namespace's MTU");
+    ns.run(move || {
+        let mut opts = Options::new(driver);
+        opts.node = false;
+        let mut net = Net::start_with(opts);
+        net.add_node(&[]);
+        download_exact(&net);
+        upload_exact(&net);
+    });
+}
+
 crate::both_drivers!(
+    a_narrow_path_settles_lower,
     transfers_travel_in_batches,
     refused_gso_falls_back_without_loss,
     kernel_refusal_falls_back_without_loss,
