@@ -137,7 +137,7 @@ async fn send_up(
 ) -> Result<(), RelayError> {
     if paid >= ZERO_COPY_MIN {
         buf.truncate(paid);
-        rs.send_owned(bytes::Bytes::from(buf)).await?;
+        rs.send_owned(bytes::Bytes::from(buf), false).await?;
     } else {
         let sent = rs.send_all(&buf[..paid], false).await;
         pool.put(buf);
