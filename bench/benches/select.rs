@@ -16,10 +16,10 @@ fn table(n: usize) -> NodeTable {
         .map(|i| NodeRoute {
             node_id: format!("n_{i:016x}").into(),
             country: CountryCode::parse(COUNTRIES[i % COUNTRIES.len()]).ok(),
-            conn: ConnRef {
+            conns: Arc::new([ConnRef {
                 core: i % 4,
                 serial: i as u64,
-            },
+            }]),
             weight: 0.2 + (i % 97) as f64 / 97.0,
             score: 0.5,
             max_streams: 1024,

@@ -383,6 +383,7 @@ fn node_json<S: Store>(
         "score": l.map(|l| l.score),
         "active_streams": l.map(|l| l.active.load(std::sync::atomic::Ordering::Relaxed)),
         "max_streams": l.map(|l| l.max_streams),
+        "lanes": l.map(|l| l.lanes.len()),
         "attempts_ok": ok,
         "attempts_failed": failed,
         "attempts_disputed": disputed,

@@ -136,6 +136,11 @@ impl Collector for Sources {
                 load(&s.credit_closes),
             ),
             (
+                "turbo_relay_handoffs",
+                "Customer connections moved to another core: their node had no lane on the core that accepted them",
+                load(&s.relay_handoffs),
+            ),
+            (
                 "turbo_udp_gro_segments",
                 "Datagrams from nodes received in GRO batches of more than one",
                 load(&s.udp_gro_segments),

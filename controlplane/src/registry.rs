@@ -18,11 +18,13 @@ use turbo_proto::wire::control::Hello;
 
 use crate::scoring::{NodeStats, Score, Weights};
 
-/// A node with a live connection.
+/// A node with at least one live connection.
 #[derive(Debug, Clone)]
 pub struct LiveNode {
-    /// Where its connection lives.
-    pub conn: ConnRef,
+    /// The run of the node daemon its lanes belong to (0 for a node without lanes).
+    pub session: u64,
+    /// Its connections by lane index: one per server core for a node that opens lanes.
+    pub lanes: Vec<(u8, ConnRef)>,
     /// Its public address.
     pub peer: SocketAddr,
     /// The country it is routed under: GeoIP's answer, else the declared one.
@@ -44,11 +46,29 @@ pub struct LiveNode {
 }
 
 impl LiveNode {
+    /// Adds (or replaces) the connection of lane `lane`; returns the one it replaced.
+    fn join_lane(&mut self, lane: u8, conn: ConnRef) -> Vec<ConnRef> {
+        let replaced = match self.lanes.iter_mut().find(|(l, _)| *l == lane) {
+            Some((_, old)) => Some(std::mem::replace(old, conn)).filter(|o| *o != conn),
+            None => {
+                self.lanes.push((lane, conn));
+                None
+            }
+        };
+        replaced.into_iter().collect()
+    }
+
     /// Whether the declared country was confirmed by GeoIP.
     pub fn country_verified(&self) -> bool {
         self.declared_country.is_some() && self.declared_country == self.geo_country
     }
 }
+
+/// A lane that may not join: its session does not hold the node (yet), and only lane
+/// 0 takes a node over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a lane of a session that does not hold the node")]
+pub struct LaneRefused;
 
 #[derive(Default)]
 struct Inner {
@@ -105,70 +125,93 @@ impl Registry {
         self.with(|i| i.live.len())
     }
 
-    /// Adds an admitted node. A node identity has one live connection: an older one is
-    /// replaced (newest wins, as after a NAT change) and returned, for the caller to
-    /// close.
+    /// Adds an admitted connection of a node and returns the connections it replaces,
+    /// for the caller to close. Another lane of the node's current session joins it
+    /// (replacing only an older connection of the same lane, as after a NAT change);
+    /// lane 0 or a hello without lanes, from another session, takes the node over and
+    /// replaces every connection it had (newest wins).
+    ///
+    /// # Errors
+    /// [`LaneRefused`] for lane 1 and up of a session that is not the node's current
+    /// one: only lane 0 takes a node over, so the late lane of a replaced daemon can
+    /// never evict the daemon that replaced it.
     pub fn admit(
         &self,
         node_id: &Arc<str>,
         hello: &Hello,
         peer: SocketAddr,
         conn: ConnRef,
-    ) -> Option<ConnRef> {
+    ) -> Result<Vec<ConnRef>, LaneRefused> {
         let declared = hello
             .country
             .as_deref()
             .and_then(|c| CountryCode::parse(c).ok());
         let geo = self.geoip.as_ref().and_then(|g| g.country(peer.ip()));
-        let country = geo.or(declared);
+        let (session, lane) = hello.lane.map_or((0, 0), |l| (l.session, l.index));
         let now = Instant::now();
         let replaced = self.with(|i| {
+            let live = i.live.get_mut(node_id);
+            let current = live.as_ref().is_some_and(|l| l.session == session);
+            match live {
+                Some(live) if hello.lane.is_some() && current => {
+                    live.peer = peer;
+                    return Ok(live.join_lane(lane, conn));
+                }
+                _ if lane > 0 => return Err(LaneRefused),
+                _ => {}
+            }
             let stats = i
                 .stats
                 .entry(node_id.clone())
                 .or_insert_with(|| NodeStats::new(now));
             stats.connected(now);
             let score = stats.score(now, self.weights);
-            i.live
-                .insert(
-                    node_id.clone(),
-                    LiveNode {
-                        conn,
-                        peer,
-                        country,
-                        declared_country: declared,
-                        geo_country: geo,
-                        connected_since: unix_now(),
-                        rtt: None,
-                        max_streams: hello.max_streams.max(1),
-                        active: Arc::default(),
-                        score,
-                    },
-                )
-                .map(|old| old.conn)
-                .filter(|old| *old != conn)
-        });
-        info!(node = %node_id, %peer, ?declared, ?geo, replaced = ?replaced, "node connected");
+            let fresh = LiveNode {
+                session,
+                lanes: vec![(lane, conn)],
+                peer,
+                country: geo.or(declared),
+                declared_country: declared,
+                geo_country: geo,
+                connected_since: unix_now(),
+                rtt: None,
+                max_streams: hello.max_streams.max(1),
+                active: Arc::default(),
+                score,
+            };
+            Ok(i.live
+                .insert(node_id.clone(), fresh)
+                .map(|old| old.lanes.into_iter().map(|(_, c)| c).collect())
+                .unwrap_or_default())
+        })?;
+        info!(node = %node_id, %peer, lane, ?declared, ?geo, replaced = ?replaced, "node connected");
         self.publish();
-        replaced
+        Ok(replaced)
     }
 
-    /// Removes a node whose connection `conn` closed; returns whether it was live
-    /// there (a node may have reconnected on another connection meanwhile).
+    /// Removes a connection of a node that closed, and the node once its last lane is
+    /// gone; returns whether the connection was live (it may have been replaced).
     pub fn gone(&self, node_id: &Arc<str>, conn: ConnRef) -> bool {
-        let removed = self.with(|i| {
-            if i.live.get(node_id).is_some_and(|n| n.conn == conn) {
+        let (removed, last) = self.with(|i| {
+            let Some(live) = i.live.get_mut(node_id) else {
+                return (false, false);
+            };
+            let before = live.lanes.len();
+            live.lanes.retain(|(_, c)| *c != conn);
+            let removed = live.lanes.len() < before;
+            let last = live.lanes.is_empty();
+            if last {
                 i.live.remove(node_id);
                 if let Some(s) = i.stats.get_mut(node_id) {
                     s.disconnected(Instant::now());
                 }
-                true
-            } else {
-                false
             }
+            (removed, last)
         });
-        if removed {
+        if last {
             info!(node = %node_id, "node disconnected");
+        }
+        if removed {
             self.publish();
         }
         removed
@@ -242,10 +285,12 @@ impl Registry {
                     if let Some(s) = stats.get_mut(id) {
                         n.score = s.score(now, self.weights);
                     }
+                    let mut conns: Vec<ConnRef> = n.lanes.iter().map(|(_, c)| *c).collect();
+                    conns.sort_by_key(|c| (c.core, c.serial));
                     NodeRoute {
                         node_id: id.clone(),
                         country: n.country,
-                        conn: n.conn,
+                        conns: conns.into(),
                         weight: n.score.weight,
                         score: n.score.total,
                         max_streams: n.max_streams,
@@ -255,5 +300,94 @@ impl Registry {
                 .collect::<Vec<_>>()
         });
         self.table.store(Arc::new(NodeTable::new(routes)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use turbo_proto::wire::control::Lane;
+
+    fn hello(lane: Option<(u64, u8)>) -> Hello {
+        Hello {
+            version: 1,
+            token: "t".into(),
+            agent: "test".into(),
+            country: None,
+            payout_address: None,
+            max_streams: 8,
+            lane: lane.map(|(session, index)| Lane { session, index }),
+        }
+    }
+
+    fn conn(core: usize, serial: u64) -> ConnRef {
+        ConnRef { core, serial }
+    }
+
+    fn route_conns(r: &Registry, id: &str) -> Vec<ConnRef> {
+        r.table()
+            .get(id)
+            .map(|n| n.conns.to_vec())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn lanes_of_one_session_are_one_node() {
+        let r = Registry::new(NodeTableHandle::default(), Weights::default(), None);
+        let id: Arc<str> = "n1".into();
+        let peer: SocketAddr = "192.0.2.1:4000".parse().expect("addr");
+        assert_eq!(
+            r.admit(&id, &hello(Some((7, 1))), peer, conn(1, 1)),
+            Err(LaneRefused),
+            "lane 1 waits for lane 0"
+        );
+        assert_eq!(
+            r.admit(&id, &hello(Some((7, 0))), peer, conn(0, 1)),
+            Ok(vec![])
+        );
+        assert_eq!(
+            r.admit(&id, &hello(Some((7, 1))), peer, conn(1, 1)),
+            Ok(vec![])
+        );
+        assert_eq!(route_conns(&r, "n1"), [conn(0, 1), conn(1, 1)]);
+        assert_eq!(r.table().routes().len(), 1, "one node, two lanes");
+        // A NAT change: lane 1 reconnects and replaces only its own old connection.
+        let replaced = r.admit(&id, &hello(Some((7, 1))), peer, conn(1, 2));
+        assert_eq!(replaced, Ok(vec![conn(1, 1)]));
+        assert_eq!(route_conns(&r, "n1"), [conn(0, 1), conn(1, 2)]);
+        // The replaced connection closing later changes nothing.
+        assert!(!r.gone(&id, conn(1, 1)));
+        assert!(r.gone(&id, conn(0, 1)));
+        assert_eq!(route_conns(&r, "n1"), [conn(1, 2)]);
+        assert!(r.gone(&id, conn(1, 2)));
+        assert_eq!(r.live_count(), 0);
+    }
+
+    #[test]
+    fn another_session_or_a_node_without_lanes_takes_over() {
+        let r = Registry::new(NodeTableHandle::default(), Weights::default(), None);
+        let id: Arc<str> = "n1".into();
+        let peer: SocketAddr = "192.0.2.1:4000".parse().expect("addr");
+        let admit = |lane, c| r.admit(&id, &hello(lane), peer, c).expect("admitted");
+        admit(Some((7, 0)), conn(0, 1));
+        admit(Some((7, 1)), conn(1, 1));
+        // A second daemon's lane 1 may not evict the first; its lane 0 takes over.
+        assert_eq!(
+            r.admit(&id, &hello(Some((8, 1))), peer, conn(1, 5)),
+            Err(LaneRefused)
+        );
+        let mut replaced = admit(Some((8, 0)), conn(0, 5));
+        replaced.sort_by_key(|c| c.core);
+        assert_eq!(replaced, [conn(0, 1), conn(1, 1)]);
+        assert_eq!(route_conns(&r, "n1"), [conn(0, 5)]);
+        // The replaced daemon's late lane 1 is refused too.
+        assert_eq!(
+            r.admit(&id, &hello(Some((7, 1))), peer, conn(1, 6)),
+            Err(LaneRefused)
+        );
+        // Without lanes, a second hello always replaces (as before lanes existed).
+        assert_eq!(admit(None, conn(0, 9)), [conn(0, 5)]);
+        assert_eq!(admit(None, conn(1, 9)), [conn(0, 9)]);
+        assert_eq!(route_conns(&r, "n1"), [conn(1, 9)]);
     }
 }

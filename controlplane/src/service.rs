@@ -381,7 +381,14 @@ impl<S: Store> ControlPlane<S> {
             info!(node = %node.id, "payout address in the hello ignored");
         }
         let node_id: Arc<str> = node.id.into();
-        if let Some(old) = self.registry.admit(&node_id, &hello, peer, conn) {
+        let replaced = self
+            .registry
+            .admit(&node_id, &hello, peer, conn)
+            .map_err(|e| {
+                info!(node = %node_id, lane = ?hello.lane, "{e}: refused until lane 0 holds the node");
+                RejectCode::Unavailable
+            })?;
+        for old in replaced {
             info!(node = %node_id, ?old, new = ?conn, "newer connection replaces the node's old one");
             let _ = self.key_events.send(KeyEvent::NodeReplaced {
                 node_id: node_id.clone(),
@@ -406,6 +413,7 @@ mod tests {
             country: Some("de".into()),
             payout_address: None,
             max_streams: 10,
+            lane: None,
         }
     }
 

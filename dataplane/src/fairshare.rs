@@ -269,7 +269,7 @@ mod tests {
         NodeRoute {
             node_id: id.into(),
             country: None,
-            conn: ConnRef { core: 0, serial: 1 },
+            conns: Arc::new([ConnRef { core: 0, serial: 1 }]),
             weight: 1.0,
             score: 1.0,
             max_streams,

@@ -27,8 +27,9 @@ pub struct NodeRoute {
     pub node_id: Arc<str>,
     /// The node's country, if known.
     pub country: Option<CountryCode>,
-    /// Where its QUIC connection lives.
-    pub conn: ConnRef,
+    /// Its QUIC connections (one per lane, see [`turbo_proto::wire::control::Lane`]),
+    /// sorted by core.
+    pub conns: Arc<[ConnRef]>,
     /// Selection weight.
     pub weight: f64,
     /// The node's score S, as reported to it.
@@ -43,6 +44,17 @@ impl NodeRoute {
     /// Whether the node can take another stream.
     pub fn has_capacity(&self) -> bool {
         self.active.load(Relaxed) < self.max_streams
+    }
+
+    /// The connection a customer accepted on `core` is relayed over: the node's lane on
+    /// that core, so the customer stays where it was accepted, else its first one.
+    /// `None` only for a route without connections.
+    pub fn conn_for(&self, core: usize) -> Option<ConnRef> {
+        self.conns
+            .iter()
+            .find(|c| c.core == core)
+            .or_else(|| self.conns.first())
+            .copied()
     }
 }
 
@@ -199,7 +211,7 @@ mod tests {
         NodeRoute {
             node_id: id.into(),
             country: CountryCode::parse(country).ok(),
-            conn: ConnRef { core: 0, serial: 1 },
+            conns: Arc::new([ConnRef { core: 0, serial: 1 }]),
             weight,
             score: weight,
             max_streams: 100,

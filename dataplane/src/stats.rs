@@ -35,6 +35,9 @@ pub struct Stats {
     pub udp_gso_segments: AtomicU64,
     /// GSO batches the kernel refused (then sent one datagram at a time).
     pub udp_offload_fallbacks: AtomicU64,
+    /// Customer connections moved to another core because the node had no connection
+    /// (lane) on the core that accepted them.
+    pub relay_handoffs: AtomicU64,
     /// Target failures another node did not reproduce (it connected).
     pub refusals_disputed: AtomicU64,
     /// Target failures another node reproduced.

@@ -56,6 +56,8 @@ pub struct NodeConfig {
     pub max_rate: Option<u64>,
     /// Batch UDP sends with GSO where the kernel offers it (`--udp-offload auto`).
     pub udp_offload: bool,
+    /// Most QUIC connections (lanes) to the server; the server asks for one per core.
+    pub max_lanes: u8,
     /// Monthly data cap, bytes.
     pub monthly_cap: Option<u64>,
     /// Extra blocked ports.
@@ -78,11 +80,15 @@ pub struct Shared {
     pub status: Rc<status::Status>,
     /// Relay buffers, taken only while bytes move.
     pub pool: pool::BufPool,
+    /// Lanes the server asked for in its latest welcome (its core count).
+    pub lanes: std::cell::Cell<u8>,
+    /// Signalled when a welcome arrives, so that missing lanes are opened.
+    pub lanes_changed: tokio::sync::Notify,
 }
 
 impl NodeConfig {
     /// Defaults: no CA file, no allowed ranges, no country, 1024 streams, no grace, the
-    /// unspecified local address.
+    /// unspecified local address, GSO on, as many lanes as the server asks for.
     pub fn new(join: JoinString) -> Self {
         NodeConfig {
             join,
@@ -95,6 +101,7 @@ impl NodeConfig {
             payout_address: None,
             max_rate: None,
             udp_offload: true,
+            max_lanes: u8::MAX,
             monthly_cap: None,
             block_ports: Vec::new(),
             block_domains: Vec::new(),
@@ -166,6 +173,8 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         usage: usage.clone(),
         status: status.clone(),
         pool: pool::BufPool::default(),
+        lanes: std::cell::Cell::new(1),
+        lanes_changed: tokio::sync::Notify::new(),
     });
     let mut tasks = Vec::new();
     if let Some(dir) = &config.state_dir {
@@ -190,24 +199,88 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     result
 }
 
+/// Runs lane 0, then one more lane per server core once the server says how many it
+/// has, until shutdown (every lane drains) or a fatal error on any lane.
 async fn run_sessions(
     config: &NodeConfig,
     shared: &Rc<Shared>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), NodeError> {
-    let mut backoff = retry::Backoff::default();
+    let session = rand::random::<u64>() >> 2;
+    let config = Rc::new(config.clone());
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut lanes = tokio::task::JoinSet::new();
+    let mut opened = 0u8;
     let mut shutdown = pin!(shutdown);
     loop {
+        while opened < wanted_lanes(&config, shared) && !*stop.borrow() {
+            let lane = session::Lane {
+                session,
+                index: opened,
+            };
+            lanes.spawn_local(run_lane(
+                config.clone(),
+                shared.clone(),
+                lane,
+                stopped.clone(),
+            ));
+            opened += 1;
+        }
+        tokio::select! {
+            _ = shutdown.as_mut(), if !*stop.borrow() => {
+                let _ = stop.send(true);
+            }
+            _ = shared.lanes_changed.notified() => {}
+            done = lanes.join_next() => match done {
+                None => return Ok(()),
+                Some(Ok(Ok(()))) => {}
+                Some(Ok(Err(e))) => {
+                    lanes.abort_all();
+                    return Err(e);
+                }
+                Some(Err(e)) => warn!(error = %e, "lane task failed"),
+            },
+        }
+    }
+}
+
+/// Lanes to keep: what the server asked for, within `--max-lanes`, at least one.
+fn wanted_lanes(config: &NodeConfig, shared: &Shared) -> u8 {
+    shared.lanes.get().min(config.max_lanes).max(1)
+}
+
+/// One lane's sessions, reconnecting with jittered backoff, until `stop` is set, the
+/// server no longer wants this lane, or a fatal error.
+async fn run_lane(
+    config: Rc<NodeConfig>,
+    shared: Rc<Shared>,
+    lane: session::Lane,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), NodeError> {
+    let mut backoff = retry::Backoff::default();
+    let first = lane.index == 0;
+    let set_state = |s: &'static str| {
+        if first {
+            shared.status.state.set(s);
+        }
+    };
+    let mut stopped = pin!(async move {
+        let _ = stop.wait_for(|s| *s).await;
+    });
+    loop {
+        if lane.index >= wanted_lanes(&config, &shared) {
+            return Ok(());
+        }
         if shared.usage.capped() {
-            shared.status.state.set("capped");
+            set_state("capped");
             // Check again hourly: the cap lifts when the month turns.
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_secs(3600)) => continue,
-                _ = shutdown.as_mut() => return Ok(()),
+                _ = stopped.as_mut() => return Ok(()),
             }
         }
-        shared.status.state.set("connecting");
-        match session::run(config, shared, &mut shutdown).await {
+        set_state("connecting");
+        match session::run(&config, &shared, lane, &mut stopped).await {
             Ok(session::SessionEnd::Shutdown) => return Ok(()),
             Ok(session::SessionEnd::Capped) => continue,
             Ok(session::SessionEnd::Lost { welcomed }) => {
@@ -219,14 +292,14 @@ async fn run_sessions(
                 shared.status.state.set("rejected");
                 return Err(e);
             }
-            Err(e) => warn!(error = %e, "session failed"),
+            Err(e) => warn!(lane = lane.index, error = %e, "session failed"),
         }
-        shared.status.state.set("connecting");
+        set_state("connecting");
         let delay = backoff.next_delay();
-        info!(?delay, "reconnecting");
+        info!(lane = lane.index, ?delay, "reconnecting");
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
-            _ = shutdown.as_mut() => return Ok(()),
+            _ = stopped.as_mut() => return Ok(()),
         }
     }
 }

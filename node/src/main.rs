@@ -91,6 +91,11 @@ struct RunArgs {
     /// call.
     #[arg(long, env = "TURBO_UDP_OFFLOAD", value_enum, default_value = "auto")]
     udp_offload: Offload,
+    /// Most QUIC connections (lanes) to the server. The server asks for one per core,
+    /// so that each of its cores relays over a connection of its own [default: as many
+    /// as the server asks for].
+    #[arg(long, env = "TURBO_MAX_LANES", value_parser = clap::value_parser!(u8).range(1..))]
+    max_lanes: Option<u8>,
     /// Let the node reach this otherwise-forbidden range (labs and tests only).
     #[arg(long = "allow-cidr", env = "TURBO_ALLOW_CIDR", value_delimiter = ',')]
     allow_cidr: Vec<ipnet::IpNet>,
@@ -190,6 +195,7 @@ pub(crate) fn main() -> anyhow::Result<()> {
                 None => println!("this month:     {} bytes", r.bytes_month),
             }
             println!("active streams: {}", r.active_streams);
+            println!("lanes:          {} connected", r.lanes);
             match r.score {
                 Some(s) => println!("score:          {s:.3}"),
                 None => println!("score:          not reported yet"),
@@ -227,6 +233,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     config.shutdown_grace = args.shutdown_grace.into();
     config.bind = args.bind;
     config.udp_offload = args.udp_offload == Offload::Auto;
+    config.max_lanes = args.max_lanes.unwrap_or(u8::MAX);
     config.state_dir = args.state_dir.or_else(files::state_dir);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

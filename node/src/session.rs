@@ -1,6 +1,8 @@
 //! One QUIC session with the server, from dial to close: TLS with the pinned (or
 //! CA-verified) certificate, the hello on the control stream, pings and stats, a relay
-//! task per server-opened stream, and a graceful drain on shutdown.
+//! task per server-opened stream, and a graceful drain on shutdown. A node runs one
+//! session per lane ([`Lane`]): lane `k` aims its Initial at server core `k` (byte 0
+//! of the connection ID it picks), so each server core relays over its own connection.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -15,6 +17,8 @@ use tokio::time::{sleep, sleep_until, Instant};
 use tracing::{info, warn};
 use turbo_proto::wire::control::{ControlDecoder, ControlMessage, Hello, NodeStats, RejectCode};
 use turbo_proto::wire::{window, ALPN, WIRE_VERSION};
+
+pub use turbo_proto::wire::control::Lane;
 
 use crate::conn::Conn;
 use crate::{NodeConfig, NodeError, Shared};
@@ -91,6 +95,7 @@ fn quic_config(cfg: &NodeConfig) -> Result<quiche::Config, NodeError> {
 pub async fn run(
     cfg: &NodeConfig,
     shared: &Rc<Shared>,
+    lane: Lane,
     shutdown: &mut Pin<&mut impl Future<Output = ()>>,
 ) -> Result<SessionEnd, NodeError> {
     let server = cfg.join.server_addr();
@@ -102,15 +107,19 @@ pub async fn run(
     let local = socket.local_addr()?;
     let mut qcfg = quic_config(cfg)?;
     let scid: [u8; 16] = rand::random();
-    let quic = quiche::connect_with_buffer_factory::<turbo_quic::ZcFactory>(
+    let mut dcid: [u8; 16] = rand::random();
+    dcid[0] = lane.index;
+    let quic = quiche::connect_with_dcid_and_buffer_factory::<turbo_quic::ZcFactory>(
         Some(&cfg.join.host),
         &quiche::ConnectionId::from_ref(&scid),
+        &quiche::ConnectionId::from_ref(&dcid),
         local,
         peer,
         &mut qcfg,
     )?;
     let conn = Rc::new(Conn::new(quic, Default::default()));
-    let span = tracing::info_span!("session", %peer);
+    let _lane_status = crate::status::LaneGuard::new(&shared.status, lane.index);
+    let span = tracing::info_span!("session", %peer, lane = lane.index);
     let _enter = span.enter();
     info!("connecting");
 
@@ -143,6 +152,7 @@ pub async fn run(
                     country: cfg.country.clone(),
                     payout_address: cfg.payout_address.clone(),
                     max_streams: cfg.max_streams,
+                    lane: Some(lane),
                 }),
             );
             hello_sent = true;
@@ -165,9 +175,14 @@ pub async fn run(
             {
                 match msg {
                     ControlMessage::Welcome(w) => {
-                        info!(node_id = %w.node_id, "admitted by server");
+                        info!(node_id = %w.node_id, lanes = w.lanes, "admitted by server");
                         welcomed = true;
-                        shared.status.state.set("connected");
+                        shared.lanes.set(w.lanes);
+                        shared.lanes_changed.notify_one();
+                        shared.status.set_lane(lane.index, |l| l.connected = true);
+                        if lane.index == 0 {
+                            shared.status.state.set("connected");
+                        }
                         *shared.status.node_id.borrow_mut() = Some(w.node_id.clone());
                         ping_every = Duration::from_millis(w.ping_interval_ms.clamp(100, 60_000));
                         next_ping = Instant::now() + ping_every;
@@ -232,7 +247,9 @@ pub async fn run(
             }
         }
         conn.wake_ready();
-        shared.status.active.set(conn.driver.active.get());
+        shared
+            .status
+            .set_lane(lane.index, |l| l.active = conn.driver.active.get());
         if welcomed && drain_deadline.is_none() && shared.usage.capped() {
             warn!(cap = ?shared.usage.cap(), "monthly data cap reached: no new streams until next month");
             capped = true;
@@ -259,7 +276,9 @@ pub async fn run(
             }
         }
         crate::udp::flush(&conn, &socket, &mut sender).await;
-        shared.status.udp.set(sender.counters);
+        shared
+            .status
+            .set_lane(lane.index, |l| l.udp = sender.counters);
         if conn.quic.borrow().is_closed() {
             conn.mark_closed();
             if drain_deadline.is_some() {

@@ -36,6 +36,42 @@ pub struct StatusReport {
     /// GSO batches the kernel refused (then sent one datagram at a time).
     #[serde(default)]
     pub udp_offload_fallbacks: u64,
+    /// Connections (lanes) to the server that are up, one per server core.
+    #[serde(default)]
+    pub lanes: u8,
+}
+
+/// One lane's share of the status.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LaneStatus {
+    /// Admitted by the server.
+    pub connected: bool,
+    /// Relay streams open on it.
+    pub active: u64,
+    /// Its batched UDP sender's counters.
+    pub udp: turbo_quic::batch::Counters,
+}
+
+/// Clears a lane's status when its session ends, however it ends.
+pub struct LaneGuard<'a> {
+    status: &'a Status,
+    index: u8,
+}
+
+impl<'a> LaneGuard<'a> {
+    /// Guards lane `index` of `status`.
+    pub fn new(status: &'a Status, index: u8) -> Self {
+        LaneGuard { status, index }
+    }
+}
+
+impl Drop for LaneGuard<'_> {
+    fn drop(&mut self) {
+        self.status.set_lane(self.index, |l| {
+            l.connected = false;
+            l.active = 0;
+        });
+    }
 }
 
 /// Live status shared by the session and the status socket.
@@ -49,16 +85,25 @@ pub struct Status {
     pub node_id: RefCell<Option<String>>,
     /// Last score from the server.
     pub score: Cell<Option<f64>>,
-    /// Open streams.
-    pub active: Cell<u64>,
-    /// The batched UDP sender's counters.
-    pub udp: Cell<turbo_quic::batch::Counters>,
+    /// Per lane: open streams and UDP counters.
+    pub lanes: RefCell<Vec<LaneStatus>>,
 }
 
 impl Status {
+    /// Updates lane `index`'s status with `f`.
+    pub fn set_lane(&self, index: u8, f: impl FnOnce(&mut LaneStatus)) {
+        let mut lanes = self.lanes.borrow_mut();
+        let i = usize::from(index);
+        if lanes.len() <= i {
+            lanes.resize(i + 1, LaneStatus::default());
+        }
+        f(&mut lanes[i]);
+    }
+
     /// A snapshot for printing.
     pub fn report(&self, usage: &Usage) -> StatusReport {
         let (today, month) = usage.totals();
+        let lanes = self.lanes.borrow();
         StatusReport {
             state: self.state.get().to_owned(),
             server: self.server.borrow().clone(),
@@ -66,10 +111,11 @@ impl Status {
             bytes_today: today,
             bytes_month: month,
             monthly_cap: usage.cap(),
-            active_streams: self.active.get(),
+            active_streams: lanes.iter().map(|l| l.active).sum(),
             score: self.score.get(),
-            udp_gso_segments: self.udp.get().gso_segments,
-            udp_offload_fallbacks: self.udp.get().offload_fallbacks,
+            udp_gso_segments: lanes.iter().map(|l| l.udp.gso_segments).sum(),
+            udp_offload_fallbacks: lanes.iter().map(|l| l.udp.offload_fallbacks).sum(),
+            lanes: lanes.iter().filter(|l| l.connected).count() as u8,
         }
     }
 }

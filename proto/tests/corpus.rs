@@ -131,6 +131,7 @@ fn write_binary_seeds() {
                 country: Some("DE".into()),
                 payout_address: None,
                 max_streams: 512,
+                lane: None,
             }),
         ),
         (
@@ -140,6 +141,7 @@ fn write_binary_seeds() {
                 node_id: "node-1".into(),
                 ping_interval_ms: 15_000,
                 liveness_timeout_ms: 45_000,
+                lanes: 2,
             }),
         ),
         (

@@ -19,6 +19,7 @@ mod fair_share;
 mod hostile_peers;
 mod http_keepalive;
 mod join_routable;
+mod lanes;
 mod limits;
 mod lockouts;
 mod malformed;

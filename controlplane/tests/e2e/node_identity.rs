@@ -214,8 +214,8 @@ fn one_live_connection_per_node_token(driver: &'static str) {
     );
     assert_eq!(
         second.log().matches("admitted by server").count(),
-        1,
-        "no flapping"
+        2,
+        "one admission per lane (one lane per server core), no flapping"
     );
 
     let set = net.api_post(

@@ -8,6 +8,7 @@ mod socks;
 
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
 use monoio::io::AsyncWriteRentExt;
@@ -190,12 +191,17 @@ pub(crate) async fn serve(
                 _slots: (conn_slot, key_slot),
             },
         };
-        let owner = job.plan.route.conn.core;
+        let owner = job
+            .plan
+            .route
+            .conn_for(core.index)
+            .map_or(core.index, |c| c.core);
         if owner == core.index {
             relay::run(core, job).await;
             return;
         }
         // Move the connection to the node's core.
+        core.stats.relay_handoffs.fetch_add(1, Relaxed);
         let job = job.map_stream(crate::sys::into_std_stream);
         core.send_to_core(owner, CoreMsg::Relay(Box::new(job)));
     }

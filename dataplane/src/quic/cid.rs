@@ -1,9 +1,12 @@
 //! Server connection IDs that name their owning core.
 //!
 //! Byte 0 of every connection ID this server issues is the index of the core that owns
-//! the connection; the rest is random. The kernel's SO_REUSEPORT hash normally keeps a
-//! node's packets on one core, but when the node's NAT rebinds (new source port) a
-//! packet can land on another core, which reads byte 0 and forwards it to the owner.
+//! the connection; the rest is random. A BPF program on the SO_REUSEPORT group
+//! ([`crate::sockets`]) delivers each datagram to the socket of the core its connection
+//! ID names, so a node's packets stay on the owning core even after its NAT rebinds,
+//! and a node's lane `k` (which picks a first byte of `k` for its Initial) lands on
+//! core `k`. Where that program can't be attached the kernel's hash decides, and a core
+//! that receives another's datagram reads byte 0 and forwards it to the owner.
 
 /// Length of server-issued connection IDs.
 pub(crate) const CID_LEN: usize = 16;

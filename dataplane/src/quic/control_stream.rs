@@ -132,6 +132,13 @@ fn handle(core: &Rc<Core>, conn: &Rc<NodeConn>, msg: ControlMessage) {
                 reject(conn, RejectCode::Version, "unsupported wire version");
                 return;
             }
+            if hello
+                .lane
+                .is_some_and(|l| usize::from(l.index) >= core.cores())
+            {
+                reject(conn, RejectCode::Protocol, "lane beyond the server's cores");
+                return;
+            }
             admit(core, conn, hello);
         }
         _ if first => protocol_close(conn, b"hello must come first"),
@@ -210,6 +217,7 @@ fn admit(core: &Rc<Core>, conn: &Rc<NodeConn>, hello: turbo_proto::wire::control
                         node_id: admission.node_id.to_string(),
                         ping_interval_ms: (liveness.as_millis() as u64 / 4).max(100),
                         liveness_timeout_ms: liveness.as_millis() as u64,
+                        lanes: u8::try_from(core.cores()).unwrap_or(u8::MAX),
                     }));
                 if core.cfg.node_policy != NodePolicy::default() {
                     conn.control

@@ -276,9 +276,10 @@ struct Opened {
 /// Opens a stream on the plan's node and waits for the node's reply.
 async fn attempt(core: &Core, plan: &RelayPlan) -> Result<Opened, (RelayStatus, String)> {
     let route = &plan.route;
-    let conn = core
-        .quic
-        .conn(route.conn.serial)
+    let conn = route
+        .conn_for(core.index)
+        .filter(|c| c.core == core.index)
+        .and_then(|c| core.quic.conn(c.serial))
         .ok_or((RelayStatus::NodeGone, "node disconnected".to_owned()))?;
     let share = core
         .gate
@@ -388,8 +389,12 @@ pub(crate) async fn run(core: Rc<Core>, job: RelayJob<TcpStream>) {
                 debug!(from = %plan.route.node_id, to = %next.route.node_id, "retrying on another node");
                 plan.route = next.route;
                 plan.moved |= next.moved;
-                let owner = plan.route.conn.core;
+                let owner = plan
+                    .route
+                    .conn_for(core.index)
+                    .map_or(core.index, |c| c.core);
                 if owner != core.index {
+                    core.stats.relay_handoffs.fetch_add(1, Relaxed);
                     let job = RelayJob { stream, plan }.map_stream(crate::sys::into_std_stream);
                     core.send_to_core(owner, CoreMsg::Relay(Box::new(job)));
                     return;

@@ -28,6 +28,21 @@ pub struct Hello {
     pub payout_address: Option<String>,
     /// Most relay streams the node accepts at once.
     pub max_streams: u32,
+    /// Which of the node's parallel connections this is; `None` from a node that opens
+    /// one (older nodes send nothing here).
+    pub lane: Option<Lane>,
+}
+
+/// One of several QUIC connections a node keeps to one server, one per server core, so
+/// that each core relays over a connection of its own. The server treats the lanes of
+/// one session as one node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lane {
+    /// Random per node run: lanes with the same session come from one daemon, and a
+    /// hello with another session takes the node over (as a second daemon would).
+    pub session: u64,
+    /// The lane's index, `0..lanes` (from the [`Welcome`]); lane `k` aims at core `k`.
+    pub index: u8,
 }
 
 /// The server's answer to an accepted [`Hello`].
@@ -41,6 +56,9 @@ pub struct Welcome {
     pub ping_interval_ms: u64,
     /// After this long without hearing from the node the server drops it.
     pub liveness_timeout_ms: u64,
+    /// How many connections (lanes) the node should keep: the server's core count, 1
+    /// from servers that do not say.
+    pub lanes: u8,
 }
 
 /// Why the server refused a node.
@@ -189,6 +207,10 @@ impl ControlMessage {
                     h.payout_address.as_deref().unwrap_or("").as_bytes(),
                 );
                 put_varint(&mut body, h.max_streams.into());
+                if let Some(lane) = h.lane {
+                    put_varint(&mut body, lane.session);
+                    body.push(lane.index);
+                }
                 T_HELLO
             }
             ControlMessage::Welcome(w) => {
@@ -196,6 +218,7 @@ impl ControlMessage {
                 put_bytes(&mut body, w.node_id.as_bytes());
                 put_varint(&mut body, w.ping_interval_ms);
                 put_varint(&mut body, w.liveness_timeout_ms);
+                body.push(w.lanes);
                 T_WELCOME
             }
             ControlMessage::Reject { code, message } => {
@@ -266,6 +289,14 @@ impl ControlMessage {
                 let country = non_empty(r.string("country", 2)?);
                 let payout_address = non_empty(r.string("payout address", 128)?);
                 let max_streams = r.varint("max streams")?.min(u32::MAX.into()) as u32;
+                let lane = if r.remaining() > 0 {
+                    Some(Lane {
+                        session: r.varint("lane session")?,
+                        index: r.u8("lane index")?,
+                    })
+                } else {
+                    None
+                };
                 ControlMessage::Hello(Hello {
                     version,
                     token,
@@ -273,6 +304,7 @@ impl ControlMessage {
                     country,
                     payout_address,
                     max_streams,
+                    lane,
                 })
             }
             T_WELCOME => {
@@ -285,6 +317,11 @@ impl ControlMessage {
                     node_id: r.string("node id", 64)?,
                     ping_interval_ms: r.varint("ping interval")?,
                     liveness_timeout_ms: r.varint("liveness timeout")?,
+                    lanes: if r.remaining() > 0 {
+                        r.u8("lanes")?.max(1)
+                    } else {
+                        1
+                    },
                 })
             }
             T_REJECT => ControlMessage::Reject {
@@ -408,12 +445,26 @@ mod tests {
                 country: Some("DE".into()),
                 payout_address: None,
                 max_streams: 512,
+                lane: None,
+            }),
+            ControlMessage::Hello(Hello {
+                version: 1,
+                token: "tok_abc".into(),
+                agent: "turbo-node/0.2.0".into(),
+                country: None,
+                payout_address: None,
+                max_streams: 64,
+                lane: Some(Lane {
+                    session: u64::MAX >> 2,
+                    index: 3,
+                }),
             }),
             ControlMessage::Welcome(Welcome {
                 version: 1,
                 node_id: "n-1".into(),
                 ping_interval_ms: 1000,
                 liveness_timeout_ms: 5000,
+                lanes: 4,
             }),
             ControlMessage::Reject {
                 code: RejectCode::BadToken,
@@ -468,6 +519,29 @@ mod tests {
             }
         }
         assert_eq!(got, samples());
+    }
+
+    #[test]
+    fn messages_from_single_lane_builds_still_decode() {
+        // A hello without the lane fields and a welcome without the lane count, as
+        // nodes and servers from before lanes encode them.
+        let mut hello = vec![T_HELLO];
+        put_bytes(&mut hello, &[1, 3, b't', b'o', b'k', 0, 0, 0, 8]);
+        let mut welcome = vec![T_WELCOME];
+        put_bytes(&mut welcome, &[WIRE_VERSION, 1, b'n', 10, 20]);
+        let mut dec = ControlDecoder::new();
+        dec.push(&hello);
+        dec.push(&welcome);
+        match dec.next_message() {
+            Ok(Some(ControlMessage::Hello(h))) => {
+                assert_eq!((h.lane, h.max_streams), (None, 8));
+            }
+            other => panic!("{other:?}"),
+        }
+        match dec.next_message() {
+            Ok(Some(ControlMessage::Welcome(w))) => assert_eq!(w.lanes, 1),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
