@@ -137,6 +137,8 @@ pub async fn run(
     let mut capped = false;
     let mut recv_buf = vec![0u8; crate::udp::RECV_BUFFER];
     let mut sender = crate::udp::batcher(&socket, cfg.udp_offload)?;
+    let mut pacer = turbo_quic::batch::Pacer::default();
+    let mut paced: Option<std::time::Instant>;
     let queue = |out: &mut Vec<u8>, m: ControlMessage| m.encode(out);
 
     loop {
@@ -265,7 +267,7 @@ pub async fn run(
         if let Some(deadline) = drain_deadline {
             if conn.driver.active.get() == 0 || Instant::now() >= deadline {
                 let _ = conn.quic.borrow_mut().close(true, 0, b"shutdown");
-                crate::udp::flush(&conn, &socket, &mut sender).await;
+                crate::udp::flush(&conn, &socket, &mut sender, &mut pacer).await;
                 conn.mark_closed();
                 info!("shut down");
                 return Ok(if capped {
@@ -275,7 +277,7 @@ pub async fn run(
                 });
             }
         }
-        crate::udp::flush(&conn, &socket, &mut sender).await;
+        paced = crate::udp::flush(&conn, &socket, &mut sender, &mut pacer).await;
         shared
             .status
             .set_lane(lane.index, |l| l.udp = sender.counters);
@@ -320,6 +322,8 @@ pub async fn run(
                 }
             }
             _ = conn.driver.wake.notified() => {}
+            // The held packet is due: the next turn of the loop sends it.
+            _ = sleep_until(paced.map_or_else(Instant::now, Instant::from_std)), if paced.is_some() => {}
             _ = sleep(timeout) => conn.quic.borrow_mut().on_timeout(),
             _ = sleep_until(next_ping), if welcomed => {
                 ping_seq += 1;

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use quinn_udp::RecvMeta;
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
-use turbo_quic::batch::Batcher;
+use turbo_quic::batch::{Batcher, Pacer};
 
 use crate::conn::Conn;
 
@@ -28,19 +28,26 @@ pub fn batcher(socket: &UdpSocket, offload: bool) -> io::Result<Batcher> {
     Ok(b)
 }
 
-/// Sends every packet quiche has ready, waiting for socket space when it is full.
-pub async fn flush(conn: &Conn, socket: &UdpSocket, batcher: &mut Batcher) {
+/// Sends every packet quiche has ready and due, waiting for socket space when it is
+/// full. Returns when the packet `pacer` holds back is due, if any.
+pub async fn flush(
+    conn: &Conn,
+    socket: &UdpSocket,
+    batcher: &mut Batcher,
+    pacer: &mut Pacer,
+) -> Option<std::time::Instant> {
     loop {
         let sent = socket.try_io(Interest::WRITABLE, || {
-            batcher.flush(&mut conn.quic.borrow_mut(), socket)
+            batcher.flush(&mut conn.quic.borrow_mut(), pacer, socket)
         });
         match sent {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 if socket.writable().await.is_err() {
-                    return;
+                    return pacer.due();
                 }
             }
-            _ => return,
+            Ok(due) => return due,
+            Err(_) => return pacer.due(),
         }
     }
 }

@@ -9,14 +9,42 @@
 //! it again. When the kernel refuses a batch (EIO or EINVAL: a device without GSO),
 //! quinn-udp stops offering GSO on the socket and the batch goes out again one datagram
 //! per call, so no packet is lost to the fallback.
+//!
+//! Pacing: quiche stamps each packet with the time it should leave (`SendInfo.at`,
+//! spread over the RTT by its pacer). A packet due more than [`PACING_HORIZON`] from
+//! now is not sent with the batch: it waits in its connection's [`Pacer`], and
+//! [`Batcher::flush`] returns when to call again (the driver sleeps until then). So a
+//! congestion window leaves as a train of batches instead of one burst.
 
 use std::io;
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use quinn_udp::{Transmit, UdpSockRef, UdpSocketState};
 use tracing::{debug, info};
 
 use crate::{MAX_SEGMENTS, MAX_SEND_PAYLOAD};
+
+/// Packets due sooner than this leave with the batch being built: about the timer
+/// granularity of the runtimes that drive the batcher (1 ms).
+pub const PACING_HORIZON: Duration = Duration::from_millis(1);
+
+/// One connection's packet that quiche built ahead of its send time.
+#[derive(Default)]
+pub struct Pacer {
+    /// The packet, its destination and when it is due; the buffer is kept for reuse.
+    held: Option<(Instant, SocketAddr)>,
+    packet: Vec<u8>,
+    /// Packets held back so far.
+    pub paced: u64,
+}
+
+impl Pacer {
+    /// When the held packet is due, if one is held.
+    pub fn due(&self) -> Option<Instant> {
+        self.held.map(|(at, _)| at)
+    }
+}
 
 /// What a batcher did so far.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -94,27 +122,57 @@ impl Batcher {
             .min(quantum.div_ceil(MAX_SEND_PAYLOAD))
     }
 
-    /// Sends every packet `conn` has ready, in batches.
+    /// Sends every packet `conn` has ready and due, in batches. Returns when the
+    /// packet `pacer` holds is due, if quiche built one ahead of its time: call again
+    /// then (or sooner, when something else happens).
     ///
     /// # Errors
     /// `WouldBlock` when the socket is full: wait until it is writable and call again
     /// (the unsent batch is kept). Other send errors are logged and dropped, as QUIC
     /// recovers lost packets.
-    pub fn flush<S: ?Sized>(&mut self, conn: &mut crate::QuicConn, socket: &S) -> io::Result<()>
+    pub fn flush<S: ?Sized>(
+        &mut self,
+        conn: &mut crate::QuicConn,
+        pacer: &mut Pacer,
+        socket: &S,
+    ) -> io::Result<Option<Instant>>
     where
         for<'a> UdpSockRef<'a>: From<&'a S>,
     {
         loop {
             self.send_pending(socket)?;
             let limit = self.limit(conn);
-            match self.fill(conn, limit) {
+            let fill = self.fill(conn, pacer, limit, Instant::now() + PACING_HORIZON);
+            match fill {
                 Fill::More => {}
-                Fill::Done => {
+                Fill::Done | Fill::Paced => {
                     self.send_pending(socket)?;
-                    return Ok(());
+                    return Ok(pacer.due());
                 }
             }
         }
+    }
+
+    /// Starts a batch with the packet `pacer` holds, if it is due by `horizon`.
+    /// Returns the buffer offset after it, or `None` when it must wait.
+    fn release_held(&mut self, pacer: &mut Pacer, horizon: Instant) -> Option<usize> {
+        let Some((at, to)) = pacer.held else {
+            return Some(0);
+        };
+        if at > horizon {
+            return None;
+        }
+        let len = pacer.packet.len();
+        self.buf[..len].copy_from_slice(&pacer.packet);
+        pacer.held = None;
+        self.pending.push(Batch {
+            offset: 0,
+            len,
+            segment: len,
+            count: 1,
+            to,
+        });
+        Some(len)
     }
 
     /// Sends the pending batches, oldest first.
@@ -129,12 +187,32 @@ impl Batcher {
         Ok(())
     }
 
-    /// Builds up to `limit` packets of one size for one destination into the buffer.
-    fn fill(&mut self, conn: &mut crate::QuicConn, limit: usize) -> Fill {
-        let mut at = 0;
+    /// Builds up to `limit` packets of one size for one destination into the buffer,
+    /// starting with the held packet when it is due; a packet due after `horizon` is
+    /// moved into `pacer` and ends the batch.
+    fn fill(
+        &mut self,
+        conn: &mut crate::QuicConn,
+        pacer: &mut Pacer,
+        limit: usize,
+        horizon: Instant,
+    ) -> Fill {
+        let Some(mut at) = self.release_held(pacer, horizon) else {
+            return Fill::Paced;
+        };
+        if at > 0 && limit == 1 {
+            return Fill::More;
+        }
         loop {
             let room = &mut self.buf[at..at + MAX_SEND_PAYLOAD];
             let (n, to) = match conn.send(room) {
+                Ok((n, info)) if info.at > horizon => {
+                    pacer.packet.clear();
+                    pacer.packet.extend_from_slice(&room[..n]);
+                    pacer.held = Some((info.at, info.to));
+                    pacer.paced += 1;
+                    return Fill::Paced;
+                }
                 Ok((n, info)) => (n, info.to),
                 Err(quiche::Error::Done) => return Fill::Done,
                 Err(e) => {
@@ -242,4 +320,6 @@ enum Fill {
     More,
     /// quiche has nothing more to send.
     Done,
+    /// The next packet is held in the connection's [`Pacer`] until it is due.
+    Paced,
 }

@@ -64,6 +64,8 @@ pub(crate) struct NodeConn {
     pub(crate) accepted_at: Instant,
     /// Counted in the endpoint's handshaking connections.
     pub(crate) handshaking: Cell<bool>,
+    /// The packet pacing holds back, if any.
+    pacer: RefCell<turbo_quic::batch::Pacer>,
 }
 
 impl std::ops::Deref for NodeConn {
@@ -91,6 +93,7 @@ impl NodeConn {
             cids: RefCell::new(cids),
             accepted_at: Instant::now(),
             handshaking: Cell::new(true),
+            pacer: RefCell::default(),
         }
     }
 
@@ -135,19 +138,21 @@ impl NodeConn {
         self.driver.notify();
     }
 
-    /// Sends every packet quiche has ready, in GSO batches where the kernel offers
-    /// them, waiting for socket space when the socket is full.
-    async fn flush_packets(&self, ep: &super::endpoint::QuicEndpoint) {
+    /// Sends every packet quiche has ready and due, in GSO batches where the kernel
+    /// offers them, waiting for socket space when the socket is full. Returns when the
+    /// packet held back by pacing is due, if any.
+    async fn flush_packets(&self, ep: &super::endpoint::QuicEndpoint) -> Option<Instant> {
         loop {
-            let sent = ep.flush(&mut self.quic.borrow_mut());
+            let sent = ep.flush(&mut self.quic.borrow_mut(), &mut self.pacer.borrow_mut());
             match sent {
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     if let Err(e) = ep.socket.writable(false).await {
                         debug!(error = %e, "udp writable failed");
-                        return;
+                        return self.pacer.borrow().due();
                     }
                 }
-                _ => return,
+                Ok(due) => return due,
+                Err(_) => return self.pacer.borrow().due(),
             }
         }
     }
@@ -161,7 +166,7 @@ pub(crate) async fn drive(core: Rc<Core>, conn: Rc<NodeConn>) {
         loop {
             super::control_stream::process(&core, &conn);
             conn.wake_ready();
-            conn.flush_packets(&core.quic).await;
+            let paced = conn.flush_packets(&core.quic).await;
             let (closed, draining, timeout) = {
                 let q = conn.quic.borrow();
                 if conn.handshaking.get() && q.is_established() {
@@ -177,6 +182,13 @@ pub(crate) async fn drive(core: Rc<Core>, conn: Rc<NodeConn>) {
             if closed {
                 break;
             }
+            // The packet held back by pacing is due: the next turn sends it.
+            let due = paced.map(|at| at.saturating_duration_since(Instant::now()));
+            let timeout = match (timeout, due) {
+                (Some(t), Some(d)) if d < t => Some(d),
+                (None, Some(d)) => Some(d),
+                (t, _) => t,
+            };
             match timeout {
                 Some(t) => {
                     monoio::select! {

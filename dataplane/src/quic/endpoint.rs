@@ -77,14 +77,19 @@ impl QuicEndpoint {
         })
     }
 
-    /// Sends what `conn` has ready through the core's batcher.
+    /// Sends what `conn` has ready and due through the core's batcher; returns when
+    /// the packet `pacer` holds back is due, if any.
     ///
     /// # Errors
     /// `WouldBlock` when the socket is full (wait for it to be writable, then call again).
-    pub(crate) fn flush(&self, conn: &mut turbo_quic::QuicConn) -> std::io::Result<()> {
+    pub(crate) fn flush(
+        &self,
+        conn: &mut turbo_quic::QuicConn,
+        pacer: &mut turbo_quic::batch::Pacer,
+    ) -> std::io::Result<Option<std::time::Instant>> {
         self.batcher
             .borrow_mut()
-            .flush(conn, &borrowed(&self.socket))
+            .flush(conn, pacer, &borrowed(&self.socket))
     }
 
     /// Counter increases since the last call (for the process-wide stats).
