@@ -30,7 +30,7 @@ use std::pin::pin;
 use std::rc::Rc;
 use std::time::Duration;
 
-use tracing::{info, warn};
+use tracing::{info, warn, Instrument};
 use turbo_proto::join::JoinString;
 
 /// Everything a node needs to run.
@@ -280,7 +280,9 @@ async fn run_lane(
             }
         }
         set_state("connecting");
-        match session::run(&config, &shared, lane, &mut stopped).await {
+        let span = tracing::info_span!("lane", index = lane.index);
+        let session = session::run(&config, &shared, lane, &mut stopped).instrument(span);
+        match session.await {
             Ok(session::SessionEnd::Shutdown) => return Ok(()),
             Ok(session::SessionEnd::Capped) => continue,
             Ok(session::SessionEnd::Lost { welcomed }) => {

@@ -119,9 +119,7 @@ pub async fn run(
     )?;
     let conn = Rc::new(Conn::new(quic, Default::default()));
     let _lane_status = crate::status::LaneGuard::new(&shared.status, lane.index);
-    let span = tracing::info_span!("session", %peer, lane = lane.index);
-    let _enter = span.enter();
-    info!("connecting");
+    info!(%peer, "connecting");
 
     let mut decoder = ControlDecoder::new();
     let mut control_out: Vec<u8> = Vec::new();

@@ -105,7 +105,9 @@ fn revoke_and_check(
     let took = started.elapsed();
     let log = node_proc.log();
     assert!(took < CLOSE_BOUND, "closed after {took:?}: {log}");
-    assert!(log.contains("node revoked"), "node log says why: {log}");
+    // Lane 0 is closed with "node revoked"; a lane that was connecting at that moment
+    // is refused with "token unknown or revoked". Either way the node says why.
+    assert!(log.contains("revoked"), "node log says why: {log}");
     tunnel.set_read_timeout(Some(CLOSE_BOUND)).expect("timeout");
     let mut buf = [0u8; 16];
     let ended = matches!(tunnel.read(&mut buf), Ok(0) | Err(_));

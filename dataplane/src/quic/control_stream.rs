@@ -230,8 +230,13 @@ fn admit(core: &Rc<Core>, conn: &Rc<NodeConn>, hello: turbo_proto::wire::control
                 }
             }
             Err(code) => {
-                warn!(?code, "node rejected");
-                reject(&conn, code, "node rejected");
+                let why = match code {
+                    RejectCode::BadToken => "node rejected: token unknown or revoked",
+                    RejectCode::Unavailable => "node rejected for now: retry later",
+                    _ => "node rejected",
+                };
+                warn!(?code, why, "node rejected");
+                reject(&conn, code, why);
             }
         }
         conn.driver.notify();
