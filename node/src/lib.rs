@@ -82,6 +82,9 @@ pub struct Shared {
     pub pool: pool::BufPool,
     /// Lanes the server asked for in its latest welcome (its core count).
     pub lanes: std::cell::Cell<u8>,
+    /// The node has carried a stream since it started: an idle node keeps one lane,
+    /// so that a server's thousands of idle nodes cost one connection each.
+    pub carrying: std::cell::Cell<bool>,
     /// Signalled when a welcome arrives, so that missing lanes are opened.
     pub lanes_changed: tokio::sync::Notify,
 }
@@ -174,6 +177,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         status: status.clone(),
         pool: pool::BufPool::default(),
         lanes: std::cell::Cell::new(1),
+        carrying: std::cell::Cell::new(false),
         lanes_changed: tokio::sync::Notify::new(),
     });
     let mut tasks = Vec::new();
@@ -199,8 +203,9 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     result
 }
 
-/// Runs lane 0, then one more lane per server core once the server says how many it
-/// has, until shutdown (every lane drains) or a fatal error on any lane.
+/// Runs lane 0, then, once the node carries its first stream, one more lane per server
+/// core the server says it has, until shutdown (every lane drains) or a fatal error on
+/// any lane.
 async fn run_sessions(
     config: &NodeConfig,
     shared: &Rc<Shared>,
@@ -244,8 +249,12 @@ async fn run_sessions(
     }
 }
 
-/// Lanes to keep: what the server asked for, within `--max-lanes`, at least one.
+/// Lanes to keep: one until the node carries its first stream, then what the server
+/// asked for, within `--max-lanes`.
 fn wanted_lanes(config: &NodeConfig, shared: &Shared) -> u8 {
+    if !shared.carrying.get() {
+        return 1;
+    }
     shared.lanes.get().min(config.max_lanes).max(1)
 }
 

@@ -234,6 +234,10 @@ pub async fn run(
                     shared.clone(),
                     u64::from(cfg.max_streams),
                 ));
+                if !shared.carrying.replace(true) {
+                    // The first stream: open the other lanes now.
+                    shared.lanes_changed.notify_one();
+                }
             }
             control_out.append(&mut conn.driver.outbox.borrow_mut());
             if !control_out.is_empty() {

@@ -1,7 +1,7 @@
-//! A node keeps one QUIC connection (lane) per server core, and the server treats them
-//! as one node: customers are relayed on the lane of the core that accepted them, with
-//! no hand-off between cores, while the API, routing and the node's stream limit see a
-//! single node. A node held to one lane (`--max-lanes 1`) still works, through
+//! A node that carries traffic keeps one QUIC connection (lane) per server core (an
+//! idle one keeps one), and the server treats them as one node: customers are relayed
+//! on the lane of the core that accepted them, with no hand-off between cores, while
+//! the API, routing and the node's stream limit see a single node. A node held to one lane (`--max-lanes 1`) still works, through
 //! hand-offs. The server in these tests runs 2 cores.
 
 use std::io::{Read, Write};
@@ -41,6 +41,16 @@ fn lanes_of(net: &Net, id: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// One tunnel through `id` (routed by `user`'s country): its first stream makes the
+/// node open its other lane. Waits for both lanes.
+fn open_lanes(net: &Net, id: &str, user: &str, port: u16) {
+    match tunnel(net, user, &net.key, port) {
+        Connect::Open(mut s) => echo(&mut s, b"first stream"),
+        other => panic!("first tunnel refused: {other:?}"),
+    }
+    wait_for("both lanes of the node", || (lanes_of(net, id) == 2).then_some(()));
+}
+
 fn a_node_has_a_lane_per_core(driver: &'static str) {
     let mut opts = Options::new(driver);
     opts.node = false;
@@ -62,9 +72,7 @@ fn a_node_has_a_lane_per_core(driver: &'static str) {
     // The stream limit is the node's, across lanes: three tunnels (of three keys, so
     // that no key's fair share gets in the way) fill it, a fourth is refused.
     let small = net.add_node(&["--country", "JP", "--max-streams", "3"]);
-    wait_for("both lanes of the small node", || {
-        (lanes_of(&net, &small) == 2).then_some(())
-    });
+    open_lanes(&net, &small, "lanes-country-jp", port);
     let keys: Vec<String> = (0..4).map(|_| net.create_key("1GB").0).collect();
     let mut held: Vec<TcpStream> = keys[..3]
         .iter()
@@ -94,9 +102,9 @@ fn a_node_has_a_lane_per_core(driver: &'static str) {
 
     // A node held to one lane: the customers accepted on the other core move there.
     let single = net.add_node(&["--country", "FR", "--max-lanes", "1"]);
-    assert_eq!(lanes_of(&net, &single), 1);
     let handoffs = handoffs_over_many_tunnels(&net, "lanes-country-fr", port);
     println!("{driver}: one lane: {handoffs} of {CONNECTIONS} customers handed off");
+    assert_eq!(lanes_of(&net, &single), 1, "--max-lanes 1 holds after traffic");
     assert!(
         handoffs > 0.0,
         "with 2 cores, some of {CONNECTIONS} customers land on the core without the lane"
