@@ -12,6 +12,7 @@ use anyhow::{bail, Result};
 use hdrhistogram::Histogram;
 
 use crate::net::Network;
+use crate::topology::Topology;
 
 /// Latency of one kind of authentication.
 pub struct Row {
@@ -63,10 +64,10 @@ fn row(store: &'static str, cache: &'static str, h: &Histogram<u64>) -> Row {
 ///
 /// # Errors
 /// When a process does not start or an authentication fails.
-pub fn run(bin_dir: &Path, samples: usize, cores: usize) -> Result<Vec<Row>> {
+pub fn run(bin_dir: &Path, samples: usize, cores: usize, topology: &Topology) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
     for (store, redis) in [("memory", false), ("redis", true)] {
-        let net = Network::start_on(bin_dir, cores, redis)?;
+        let net = Network::start_on(bin_dir, cores, redis, topology)?;
         let keys: Vec<String> = (0..samples)
             .map(|_| net.create_key("1GB"))
             .collect::<Result<_>>()?;

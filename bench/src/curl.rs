@@ -9,6 +9,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::net::Network;
 use crate::target::serve_body;
+use crate::topology::Topology;
 
 /// One row of the result table.
 #[derive(Debug, Clone)]
@@ -53,15 +54,22 @@ pub fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Runs the download comparison.
+/// Runs the download comparison; curl runs on the entry side, the body server on the
+/// exit side of `topology`.
 ///
 /// # Errors
 /// When a process cannot start or a download fails or is short.
-pub fn run(bin_dir: &Path, size_mb: usize, runs: usize, cores: usize) -> Result<Vec<Row>> {
+pub fn run(
+    bin_dir: &Path,
+    size_mb: usize,
+    runs: usize,
+    cores: usize,
+    topology: &Topology,
+) -> Result<Vec<Row>> {
     let size = size_mb << 20;
     let body: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
-    let target = serve_body(Arc::new(body))?;
-    let net = Network::start(bin_dir, cores)?;
+    let target = serve_body(topology, Arc::new(body))?;
+    let net = Network::start(bin_dir, cores, topology)?;
     let url = format!("http://{target}/blob");
     let socks = format!("socks5h://bench:{}@{}", net.key, net.socks);
     let http = format!("http://bench:{}@{}", net.key, net.http);

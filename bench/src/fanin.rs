@@ -1,7 +1,8 @@
 //! Node fan-in: many node connections to one server. The nodes are in-harness: the
 //! real `turbo_node` library (QUIC, pinning, hello, pings), many sessions on one
-//! current-thread runtime, each with its own node token and UDP socket. Reports the
-//! server's RSS per connected node and its CPU while they all idle.
+//! current-thread runtime, each with its own node token and UDP socket, on the exit
+//! side of the run's topology. Reports the server's RSS per connected node and its CPU
+//! while they all idle.
 
 use std::time::{Duration, Instant};
 
@@ -45,7 +46,10 @@ pub fn node_fan_in(net: &Network, n: usize, idle: Duration) -> Result<FanIn> {
     let rss0 = rss_bytes(server);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let started = Instant::now();
+    let topology = net.topology().clone();
     let nodes = std::thread::spawn(move || -> Result<()> {
+        // The nodes' UDP sockets belong where this thread is: the exit side.
+        topology.enter_exit().context("enter the exit side")?;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;

@@ -1,5 +1,6 @@
 //! Turbo's load-testing harness. It starts real release binaries (`turbo-server`,
-//! `turbo-node`) and target servers on loopback, drives load with real clients, and
+//! `turbo-node`) and target servers on loopback, or across a veth pair between two
+//! network namespaces (`--net veth`), drives load with real clients, and
 //! reports every figure next to the same workload over a direct connection, measured
 //! in the same run (absolute numbers drift on shared machines; ratios do not).
 
@@ -9,7 +10,10 @@ pub mod fanin;
 pub mod net;
 pub mod peers;
 pub mod plot;
+pub mod setns;
 pub mod socks;
 pub mod suite;
 pub mod target;
+pub mod topology;
+pub mod veth;
 pub mod workload;

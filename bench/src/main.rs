@@ -1,11 +1,17 @@
-//! `turbo-bench`: runs Turbo's load workloads against release binaries on loopback.
+//! `turbo-bench`: runs Turbo's load workloads against release binaries, on loopback or
+//! across a veth pair between two network namespaces (`--net veth`).
 
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+use turbo_bench::topology::{NetKind, Topology};
+use turbo_bench::veth::Veth;
 
 #[derive(Parser)]
-#[command(version, about = "Turbo load-testing harness (loopback only)")]
+#[command(
+    version,
+    about = "Turbo load-testing harness (loopback or a veth pair)"
+)]
 struct Cli {
     /// Directory holding release `turbo-server` and `turbo-node`.
     #[arg(long, env = "TURBO_BENCH_BIN_DIR", default_value = "target/release")]
@@ -13,6 +19,13 @@ struct Cli {
     /// Batched UDP (GSO/GRO) in Turbo's server and node: on or off.
     #[arg(long, value_parser = ["on", "off"], default_value = "on")]
     udp_offload: String,
+    /// The network between the entry side (clients, Turbo's server, sslocal) and the
+    /// exit side (Turbo's node, ssserver, targets). `loopback`: one namespace,
+    /// 127.0.0.1, where GSO super-packets cross unsegmented. `veth`: two network
+    /// namespaces joined by a veth pair with MTU 1500, segmentation offloads off and GRO
+    /// on, so batches are cut into wire-sized frames (needs root, iproute2, ethtool, procps).
+    #[arg(long, value_enum, env = "TURBO_BENCH_NET", default_value = "loopback")]
+    net: NetKind,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -88,6 +101,14 @@ fn main() -> anyhow::Result<()> {
         "off"
     };
     std::env::set_var("TURBO_UDP_OFFLOAD", offload);
+    // Before any thread exists; dropped last, which removes the namespaces.
+    let veth = match cli.net {
+        NetKind::Loopback => None,
+        NetKind::Veth => Some(Veth::create()?),
+    };
+    let net = veth
+        .as_ref()
+        .map_or_else(Topology::loopback, Veth::topology);
     match cli.cmd {
         Cmd::Suite { quick, runs, out } => {
             let mut cfg = if quick {
@@ -96,6 +117,7 @@ fn main() -> anyhow::Result<()> {
                 turbo_bench::suite::Config::full(cli.bin_dir)
             };
             cfg.runs = runs.unwrap_or(cfg.runs);
+            cfg.net = net;
             turbo_bench::suite::run_and_report(&cfg, &out)?;
         }
         Cmd::Curl {
@@ -103,8 +125,8 @@ fn main() -> anyhow::Result<()> {
             runs,
             cores,
         } => {
-            let rows = turbo_bench::curl::run(&cli.bin_dir, size_mb, runs, cores)?;
-            println!("{}", turbo_bench::curl::table(&rows));
+            let rows = turbo_bench::curl::run(&cli.bin_dir, size_mb, runs, cores, &net)?;
+            println!("{}{}", turbo_bench::curl::table(&rows), net.describe());
         }
         Cmd::Bulk {
             conns,
@@ -124,15 +146,17 @@ fn main() -> anyhow::Result<()> {
                 dir,
                 runs,
                 cores,
+                net,
             };
             println!("{}", turbo_bench::suite::bulk_only(&cli.bin_dir, &job)?);
         }
         Cmd::Idle { tunnels } => {
-            println!("{}", turbo_bench::suite::idle_only(&cli.bin_dir, tunnels)?);
+            let out = turbo_bench::suite::idle_only(&cli.bin_dir, &net, tunnels)?;
+            println!("{out}");
         }
         Cmd::Auth { samples, cores } => {
-            let rows = turbo_bench::auth::run(&cli.bin_dir, samples, cores)?;
-            println!("{}", turbo_bench::auth::table(&rows));
+            let rows = turbo_bench::auth::run(&cli.bin_dir, samples, cores, &net)?;
+            println!("{}{}", turbo_bench::auth::table(&rows), net.describe());
         }
     }
     Ok(())

@@ -2,7 +2,9 @@
 //! connection (the physical limit), microsocks (a plain one-hop SOCKS5 server),
 //! shadowsocks-rust `sslocal`→`ssserver` with aes-128-gcm (the best-known encrypted
 //! two-hop relay), and Turbo (server + node over QUIC). A peer that is not installed is
-//! skipped, with the command that installs it.
+//! skipped, with the command that installs it. Entry processes (microsocks, `sslocal`,
+//! Turbo's server) start on the entry side, exit processes (`ssserver`, Turbo's node) on
+//! the exit side of the run's [`Topology`].
 
 use std::io;
 use std::net::{SocketAddr, TcpStream};
@@ -13,6 +15,7 @@ use anyhow::{Context, Result};
 
 use crate::net::{free_port, wait_for, Network};
 use crate::socks::{self, Auth};
+use crate::topology::Topology;
 
 /// Which path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -67,9 +70,8 @@ pub struct Peer {
     turbo: Option<Network>,
 }
 
-fn spawn(program: &str, args: &[&str]) -> io::Result<Child> {
-    Command::new(program)
-        .args(args)
+fn spawn(mut cmd: Command, args: &[&str]) -> io::Result<Child> {
+    cmd.args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -83,9 +85,19 @@ fn listening(addr: SocketAddr) -> Result<()> {
     Ok(())
 }
 
+/// Whether `program` is on the PATH (an exit-side `ip netns exec` would start even
+/// without it).
+fn installed(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+}
+
+const INSTALL_MICROSOCKS: &str = "apt install microsocks (or scripts/install-peers)";
+const INSTALL_SHADOWSOCKS: &str = "cargo install shadowsocks-rust (or scripts/install-peers)";
+
 impl Peer {
-    /// Starts `kind`. `Ok(Err(why))` when it is not installed; `why` says how to
-    /// install it.
+    /// Starts `kind`, placed by `net`. `Ok(Err(why))` when it is not installed; `why`
+    /// says how to install it.
     ///
     /// # Errors
     /// When an installed peer fails to start.
@@ -93,6 +105,7 @@ impl Peer {
         kind: PeerKind,
         bin_dir: &Path,
         cores: usize,
+        net: &Topology,
     ) -> Result<std::result::Result<Peer, String>> {
         let mut peer = Peer {
             kind,
@@ -103,58 +116,17 @@ impl Peer {
         };
         match kind {
             PeerKind::Direct => {}
-            PeerKind::Microsocks => {
-                let port = free_port()?;
-                let child = match spawn("microsocks", &["-i", "127.0.0.1", "-p", &port.to_string()])
-                {
-                    Ok(c) => c,
-                    Err(_) => {
-                        return Ok(Err(
-                            "apt install microsocks (or scripts/install-peers)".into()
-                        ))
-                    }
-                };
-                peer.procs.push(("microsocks", child));
-                let addr = SocketAddr::from(([127, 0, 0, 1], port));
-                listening(addr)?;
-                peer.proxy = Some(addr);
+            PeerKind::Microsocks if !installed("microsocks") => {
+                return Ok(Err(INSTALL_MICROSOCKS.into()))
             }
-            PeerKind::Shadowsocks => {
-                let (server, local) = (free_port()?, free_port()?);
-                let (server, local) = (
-                    SocketAddr::from(([127, 0, 0, 1], server)),
-                    SocketAddr::from(([127, 0, 0, 1], local)),
-                );
-                let pass = "turbo-bench-password";
-                let common = ["-m", "aes-128-gcm", "-k", pass];
-                let ss = match spawn(
-                    "ssserver",
-                    &[&["-s", &server.to_string()][..], &common].concat(),
-                ) {
-                    Ok(c) => c,
-                    Err(_) => {
-                        return Ok(Err(
-                            "cargo install shadowsocks-rust (or scripts/install-peers)".into(),
-                        ))
-                    }
-                };
-                peer.procs.push(("ssserver", ss));
-                let sl = spawn(
-                    "sslocal",
-                    &[
-                        &["-b", &local.to_string(), "-s", &server.to_string()][..],
-                        &common,
-                    ]
-                    .concat(),
-                )
-                .context("spawn sslocal (cargo install shadowsocks-rust)")?;
-                peer.procs.push(("sslocal", sl));
-                listening(server)?;
-                listening(local)?;
-                peer.proxy = Some(local);
+            PeerKind::Microsocks => peer.start_microsocks()?,
+            PeerKind::Shadowsocks if !(installed("ssserver") && installed("sslocal")) => {
+                return Ok(Err(INSTALL_SHADOWSOCKS.into()))
             }
+            PeerKind::Shadowsocks => peer.start_shadowsocks(net)?,
             PeerKind::Turbo => {
-                let net = Network::start_with(bin_dir, cores, false, &["--max-streams", "20000"])?;
+                let args = ["--max-streams", "20000"];
+                let net = Network::start_with(bin_dir, cores, false, &args, net)?;
                 peer.proxy = Some(net.socks.parse()?);
                 peer.auth = Some(Auth {
                     user: "bench".into(),
@@ -164,6 +136,37 @@ impl Peer {
             }
         }
         Ok(Ok(peer))
+    }
+
+    /// microsocks on the entry side, one hop to the target.
+    fn start_microsocks(&mut self) -> Result<()> {
+        let port = free_port()?;
+        let args = ["-i", "127.0.0.1", "-p", &port.to_string()];
+        let child = spawn(Command::new("microsocks"), &args).context(INSTALL_MICROSOCKS)?;
+        self.procs.push(("microsocks", child));
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        listening(addr)?;
+        self.proxy = Some(addr);
+        Ok(())
+    }
+
+    /// `ssserver` on the exit side, `sslocal` on the entry side.
+    fn start_shadowsocks(&mut self, net: &Topology) -> Result<()> {
+        let server = SocketAddr::new(net.exit_ip, net.free_exit_port()?);
+        let local = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+        let common = ["-m", "aes-128-gcm", "-k", "turbo-bench-password"];
+        let server_s = server.to_string();
+        let args = [&["-s", &server_s][..], &common].concat();
+        let ss = spawn(net.exit_command("ssserver"), &args).context(INSTALL_SHADOWSOCKS)?;
+        self.procs.push(("ssserver", ss));
+        let local_s = local.to_string();
+        let args = [&["-b", &local_s, "-s", &server_s][..], &common].concat();
+        let sl = spawn(Command::new("sslocal"), &args).context(INSTALL_SHADOWSOCKS)?;
+        self.procs.push(("sslocal", sl));
+        listening(server)?;
+        listening(local)?;
+        self.proxy = Some(local);
+        Ok(())
     }
 
     /// Opens a connection to `target` along this path.

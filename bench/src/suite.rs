@@ -8,8 +8,11 @@ use std::time::Duration;
 
 use anyhow::{ensure, Result};
 
+use crate::net::Offload;
 use crate::peers::{Peer, PeerKind, Role};
 use crate::target;
+use crate::topology::Topology;
+use crate::veth::{self, Wire};
 use crate::workload::{self, Direction};
 
 /// What to run.
@@ -35,6 +38,8 @@ pub struct Config {
     pub fan_in_nodes: usize,
     /// How long the fan-in nodes idle while the server's CPU is read.
     pub fan_in_idle: Duration,
+    /// Where the entry and exit sides sit. Defaults to loopback.
+    pub net: Topology,
 }
 
 impl Config {
@@ -51,6 +56,7 @@ impl Config {
             concurrency: vec![64, 256],
             fan_in_nodes: 1000,
             fan_in_idle: Duration::from_secs(10),
+            net: Topology::loopback(),
         }
     }
 
@@ -67,6 +73,7 @@ impl Config {
             concurrency: vec![8, 64],
             fan_in_nodes: 20,
             fan_in_idle: Duration::from_millis(500),
+            net: Topology::loopback(),
         }
     }
 }
@@ -108,6 +115,10 @@ pub struct Report {
     pub rows: Vec<Row>,
     /// Latency distributions of the last run: (workload, path, (quantile, µs) points).
     pub cdfs: Vec<Cdf>,
+    /// Frames on the veth link after the workloads (veth only).
+    pub wire: Option<Wire>,
+    /// Turbo's UDP offload counters after the workloads (before node fan-in).
+    pub offload: Option<Offload>,
 }
 
 #[derive(Default)]
@@ -184,6 +195,16 @@ fn raise_fd_limit() -> u64 {
     l.rlim_cur
 }
 
+/// The lines under a result: which net, the frames on the link, Turbo's offload
+/// counters.
+fn notes(net: &Topology, wire: Option<Wire>, offload: Option<Offload>) -> String {
+    let mut out = net.describe() + "\n";
+    for line in [wire.map(|w| w.to_string()), offload.map(|o| o.to_string())] {
+        out += &line.map_or(String::new(), |l| l + "\n");
+    }
+    out
+}
+
 /// One bulk workload for [`bulk_only`].
 pub struct BulkJob {
     /// Parallel connections.
@@ -196,6 +217,8 @@ pub struct BulkJob {
     pub runs: usize,
     /// Server cores.
     pub cores: usize,
+    /// Where the entry and exit sides sit.
+    pub net: Topology,
 }
 
 /// Runs one bulk workload through Turbo and shadowsocks-rust (when installed), runs
@@ -204,10 +227,10 @@ pub struct BulkJob {
 /// # Errors
 /// When a path fails to start or loses bytes.
 pub fn bulk_only(bin_dir: &std::path::Path, job: &BulkJob) -> Result<String> {
-    let (source, sink) = (target::source()?, target::sink()?);
+    let (source, sink) = (target::source(&job.net)?, target::sink(&job.net)?);
     let mut peers = Vec::new();
     for kind in [PeerKind::Shadowsocks, PeerKind::Turbo] {
-        if let Ok(p) = Peer::start(kind, bin_dir, job.cores)? {
+        if let Ok(p) = Peer::start(kind, bin_dir, job.cores, &job.net)? {
             peers.push(p);
         }
     }
@@ -239,7 +262,11 @@ pub fn bulk_only(bin_dir: &std::path::Path, job: &BulkJob) -> Result<String> {
             speed.iter().map(|v| v.round()).collect::<Vec<_>>()
         );
     }
-    Ok(out)
+    let offload = peers
+        .iter()
+        .find_map(Peer::turbo)
+        .and_then(|t| t.offload().ok());
+    Ok(out + &notes(&job.net, veth::wire(&job.net), offload))
 }
 
 /// Holds `tunnels` idle tunnels through Turbo and shadowsocks-rust (when installed);
@@ -247,20 +274,20 @@ pub fn bulk_only(bin_dir: &std::path::Path, job: &BulkJob) -> Result<String> {
 ///
 /// # Errors
 /// When a path fails to start or a tunnel cannot be opened.
-pub fn idle_only(bin_dir: &std::path::Path, tunnels: usize) -> Result<String> {
+pub fn idle_only(bin_dir: &std::path::Path, net: &Topology, tunnels: usize) -> Result<String> {
     let fds = raise_fd_limit();
     let tunnels = tunnels.min((fds.saturating_sub(512) / 2) as usize);
     let mut out = format!("{tunnels} idle tunnels, RSS growth per tunnel\n");
     for kind in [PeerKind::Shadowsocks, PeerKind::Turbo] {
-        let Ok(peer) = Peer::start(kind, bin_dir, 2)? else {
+        let Ok(peer) = Peer::start(kind, bin_dir, 2, net)? else {
             continue;
         };
-        let idle = workload::idle_tunnels(&peer, tunnels)?;
+        let idle = workload::idle_tunnels(&peer, net, tunnels)?;
         for (role, bytes) in idle.rss_per_tunnel {
             out += &format!("{:<18} {role:?}: {bytes:.0} B\n", kind.name());
         }
     }
-    Ok(out)
+    Ok(out + &net.describe())
 }
 
 /// Runs the suite; `progress` is told each step.
@@ -270,11 +297,12 @@ pub fn idle_only(bin_dir: &std::path::Path, tunnels: usize) -> Result<String> {
 pub fn run(cfg: &Config, progress: &dyn Fn(&str)) -> Result<Report> {
     let fds = raise_fd_limit();
     let tunnels = cfg.idle_tunnels.min((fds.saturating_sub(512) / 2) as usize);
-    let (source, sink, echo) = (target::source()?, target::sink()?, target::echo()?);
+    let net = &cfg.net;
+    let (source, sink, echo) = (target::source(net)?, target::sink(net)?, target::echo(net)?);
     let mut peers = Vec::new();
     let mut skipped = Vec::new();
     for kind in PeerKind::ALL {
-        match Peer::start(kind, &cfg.bin_dir, cfg.cores)? {
+        match Peer::start(kind, &cfg.bin_dir, cfg.cores, net)? {
             Ok(p) => peers.push(p),
             Err(why) => skipped.push((kind.name(), why)),
         }
@@ -282,52 +310,12 @@ pub fn run(cfg: &Config, progress: &dyn Fn(&str)) -> Result<Report> {
     let mut rows = Rows::default();
     bulk_rows(cfg, &peers, source, sink, &mut rows, progress)?;
     rate_rows(cfg, &peers, echo, &mut rows, progress)?;
-    for p in peers.iter().filter(|p| p.kind != PeerKind::Direct) {
-        progress(&format!("idle tunnels: {} x {tunnels}", p.kind.name()));
-        let idle = workload::idle_tunnels(p, tunnels)?;
-        let workload = format!("idle tunnels ({tunnels} held)");
-        for (role, name) in [(Role::Entry, "entry (server)"), (Role::Exit, "exit (node)")] {
-            let mine = idle.rss_per_tunnel.iter().filter(|(r, _)| *r == role);
-            if mine.clone().next().is_some() {
-                let b: f64 = mine.map(|(_, b)| b).sum();
-                let metric = format!("RSS/tunnel bytes, {name}");
-                rows.push(&workload, &metric, Better::Lower, p.kind, b);
-            }
-        }
-        let total: f64 = idle.rss_per_tunnel.iter().map(|(_, b)| b).sum();
-        rows.push(
-            &workload,
-            "RSS/tunnel bytes, total",
-            Better::Lower,
-            p.kind,
-            total,
-        );
-    }
-    if let Some(net) = peers.iter().find_map(Peer::turbo) {
-        progress(&format!("node fan-in: {} nodes", cfg.fan_in_nodes));
-        let f = crate::fanin::node_fan_in(net, cfg.fan_in_nodes, cfg.fan_in_idle)?;
-        let workload = format!("node fan-in ({} QUIC nodes)", f.nodes);
-        rows.push(
-            &workload,
-            "server RSS/node bytes",
-            Better::Lower,
-            PeerKind::Turbo,
-            f.server_rss_per_node,
-        );
-        rows.push(
-            &workload,
-            "server idle CPU %",
-            Better::Lower,
-            PeerKind::Turbo,
-            f.server_idle_cpu_percent,
-        );
-        rows.push(
-            &workload,
-            "seconds to connect all",
-            Better::Lower,
-            PeerKind::Turbo,
-            f.connect_all_secs,
-        );
+    idle_rows(net, &peers, tunnels, &mut rows, progress)?;
+    let turbo = peers.iter().find_map(Peer::turbo);
+    let offload = turbo.and_then(|t| t.offload().ok());
+    let wire = veth::wire(net);
+    if let Some(t) = turbo {
+        fan_in_rows(cfg, t, &mut rows, progress)?;
     }
     Ok(Report {
         config: Config {
@@ -338,7 +326,54 @@ pub fn run(cfg: &Config, progress: &dyn Fn(&str)) -> Result<Report> {
         skipped,
         cdfs: rows.1.clone(),
         rows: rows.finish(),
+        wire,
+        offload,
     })
+}
+
+fn idle_rows(
+    net: &Topology,
+    peers: &[Peer],
+    tunnels: usize,
+    rows: &mut Rows,
+    progress: &dyn Fn(&str),
+) -> Result<()> {
+    for p in peers.iter().filter(|p| p.kind != PeerKind::Direct) {
+        progress(&format!("idle tunnels: {} x {tunnels}", p.kind.name()));
+        let idle = workload::idle_tunnels(p, net, tunnels)?;
+        let workload = format!("idle tunnels ({tunnels} held)");
+        for (role, name) in [(Role::Entry, "entry (server)"), (Role::Exit, "exit (node)")] {
+            let mine = idle.rss_per_tunnel.iter().filter(|(r, _)| *r == role);
+            if mine.clone().next().is_some() {
+                let b: f64 = mine.map(|(_, b)| b).sum();
+                let metric = format!("RSS/tunnel bytes, {name}");
+                rows.push(&workload, &metric, Better::Lower, p.kind, b);
+            }
+        }
+        let total: f64 = idle.rss_per_tunnel.iter().map(|(_, b)| b).sum();
+        let metric = "RSS/tunnel bytes, total";
+        rows.push(&workload, metric, Better::Lower, p.kind, total);
+    }
+    Ok(())
+}
+
+fn fan_in_rows(
+    cfg: &Config,
+    turbo: &crate::net::Network,
+    rows: &mut Rows,
+    progress: &dyn Fn(&str),
+) -> Result<()> {
+    progress(&format!("node fan-in: {} nodes", cfg.fan_in_nodes));
+    let f = crate::fanin::node_fan_in(turbo, cfg.fan_in_nodes, cfg.fan_in_idle)?;
+    let workload = format!("node fan-in ({} QUIC nodes)", f.nodes);
+    for (metric, v) in [
+        ("server RSS/node bytes", f.server_rss_per_node),
+        ("server idle CPU %", f.server_idle_cpu_percent),
+        ("seconds to connect all", f.connect_all_secs),
+    ] {
+        rows.push(&workload, metric, Better::Lower, PeerKind::Turbo, v);
+    }
+    Ok(())
 }
 
 fn bulk_rows(
@@ -378,6 +413,17 @@ fn bulk_rows(
     Ok(())
 }
 
+impl Rows {
+    /// One row per percentile of `r`, named `{prefix}p50 µs` and so on.
+    fn percentiles(&mut self, workload: &str, prefix: &str, peer: PeerKind, r: &workload::Rate) {
+        let p = r.latency_us;
+        for (q, v) in [("p50", p.p50), ("p99", p.p99), ("p99.9", p.p999)] {
+            let metric = format!("{prefix}{q} µs");
+            self.push(workload, &metric, Better::Lower, peer, v as f64);
+        }
+    }
+}
+
 fn rate_rows(
     cfg: &Config,
     peers: &[Peer],
@@ -400,30 +446,20 @@ fn rate_rows(
                 );
                 rows.push(&workload, "conns/s", Better::Higher, p.kind, r.conns_per_s);
                 rows.cdf(&workload, p.kind, r.cdf.clone());
-                rows.push(
-                    &workload,
-                    "TTFB p50 µs",
-                    Better::Lower,
-                    p.kind,
-                    r.latency_us.p50 as f64,
-                );
-                rows.push(
-                    &workload,
-                    "TTFB p99 µs",
-                    Better::Lower,
-                    p.kind,
-                    r.latency_us.p99 as f64,
-                );
-                rows.push(
-                    &workload,
-                    "TTFB p99.9 µs",
-                    Better::Lower,
-                    p.kind,
-                    r.latency_us.p999 as f64,
-                );
+                rows.percentiles(&workload, "TTFB ", p.kind, &r);
             }
         }
     }
+    open_loop_rows(cfg, peers, echo, rows, progress)
+}
+
+fn open_loop_rows(
+    cfg: &Config,
+    peers: &[Peer],
+    echo: SocketAddr,
+    rows: &mut Rows,
+    progress: &dyn Fn(&str),
+) -> Result<()> {
     let base = format!("connect+64B echo, concurrency {}", cfg.concurrency[0]);
     let workload = "open loop at 50% of max";
     for run in 0..cfg.runs {
@@ -438,34 +474,9 @@ fn rate_rows(
                 p.kind.name(),
                 r.failed
             );
-            rows.push(
-                workload,
-                "rate conns/s",
-                Better::Higher,
-                p.kind,
-                r.conns_per_s,
-            );
-            rows.push(
-                workload,
-                "p50 µs",
-                Better::Lower,
-                p.kind,
-                r.latency_us.p50 as f64,
-            );
-            rows.push(
-                workload,
-                "p99 µs",
-                Better::Lower,
-                p.kind,
-                r.latency_us.p99 as f64,
-            );
-            rows.push(
-                workload,
-                "p99.9 µs",
-                Better::Lower,
-                p.kind,
-                r.latency_us.p999 as f64,
-            );
+            let rate = "rate conns/s";
+            rows.push(workload, rate, Better::Higher, p.kind, r.conns_per_s);
+            rows.percentiles(workload, "", p.kind, &r);
         }
     }
     Ok(())
@@ -501,7 +512,7 @@ impl Report {
         for (p, why) in &self.skipped {
             out += &format!("\n{p}: skipped (not installed: {why})");
         }
-        out
+        out + "\n" + &notes(&self.config.net, self.wire, self.offload)
     }
 
     /// Turbo's value against the best proxy peer (microsocks, shadowsocks), as a

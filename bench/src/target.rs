@@ -1,19 +1,17 @@
-//! Target servers on 127.0.0.1, serving until the process exits: an HTTP body server
-//! (for curl), a byte source, a byte sink, an echo server and a holder of idle
-//! connections.
+//! Target servers on the exit side (127.0.0.1 on loopback, the exit namespace's address
+//! with `--net veth`), serving until the process exits: an HTTP body server (for curl),
+//! a byte source, a byte sink, an echo server and a holder of idle connections.
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
-fn listen() -> std::io::Result<TcpListener> {
-    TcpListener::bind("127.0.0.1:0")
-}
+use crate::topology::Topology;
 
 /// Serves each connection on its own thread.
-fn serve_each(handler: fn(TcpStream)) -> std::io::Result<SocketAddr> {
-    let listener = listen()?;
+fn serve_each(net: &Topology, handler: fn(TcpStream)) -> std::io::Result<SocketAddr> {
+    let listener = net.exit_listener()?;
     let addr = listener.local_addr()?;
     thread::spawn(move || {
         for conn in listener.incoming().flatten() {
@@ -27,8 +25,8 @@ fn serve_each(handler: fn(TcpStream)) -> std::io::Result<SocketAddr> {
 ///
 /// # Errors
 /// When the listener cannot be bound.
-pub fn serve_body(body: Arc<Vec<u8>>) -> std::io::Result<SocketAddr> {
-    let listener = listen()?;
+pub fn serve_body(net: &Topology, body: Arc<Vec<u8>>) -> std::io::Result<SocketAddr> {
+    let listener = net.exit_listener()?;
     let addr = listener.local_addr()?;
     thread::spawn(move || {
         for mut conn in listener.incoming().flatten() {
@@ -67,8 +65,8 @@ pub fn pattern() -> Vec<u8> {
 ///
 /// # Errors
 /// When the listener cannot be bound.
-pub fn source() -> std::io::Result<SocketAddr> {
-    serve_each(|mut conn| {
+pub fn source(net: &Topology) -> std::io::Result<SocketAddr> {
+    serve_each(net, |mut conn| {
         let mut n = [0u8; 8];
         if conn.read_exact(&mut n).is_err() {
             return;
@@ -92,8 +90,8 @@ pub fn source() -> std::io::Result<SocketAddr> {
 ///
 /// # Errors
 /// When the listener cannot be bound.
-pub fn sink() -> std::io::Result<SocketAddr> {
-    serve_each(|mut conn| {
+pub fn sink(net: &Topology) -> std::io::Result<SocketAddr> {
+    serve_each(net, |mut conn| {
         let mut n = [0u8; 8];
         if conn.read_exact(&mut n).is_err() {
             return;
@@ -117,8 +115,8 @@ pub fn sink() -> std::io::Result<SocketAddr> {
 ///
 /// # Errors
 /// When the listener cannot be bound.
-pub fn echo() -> std::io::Result<SocketAddr> {
-    serve_each(|mut conn| {
+pub fn echo(net: &Topology) -> std::io::Result<SocketAddr> {
+    serve_each(net, |mut conn| {
         let _ = conn.set_nodelay(true);
         let mut buf = [0u8; 4096];
         loop {
@@ -139,8 +137,8 @@ pub fn echo() -> std::io::Result<SocketAddr> {
 ///
 /// # Errors
 /// When the listener cannot be bound.
-pub fn hold() -> std::io::Result<(SocketAddr, Arc<Mutex<Vec<TcpStream>>>)> {
-    let listener = listen()?;
+pub fn hold(net: &Topology) -> std::io::Result<(SocketAddr, Arc<Mutex<Vec<TcpStream>>>)> {
+    let listener = net.exit_listener()?;
     let addr = listener.local_addr()?;
     let held = Arc::new(Mutex::new(Vec::new()));
     let keep = held.clone();

@@ -13,6 +13,7 @@ use hdrhistogram::Histogram;
 
 use crate::peers::{rss_bytes, Peer, Role};
 use crate::target::{pattern, PATTERN_LEN};
+use crate::topology::Topology;
 
 /// Direction of a bulk transfer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -305,13 +306,13 @@ pub struct Idle {
     pub rss_per_tunnel: Vec<(Role, f64)>,
 }
 
-/// Opens `n` tunnels to the holding target, keeps them all open, and reads each
-/// relaying process's RSS growth.
+/// Opens `n` tunnels to a holding target on `net`'s exit side, keeps them all open, and
+/// reads each relaying process's RSS growth.
 ///
 /// # Errors
 /// A tunnel that cannot be opened, or the target not seeing all of them.
-pub fn idle_tunnels(peer: &Peer, n: usize) -> Result<Idle> {
-    let (hold, held) = crate::target::hold()?;
+pub fn idle_tunnels(peer: &Peer, net: &Topology, n: usize) -> Result<Idle> {
+    let (hold, held) = crate::target::hold(net)?;
     let before: Vec<u64> = peer.pids().iter().map(|(_, p)| rss_bytes(*p)).collect();
     let mut tunnels = Vec::with_capacity(n);
     for i in 0..n {
