@@ -230,6 +230,7 @@ async fn run_sessions(
                 stopped.clone(),
             ));
             opened += 1;
+            tracing::debug!(lane = lane.index, "lane opened");
         }
         tokio::select! {
             _ = shutdown.as_mut(), if !*stop.borrow() => {

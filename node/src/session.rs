@@ -236,6 +236,7 @@ pub async fn run(
                 ));
                 if !shared.carrying.replace(true) {
                     // The first stream: open the other lanes now.
+                    tracing::debug!("first relay stream: the other lanes may open");
                     shared.lanes_changed.notify_one();
                 }
             }

@@ -1,8 +1,9 @@
 //! A node that carries traffic keeps one QUIC connection (lane) per server core (an
 //! idle one keeps one), and the server treats them as one node: customers are relayed
 //! on the lane of the core that accepted them, with no hand-off between cores, while
-//! the API, routing and the node's stream limit see a single node. A node held to one lane (`--max-lanes 1`) still works, through
-//! hand-offs. The server in these tests runs 2 cores.
+//! the API, routing and the node's stream limit see a single node. A node held to one
+//! lane (`--max-lanes 1`) still works, through hand-offs. The server in these tests runs
+//! 2 cores.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -48,7 +49,9 @@ fn open_lanes(net: &Net, id: &str, user: &str, port: u16) {
         Connect::Open(mut s) => echo(&mut s, b"first stream"),
         other => panic!("first tunnel refused: {other:?}"),
     }
-    wait_for("both lanes of the node", || (lanes_of(net, id) == 2).then_some(()));
+    wait_for("both lanes of the node", || {
+        (lanes_of(net, id) == 2).then_some(())
+    });
 }
 
 fn a_node_has_a_lane_per_core(driver: &'static str) {
@@ -58,9 +61,8 @@ fn a_node_has_a_lane_per_core(driver: &'static str) {
     let echo_server = targets::echo();
     let port = echo_server.port();
     let id = net.add_node(&["--country", "DE"]);
-    wait_for("both lanes of the node", || {
-        (lanes_of(&net, &id) == 2).then_some(())
-    });
+    assert_eq!(lanes_of(&net, &id), 1, "an idle node keeps one lane");
+    open_lanes(&net, &id, "lanes-country-de", port);
     assert_eq!(net.connected_nodes().len(), 1, "two lanes, one node");
     assert_eq!(net.metric("turbo_nodes_connected"), 1.0);
 
@@ -104,7 +106,11 @@ fn a_node_has_a_lane_per_core(driver: &'static str) {
     let single = net.add_node(&["--country", "FR", "--max-lanes", "1"]);
     let handoffs = handoffs_over_many_tunnels(&net, "lanes-country-fr", port);
     println!("{driver}: one lane: {handoffs} of {CONNECTIONS} customers handed off");
-    assert_eq!(lanes_of(&net, &single), 1, "--max-lanes 1 holds after traffic");
+    assert_eq!(
+        lanes_of(&net, &single),
+        1,
+        "--max-lanes 1 holds after traffic"
+    );
     assert!(
         handoffs > 0.0,
         "with 2 cores, some of {CONNECTIONS} customers land on the core without the lane"
