@@ -76,6 +76,9 @@ pub struct RunArgs {
     /// off [default: auto].
     #[arg(long, env = "TURBO_UDP_OFFLOAD", value_enum)]
     pub udp_offload: Option<crate::config::UdpOffload>,
+    /// Congestion control of node connections: cubic, or bbr2 (paced) [default: cubic].
+    #[arg(long, env = "TURBO_CONGESTION_CONTROL", value_enum)]
+    pub congestion_control: Option<crate::config::CongestionControl>,
     /// Validate the configuration and exit.
     #[arg(long)]
     pub check_config: bool,
@@ -107,7 +110,8 @@ impl RunArgs {
             metrics_per_node,
             key_node_share,
             key_idle_tunnels,
-            udp_offload
+            udp_offload,
+            congestion_control
         );
         if let Some(t) = self.idle_tunnel_timeout {
             c.idle_tunnel_timeout = t.into();

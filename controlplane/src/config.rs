@@ -47,6 +47,26 @@ pub enum UdpOffload {
     Off,
 }
 
+/// `congestion_control` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum CongestionControl {
+    /// CUBIC, unpaced (quiche 0.30 paces under BBRv2 only).
+    #[default]
+    Cubic,
+    /// BBRv2, paced.
+    Bbr2,
+}
+
+impl From<CongestionControl> for turbo_quic::CongestionControl {
+    fn from(c: CongestionControl) -> Self {
+        match c {
+            CongestionControl::Cubic => turbo_quic::CongestionControl::Cubic,
+            CongestionControl::Bbr2 => turbo_quic::CongestionControl::Bbr2,
+        }
+    }
+}
+
 /// Server settings. Every field can be set in the TOML file, by flag, or by env var.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -124,6 +144,9 @@ pub struct ServerConfig {
     /// where the kernel offers it, `"off"` reads one datagram per call. Defaults to
     /// `"auto"`.
     pub udp_offload: UdpOffload,
+    /// Congestion control of node connections (the server sends uploads): `"cubic"`,
+    /// or `"bbr2"`, which paces packets over the round trip. Defaults to `"cubic"`.
+    pub congestion_control: CongestionControl,
     /// Resident memory above which new customer connections are refused (open ones
     /// carry on) until it falls under 90% of it. `0` means 75% of the memory available
     /// (cgroup limit, else RAM). Defaults to `0`.
@@ -218,6 +241,7 @@ impl Default for ServerConfig {
             relay_stall_timeout: Duration::from_secs(30),
             connection_cost: 1000,
             udp_offload: UdpOffload::Auto,
+            congestion_control: CongestionControl::Cubic,
             shutdown_grace: Duration::from_secs(30),
             overload_memory_bytes: 0,
             quic_retry_threshold: 64,

@@ -234,6 +234,7 @@ impl Server {
                 quic_retry_threshold: cfg.quic_retry_threshold,
                 stateless_reset_key: stateless_reset_key(&cfg.data_dir)?,
                 udp_offload: cfg.udp_offload == crate::config::UdpOffload::Auto,
+                congestion_control: cfg.congestion_control.into(),
                 limits: turbo_dataplane::limits::ConnLimits {
                     max_conns: cfg.max_connections,
                     max_conns_per_listener: cfg.max_connections_per_listener,

@@ -90,6 +90,8 @@ pub struct DataplaneConfig {
     pub stateless_reset_key: ResetKey,
     /// Receive node datagrams in GRO batches where the kernel offers it.
     pub udp_offload: bool,
+    /// The congestion controller of node connections.
+    pub congestion_control: turbo_quic::CongestionControl,
 }
 
 /// How cores cache authorization answers and limit failures.

@@ -58,6 +58,8 @@ pub struct NodeConfig {
     pub udp_offload: bool,
     /// Most QUIC connections (lanes) to the server; the server asks for one per core.
     pub max_lanes: u8,
+    /// The congestion controller (the node sends downloads).
+    pub congestion_control: turbo_quic::CongestionControl,
     /// Monthly data cap, bytes.
     pub monthly_cap: Option<u64>,
     /// Extra blocked ports.
@@ -105,6 +107,7 @@ impl NodeConfig {
             max_rate: None,
             udp_offload: true,
             max_lanes: u8::MAX,
+            congestion_control: turbo_quic::CongestionControl::Cubic,
             monthly_cap: None,
             block_ports: Vec::new(),
             block_domains: Vec::new(),

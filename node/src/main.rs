@@ -70,6 +70,15 @@ struct Settings {
     block_domains: Vec<String>,
 }
 
+/// `--congestion-control` values.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Congestion {
+    /// CUBIC, unpaced.
+    Cubic,
+    /// BBRv2, paced over the round trip.
+    Bbr2,
+}
+
 /// `--udp-offload` values.
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Offload {
@@ -96,6 +105,15 @@ struct RunArgs {
     /// as the server asks for].
     #[arg(long, env = "TURBO_MAX_LANES", value_parser = clap::value_parser!(u8).range(1..))]
     max_lanes: Option<u8>,
+    /// Congestion control: cubic, or bbr2, which paces packets (the node sends the
+    /// downloads) [default: cubic].
+    #[arg(
+        long,
+        env = "TURBO_CONGESTION_CONTROL",
+        value_enum,
+        default_value = "cubic"
+    )]
+    congestion_control: Congestion,
     /// Let the node reach this otherwise-forbidden range (labs and tests only).
     #[arg(long = "allow-cidr", env = "TURBO_ALLOW_CIDR", value_delimiter = ',')]
     allow_cidr: Vec<ipnet::IpNet>,
@@ -234,6 +252,10 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     config.bind = args.bind;
     config.udp_offload = args.udp_offload == Offload::Auto;
     config.max_lanes = args.max_lanes.unwrap_or(u8::MAX);
+    config.congestion_control = match args.congestion_control {
+        Congestion::Cubic => turbo_quic::CongestionControl::Cubic,
+        Congestion::Bbr2 => turbo_quic::CongestionControl::Bbr2,
+    };
     config.state_dir = args.state_dir.or_else(files::state_dir);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -69,6 +69,7 @@ fn quic_config(cfg: &NodeConfig) -> Result<quiche::Config, NodeError> {
     }
     c.set_max_idle_timeout(30_000);
     turbo_quic::configure_paths(&mut c);
+    cfg.congestion_control.apply(&mut c);
     // Server -> node data (customer -> target): a stream whose target stops reading
     // holds at most STREAM_WINDOW of the shared window.
     c.set_initial_max_data(window::CONNECTION_WINDOW);

@@ -24,5 +24,29 @@ pub fn configure_paths(config: &mut quiche::Config) {
     config.discover_pmtu(true);
 }
 
+/// The congestion controller both ends can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CongestionControl {
+    /// CUBIC (quiche's default). quiche 0.30 does not pace under it: every packet is
+    /// due at once.
+    #[default]
+    Cubic,
+    /// BBRv2 (quiche's `bbr2_gcongestion`), which paces: packets carry a send time the
+    /// batcher honours ([`batch::Pacer`]).
+    Bbr2,
+}
+
+impl CongestionControl {
+    /// Sets it on `config`.
+    pub fn apply(self, config: &mut quiche::Config) {
+        let name = match self {
+            CongestionControl::Cubic => "cubic",
+            CongestionControl::Bbr2 => "bbr2_gcongestion",
+        };
+        // Both names are quiche's own, so this cannot fail.
+        let _ = config.set_cc_algorithm_name(name);
+    }
+}
+
 /// Most datagrams in one GSO batch (the kernel's own limit is 64).
 pub const MAX_SEGMENTS: usize = 64;

@@ -1,7 +1,8 @@
 //! Batched UDP: downloads (the node is the bulk sender) leave the node in GSO batches,
 //! reach the server in GRO batches and stay byte-exact, and when the kernel refuses a batch (EIO, as a device
 //! without segmentation offload answers; simulated by the test build `gso-eio`) the
-//! datagrams go out one by one and the transfer is still exact.
+//! datagrams go out one by one and the transfer is still exact. Paced (BBRv2) transfers
+//! stay exact too.
 
 use std::process::Command;
 use std::sync::Arc;
@@ -147,7 +148,21 @@ fn a_narrow_path_settles_lower(driver: &'static str) {
     });
 }
 
+/// BBRv2 on both ends (`congestion_control = "bbr2"`, `--congestion-control bbr2`):
+/// quiche paces its packets, the batchers hold those due later, and 20 MiB each way
+/// stay exact.
+fn paced_bbr2_transfers_stay_exact(driver: &'static str) {
+    let mut opts = Options::new(driver);
+    opts.node = false;
+    opts.config = "congestion_control = \"bbr2\"\n".into();
+    let mut net = Net::start_with(opts);
+    net.add_node(&["--congestion-control", "bbr2"]);
+    download_exact(&net);
+    upload_exact(&net);
+}
+
 crate::both_drivers!(
+    paced_bbr2_transfers_stay_exact,
     a_narrow_path_settles_lower,
     transfers_travel_in_batches,
     refused_gso_falls_back_without_loss,

@@ -159,6 +159,7 @@ pub(crate) fn server_config(cfg: &DataplaneConfig) -> Result<quiche::Config, Dat
     c.verify_peer(false);
     c.set_max_idle_timeout(cfg.node_liveness.as_millis() as u64);
     turbo_quic::configure_paths(&mut c);
+    cfg.congestion_control.apply(&mut c);
     // Node -> server data (target -> customer): per relay stream and per connection.
     // A stream nobody drains holds at most STREAM_WINDOW of the shared window.
     c.set_initial_max_data(window::CONNECTION_WINDOW);
