@@ -1,0 +1,76 @@
+//! The ledger's schema, embedded and applied in order at start-up. Each migration runs
+//! in one transaction with its version row, under an advisory lock, so servers starting
+//! together apply it once.
+
+use tokio_postgres::Client;
+
+use crate::LedgerError;
+
+/// Key of the advisory lock that serialises migrations.
+const MIGRATION_LOCK: i64 = 0x7475_7262_6f4c_6564; // "turboLed"
+
+/// The migrations, in order; version `i + 1` is `MIGRATIONS[i]`.
+const MIGRATIONS: &[&str] = &[r"
+CREATE TABLE accounts (
+    id bigserial PRIMARY KEY,
+    code text NOT NULL,
+    asset text NOT NULL CHECK (asset IN ('bytes', 'nano_usd')),
+    balance bigint NOT NULL DEFAULT 0,
+    UNIQUE (code, asset)
+);
+CREATE TABLE transactions (
+    id bigserial PRIMARY KEY,
+    idempotency_key text NOT NULL UNIQUE,
+    kind text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE entries (
+    id bigserial PRIMARY KEY,
+    transaction_id bigint NOT NULL REFERENCES transactions (id),
+    account_id bigint NOT NULL REFERENCES accounts (id),
+    amount bigint NOT NULL CHECK (amount <> 0),
+    balance_after bigint NOT NULL
+);
+CREATE INDEX entries_by_account ON entries (account_id, id);
+CREATE INDEX entries_by_transaction ON entries (transaction_id);
+"];
+
+/// Applies the migrations `client`'s database lacks.
+///
+/// # Errors
+/// [`LedgerError::Query`], or [`LedgerError::SchemaTooNew`] when the database is ahead.
+pub(crate) async fn run(client: &mut Client) -> Result<(), LedgerError> {
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS ledger_migrations (
+                version integer PRIMARY KEY,
+                applied_at timestamptz NOT NULL DEFAULT now()
+            )",
+        )
+        .await?;
+    let tx = client.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    let current: i32 = tx
+        .query_one(
+            "SELECT coalesce(max(version), 0) FROM ledger_migrations",
+            &[],
+        )
+        .await?
+        .get(0);
+    let known = MIGRATIONS.len() as i32;
+    if current > known {
+        return Err(LedgerError::SchemaTooNew(current));
+    }
+    for (version, sql) in (1..).zip(MIGRATIONS).skip(current as usize) {
+        tx.batch_execute(sql).await?;
+        tx.execute(
+            "INSERT INTO ledger_migrations (version) VALUES ($1)",
+            &[&version],
+        )
+        .await?;
+        tracing::info!(version, "ledger schema migrated");
+    }
+    tx.commit().await?;
+    Ok(())
+}

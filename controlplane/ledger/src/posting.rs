@@ -1,0 +1,214 @@
+//! Postings: balanced, idempotent transactions. A posting first records its key (a
+//! second poster of the same key waits for the first and then finds it), then updates
+//! its accounts in id order, so two postings never wait on each other in a cycle.
+
+use std::collections::BTreeMap;
+
+use crate::{AccountRef, Asset, Ledger, LedgerError};
+
+/// Longest idempotency key.
+const MAX_KEY: usize = 200;
+
+/// One leg: `amount` (signed) into `account`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leg {
+    /// The account.
+    pub account: AccountRef,
+    /// Credit (positive) or debit (negative), in the account's asset.
+    pub amount: i64,
+}
+
+/// A transaction to post.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Posting {
+    /// Unique per posting: a retry with the same key is a no-op.
+    pub key: String,
+    /// What it records (`usage`, `reward`, `payout`, …).
+    pub kind: String,
+    /// Its legs; they sum to zero per asset.
+    pub legs: Vec<Leg>,
+}
+
+/// The outcome of [`Ledger::post`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Posted {
+    /// Posted now, as this transaction id.
+    New(i64),
+    /// Posted before under the same key: the original transaction id.
+    Replayed(i64),
+}
+
+impl Posted {
+    /// The transaction id.
+    pub fn id(self) -> i64 {
+        match self {
+            Posted::New(id) | Posted::Replayed(id) => id,
+        }
+    }
+}
+
+impl Posting {
+    /// Checks the key, the legs, and that the legs sum to zero per asset.
+    fn validate(&self) -> Result<(), LedgerError> {
+        let malformed = |why| LedgerError::Malformed {
+            key: self.key.chars().take(MAX_KEY).collect(),
+            why,
+        };
+        if self.key.is_empty() || self.key.len() > MAX_KEY {
+            return Err(malformed("the key must have 1 to 200 bytes"));
+        }
+        if self.legs.len() < 2 {
+            return Err(malformed("a posting needs at least two legs"));
+        }
+        if self.legs.iter().any(|l| l.amount == 0) {
+            return Err(malformed("a leg of zero"));
+        }
+        let mut sums: BTreeMap<Asset, i128> = BTreeMap::new();
+        for leg in &self.legs {
+            *sums.entry(leg.account.asset).or_default() += i128::from(leg.amount);
+        }
+        match sums.into_iter().find(|(_, sum)| *sum != 0) {
+            Some((asset, sum)) => Err(LedgerError::Unbalanced {
+                key: self.key.clone(),
+                asset,
+                sum,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// The legs as `(code, asset, amount)`, sorted, for comparing with a stored posting.
+    fn canonical(&self) -> Vec<(String, String, i64)> {
+        let mut legs: Vec<_> = self
+            .legs
+            .iter()
+            .map(|l| {
+                let asset = l.account.asset.name().to_owned();
+                (l.account.code().to_owned(), asset, l.amount)
+            })
+            .collect();
+        legs.sort();
+        legs
+    }
+}
+
+impl Ledger {
+    /// Posts `posting` exactly once.
+    ///
+    /// # Errors
+    /// [`LedgerError::Malformed`] or [`LedgerError::Unbalanced`] before touching the
+    /// database; [`LedgerError::KeyReused`] when the key holds a different posting;
+    /// [`LedgerError::Unavailable`] or [`LedgerError::Query`] otherwise (nothing was
+    /// posted, and a retry with the same key is safe).
+    pub async fn post(&self, posting: &Posting) -> Result<Posted, LedgerError> {
+        posting.validate()?;
+        let ids = self.ensure_accounts(posting).await?;
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let inserted = tx
+            .query_opt(
+                "INSERT INTO transactions (idempotency_key, kind) VALUES ($1, $2)
+                 ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
+                &[&posting.key, &posting.kind],
+            )
+            .await?;
+        let Some(row) = inserted else {
+            drop(tx);
+            return self.replayed(posting).await;
+        };
+        let tx_id: i64 = row.get(0);
+        // Update in account-id order: the lock order every posting shares.
+        let mut legs: Vec<(i64, i64)> = posting
+            .legs
+            .iter()
+            .map(|l| {
+                (
+                    ids[&(l.account.code().to_owned(), l.account.asset)],
+                    l.amount,
+                )
+            })
+            .collect();
+        legs.sort_by_key(|(id, _)| *id);
+        for (account_id, amount) in legs {
+            let balance: i64 = tx
+                .query_one(
+                    "UPDATE accounts SET balance = balance + $2 WHERE id = $1 RETURNING balance",
+                    &[&account_id, &amount],
+                )
+                .await?
+                .get(0);
+            tx.execute(
+                "INSERT INTO entries (transaction_id, account_id, amount, balance_after)
+                 VALUES ($1, $2, $3, $4)",
+                &[&tx_id, &account_id, &amount, &balance],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(Posted::New(tx_id))
+    }
+
+    /// Creates the accounts `posting` names that do not exist yet (in a transaction of
+    /// their own, so no posting holds an account lock while another creates one), and
+    /// returns every account's id.
+    async fn ensure_accounts(
+        &self,
+        posting: &Posting,
+    ) -> Result<BTreeMap<(String, Asset), i64>, LedgerError> {
+        let client = self.pool.get().await?;
+        let mut ids = BTreeMap::new();
+        for leg in &posting.legs {
+            let key = (leg.account.code().to_owned(), leg.account.asset);
+            if ids.contains_key(&key) {
+                continue;
+            }
+            let asset = leg.account.asset.name();
+            client
+                .execute(
+                    "INSERT INTO accounts (code, asset) VALUES ($1, $2)
+                     ON CONFLICT (code, asset) DO NOTHING",
+                    &[&key.0, &asset],
+                )
+                .await?;
+            let id: i64 = client
+                .query_one(
+                    "SELECT id FROM accounts WHERE code = $1 AND asset = $2",
+                    &[&key.0, &asset],
+                )
+                .await?
+                .get(0);
+            ids.insert(key, id);
+        }
+        Ok(ids)
+    }
+
+    /// The original of a posting whose key is taken: the same legs, or
+    /// [`LedgerError::KeyReused`].
+    async fn replayed(&self, posting: &Posting) -> Result<Posted, LedgerError> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                "SELECT t.id, a.code, a.asset, e.amount
+                 FROM transactions t
+                 JOIN entries e ON e.transaction_id = t.id
+                 JOIN accounts a ON a.id = e.account_id
+                 WHERE t.idempotency_key = $1",
+                &[&posting.key],
+            )
+            .await?;
+        let Some(first) = rows.first() else {
+            return Err(LedgerError::KeyReused(posting.key.clone()));
+        };
+        let id: i64 = first.get(0);
+        let mut stored: Vec<(String, String, i64)> = rows
+            .iter()
+            .map(|r| (r.get(1), r.get(2), r.get(3)))
+            .collect();
+        stored.sort();
+        if stored == posting.canonical() {
+            Ok(Posted::Replayed(id))
+        } else {
+            Err(LedgerError::KeyReused(posting.key.clone()))
+        }
+    }
+}
