@@ -14,9 +14,11 @@
 mod account;
 mod migrate;
 mod posting;
+mod settle;
 
 pub use account::{AccountRef, Asset, Platform};
 pub use posting::{Leg, Posted, Posting};
+pub use settle::{Settled, UsageRecord};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;

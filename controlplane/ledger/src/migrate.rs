@@ -10,7 +10,8 @@ use crate::LedgerError;
 const MIGRATION_LOCK: i64 = 0x7475_7262_6f4c_6564; // "turboLed"
 
 /// The migrations, in order; version `i + 1` is `MIGRATIONS[i]`.
-const MIGRATIONS: &[&str] = &[r"
+const MIGRATIONS: &[&str] = &[
+    r"
 CREATE TABLE accounts (
     id bigserial PRIMARY KEY,
     code text NOT NULL,
@@ -33,7 +34,37 @@ CREATE TABLE entries (
 );
 CREATE INDEX entries_by_account ON entries (account_id, id);
 CREATE INDEX entries_by_transaction ON entries (transaction_id);
-"];
+",
+    r"
+CREATE TABLE usage_records (
+    server text NOT NULL,
+    lease text NOT NULL,
+    seq bigint NOT NULL,
+    node text NOT NULL,
+    key_id text NOT NULL,
+    minute bigint NOT NULL,
+    up bigint NOT NULL CHECK (up >= 0),
+    down bigint NOT NULL CHECK (down >= 0),
+    conns bigint NOT NULL CHECK (conns >= 0),
+    settlement bigint,
+    PRIMARY KEY (server, lease, seq, node)
+);
+CREATE INDEX usage_unsettled ON usage_records (key_id, node) WHERE settlement IS NULL;
+CREATE TABLE settlements (
+    id bigserial PRIMARY KEY,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE usage_minute (
+    key_id text NOT NULL,
+    node text NOT NULL,
+    minute bigint NOT NULL,
+    up bigint NOT NULL,
+    down bigint NOT NULL,
+    conns bigint NOT NULL,
+    PRIMARY KEY (key_id, node, minute)
+);
+",
+];
 
 /// Applies the migrations `client`'s database lacks.
 ///

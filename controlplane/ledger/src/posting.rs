@@ -6,6 +6,9 @@ use std::collections::BTreeMap;
 
 use crate::{AccountRef, Asset, Ledger, LedgerError};
 
+/// Account ids by (code, asset).
+pub(crate) type AccountIds = BTreeMap<(String, Asset), i64>;
+
 /// Longest idempotency key.
 const MAX_KEY: usize = 200;
 
@@ -49,7 +52,7 @@ impl Posted {
 
 impl Posting {
     /// Checks the key, the legs, and that the legs sum to zero per asset.
-    fn validate(&self) -> Result<(), LedgerError> {
+    pub(crate) fn validate(&self) -> Result<(), LedgerError> {
         let malformed = |why| LedgerError::Malformed {
             key: self.key.chars().take(MAX_KEY).collect(),
             why,
@@ -102,62 +105,28 @@ impl Ledger {
     /// posted, and a retry with the same key is safe).
     pub async fn post(&self, posting: &Posting) -> Result<Posted, LedgerError> {
         posting.validate()?;
-        let ids = self.ensure_accounts(posting).await?;
+        let ids = self.ensure_accounts(&posting.legs).await?;
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        let inserted = tx
-            .query_opt(
-                "INSERT INTO transactions (idempotency_key, kind) VALUES ($1, $2)
-                 ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
-                &[&posting.key, &posting.kind],
-            )
-            .await?;
-        let Some(row) = inserted else {
-            drop(tx);
-            return self.replayed(posting).await;
-        };
-        let tx_id: i64 = row.get(0);
-        // Update in account-id order: the lock order every posting shares.
-        let mut legs: Vec<(i64, i64)> = posting
-            .legs
-            .iter()
-            .map(|l| {
-                (
-                    ids[&(l.account.code().to_owned(), l.account.asset)],
-                    l.amount,
-                )
-            })
-            .collect();
-        legs.sort_by_key(|(id, _)| *id);
-        for (account_id, amount) in legs {
-            let balance: i64 = tx
-                .query_one(
-                    "UPDATE accounts SET balance = balance + $2 WHERE id = $1 RETURNING balance",
-                    &[&account_id, &amount],
-                )
-                .await?
-                .get(0);
-            tx.execute(
-                "INSERT INTO entries (transaction_id, account_id, amount, balance_after)
-                 VALUES ($1, $2, $3, $4)",
-                &[&tx_id, &account_id, &amount, &balance],
-            )
-            .await?;
+        match post_in(&tx, posting, &ids).await? {
+            Some(id) => {
+                tx.commit().await?;
+                Ok(Posted::New(id))
+            }
+            None => {
+                drop(tx);
+                self.replayed(posting).await
+            }
         }
-        tx.commit().await?;
-        Ok(Posted::New(tx_id))
     }
 
-    /// Creates the accounts `posting` names that do not exist yet (in a transaction of
+    /// Creates the accounts `legs` name that do not exist yet (in a transaction of
     /// their own, so no posting holds an account lock while another creates one), and
     /// returns every account's id.
-    async fn ensure_accounts(
-        &self,
-        posting: &Posting,
-    ) -> Result<BTreeMap<(String, Asset), i64>, LedgerError> {
+    pub(crate) async fn ensure_accounts(&self, legs: &[Leg]) -> Result<AccountIds, LedgerError> {
         let client = self.pool.get().await?;
         let mut ids = BTreeMap::new();
-        for leg in &posting.legs {
+        for leg in legs {
             let key = (leg.account.code().to_owned(), leg.account.asset);
             if ids.contains_key(&key) {
                 continue;
@@ -211,4 +180,56 @@ impl Ledger {
             Err(LedgerError::KeyReused(posting.key.clone()))
         }
     }
+}
+
+/// Posts `posting` inside `tx`, whose accounts are in `ids`: records the key, then
+/// updates the accounts in id order (the lock order every posting shares) and writes
+/// an entry per leg with the balance after it. `None` when the key is taken.
+///
+/// # Errors
+/// [`LedgerError::Query`]; an account missing from `ids` is a
+/// [`LedgerError::Malformed`] posting.
+pub(crate) async fn post_in(
+    tx: &tokio_postgres::Transaction<'_>,
+    posting: &Posting,
+    ids: &AccountIds,
+) -> Result<Option<i64>, LedgerError> {
+    let inserted = tx
+        .query_opt(
+            "INSERT INTO transactions (idempotency_key, kind) VALUES ($1, $2)
+             ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
+            &[&posting.key, &posting.kind],
+        )
+        .await?;
+    let Some(row) = inserted else {
+        return Ok(None);
+    };
+    let tx_id: i64 = row.get(0);
+    let mut legs = Vec::with_capacity(posting.legs.len());
+    for l in &posting.legs {
+        let id = ids
+            .get(&(l.account.code().to_owned(), l.account.asset))
+            .ok_or_else(|| LedgerError::Malformed {
+                key: posting.key.clone(),
+                why: "an account that does not exist",
+            })?;
+        legs.push((*id, l.amount));
+    }
+    legs.sort_by_key(|(id, _)| *id);
+    for (account_id, amount) in legs {
+        let balance: i64 = tx
+            .query_one(
+                "UPDATE accounts SET balance = balance + $2 WHERE id = $1 RETURNING balance",
+                &[&account_id, &amount],
+            )
+            .await?
+            .get(0);
+        tx.execute(
+            "INSERT INTO entries (transaction_id, account_id, amount, balance_after)
+             VALUES ($1, $2, $3, $4)",
+            &[&tx_id, &account_id, &amount, &balance],
+        )
+        .await?;
+    }
+    Ok(Some(tx_id))
 }
