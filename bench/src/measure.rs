@@ -1,9 +1,12 @@
 //! Reading a process's CPU time and memory from `/proc`, at a resolution the figures
 //! can trust.
 //!
-//! CPU comes from `/proc/PID/task/*/schedstat` (first field: nanoseconds on CPU, per
-//! thread, summed over the live threads), falling back to `utime + stime` ticks from
-//! `/proc/PID/stat` where schedstat is missing. A CPU difference below [`Cpu::floor_ns`]
+//! CPU comes from the process's CPU clock (`clock_getcpuclockid` + `clock_gettime`:
+//! the kernel's nanosecond `sum_exec_runtime` over every thread, exited ones
+//! included — microsocks runs a thread per connection, and a per-thread sum loses
+//! each one's time when it exits), else from `/proc/PID/task/*/schedstat` (the same
+//! nanoseconds, per live thread, summed), else from `utime + stime` ticks in
+//! `/proc/PID/stat`. A CPU difference below [`Cpu::floor_ns`]
 //! (many times the source's resolution) is not a figure: callers report it as "too
 //! short to measure".
 //!
@@ -14,9 +17,12 @@
 use std::time::{Duration, Instant};
 
 /// Where a CPU reading came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+/// Ordered from finest to coarsest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 pub enum CpuSource {
-    /// `/proc/PID/task/*/schedstat`, nanoseconds.
+    /// The process CPU clock, nanoseconds, every thread that ever ran.
+    ProcessClock,
+    /// `/proc/PID/task/*/schedstat`, nanoseconds, live threads only.
     Schedstat,
     /// `/proc/PID/stat` `utime + stime`, clock ticks (10 ms at 100 Hz).
     Ticks,
@@ -35,28 +41,24 @@ impl Cpu {
     /// Nothing used yet, at the finest source.
     pub const ZERO: Cpu = Cpu {
         ns: 0,
-        source: CpuSource::Schedstat,
+        source: CpuSource::ProcessClock,
     };
 
-    /// The smallest difference reported as a figure: 20 ms for schedstat (a running
-    /// thread's count lags by at most one scheduler tick, 1–4 ms), 100 ticks (1 s) for
-    /// `/proc/PID/stat`.
+    /// The smallest difference reported as a figure: 20 ms for the nanosecond sources
+    /// (schedstat lags a running thread by at most one scheduler tick, 1–4 ms), 100
+    /// ticks (1 s) for `/proc/PID/stat`.
     pub fn floor_ns(self) -> u64 {
         match self.source {
-            CpuSource::Schedstat => 20_000_000,
+            CpuSource::ProcessClock | CpuSource::Schedstat => 20_000_000,
             CpuSource::Ticks => 100 * tick_ns(),
         }
     }
 
-    /// The sum of two readings (of different processes).
+    /// The sum of two readings (of different processes), at the coarser source.
     pub fn plus(self, other: Cpu) -> Cpu {
         Cpu {
             ns: self.ns + other.ns,
-            source: if self.source == CpuSource::Ticks || other.source == CpuSource::Ticks {
-                CpuSource::Ticks
-            } else {
-                CpuSource::Schedstat
-            },
+            source: self.source.max(other.source),
         }
     }
 
@@ -75,8 +77,14 @@ fn tick_ns() -> u64 {
     1_000_000_000 / if hz > 0 { hz as u64 } else { 100 }
 }
 
-/// CPU used so far by every live thread of `pid` (zero where /proc is unavailable).
+/// CPU used so far by every thread of `pid` (zero where nothing can be read).
 pub fn cpu(pid: u32) -> Cpu {
+    if let Some(ns) = process_clock(pid) {
+        return Cpu {
+            ns,
+            source: CpuSource::ProcessClock,
+        };
+    }
     schedstat(pid).map_or_else(
         || Cpu {
             ns: ticks(pid) * tick_ns(),
@@ -87,6 +95,21 @@ pub fn cpu(pid: u32) -> Cpu {
             source: CpuSource::Schedstat,
         },
     )
+}
+
+/// `pid`'s CPU clock, nanoseconds.
+fn process_clock(pid: u32) -> Option<u64> {
+    let mut clock: libc::clockid_t = 0;
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: both calls write only into the valid locals passed to them.
+    let ok = unsafe {
+        libc::clock_getcpuclockid(libc::pid_t::try_from(pid).ok()?, &mut clock) == 0
+            && libc::clock_gettime(clock, &mut ts) == 0
+    };
+    ok.then(|| ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
 }
 
 /// The sum over `/proc/PID/task/*/schedstat` of the first field.
@@ -195,8 +218,26 @@ mod tests {
         }
         std::hint::black_box(x);
         let b = cpu(std::process::id());
-        assert_eq!(b.source, CpuSource::Schedstat);
+        assert_eq!(b.source, CpuSource::ProcessClock);
         assert!(b.since(a).ns > 0);
+        let pid = std::process::id();
+        let (clock, stat) = (process_clock(pid), schedstat(pid));
+        assert!(clock.zip(stat).is_some_and(|(c, s)| c + 1_000_000_000 >= s));
+    }
+
+    #[test]
+    fn exited_threads_still_count() {
+        let before = cpu(std::process::id());
+        std::thread::spawn(|| {
+            let t = std::time::Instant::now();
+            while t.elapsed() < Duration::from_millis(60) {
+                std::hint::black_box(0u64);
+            }
+        })
+        .join()
+        .expect("spin");
+        let used = cpu(std::process::id()).since(before);
+        assert!(used.ns >= 40_000_000, "{used:?}");
     }
 
     #[test]
