@@ -1,8 +1,10 @@
 //! Node fan-in: many node connections to one server. The nodes are in-harness: the
 //! real `turbo_node` library (QUIC, pinning, hello, pings), many sessions on one
 //! current-thread runtime, each with its own node token and UDP socket, on the exit
-//! side of the run's topology. Reports the server's RSS per connected node and its CPU
-//! while they all idle.
+//! side of the run's topology. Reports the server's RSS per connected node (a
+//! difference of steady states, the nodes held until the second reading) and its CPU
+//! while they all idle. Run it on a freshly started network: a server that has just
+//! relayed bulk traffic may hand memory back while the nodes connect.
 
 use std::time::{Duration, Instant};
 
@@ -10,18 +12,19 @@ use anyhow::{Context, Result};
 use turbo_node::NodeConfig;
 use turbo_proto::join::JoinString;
 
-use crate::net::{cpu_seconds, Network};
-use crate::peers::rss_bytes;
+use crate::figure::{cpu_percent, per_item, Sample};
+use crate::measure;
+use crate::net::Network;
 
 /// Result of the fan-in workload.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct FanIn {
     /// Node connections established.
     pub nodes: usize,
-    /// Server RSS growth per node, bytes.
-    pub server_rss_per_node: f64,
+    /// Server RSS growth per node, bytes, or why there is no figure.
+    pub server_rss_per_node: Sample,
     /// Server CPU while every node idles (pings only), percent of one core.
-    pub server_idle_cpu_percent: f64,
+    pub server_idle_cpu_percent: Sample,
     /// Time until all nodes were connected.
     pub connect_all_secs: f64,
 }
@@ -43,7 +46,7 @@ pub fn node_fan_in(net: &Network, n: usize, idle: Duration) -> Result<FanIn> {
         .collect::<Result<Vec<_>>>()?;
     let already = net.connected_nodes()?;
     let server = net.server.id();
-    let rss0 = rss_bytes(server);
+    let rss0 = measure::settle(server);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let started = Instant::now();
     let topology = net.topology().clone();
@@ -75,11 +78,12 @@ pub fn node_fan_in(net: &Network, n: usize, idle: Duration) -> Result<FanIn> {
         (net.connected_nodes().ok()? >= already + n).then_some(())
     })?;
     let connect_all_secs = started.elapsed().as_secs_f64();
-    let rss1 = rss_bytes(server);
-    let cpu0 = cpu_seconds(server);
+    let rss1 = measure::settle(server);
+    let cpu0 = measure::cpu(server);
     let t0 = Instant::now();
+    // Not a synchronisation: the idle period whose CPU is the figure.
     std::thread::sleep(idle);
-    let cpu = cpu_seconds(server) - cpu0;
+    let cpu = measure::cpu(server).since(cpu0);
     let wall = t0.elapsed().as_secs_f64();
     let _ = stop_tx.send(true);
     nodes
@@ -87,8 +91,8 @@ pub fn node_fan_in(net: &Network, n: usize, idle: Duration) -> Result<FanIn> {
         .map_err(|_| anyhow::anyhow!("node thread panicked"))??;
     Ok(FanIn {
         nodes: n,
-        server_rss_per_node: (rss1 as f64 - rss0 as f64) / n as f64,
-        server_idle_cpu_percent: 100.0 * cpu / wall,
+        server_rss_per_node: per_item(rss0, rss1, n),
+        server_idle_cpu_percent: cpu_percent(cpu, wall),
         connect_all_secs,
     })
 }

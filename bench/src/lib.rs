@@ -5,12 +5,17 @@
 //! in the same run (absolute numbers drift on shared machines; ratios do not).
 
 pub mod auth;
+pub mod conditions;
 pub mod curl;
 pub mod fanin;
+pub mod figure;
+pub mod measure;
 pub mod net;
 pub mod peers;
 pub mod plot;
+pub mod report;
 pub mod setns;
+pub mod single;
 pub mod socks;
 pub mod suite;
 pub mod target;

@@ -43,6 +43,11 @@ enum Cmd {
         /// Where report.json and report.md go.
         #[arg(long, default_value = "target/turbo-bench")]
         out: PathBuf,
+        /// Refuse to start when the load average is above half the cores or a build
+        /// or another bench is running (by default: a loud warning, kept in the
+        /// report).
+        #[arg(long, env = "TURBO_BENCH_REFUSE_BUSY")]
+        refuse_busy: bool,
     },
     /// Bulk download with curl: direct vs SOCKS5 vs HTTP CONNECT through Turbo.
     Curl {
@@ -110,7 +115,12 @@ fn main() -> anyhow::Result<()> {
         .as_ref()
         .map_or_else(Topology::loopback, Veth::topology);
     match cli.cmd {
-        Cmd::Suite { quick, runs, out } => {
+        Cmd::Suite {
+            quick,
+            runs,
+            out,
+            refuse_busy,
+        } => {
             let mut cfg = if quick {
                 turbo_bench::suite::Config::quick(cli.bin_dir)
             } else {
@@ -118,6 +128,7 @@ fn main() -> anyhow::Result<()> {
             };
             cfg.runs = runs.unwrap_or(cfg.runs);
             cfg.net = net;
+            cfg.refuse_busy = refuse_busy;
             turbo_bench::suite::run_and_report(&cfg, &out)?;
         }
         Cmd::Curl {

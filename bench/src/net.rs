@@ -404,19 +404,7 @@ impl Drop for Network {
     }
 }
 
-/// utime + stime of `pid` from /proc, in seconds (0 where /proc is unavailable).
+/// CPU seconds `pid` has used so far (see [`crate::measure::cpu`]).
 pub fn cpu_seconds(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
-    // Fields after the parenthesised command name; utime and stime are 14th and 15th.
-    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-        return 0.0;
-    };
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = [11, 12]
-        .iter()
-        .filter_map(|i| f.get(*i)?.parse::<f64>().ok())
-        .sum();
-    ticks / 100.0
+    crate::measure::cpu(pid).ns as f64 / 1e9
 }

@@ -13,6 +13,7 @@ use std::process::{Child, Command, Stdio};
 
 use anyhow::{Context, Result};
 
+use crate::measure::{self, Cpu};
 use crate::net::{free_port, wait_for, Network};
 use crate::socks::{self, Auth};
 use crate::topology::Topology;
@@ -212,21 +213,12 @@ impl Peer {
         self.turbo.as_ref()
     }
 
-    /// CPU seconds used so far by the relaying processes.
-    pub fn cpu_seconds(&self) -> f64 {
-        self.pids()
-            .iter()
-            .map(|(_, p)| crate::net::cpu_seconds(*p))
-            .sum()
-    }
-
-    /// CPU seconds used so far by the relaying processes of one role.
-    pub fn cpu_seconds_of(&self, role: Role) -> f64 {
+    /// CPU used so far by the relaying processes of one role.
+    pub fn cpu_of(&self, role: Role) -> Cpu {
         self.pids()
             .iter()
             .filter(|(r, _)| *r == role)
-            .map(|(_, p)| crate::net::cpu_seconds(*p))
-            .sum()
+            .fold(Cpu::ZERO, |sum, (_, p)| sum.plus(measure::cpu(*p)))
     }
 
     /// Whether separate processes take the entry and exit roles (shadowsocks-rust's
@@ -244,15 +236,4 @@ impl Drop for Peer {
             let _ = c.wait();
         }
     }
-}
-
-/// Resident set size of `pid`, bytes (0 where /proc is unavailable).
-pub fn rss_bytes(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
-            line.split_whitespace().nth(1)?.parse::<u64>().ok()
-        })
-        .map_or(0, |kib| kib * 1024)
 }

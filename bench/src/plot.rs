@@ -32,8 +32,8 @@ pub fn throughput(report: &Report, path: &Path) -> Result<()> {
     let rows: Vec<_> = report.rows.iter().filter(|r| r.metric == "MiB/s").collect();
     let max = rows
         .iter()
-        .flat_map(|r| r.values.values())
-        .fold(1.0f64, |m, v| m.max(*v));
+        .flat_map(|r| r.figures.values().filter_map(crate::figure::Figure::median))
+        .fold(1.0f64, f64::max);
     let n = report.peers.len().max(1) as f64;
     let root = SVGBackend::new(path, (960, 480)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
@@ -66,7 +66,7 @@ pub fn throughput(report: &Report, path: &Path) -> Result<()> {
     for (j, peer) in report.peers.iter().enumerate() {
         let c = color(report, peer);
         let bars = rows.iter().enumerate().filter_map(|(i, r)| {
-            let v = *r.values.get(peer)?;
+            let v = r.median(peer)?;
             let x0 = i as f64 + 0.1 + 0.8 * j as f64 / n;
             Some(Rectangle::new([(x0, 0.0), (x0 + 0.8 / n, v)], c.filled()))
         });

@@ -1,19 +1,25 @@
 //! The standard suite: every workload through every available path, interleaved run by
-//! run, medians reported. Produces a [`Report`] (markdown table, JSON).
+//! run, every run kept. Produces a [`Report`] (see [`crate::report`]). Idle tunnels run
+//! first, on freshly started processes, and node fan-in on a network of its own, so
+//! that memory differences are not disturbed by memory the bulk runs leave behind.
 
-use std::collections::BTreeMap;
+use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{ensure, Result};
 
-use crate::net::Offload;
+use crate::conditions::Conditions;
+use crate::figure::Sample;
 use crate::peers::{Peer, PeerKind, Role};
 use crate::target;
 use crate::topology::Topology;
-use crate::veth::{self, Wire};
+use crate::veth;
 use crate::workload::{self, Direction};
+
+pub use crate::report::{run_and_report, Better, Cdf, Report, Row};
+pub use crate::single::{bulk_only, idle_only, BulkJob};
 
 /// What to run.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -40,6 +46,8 @@ pub struct Config {
     pub fan_in_idle: Duration,
     /// Where the entry and exit sides sit. Defaults to loopback.
     pub net: Topology,
+    /// Refuse to run on a busy machine instead of warning.
+    pub refuse_busy: bool,
 }
 
 impl Config {
@@ -57,6 +65,7 @@ impl Config {
             fan_in_nodes: 1000,
             fan_in_idle: Duration::from_secs(10),
             net: Topology::loopback(),
+            refuse_busy: false,
         }
     }
 
@@ -66,69 +75,26 @@ impl Config {
             bin_dir,
             cores: 2,
             runs: 1,
-            bulk_bytes: 8 << 20,
+            // Enough for every relay's CPU to clear the 20 ms schedstat floor.
+            bulk_bytes: 32 << 20,
             rate_duration: Duration::from_millis(300),
             latency_duration: Duration::from_millis(300),
-            idle_tunnels: 100,
+            // Enough for the growth to stand clear of the RSS readings' wobble.
+            idle_tunnels: 400,
             concurrency: vec![8, 64],
             fan_in_nodes: 20,
             fan_in_idle: Duration::from_millis(500),
             net: Topology::loopback(),
+            refuse_busy: false,
         }
     }
-}
-
-/// Whether bigger is better for a metric.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub enum Better {
-    /// Throughput, rates.
-    Higher,
-    /// Latency, CPU, memory.
-    Lower,
-}
-
-/// One table row: a metric of one workload, the median per path.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Row {
-    /// Workload name.
-    pub workload: String,
-    /// Metric and unit.
-    pub metric: String,
-    /// Direction of goodness.
-    pub better: Better,
-    /// Median per path name; absent where the path was skipped or does not apply.
-    pub values: BTreeMap<&'static str, f64>,
-    /// Every run's value per path.
-    pub samples: BTreeMap<&'static str, Vec<f64>>,
-}
-
-/// The suite's result.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Report {
-    /// The configuration.
-    pub config: Config,
-    /// Paths that ran.
-    pub peers: Vec<&'static str>,
-    /// Skipped paths, with the command that installs them.
-    pub skipped: Vec<(&'static str, String)>,
-    /// The rows, in table order.
-    pub rows: Vec<Row>,
-    /// Latency distributions of the last run: (workload, path, (quantile, µs) points).
-    pub cdfs: Vec<Cdf>,
-    /// Frames on the veth link after the workloads (veth only).
-    pub wire: Option<Wire>,
-    /// Turbo's UDP offload counters after the workloads (before node fan-in).
-    pub offload: Option<Offload>,
 }
 
 #[derive(Default)]
 struct Rows(Vec<Row>, Vec<Cdf>);
 
-/// One latency distribution: workload, path, and (quantile, µs) points.
-pub type Cdf = (String, &'static str, Vec<(f64, u64)>);
-
 impl Rows {
-    fn push(&mut self, workload: &str, metric: &str, better: Better, peer: PeerKind, v: f64) {
+    fn push(&mut self, workload: &str, metric: &str, better: Better, peer: PeerKind, v: Sample) {
         let row = match self
             .0
             .iter_mut()
@@ -140,8 +106,9 @@ impl Rows {
                     workload: workload.into(),
                     metric: metric.into(),
                     better,
-                    values: BTreeMap::new(),
-                    samples: BTreeMap::new(),
+                    figures: Default::default(),
+                    samples: Default::default(),
+                    turbo_vs_best: None,
                 });
                 self.0.last_mut().expect("just pushed")
             }
@@ -156,13 +123,13 @@ impl Rows {
         self.1.push((workload.to_owned(), peer.name(), points));
     }
 
+    fn value(&mut self, workload: &str, metric: &str, better: Better, peer: PeerKind, v: f64) {
+        self.push(workload, metric, better, peer, Sample::Value(v));
+    }
+
     fn finish(mut self) -> Vec<Row> {
         for r in &mut self.0 {
-            for (peer, s) in &r.samples {
-                let mut s = s.clone();
-                s.sort_by(f64::total_cmp);
-                r.values.insert(peer, s[s.len() / 2]);
-            }
+            r.finish();
         }
         self.0
     }
@@ -172,14 +139,12 @@ impl Rows {
             .0
             .iter()
             .find(|r| r.workload == workload && r.metric == metric)?;
-        let mut s = r.samples.get(peer.name())?.clone();
-        s.sort_by(f64::total_cmp);
-        s.get(s.len() / 2).copied()
+        crate::figure::Figure::of(r.samples.get(peer.name())?).median()
     }
 }
 
 /// Open file descriptors allowed, raised to the hard limit.
-fn raise_fd_limit() -> u64 {
+pub(crate) fn raise_fd_limit() -> u64 {
     let mut l = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -195,106 +160,18 @@ fn raise_fd_limit() -> u64 {
     l.rlim_cur
 }
 
-/// The lines under a result: which net, the frames on the link, Turbo's offload
-/// counters.
-fn notes(net: &Topology, wire: Option<Wire>, offload: Option<Offload>) -> String {
-    let mut out = net.describe() + "\n";
-    for line in [wire.map(|w| w.to_string()), offload.map(|o| o.to_string())] {
-        out += &line.map_or(String::new(), |l| l + "\n");
-    }
-    out
-}
-
-/// One bulk workload for [`bulk_only`].
-pub struct BulkJob {
-    /// Parallel connections.
-    pub conns: usize,
-    /// Bytes per run over all connections.
-    pub bytes: u64,
-    /// Direction.
-    pub dir: Direction,
-    /// Runs per path.
-    pub runs: usize,
-    /// Server cores.
-    pub cores: usize,
-    /// Where the entry and exit sides sit.
-    pub net: Topology,
-}
-
-/// Runs one bulk workload through Turbo and shadowsocks-rust (when installed), runs
-/// interleaved; returns one line per path with median MiB/s and relay CPU s/GB.
-///
-/// # Errors
-/// When a path fails to start or loses bytes.
-pub fn bulk_only(bin_dir: &std::path::Path, job: &BulkJob) -> Result<String> {
-    let (source, sink) = (target::source(&job.net)?, target::sink(&job.net)?);
-    let mut peers = Vec::new();
-    for kind in [PeerKind::Shadowsocks, PeerKind::Turbo] {
-        if let Ok(p) = Peer::start(kind, bin_dir, job.cores, &job.net)? {
-            peers.push(p);
-        }
-    }
-    let mut results: Vec<[Vec<f64>; 4]> = vec![Default::default(); peers.len()];
-    for _ in 0..job.runs {
-        for (p, [speed, cpu, entry, exit]) in peers.iter().zip(results.iter_mut()) {
-            let b = workload::bulk(p, source, sink, job.dir, job.conns, job.bytes)?;
-            speed.push(b.mib_s);
-            cpu.push(b.cpu_s_per_gb);
-            entry.push(b.entry_cpu_s_per_gb);
-            exit.push(b.exit_cpu_s_per_gb);
-        }
-    }
-    let mut out = format!(
-        "{:?}, {} conns, {} MiB\n",
-        job.dir,
-        job.conns,
-        job.bytes >> 20
-    );
-    for (p, [speed, cpu, entry, exit]) in peers.iter().zip(results) {
-        let median = crate::curl::median;
-        out += &format!(
-            "{:<18} {:>8.0} MiB/s  {:>5.2} CPU s/GB (entry {:.2}, exit {:.2})  runs: {:?}\n",
-            p.kind.name(),
-            median(speed.clone()),
-            median(cpu),
-            median(entry),
-            median(exit),
-            speed.iter().map(|v| v.round()).collect::<Vec<_>>()
-        );
-    }
-    let offload = peers
-        .iter()
-        .find_map(Peer::turbo)
-        .and_then(|t| t.offload().ok());
-    Ok(out + &notes(&job.net, veth::wire(&job.net), offload))
-}
-
-/// Holds `tunnels` idle tunnels through Turbo and shadowsocks-rust (when installed);
-/// returns one line per process with its RSS growth per tunnel.
-///
-/// # Errors
-/// When a path fails to start or a tunnel cannot be opened.
-pub fn idle_only(bin_dir: &std::path::Path, net: &Topology, tunnels: usize) -> Result<String> {
-    let fds = raise_fd_limit();
-    let tunnels = tunnels.min((fds.saturating_sub(512) / 2) as usize);
-    let mut out = format!("{tunnels} idle tunnels, RSS growth per tunnel\n");
-    for kind in [PeerKind::Shadowsocks, PeerKind::Turbo] {
-        let Ok(peer) = Peer::start(kind, bin_dir, 2, net)? else {
-            continue;
-        };
-        let idle = workload::idle_tunnels(&peer, net, tunnels)?;
-        for (role, bytes) in idle.rss_per_tunnel {
-            out += &format!("{:<18} {role:?}: {bytes:.0} B\n", kind.name());
-        }
-    }
-    Ok(out + &net.describe())
-}
-
-/// Runs the suite; `progress` is told each step.
+/// Runs the suite; `progress` is told each step. The machine's conditions are read
+/// before the first step (a busy machine is warned about, or refused when
+/// `cfg.refuse_busy`) and its load average at every step.
 ///
 /// # Errors
 /// When Turbo cannot start, or a workload fails outright (bytes lost, a tunnel refused).
 pub fn run(cfg: &Config, progress: &dyn Fn(&str)) -> Result<Report> {
+    let conditions = RefCell::new(Conditions::now(cfg.refuse_busy)?);
+    let progress = &|step: &str| {
+        conditions.borrow_mut().sample();
+        progress(step);
+    };
     let fds = raise_fd_limit();
     let tunnels = cfg.idle_tunnels.min((fds.saturating_sub(512) / 2) as usize);
     let net = &cfg.net;
@@ -307,22 +184,34 @@ pub fn run(cfg: &Config, progress: &dyn Fn(&str)) -> Result<Report> {
             Err(why) => skipped.push((kind.name(), why)),
         }
     }
+    // Idle tunnels first, on fresh processes; their rows go after the others.
+    let mut idle = Rows::default();
+    idle_rows(net, &peers, tunnels, &mut idle, progress)?;
     let mut rows = Rows::default();
     bulk_rows(cfg, &peers, source, sink, &mut rows, progress)?;
     rate_rows(cfg, &peers, echo, &mut rows, progress)?;
-    idle_rows(net, &peers, tunnels, &mut rows, progress)?;
-    let turbo = peers.iter().find_map(Peer::turbo);
-    let offload = turbo.and_then(|t| t.offload().ok());
+    rows.0.extend(idle.0);
+    let turbo = peers.iter().any(|p| p.kind == PeerKind::Turbo);
+    let offload = peers
+        .iter()
+        .find_map(Peer::turbo)
+        .and_then(|t| t.offload().ok());
     let wire = veth::wire(net);
-    if let Some(t) = turbo {
-        fan_in_rows(cfg, t, &mut rows, progress)?;
+    let names = peers.iter().map(|p| p.kind.name()).collect();
+    drop(peers);
+    if turbo {
+        fan_in_rows(cfg, &mut rows, progress)?;
     }
+    progress("done");
+    let mut conditions = conditions.into_inner();
+    conditions.finish();
     Ok(Report {
         config: Config {
             idle_tunnels: tunnels,
             ..cfg.clone()
         },
-        peers: peers.iter().map(|p| p.kind.name()).collect(),
+        conditions,
+        peers: names,
         skipped,
         cdfs: rows.1.clone(),
         rows: rows.finish(),
@@ -343,33 +232,29 @@ fn idle_rows(
         let idle = workload::idle_tunnels(p, net, tunnels)?;
         let workload = format!("idle tunnels ({tunnels} held)");
         for (role, name) in [(Role::Entry, "entry (server)"), (Role::Exit, "exit (node)")] {
-            let mine = idle.rss_per_tunnel.iter().filter(|(r, _)| *r == role);
-            if mine.clone().next().is_some() {
-                let b: f64 = mine.map(|(_, b)| b).sum();
+            // One process per role on every path.
+            if let Some((_, s)) = idle.rss_per_tunnel.iter().find(|(r, _)| *r == role) {
                 let metric = format!("RSS/tunnel bytes, {name}");
-                rows.push(&workload, &metric, Better::Lower, p.kind, b);
+                rows.push(&workload, &metric, Better::Lower, p.kind, s.clone());
             }
         }
-        let total: f64 = idle.rss_per_tunnel.iter().map(|(_, b)| b).sum();
         let metric = "RSS/tunnel bytes, total";
-        rows.push(&workload, metric, Better::Lower, p.kind, total);
+        rows.push(&workload, metric, Better::Lower, p.kind, idle.total());
     }
     Ok(())
 }
 
-fn fan_in_rows(
-    cfg: &Config,
-    turbo: &crate::net::Network,
-    rows: &mut Rows,
-    progress: &dyn Fn(&str),
-) -> Result<()> {
+/// Node fan-in on a Turbo network of its own, started for it: the server's memory
+/// baseline is not disturbed by what the earlier workloads left behind.
+fn fan_in_rows(cfg: &Config, rows: &mut Rows, progress: &dyn Fn(&str)) -> Result<()> {
     progress(&format!("node fan-in: {} nodes", cfg.fan_in_nodes));
-    let f = crate::fanin::node_fan_in(turbo, cfg.fan_in_nodes, cfg.fan_in_idle)?;
+    let turbo = crate::net::Network::start_with(&cfg.bin_dir, cfg.cores, false, &[], &cfg.net)?;
+    let f = crate::fanin::node_fan_in(&turbo, cfg.fan_in_nodes, cfg.fan_in_idle)?;
     let workload = format!("node fan-in ({} QUIC nodes)", f.nodes);
     for (metric, v) in [
         ("server RSS/node bytes", f.server_rss_per_node),
         ("server idle CPU %", f.server_idle_cpu_percent),
-        ("seconds to connect all", f.connect_all_secs),
+        ("seconds to connect all", Sample::Value(f.connect_all_secs)),
     ] {
         rows.push(&workload, metric, Better::Lower, PeerKind::Turbo, v);
     }
@@ -394,13 +279,13 @@ fn bulk_rows(
                 for p in peers {
                     progress(&format!("{workload}: {} run {}", p.kind.name(), run + 1));
                     let b = workload::bulk(p, source, sink, dir, conns, cfg.bulk_bytes)?;
-                    rows.push(&workload, "MiB/s", Better::Higher, p.kind, b.mib_s);
+                    rows.value(&workload, "MiB/s", Better::Higher, p.kind, b.mib_s);
                     if p.kind != PeerKind::Direct {
                         let cpu = "relay CPU s/GB";
-                        rows.push(&workload, cpu, Better::Lower, p.kind, b.cpu_s_per_gb);
+                        rows.push(&workload, cpu, Better::Lower, p.kind, b.cpu_per_gb());
                     }
                     if p.split_roles() {
-                        let (entry, exit) = (b.entry_cpu_s_per_gb, b.exit_cpu_s_per_gb);
+                        let (entry, exit) = (b.entry_cpu_per_gb(), b.exit_cpu_per_gb());
                         let metric = "entry (server) CPU s/GB";
                         rows.push(&workload, metric, Better::Lower, p.kind, entry);
                         let metric = "exit (node) CPU s/GB";
@@ -419,7 +304,7 @@ impl Rows {
         let p = r.latency_us;
         for (q, v) in [("p50", p.p50), ("p99", p.p99), ("p99.9", p.p999)] {
             let metric = format!("{prefix}{q} µs");
-            self.push(workload, &metric, Better::Lower, peer, v as f64);
+            self.value(workload, &metric, Better::Lower, peer, v as f64);
         }
     }
 }
@@ -444,7 +329,7 @@ fn rate_rows(
                     r.failed,
                     r.failed + r.completed
                 );
-                rows.push(&workload, "conns/s", Better::Higher, p.kind, r.conns_per_s);
+                rows.value(&workload, "conns/s", Better::Higher, p.kind, r.conns_per_s);
                 rows.cdf(&workload, p.kind, r.cdf.clone());
                 rows.percentiles(&workload, "TTFB ", p.kind, &r);
             }
@@ -475,91 +360,9 @@ fn open_loop_rows(
                 r.failed
             );
             let rate = "rate conns/s";
-            rows.push(workload, rate, Better::Higher, p.kind, r.conns_per_s);
+            rows.value(workload, rate, Better::Higher, p.kind, r.conns_per_s);
             rows.percentiles(workload, "", p.kind, &r);
         }
     }
     Ok(())
-}
-
-impl Report {
-    /// The markdown table: one column per path, then Turbo against the best other
-    /// proxy (ratio > 1 means Turbo is better).
-    pub fn markdown(&self) -> String {
-        let mut out = String::from("| workload | metric |");
-        for p in &self.peers {
-            out += &format!(" {p} |");
-        }
-        out += " turbo vs best proxy |\n|---|---|";
-        for _ in &self.peers {
-            out += "---:|";
-        }
-        out += "---:|\n";
-        for r in &self.rows {
-            out += &format!("| {} | {} |", r.workload, r.metric);
-            for p in &self.peers {
-                match r.values.get(p) {
-                    Some(v) if *v >= 100.0 => out += &format!(" {v:.0} |"),
-                    Some(v) => out += &format!(" {v:.2} |"),
-                    None => out += " — |",
-                }
-            }
-            out += &format!(
-                " {} |\n",
-                self.vs_best(r).map_or("—".into(), |x| format!("{x:.2}×"))
-            );
-        }
-        for (p, why) in &self.skipped {
-            out += &format!("\n{p}: skipped (not installed: {why})");
-        }
-        out + "\n" + &notes(&self.config.net, self.wire, self.offload)
-    }
-
-    /// Turbo's value against the best proxy peer (microsocks, shadowsocks), as a
-    /// goodness ratio: above 1 means Turbo is better.
-    pub fn vs_best(&self, r: &Row) -> Option<f64> {
-        let turbo = *r.values.get(PeerKind::Turbo.name())?;
-        let others = [PeerKind::Microsocks, PeerKind::Shadowsocks]
-            .iter()
-            .filter_map(|k| r.values.get(k.name()).copied());
-        let best = match r.better {
-            Better::Higher => {
-                others.fold(None, |b: Option<f64>, v| Some(b.map_or(v, |b| b.max(v))))?
-            }
-            Better::Lower => {
-                others.fold(None, |b: Option<f64>, v| Some(b.map_or(v, |b| b.min(v))))?
-            }
-        };
-        Some(match r.better {
-            Better::Higher => turbo / best,
-            Better::Lower => best / turbo,
-        })
-    }
-}
-
-/// Runs the suite with a progress bar on stderr, prints the table, and writes
-/// `report.json` and `report.md` under `out_dir`.
-///
-/// # Errors
-/// As [`run`], or when the files cannot be written.
-pub fn run_and_report(cfg: &Config, out_dir: &std::path::Path) -> Result<Report> {
-    let bar = indicatif::ProgressBar::new_spinner();
-    bar.enable_steady_tick(Duration::from_millis(200));
-    let report = run(cfg, &|step| bar.set_message(step.to_owned()))?;
-    bar.finish_and_clear();
-    let table = report.markdown();
-    println!("{table}");
-    std::fs::create_dir_all(out_dir)?;
-    std::fs::write(
-        out_dir.join("report.json"),
-        serde_json::to_string_pretty(&report)?,
-    )?;
-    std::fs::write(out_dir.join("report.md"), &table)?;
-    crate::plot::throughput(&report, &out_dir.join("throughput.svg"))?;
-    crate::plot::latency_cdfs(&report, &out_dir.join("latency-cdf.svg"))?;
-    eprintln!(
-        "wrote {0}/report.{{json,md}}, {0}/throughput.svg, {0}/latency-cdf.svg",
-        out_dir.display()
-    );
-    Ok(report)
 }

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context, Result};
 use hdrhistogram::Histogram;
 
-use crate::peers::{rss_bytes, Peer, Role};
+use crate::figure::{per_item, Sample};
+use crate::measure::{self, Cpu};
+use crate::peers::{Peer, Role};
 use crate::target::{pattern, PATTERN_LEN};
 use crate::topology::Topology;
 
@@ -31,12 +33,29 @@ pub struct Bulk {
     pub bytes: u64,
     /// Throughput, MiB/s.
     pub mib_s: f64,
-    /// CPU seconds of the relaying processes per GB moved (0 for direct).
-    pub cpu_s_per_gb: f64,
-    /// Of those, the entry process's (Turbo's server, sslocal).
-    pub entry_cpu_s_per_gb: f64,
-    /// Of those, the exit process's (Turbo's node, ssserver).
-    pub exit_cpu_s_per_gb: f64,
+    /// CPU used by the relaying processes during the run (none for direct).
+    pub cpu: Cpu,
+    /// Of that, the entry process's (Turbo's server, sslocal).
+    pub entry_cpu: Cpu,
+    /// Of that, the exit process's (Turbo's node, ssserver).
+    pub exit_cpu: Cpu,
+}
+
+impl Bulk {
+    /// Relay CPU seconds per GB moved, or why it is too short to measure.
+    pub fn cpu_per_gb(&self) -> Sample {
+        crate::figure::cpu_per_gb(self.cpu, self.bytes)
+    }
+
+    /// The entry process's CPU seconds per GB.
+    pub fn entry_cpu_per_gb(&self) -> Sample {
+        crate::figure::cpu_per_gb(self.entry_cpu, self.bytes)
+    }
+
+    /// The exit process's CPU seconds per GB.
+    pub fn exit_cpu_per_gb(&self) -> Sample {
+        crate::figure::cpu_per_gb(self.exit_cpu, self.bytes)
+    }
 }
 
 /// Moves `total` bytes over `conns` parallel connections in `dir`.
@@ -52,9 +71,7 @@ pub fn bulk(
     total: u64,
 ) -> Result<Bulk> {
     let per_conn = total / conns as u64;
-    let cpu0 = peer.cpu_seconds();
-    let entry0 = peer.cpu_seconds_of(Role::Entry);
-    let exit0 = peer.cpu_seconds_of(Role::Exit);
+    let (entry0, exit0) = (peer.cpu_of(Role::Entry), peer.cpu_of(Role::Exit));
     let started = Instant::now();
     let moved: Vec<Result<u64>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..conns)
@@ -71,9 +88,8 @@ pub fn bulk(
             .collect()
     });
     let secs = started.elapsed().as_secs_f64();
-    let cpu = peer.cpu_seconds() - cpu0;
-    let entry = peer.cpu_seconds_of(Role::Entry) - entry0;
-    let exit = peer.cpu_seconds_of(Role::Exit) - exit0;
+    let entry_cpu = peer.cpu_of(Role::Entry).since(entry0);
+    let exit_cpu = peer.cpu_of(Role::Exit).since(exit0);
     let mut bytes = 0;
     for m in moved {
         bytes += m?;
@@ -86,9 +102,9 @@ pub fn bulk(
     Ok(Bulk {
         bytes,
         mib_s: bytes as f64 / secs / (1 << 20) as f64,
-        cpu_s_per_gb: cpu / (bytes as f64 / 1e9),
-        entry_cpu_s_per_gb: entry / (bytes as f64 / 1e9),
-        exit_cpu_s_per_gb: exit / (bytes as f64 / 1e9),
+        cpu: entry_cpu.plus(exit_cpu),
+        entry_cpu,
+        exit_cpu,
     })
 }
 
@@ -302,18 +318,36 @@ pub fn open_loop(
 pub struct Idle {
     /// Tunnels opened and held.
     pub tunnels: usize,
-    /// RSS growth per tunnel, bytes, per relaying process.
-    pub rss_per_tunnel: Vec<(Role, f64)>,
+    /// RSS growth per tunnel per relaying process: a difference of steady states,
+    /// or why there is none.
+    pub rss_per_tunnel: Vec<(Role, Sample)>,
+}
+
+impl Idle {
+    /// The growth per tunnel over every relaying process: the sum, or the first
+    /// reason one of them has no figure.
+    pub fn total(&self) -> Sample {
+        let mut sum = 0.0;
+        for (_, s) in &self.rss_per_tunnel {
+            match s {
+                Sample::Value(v) => sum += v,
+                Sample::Unmeasured(why) => return Sample::Unmeasured(why.clone()),
+            }
+        }
+        Sample::Value(sum)
+    }
 }
 
 /// Opens `n` tunnels to a holding target on `net`'s exit side, keeps them all open, and
-/// reads each relaying process's RSS growth.
+/// reads each relaying process's RSS growth between two steady states: settled before
+/// the first tunnel, and settled again while all `n` are still held.
 ///
 /// # Errors
 /// A tunnel that cannot be opened, or the target not seeing all of them.
 pub fn idle_tunnels(peer: &Peer, net: &Topology, n: usize) -> Result<Idle> {
     let (hold, held) = crate::target::hold(net)?;
-    let before: Vec<u64> = peer.pids().iter().map(|(_, p)| rss_bytes(*p)).collect();
+    let pids = peer.pids();
+    let before: Vec<_> = pids.iter().map(|(_, p)| measure::settle(*p)).collect();
     let mut tunnels = Vec::with_capacity(n);
     for i in 0..n {
         tunnels.push(peer.connect(hold).with_context(|| format!("tunnel {i}"))?);
@@ -321,11 +355,10 @@ pub fn idle_tunnels(peer: &Peer, net: &Topology, n: usize) -> Result<Idle> {
     crate::net::wait_for("the target to hold every tunnel", || {
         (held.lock().ok()?.len() == n).then_some(())
     })?;
-    let rss_per_tunnel = peer
-        .pids()
+    let rss_per_tunnel = pids
         .iter()
-        .zip(&before)
-        .map(|((r, p), b)| (*r, (rss_bytes(*p) as f64 - *b as f64) / n as f64))
+        .zip(before)
+        .map(|((r, p), b)| (*r, per_item(b, measure::settle(*p), n)))
         .collect();
     drop(tunnels);
     held.lock().expect("lock").clear();
