@@ -16,12 +16,16 @@ pub struct Conditions {
     pub kernel: String,
     /// 1-minute load average when the run started.
     pub load_before: f64,
-    /// 1-minute load averages read between workloads.
+    /// 1-minute load averages read between workloads (up to the node fan-in).
     pub load_during: Vec<f64>,
-    /// Builds or other benches seen running at the start (pid and command).
+    /// Builds or other benches seen running (pid and command).
     pub others: Vec<String>,
     /// Warnings: a high load, other work running.
     pub warnings: Vec<String>,
+    /// Set once the bench's own load dominates the load average (the node fan-in
+    /// runs a thousand node threads): later samples would only measure the bench.
+    #[serde(skip)]
+    frozen: bool,
 }
 
 /// The 1-minute load average (0 where /proc is unavailable).
@@ -125,9 +129,27 @@ impl Conditions {
         Ok(c)
     }
 
-    /// Notes the load average now, between workloads.
+    /// Notes the load average now, between workloads, and any build or other bench
+    /// that started since the run did.
     pub fn sample(&mut self) {
+        if self.frozen {
+            return;
+        }
         self.load_during.push(load1());
+        for other in others() {
+            if !self.others.contains(&other) {
+                let w = format!("a build or another bench started during the run: {other}");
+                eprintln!("\n!!! WARNING: {w} !!!\n");
+                self.warnings.push(w);
+                self.others.push(other);
+            }
+        }
+    }
+
+    /// Stops sampling the load average: from here on the bench itself is the load.
+    pub fn freeze(&mut self) {
+        self.sample();
+        self.frozen = true;
     }
 
     /// Warns when the load seen during the run was high; called once at the end.
@@ -153,7 +175,7 @@ impl Conditions {
             format!("{lo:.2}–{hi:.2}")
         };
         let mut out = format!(
-            "machine: {} ({} cores), kernel {}; load average {:.2} before, {during} during",
+            "machine: {} ({} cores), kernel {}; load average {:.2} before, {during} between workloads",
             self.cpu_model, self.cores, self.kernel, self.load_before
         );
         for w in &self.warnings {
