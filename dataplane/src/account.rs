@@ -31,8 +31,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
-use crate::control::{KeyEvent, LeaseAnswer, LeaseRequest, Usage};
-use crate::cores::Core;
+use crate::config::LeaseConfig;
+use crate::control::{ControlHandle, KeyEvent, LeaseAnswer, LeaseRequest, Usage};
 
 /// Smallest lease asked for.
 pub(crate) const MIN_WANT: u64 = 64 * 1024;
@@ -235,9 +235,20 @@ impl Drop for AccountGuard {
     }
 }
 
-/// The accounts of one core.
-#[derive(Default)]
+/// The accounts of one core: a cheap handle, cloned into each account's manager.
+#[derive(Clone)]
 pub(crate) struct Accounts {
+    book: Rc<Book>,
+}
+
+/// What the accounts of one core share.
+struct Book {
+    /// This core's index, part of every lease id.
+    core: usize,
+    /// Lease ids, checkpoint and idle release.
+    leases: LeaseConfig,
+    /// Where lease requests go.
+    control: ControlHandle,
     map: RefCell<HashMap<Arc<str>, Rc<Account>>>,
     serial: Cell<u64>,
     shutting_down: Cell<bool>,
@@ -246,22 +257,39 @@ pub(crate) struct Accounts {
 }
 
 impl Accounts {
+    /// The accounts of core `core`, leasing through `control`.
+    pub(crate) fn new(core: usize, leases: LeaseConfig, control: ControlHandle) -> Self {
+        Accounts {
+            book: Rc::new(Book {
+                core,
+                leases,
+                control,
+                map: RefCell::default(),
+                serial: Cell::new(0),
+                shutting_down: Cell::new(false),
+                managers: Cell::new(0),
+                managers_done: Notify::new(),
+            }),
+        }
+    }
+
     /// The account of `key_id` on this core, opened (and its manager started) if needed.
-    pub(crate) fn attach(&self, core: &Rc<Core>, key_id: &Arc<str>) -> AccountGuard {
-        let existing = self.map.borrow().get(key_id).cloned();
+    pub(crate) fn attach(&self, key_id: &Arc<str>) -> AccountGuard {
+        let book = &self.book;
+        let existing = book.map.borrow().get(key_id).cloned();
         let account = existing.unwrap_or_else(|| {
             let a = Rc::new(Account::new(key_id.clone()));
-            self.map.borrow_mut().insert(key_id.clone(), a.clone());
-            self.serial.set(self.serial.get() + 1);
+            book.map.borrow_mut().insert(key_id.clone(), a.clone());
+            book.serial.set(book.serial.get() + 1);
             let lease_id: Arc<str> = format!(
                 "{}/{}/{}",
-                core.cfg.lease.server_id,
-                core.index,
-                self.serial.get()
+                book.leases.server_id,
+                book.core,
+                book.serial.get()
             )
             .into();
-            self.managers.set(self.managers.get() + 1);
-            monoio::spawn(manage(core.clone(), a.clone(), lease_id));
+            book.managers.set(book.managers.get() + 1);
+            monoio::spawn(manage(book.clone(), a.clone(), lease_id));
             a
         });
         account.connections.set(account.connections.get() + 1);
@@ -271,7 +299,7 @@ impl Accounts {
 
     /// Applies a key event.
     pub(crate) fn apply(&self, event: &KeyEvent) {
-        let map = self.map.borrow();
+        let map = self.book.map.borrow();
         match event {
             KeyEvent::Revoked(id) => {
                 if let Some(a) = map.get(id) {
@@ -297,14 +325,15 @@ impl Accounts {
 
     /// Releases every lease, waiting up to `limit` for the store to confirm.
     pub(crate) async fn settle_all(&self, limit: Duration) {
-        self.shutting_down.set(true);
-        for a in self.map.borrow().values() {
+        let book = &self.book;
+        book.shutting_down.set(true);
+        for a in book.map.borrow().values() {
             a.wake.notify_one();
         }
         let wait = async {
-            while self.managers.get() > 0 {
-                let done = self.managers_done.notified();
-                if self.managers.get() == 0 {
+            while book.managers.get() > 0 {
+                let done = book.managers_done.notified();
+                if book.managers.get() == 0 {
                     break;
                 }
                 done.await;
@@ -312,7 +341,7 @@ impl Accounts {
         };
         if monoio::time::timeout(limit, wait).await.is_err() {
             warn!(
-                leases = self.managers.get(),
+                leases = book.managers.get(),
                 "leases not settled before shutdown; the store reclaims them after their TTL"
             );
         }
@@ -326,15 +355,13 @@ struct Plan {
 }
 
 fn plan(
-    core: &Core,
+    book: &Book,
     a: &Account,
     last_report: Instant,
     dry_since: Option<Instant>,
 ) -> Option<Plan> {
-    let accounts = &core.accounts;
-    let idle =
-        a.connections.get() == 0 && a.last_used.get().elapsed() >= core.cfg.lease.idle_release;
-    if accounts.shutting_down.get() || idle || a.standing.get() == Standing::Revoked {
+    let idle = a.connections.get() == 0 && a.last_used.get().elapsed() >= book.leases.idle_release;
+    if book.shutting_down.get() || idle || a.standing.get() == Standing::Revoked {
         return Some(Plan {
             want: 0,
             release: true,
@@ -351,7 +378,7 @@ fn plan(
             release: false,
         });
     }
-    let due = last_report.elapsed() >= core.cfg.lease.checkpoint;
+    let due = last_report.elapsed() >= book.leases.checkpoint;
     (due && !a.usage.borrow().is_empty()).then_some(Plan {
         want: 0,
         release: false,
@@ -367,87 +394,75 @@ fn next_want(last_want: u64, granted_at: Instant, spent_since: u64) -> u64 {
     }
 }
 
+/// An account manager's state between lease calls.
+struct Manager {
+    book: Rc<Book>,
+    a: Rc<Account>,
+    lease_id: Arc<str>,
+    seq: u64,
+    last_report: Instant,
+    dry_since: Option<Instant>,
+    last_want: u64,
+    granted_at: Instant,
+    spent_at_grant: u64,
+    spent_total: u64,
+}
+
+/// What became of a lease call.
+enum Outcome {
+    /// Keep managing.
+    Continue,
+    /// The lease is released (or left to expire): the manager ends.
+    Done,
+}
+
 /// The account's manager: talks to the control plane for it until it is released.
-async fn manage(core: Rc<Core>, a: Rc<Account>, mut lease_id: Arc<str>) {
-    let mut seq = 0u64;
+async fn manage(book: Rc<Book>, a: Rc<Account>, lease_id: Arc<str>) {
+    let mut m = Manager {
+        book,
+        a,
+        lease_id,
+        seq: 0,
+        last_report: Instant::now(),
+        dry_since: None,
+        last_want: MIN_WANT / 4,
+        granted_at: Instant::now() - Duration::from_secs(60),
+        spent_at_grant: 0,
+        spent_total: 0,
+    };
     let mut unanswered: Option<LeaseRequest> = None;
-    let mut last_report = Instant::now();
-    let mut dry_since: Option<Instant> = None;
-    let mut last_want = MIN_WANT / 4;
-    let mut granted_at = Instant::now() - Duration::from_secs(60);
-    let mut spent_at_grant = 0u64;
-    let mut spent_total = 0u64;
     let mut first = true;
     loop {
         if !first {
-            let tick = core.cfg.lease.checkpoint.min(DRY_RECHECK) / 2;
-            let _ = monoio::time::timeout(tick, a.wake.notified()).await;
+            let tick = m.book.leases.checkpoint.min(DRY_RECHECK) / 2;
+            let _ = monoio::time::timeout(tick, m.a.wake.notified()).await;
         }
         first = false;
         let request = match unanswered.take() {
             Some(r) => r,
-            None => {
-                let Some(p) = plan(&core, &a, last_report, dry_since) else {
-                    continue;
-                };
-                if p.release {
-                    close_for_release(&core, &a).await;
-                }
-                let usage = std::mem::take(&mut *a.usage.borrow_mut());
-                spent_total += usage.bytes();
-                let want = if p.want > 0 {
-                    last_want = next_want(last_want, granted_at, spent_total - spent_at_grant);
-                    last_want
-                } else {
-                    0
-                };
-                seq += 1;
-                LeaseRequest {
-                    key_id: a.key_id.clone(),
-                    lease_id: lease_id.clone(),
-                    seq,
-                    want,
-                    usage,
-                    release: p.release,
-                }
-            }
+            None => match m.next_request().await {
+                Some(r) => r,
+                None => continue,
+            },
         };
-        match core.control.lease(request.clone()).await {
+        match m.book.control.lease(request.clone()).await {
             Ok(answer) => {
-                last_report = Instant::now();
-                if request.release {
-                    debug!(key = %a.key_id, lease = %lease_id, "lease released");
-                    finish(&core);
+                if let Outcome::Done = m.answered(&request, &answer) {
                     return;
-                }
-                if answer.ended {
-                    // The store reclaimed the lease while we were away (its credit went
-                    // back to the key): drop what we held and open a new one.
-                    warn!(key = %a.key_id, lease = %lease_id, "lease had expired; opening a new one");
-                    a.balance.set(0);
-                    core.accounts.serial.set(core.accounts.serial.get() + 1);
-                    lease_id = format!("{lease_id}+{}", core.accounts.serial.get()).into();
-                    seq = 0;
-                    a.wake.notify_one();
-                    continue;
-                }
-                apply(&a, &answer, &mut dry_since);
-                if answer.granted > 0 {
-                    granted_at = Instant::now();
-                    spent_at_grant = spent_total;
                 }
             }
             Err(e) => {
-                debug!(key = %a.key_id, error = %e, "lease request failed; retrying unchanged");
+                debug!(key = %m.a.key_id, error = %e, "lease request failed; retrying unchanged");
+                let a = &m.a;
                 if a.balance.get() == 0
                     && matches!(a.standing.get(), Standing::Opening | Standing::Active)
                 {
                     a.set_standing(Standing::Unavailable);
                 }
                 unanswered = Some(request);
-                if core.accounts.shutting_down.get() {
+                if m.book.shutting_down.get() {
                     // Shutting down with the store away: leave the lease to expire.
-                    finish(&core);
+                    finish(&m.book);
                     return;
                 }
                 monoio::time::sleep(RETRY_AFTER).await;
@@ -456,11 +471,67 @@ async fn manage(core: Rc<Core>, a: Rc<Account>, mut lease_id: Arc<str>) {
     }
 }
 
+impl Manager {
+    /// The next lease call this round, if one is due.
+    async fn next_request(&mut self) -> Option<LeaseRequest> {
+        let p = plan(&self.book, &self.a, self.last_report, self.dry_since)?;
+        if p.release {
+            close_for_release(&self.book, &self.a).await;
+        }
+        let usage = std::mem::take(&mut *self.a.usage.borrow_mut());
+        self.spent_total += usage.bytes();
+        let want = if p.want > 0 {
+            let spent = self.spent_total - self.spent_at_grant;
+            self.last_want = next_want(self.last_want, self.granted_at, spent);
+            self.last_want
+        } else {
+            0
+        };
+        self.seq += 1;
+        Some(LeaseRequest {
+            key_id: self.a.key_id.clone(),
+            lease_id: self.lease_id.clone(),
+            seq: self.seq,
+            want,
+            usage,
+            release: p.release,
+        })
+    }
+
+    /// Applies the store's answer to `request`.
+    fn answered(&mut self, request: &LeaseRequest, answer: &LeaseAnswer) -> Outcome {
+        let (a, book) = (&self.a, &self.book);
+        self.last_report = Instant::now();
+        if request.release {
+            debug!(key = %a.key_id, lease = %self.lease_id, "lease released");
+            finish(book);
+            return Outcome::Done;
+        }
+        if answer.ended {
+            // The store reclaimed the lease while we were away (its credit went back to
+            // the key): drop what we held and open a new one.
+            warn!(key = %a.key_id, lease = %self.lease_id, "lease had expired; opening a new one");
+            a.balance.set(0);
+            book.serial.set(book.serial.get() + 1);
+            self.lease_id = format!("{}+{}", self.lease_id, book.serial.get()).into();
+            self.seq = 0;
+            a.wake.notify_one();
+            return Outcome::Continue;
+        }
+        apply(a, answer, &mut self.dry_since);
+        if answer.granted > 0 {
+            self.granted_at = Instant::now();
+            self.spent_at_grant = self.spent_total;
+        }
+        Outcome::Continue
+    }
+}
+
 /// Before a release: no new connection may join, no more credit may be taken, and the
 /// connections still open are closed, so that the release reports every byte.
-async fn close_for_release(core: &Core, a: &Rc<Account>) {
+async fn close_for_release(book: &Book, a: &Rc<Account>) {
     {
-        let mut map = core.accounts.map.borrow_mut();
+        let mut map = book.map.borrow_mut();
         if map.get(&a.key_id).is_some_and(|m| Rc::ptr_eq(m, a)) {
             map.remove(&a.key_id);
         }
@@ -493,8 +564,8 @@ fn apply(a: &Account, answer: &LeaseAnswer, dry_since: &mut Option<Instant>) {
     a.set_standing(standing);
 }
 
-fn finish(core: &Core) {
-    let m = &core.accounts;
+fn finish(book: &Book) {
+    let m = book;
     m.managers.set(m.managers.get() - 1);
     m.managers_done.notify_waiters();
 }

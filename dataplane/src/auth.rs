@@ -32,8 +32,9 @@ use tokio::sync::Notify;
 use turbo_proto::params::parse_username;
 use turbo_proto::Credentials;
 
-use crate::control::{AuthDenied, AuthGrant, KeyEvent};
-use crate::cores::Core;
+use crate::config::AuthConfig;
+use crate::control::{AuthDenied, AuthGrant, ControlHandle, KeyEvent};
+use crate::stats::Stats;
 
 /// Entries beyond this are not cached (expired ones are swept first).
 const MAX_ENTRIES: usize = 100_000;
@@ -74,77 +75,92 @@ struct Failures {
 }
 
 /// A core's authorization cache and failure limiter.
-#[derive(Default)]
 pub(crate) struct AuthCache {
+    /// TTLs, failure limits and the known-key tags.
+    settings: AuthConfig,
+    /// Where lookups go.
+    control: ControlHandle,
+    /// Counters of hits, misses and refusals.
+    stats: Arc<Stats>,
     entries: RefCell<HashMap<KeyHash, Entry>>,
     pending: RefCell<HashMap<KeyHash, Rc<Pending>>>,
     failures: RefCell<HashMap<Subject, Failures>>,
     user_hasher: std::collections::hash_map::RandomState,
 }
 
-/// Authorizes `credentials` from `peer` on `core`.
-///
-/// # Errors
-/// [`AuthDenied`], already counted in the core's stats.
-pub(crate) async fn authorize(
-    core: &Core,
-    credentials: &Credentials,
-    peer: SocketAddr,
-) -> Result<AuthGrant, AuthDenied> {
-    let result = decide(core, credentials, peer).await;
-    if let Err(denied) = &result {
-        core.stats.auth_failure(denied);
-        if matches!(denied, AuthDenied::BadKey | AuthDenied::BadParams(_)) {
-            core.auth.record_failure(core, Subject::Ip(peer.ip()));
-            let user = core.auth.user_subject(&credentials.username);
-            core.auth.record_failure(core, user);
-        }
-    }
-    result
-}
-
-async fn decide(
-    core: &Core,
-    credentials: &Credentials,
-    peer: SocketAddr,
-) -> Result<AuthGrant, AuthDenied> {
-    let hash: KeyHash = Sha256::digest(credentials.password.as_bytes()).into();
-    let locked = core.auth.is_locked(Subject::Ip(peer.ip()))
-        || core
-            .auth
-            .is_locked(core.auth.user_subject(&credentials.username));
-    if locked {
-        // Someone failed too often from this address or with this username: a key the
-        // core has seen valid passes (revocations still remove it at once), one that
-        // exists is verified below, and a guess is refused without a lookup.
-        if let Some(key_id) = core.auth.known_good(&hash) {
-            let params = parse_username(&credentials.username)?;
-            return Ok(AuthGrant { key_id, params });
-        }
-        if !core.cfg.auth.known_keys.may_exist(&hash) {
-            return Err(AuthDenied::RateLimited);
-        }
-    }
-    let params = parse_username(&credentials.username)?;
-    let key_id = core.auth.lookup(core, hash, peer).await?;
-    Ok(AuthGrant { key_id, params })
-}
-
 impl AuthCache {
+    /// An empty cache that asks `control` and counts into `stats`.
+    pub(crate) fn new(settings: AuthConfig, control: ControlHandle, stats: Arc<Stats>) -> Self {
+        AuthCache {
+            settings,
+            control,
+            stats,
+            entries: RefCell::default(),
+            pending: RefCell::default(),
+            failures: RefCell::default(),
+            user_hasher: std::collections::hash_map::RandomState::default(),
+        }
+    }
+
+    /// Authorizes `credentials` from `peer`.
+    ///
+    /// # Errors
+    /// [`AuthDenied`], already counted in the stats.
+    pub(crate) async fn authorize(
+        &self,
+        credentials: &Credentials,
+        peer: SocketAddr,
+    ) -> Result<AuthGrant, AuthDenied> {
+        let result = self.decide(credentials, peer).await;
+        if let Err(denied) = &result {
+            self.stats.auth_failure(denied);
+            if matches!(denied, AuthDenied::BadKey | AuthDenied::BadParams(_)) {
+                self.record_failure(Subject::Ip(peer.ip()));
+                self.record_failure(self.user_subject(&credentials.username));
+            }
+        }
+        result
+    }
+
+    async fn decide(
+        &self,
+        credentials: &Credentials,
+        peer: SocketAddr,
+    ) -> Result<AuthGrant, AuthDenied> {
+        let hash: KeyHash = Sha256::digest(credentials.password.as_bytes()).into();
+        let locked = self.is_locked(Subject::Ip(peer.ip()))
+            || self.is_locked(self.user_subject(&credentials.username));
+        if locked {
+            // Someone failed too often from this address or with this username: a key
+            // the core has seen valid passes (revocations still remove it at once), one
+            // that exists is verified below, and a guess is refused without a lookup.
+            if let Some(key_id) = self.known_good(&hash) {
+                let params = parse_username(&credentials.username)?;
+                return Ok(AuthGrant { key_id, params });
+            }
+            if !self.settings.known_keys.may_exist(&hash) {
+                return Err(AuthDenied::RateLimited);
+            }
+        }
+        let params = parse_username(&credentials.username)?;
+        let key_id = self.lookup(hash, peer).await?;
+        Ok(AuthGrant { key_id, params })
+    }
+
     fn cached(&self, hash: &KeyHash) -> Option<Answer> {
         let entries = self.entries.borrow();
         let e = entries.get(hash)?;
         (e.until > Instant::now()).then(|| e.answer.clone())
     }
 
-    async fn lookup(&self, core: &Core, hash: KeyHash, peer: SocketAddr) -> Answer {
+    async fn lookup(&self, hash: KeyHash, peer: SocketAddr) -> Answer {
         if let Some(answer) = self.cached(&hash) {
-            core.stats.auth_cache_hits.fetch_add(1, Relaxed);
+            self.stats.auth_cache_hits.fetch_add(1, Relaxed);
             return answer;
         }
         let shared = self.pending.borrow().get(&hash).cloned();
         if let Some(p) = shared {
-            core.stats.auth_cache_coalesced.fetch_add(1, Relaxed);
+            self.stats.auth_cache_coalesced.fetch_add(1, Relaxed);
             loop {
                 let done = p.done.notified();
                 if let Some(answer) = p.answer.borrow().clone() {
@@ -153,14 +169,14 @@ impl AuthCache {
                 done.await;
             }
         }
-        core.stats.auth_cache_misses.fetch_add(1, Relaxed);
+        self.stats.auth_cache_misses.fetch_add(1, Relaxed);
         let p = Rc::new(Pending::default());
         self.pending.borrow_mut().insert(hash, p.clone());
-        let answer = core.control.authorize(hash, peer).await;
+        let answer = self.control.authorize(hash, peer).await;
         self.pending.borrow_mut().remove(&hash);
         let ttl = match &answer {
-            Ok(_) => Some(core.cfg.auth.ttl),
-            Err(AuthDenied::BadKey) => Some(core.cfg.auth.negative_ttl),
+            Ok(_) => Some(self.settings.ttl),
+            Err(AuthDenied::BadKey) => Some(self.settings.negative_ttl),
             Err(_) => None,
         };
         if let Some(ttl) = ttl {
@@ -217,9 +233,9 @@ impl AuthCache {
             .is_some_and(|until| until > Instant::now())
     }
 
-    fn record_failure(&self, core: &Core, who: Subject) {
+    fn record_failure(&self, who: Subject) {
         let mut failures = self.failures.borrow_mut();
-        let window = core.cfg.auth.fail_window;
+        let window = self.settings.fail_window;
         let forget_after = window * MAX_LOCKOUT_WINDOWS * 2;
         let now = Instant::now();
         if failures.len() >= MAX_TRACKED_IPS {
@@ -245,7 +261,7 @@ impl AuthCache {
             f.window_start = now;
         }
         f.count = f.count.saturating_add(1);
-        if f.count >= core.cfg.auth.fail_limit && f.locked_until.is_none_or(|u| u <= now) {
+        if f.count >= self.settings.fail_limit && f.locked_until.is_none_or(|u| u <= now) {
             f.strikes = f.strikes.saturating_add(1);
             let windows = 1u32 << (f.strikes - 1).min(MAX_LOCKOUT_WINDOWS.trailing_zeros());
             f.locked_until = Some(now + window * windows);

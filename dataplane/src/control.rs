@@ -12,18 +12,9 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use turbo_proto::params::{CountryCode, ParamsError, UserParams};
 
-pub use crate::routes::{NoRoute, NodeRoute, NodeTable, NodeTableHandle};
+pub use crate::routes::{ConnRef, NoRoute, NodeRoute, NodeTable, NodeTableHandle};
 use turbo_proto::wire::control::{Hello, RejectCode};
 use turbo_proto::RelayStatus;
-
-/// Identifies one node QUIC connection on one core: `(core, connection serial)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ConnRef {
-    /// Index of the core that owns the connection.
-    pub core: usize,
-    /// Serial number of the connection on that core.
-    pub serial: u64,
-}
 
 /// A customer's right to use the network, as decided by the control plane.
 #[derive(Debug, Clone)]

@@ -11,31 +11,23 @@ use monoio::net::TcpListener;
 use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc};
-use tracing::{info, warn, Instrument};
+use tracing::{info, warn};
 use turbo_proto::wire::control::RejectCode;
 
 use crate::account::Accounts;
 use crate::auth::AuthCache;
-use crate::control::{ControlHandle, KeyEvent, NodeTableHandle, ToControl};
-use crate::customer::{self, Frontend};
+use crate::config::{DataplaneConfig, DataplaneError, DriverChoice};
+use crate::control::{ControlHandle, KeyEvent, NodeTableHandle};
+use crate::customer;
+use crate::frontend::Frontend;
 use crate::pool::BufPool;
-use crate::quic::conn::NodeConn;
+use crate::quic::core::{DatagramSender, ForwardedDatagram, QuicCore};
 use crate::quic::endpoint::{self, QuicEndpoint};
-use crate::relay::{self, RelayJob};
+use crate::relay::core::{Handoff, HandoffSender, RelayCore};
 use crate::stats::Stats;
-use crate::{DataplaneConfig, DataplaneError, DriverChoice};
 
-/// Messages a core accepts from other threads.
+/// Messages a core accepts from the main thread.
 pub(crate) enum CoreMsg {
-    /// Relay this customer connection over one of this core's node connections.
-    Relay(Box<RelayJob<std::net::TcpStream>>),
-    /// A datagram for one of this core's connections that arrived on another core.
-    Datagram {
-        /// The datagram.
-        data: Vec<u8>,
-        /// Its source.
-        from: SocketAddr,
-    },
     /// Stop accepting customers and tell nodes the server is draining; open tunnels
     /// carry on.
     Drain {
@@ -49,64 +41,20 @@ pub(crate) enum CoreMsg {
 /// Sending side of a core's inbox.
 pub(crate) type CoreSender = mpsc::UnboundedSender<CoreMsg>;
 
-/// Everything a core owns. Shared by the core's tasks through `Rc`.
-pub(crate) struct Core {
+/// What one core runs: its QUIC side, its relays and its authorization cache, each a
+/// handle of its own, plus the drain state of its listeners.
+struct Core {
     /// This core's index.
-    pub(crate) index: usize,
-    /// Data-plane settings.
-    pub(crate) cfg: Arc<DataplaneConfig>,
-    /// Link to the control plane.
-    pub(crate) control: ControlHandle,
-    /// Current node routes.
-    pub(crate) nodes: NodeTableHandle,
-    /// Inboxes of every core, by index.
-    peers: Arc<[CoreSender]>,
-    /// This core's QUIC endpoint.
-    pub(crate) quic: QuicEndpoint,
-    /// This core's relay buffers.
-    pub(crate) pool: BufPool,
+    index: usize,
+    /// The node connections.
+    quic: Rc<QuicCore>,
+    /// The customer relays (and the credit accounts in them).
+    relay: Rc<RelayCore>,
     /// This core's authorization cache.
-    pub(crate) auth: AuthCache,
-    /// This core's credit accounts.
-    pub(crate) accounts: Accounts,
-    /// Counters shared by all cores.
-    pub(crate) stats: Arc<Stats>,
-    /// Connection limits shared by all cores.
-    pub(crate) gate: Arc<crate::limits::Gate>,
+    auth: Rc<AuthCache>,
     /// Set when the server drains: the listeners close.
     draining: std::cell::Cell<bool>,
     drain: tokio::sync::Notify,
-}
-
-impl Core {
-    /// Number of cores.
-    pub(crate) fn cores(&self) -> usize {
-        self.peers.len()
-    }
-
-    /// Sends a message to another core. A core that is gone is shutting down; the
-    /// message is dropped (a customer connection in it is closed by its drop).
-    pub(crate) fn send_to_core(&self, core: usize, msg: CoreMsg) {
-        if let Some(tx) = self.peers.get(core) {
-            let _ = tx.send(msg);
-        }
-    }
-
-    /// Tells the control plane that a node connection can no longer take streams.
-    pub(crate) fn forget_node(&self, conn: &NodeConn) {
-        let node_id = conn.node_id.borrow().clone();
-        let mut cs = conn.control.borrow_mut();
-        if let (Some(node_id), false) = (node_id, cs.gone_reported) {
-            cs.gone_reported = true;
-            self.control.send(ToControl::NodeGone {
-                node_id,
-                conn: crate::control::ConnRef {
-                    core: self.index,
-                    serial: conn.serial,
-                },
-            });
-        }
-    }
 }
 
 /// The sockets one core serves, bound on the main thread.
@@ -116,18 +64,32 @@ pub(crate) struct CoreSockets {
     pub(crate) udp: std::net::UdpSocket,
 }
 
+/// The inboxes of one core: from the main thread, and from other cores' relays and
+/// QUIC sides.
+pub(crate) struct CoreInboxes {
+    pub(crate) control: mpsc::UnboundedReceiver<CoreMsg>,
+    pub(crate) handoffs: mpsc::UnboundedReceiver<Handoff>,
+    pub(crate) datagrams: mpsc::UnboundedReceiver<ForwardedDatagram>,
+}
+
 /// Everything a core thread needs to start.
 pub(crate) struct CoreSeed {
+    pub(crate) handles: CoreHandles,
+    pub(crate) inboxes: CoreInboxes,
+    pub(crate) key_events: broadcast::Receiver<KeyEvent>,
+    pub(crate) sockets: CoreSockets,
+}
+
+/// The shared handles a core is built from.
+pub(crate) struct CoreHandles {
     pub(crate) index: usize,
     pub(crate) cfg: Arc<DataplaneConfig>,
     pub(crate) control: ControlHandle,
     pub(crate) nodes: NodeTableHandle,
-    pub(crate) peers: Arc<[CoreSender]>,
-    pub(crate) inbox: mpsc::UnboundedReceiver<CoreMsg>,
-    pub(crate) key_events: broadcast::Receiver<KeyEvent>,
+    pub(crate) handoffs: Arc<[HandoffSender]>,
+    pub(crate) forward: Arc<[DatagramSender]>,
     pub(crate) stats: Arc<Stats>,
     pub(crate) gate: Arc<crate::limits::Gate>,
-    pub(crate) sockets: CoreSockets,
     pub(crate) quic_local: SocketAddr,
     pub(crate) retry_key: crate::quic::retry::RetryKey,
 }
@@ -148,7 +110,7 @@ pub(crate) fn use_io_uring(choice: DriverChoice) -> Result<bool, DataplaneError>
 
 /// Runs one core to completion on the current thread.
 pub(crate) fn run_core(seed: CoreSeed, uring: bool) -> std::io::Result<()> {
-    let index = seed.index;
+    let index = seed.handles.index;
     if uring {
         let mut rt = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
             .with_entries(4096)
@@ -165,72 +127,89 @@ pub(crate) fn run_core(seed: CoreSeed, uring: bool) -> std::io::Result<()> {
     }
 }
 
-async fn core_main(seed: CoreSeed) -> std::io::Result<()> {
-    let quic_socket = UdpSocket::from_std(seed.sockets.udp)?;
-    let udp_offload = seed.cfg.udp_offload;
+/// Builds the core's handles from its seed.
+fn assemble(seed: &CoreHandles, socket: UdpSocket) -> std::io::Result<Core> {
     let config = endpoint::server_config(&seed.cfg).map_err(std::io::Error::other)?;
-    let core = Rc::new(Core {
+    let endpoint = QuicEndpoint::new(
+        socket,
+        seed.quic_local,
+        config,
+        seed.retry_key.clone(),
+        seed.cfg.udp_offload,
+    )?;
+    let quic = Rc::new(QuicCore {
         index: seed.index,
-        cfg: seed.cfg,
-        control: seed.control,
-        nodes: seed.nodes,
-        peers: seed.peers,
-        quic: QuicEndpoint::new(
-            quic_socket,
-            seed.quic_local,
-            config,
-            seed.retry_key,
-            udp_offload,
-        )?,
+        cfg: seed.cfg.clone(),
+        control: seed.control.clone(),
+        nodes: seed.nodes.clone(),
+        gate: seed.gate.clone(),
+        stats: seed.stats.clone(),
+        quic: endpoint,
+        forward: seed.forward.clone(),
+    });
+    let accounts = Accounts::new(seed.index, seed.cfg.lease.clone(), seed.control.clone());
+    let relay = Rc::new(RelayCore {
+        index: seed.index,
+        cfg: seed.cfg.clone(),
+        control: seed.control.clone(),
+        nodes: seed.nodes.clone(),
+        gate: seed.gate.clone(),
+        stats: seed.stats.clone(),
+        accounts,
         pool: BufPool::default(),
-        auth: AuthCache::default(),
-        accounts: Accounts::default(),
-        stats: seed.stats,
-        gate: seed.gate,
+        quic: quic.clone(),
+        handoffs: seed.handoffs.clone(),
+    });
+    let auth = AuthCache::new(
+        seed.cfg.auth.clone(),
+        seed.control.clone(),
+        seed.stats.clone(),
+    );
+    Ok(Core {
+        index: seed.index,
+        quic,
+        relay,
+        auth: Rc::new(auth),
         draining: std::cell::Cell::new(false),
         drain: tokio::sync::Notify::new(),
-    });
-    monoio::spawn(key_events(core.clone(), seed.key_events));
+    })
+}
+
+async fn core_main(seed: CoreSeed) -> std::io::Result<()> {
+    let CoreSeed {
+        handles,
+        inboxes,
+        key_events: events,
+        sockets,
+    } = seed;
+    let core = Rc::new(assemble(&handles, UdpSocket::from_std(sockets.udp)?)?);
+    monoio::spawn(key_events(core.clone(), events));
     for (listener, frontend) in [
-        (seed.sockets.socks, Frontend::Socks),
-        (seed.sockets.http, Frontend::Http),
+        (sockets.socks, Frontend::Socks),
+        (sockets.http, Frontend::Http),
     ] {
         if let Some(l) = listener {
             let l = TcpListener::from_std(l)?;
             monoio::spawn(accept_loop(core.clone(), l, frontend));
         }
     }
-    monoio::spawn(crate::quic::gro::recv_loop(core.clone()));
-    let mut inbox = seed.inbox;
+    monoio::spawn(crate::quic::gro::recv_loop(core.quic.clone()));
+    monoio::spawn(crate::quic::dispatch::forwarded(
+        core.quic.clone(),
+        inboxes.datagrams,
+    ));
+    monoio::spawn(crate::relay::adopt_handoffs(
+        core.relay.clone(),
+        inboxes.handoffs,
+    ));
+    let mut inbox = inboxes.control;
     while let Some(msg) = inbox.recv().await {
         match msg {
-            CoreMsg::Relay(job) => {
-                let span = job.plan.span.clone();
-                match job.stream.set_nonblocking(true) {
-                    Ok(()) => {}
-                    Err(e) => {
-                        warn!(error = %e, "could not adopt handed-off connection");
-                        continue;
-                    }
-                }
-                match (*job)
-                    .map_stream(monoio::net::TcpStream::from_std)
-                    .transpose()
-                {
-                    Ok(job) => {
-                        monoio::spawn(relay::run(core.clone(), job).instrument(span));
-                    }
-                    Err(e) => warn!(error = %e, "could not adopt handed-off connection"),
-                }
-            }
-            CoreMsg::Datagram { mut data, from } => {
-                endpoint::dispatch(&core, &mut data, from);
-            }
             CoreMsg::Drain { grace_ms } => start_drain(&core, grace_ms),
             CoreMsg::Shutdown => break,
         }
     }
-    core.accounts.settle_all(Duration::from_secs(2)).await;
+    core.relay.accounts.settle_all(Duration::from_secs(2)).await;
     close_all(&core).await;
     Ok(())
 }
@@ -239,7 +218,7 @@ async fn core_main(seed: CoreSeed) -> std::io::Result<()> {
 fn start_drain(core: &Core, grace_ms: u64) {
     core.draining.set(true);
     core.drain.notify_waiters();
-    for conn in core.quic.all() {
+    for conn in core.quic.quic.all() {
         conn.control
             .borrow_mut()
             .queue(&turbo_proto::wire::control::ControlMessage::Drain { grace_ms });
@@ -260,7 +239,7 @@ async fn drain_started(core: &Core) {
 
 /// Closes every node connection and gives the drivers a moment to send the close.
 async fn close_all(core: &Rc<Core>) {
-    let conns = core.quic.all();
+    let conns = core.quic.quic.all();
     for conn in &conns {
         let _ = conn
             .quic
@@ -289,7 +268,7 @@ async fn key_events(core: Rc<Core>, mut rx: broadcast::Receiver<KeyEvent>) {
             Err(broadcast::error::RecvError::Closed) => return,
         };
         core.auth.apply(&event);
-        core.accounts.apply(&event);
+        core.relay.accounts.apply(&event);
         close_node_conns(&core, &event);
     }
 }
@@ -307,13 +286,13 @@ fn close_node_conns(core: &Core, event: &KeyEvent) {
         ),
         _ => return,
     };
-    for conn in core.quic.all() {
+    for conn in core.quic.quic.all() {
         let same_node = conn.node_id.borrow().as_ref() == Some(node_id);
         if !same_node || only.is_some_and(|s| s != conn.serial) {
             continue;
         }
         info!(node = %node_id, serial = conn.serial, ?code, "closing node connection");
-        core.forget_node(&conn);
+        core.quic.forget_node(&conn);
         let _ = conn.quic.borrow_mut().close(true, code as u64, reason);
         conn.driver.notify();
     }
@@ -327,7 +306,13 @@ async fn accept_loop(core: Rc<Core>, listener: TcpListener, frontend: Frontend) 
         };
         match accepted {
             Ok((stream, peer)) => {
-                monoio::spawn(customer::serve(core.clone(), stream, peer, frontend));
+                monoio::spawn(customer::serve(
+                    core.relay.clone(),
+                    core.auth.clone(),
+                    stream,
+                    peer,
+                    frontend,
+                ));
             }
             Err(e) => {
                 // EMFILE and friends: back off briefly instead of spinning.

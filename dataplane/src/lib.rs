@@ -8,19 +8,43 @@
 //!
 //! The data plane talks to the control plane only through [`control`] messages and
 //! reads node routes from a lock-free [`control::NodeTable`] snapshot.
+//!
+//! # Module order
+//! No module imports one that imports it back. From the leaves up (each line may use
+//! the lines above it):
+//! 1. `sys`, `signal`, `pool`, `frontend`, `known_keys`, `routes`; in `quic`: `cid`,
+//!    `retry`, `reset`, `control_state`.
+//! 2. `fairshare` (routes), `limits` (fairshare, frontend), `control` (routes,
+//!    known keys), `stats` (control), `config` (limits, known keys, reset key),
+//!    `sockets` (config).
+//! 3. `account` (credit leases: config, control) and `auth` (the authorization cache:
+//!    config, control, stats), each a handle built with what it needs.
+//! 4. `quic`: `conn` → `stream`, `endpoint` → `core` (the core's QUIC side: endpoint,
+//!    settings, control, routes, gate, stats, datagram channel to other cores) →
+//!    `control_stream` → `driver` → `dispatch` → `gro`.
+//! 5. `relay`: `plan` (the job and its errors), `counters`, `pumps`, `core` (the core's
+//!    relays: accounts, gate, routes, buffers, the QUIC side, hand-off channel to other
+//!    cores), `dispute`, `settle`, then the relay itself.
+//! 6. `customer` (front ends: `handshake`, `socks`, `http`; it takes the relay and auth
+//!    handles).
+//! 7. `cores` builds the handles of each core and runs its loops; the crate root binds
+//!    the sockets and starts the cores.
 #![warn(missing_docs)]
 
 mod account;
 mod auth;
+mod config;
 pub mod control;
 mod cores;
 mod customer;
 mod fairshare;
+mod frontend;
 pub mod known_keys;
 pub mod limits;
 mod pool;
 mod quic;
 
+pub use config::{AuthConfig, DataplaneConfig, DataplaneError, DriverChoice, LeaseConfig};
 pub use quic::reset::ResetKey;
 mod relay;
 pub mod routes;
@@ -30,119 +54,10 @@ pub mod stats;
 mod sys;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use turbo_proto::http::HttpLimits;
-
-/// Which monoio driver the cores run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum DriverChoice {
-    /// io_uring when the kernel supports it, else legacy.
-    #[default]
-    Auto,
-    /// io_uring; start-up fails without it.
-    IoUring,
-    /// The legacy (epoll) driver.
-    Legacy,
-}
-
-/// Data-plane settings, already validated by the control plane's config layer.
-#[derive(Debug, Clone)]
-pub struct DataplaneConfig {
-    /// SOCKS5 listener; `None` disables it.
-    pub socks_listen: Option<SocketAddr>,
-    /// HTTP proxy listener; `None` disables it.
-    pub http_listen: Option<SocketAddr>,
-    /// UDP address for node QUIC connections.
-    pub quic_listen: SocketAddr,
-    /// Number of cores (runtimes) to run.
-    pub cores: usize,
-    /// Driver selection.
-    pub driver: DriverChoice,
-    /// PEM certificate chain presented to nodes.
-    pub cert_chain: PathBuf,
-    /// PEM private key for `cert_chain`.
-    pub private_key: PathBuf,
-    /// A customer handshake (SOCKS5 or HTTP head, including auth) must finish within this.
-    pub handshake_timeout: Duration,
-    /// How long a node may take to resolve and connect to a target.
-    pub connect_timeout: Duration,
-    /// A node that is silent this long is dropped (QUIC idle timeout).
-    pub node_liveness: Duration,
-    /// HTTP head limits.
-    pub http_limits: HttpLimits,
-    /// Authorization cache and failure limits.
-    pub auth: AuthConfig,
-    /// Credit lease behaviour.
-    pub lease: LeaseConfig,
-    /// Destination rules pushed to every node after its welcome.
-    pub node_policy: turbo_proto::wire::control::NodePolicy,
-    /// Customer connection limits.
-    pub limits: limits::ConnLimits,
-    /// On shutdown, how long open tunnels may go on after the listeners close.
-    pub shutdown_grace: Duration,
-    /// Handshaking node connections per core beyond which new ones must validate their
-    /// address with a Retry first (0: always).
-    pub quic_retry_threshold: usize,
-    /// Derives every connection's stateless reset token; keep it across restarts.
-    pub stateless_reset_key: ResetKey,
-    /// Receive node datagrams in GRO batches where the kernel offers it.
-    pub udp_offload: bool,
-    /// The congestion controller of node connections.
-    pub congestion_control: turbo_quic::CongestionControl,
-}
-
-/// How cores cache authorization answers and limit failures.
-#[derive(Debug, Clone)]
-pub struct AuthConfig {
-    /// A known key is trusted this long without asking again (revocations still apply
-    /// at once).
-    pub ttl: Duration,
-    /// An unknown or revoked key is refused this long without asking again.
-    pub negative_ttl: Duration,
-    /// Failed authentications a source IP, or a username, may make per window (per
-    /// core) before it is locked out: then only keys that exist are looked up.
-    pub fail_limit: u32,
-    /// The failure-counting window.
-    pub fail_window: Duration,
-    /// Tags of the keys that exist (kept by the control plane).
-    pub known_keys: known_keys::KnownKeys,
-}
-
-impl Default for AuthConfig {
-    fn default() -> Self {
-        AuthConfig {
-            ttl: Duration::from_secs(30),
-            negative_ttl: Duration::from_secs(5),
-            fail_limit: 20,
-            fail_window: Duration::from_secs(60),
-            known_keys: known_keys::KnownKeys::default(),
-        }
-    }
-}
-
-/// How cores hold credit leases.
-#[derive(Debug, Clone)]
-pub struct LeaseConfig {
-    /// This server's id, which names its leases.
-    pub server_id: Arc<str>,
-    /// Usage is reported at least this often while it accrues.
-    pub checkpoint: Duration,
-    /// A lease unused this long goes back to the key.
-    pub idle_release: Duration,
-}
-
-impl Default for LeaseConfig {
-    fn default() -> Self {
-        LeaseConfig {
-            server_id: format!("s{:08x}", rand::random::<u32>()).into(),
-            checkpoint: Duration::from_secs(1),
-            idle_release: Duration::from_secs(5),
-        }
-    }
-}
+use tokio::sync::mpsc;
 
 /// Addresses actually bound (port 0 resolved).
 #[derive(Debug, Clone, Copy)]
@@ -155,31 +70,47 @@ pub struct BoundAddrs {
     pub quic: SocketAddr,
 }
 
-/// Start-up failures of the data plane.
-#[derive(Debug, thiserror::Error)]
-pub enum DataplaneError {
-    /// A listener could not be bound.
-    #[error("bind {addr}: {source}")]
-    Bind {
-        /// The address.
-        addr: SocketAddr,
-        /// The OS error.
-        source: std::io::Error,
-    },
-    /// io_uring was required but is unavailable.
-    #[error("io_uring requested but not available on this kernel")]
-    NoIoUring,
-    /// The TLS certificate or key could not be loaded.
-    #[error("TLS setup: {0}")]
-    Tls(String),
-    /// A core thread or runtime could not be started.
-    #[error("start core {core}: {source}")]
-    Runtime {
-        /// Core index.
-        core: usize,
-        /// The error.
-        source: std::io::Error,
-    },
+/// Binds every core's sockets: one SO_REUSEPORT UDP socket and (where enabled) one
+/// SOCKS5 and one HTTP listener per core.
+fn bind(
+    config: &DataplaneConfig,
+    count: usize,
+) -> Result<(BoundAddrs, Vec<cores::CoreSockets>), DataplaneError> {
+    let (udp, quic) = sockets::udp_sockets(config.quic_listen, count)?;
+    let listeners =
+        |addr: Option<SocketAddr>| addr.map(|a| sockets::tcp_listeners(a, count)).transpose();
+    let (socks, http) = (
+        listeners(config.socks_listen)?,
+        listeners(config.http_listen)?,
+    );
+    let addrs = BoundAddrs {
+        socks: socks.as_ref().map(|s| s.1),
+        http: http.as_ref().map(|h| h.1),
+        quic,
+    };
+    let mut socks = socks.map(|s| s.0.into_iter());
+    let mut http = http.map(|h| h.0.into_iter());
+    let sockets = udp
+        .into_iter()
+        .map(|udp| cores::CoreSockets {
+            socks: socks.as_mut().and_then(Iterator::next),
+            http: http.as_mut().and_then(Iterator::next),
+            udp,
+        })
+        .collect();
+    Ok((addrs, sockets))
+}
+
+/// One unbounded channel per core: the senders, shared, and the receivers.
+fn channels<T>(
+    count: usize,
+) -> (
+    Arc<[mpsc::UnboundedSender<T>]>,
+    Vec<mpsc::UnboundedReceiver<T>>,
+) {
+    let (senders, receivers): (Vec<_>, Vec<_>) =
+        (0..count).map(|_| mpsc::unbounded_channel()).unzip();
+    (senders.into(), receivers)
 }
 
 /// A running data plane.
@@ -210,47 +141,40 @@ impl Dataplane {
         let uring = cores::use_io_uring(config.driver)?;
         // Fail fast on bad TLS material instead of inside every core.
         quic::endpoint::server_config(&config)?;
-        let (udp, quic_addr) = sockets::udp_sockets(config.quic_listen, count)?;
-        let socks = config
-            .socks_listen
-            .map(|a| sockets::tcp_listeners(a, count))
-            .transpose()?;
-        let http = config
-            .http_listen
-            .map(|a| sockets::tcp_listeners(a, count))
-            .transpose()?;
-        let addrs = BoundAddrs {
-            socks: socks.as_ref().map(|s| s.1),
-            http: http.as_ref().map(|h| h.1),
-            quic: quic_addr,
-        };
-        let mut socks = socks.map(|s| s.0.into_iter());
-        let mut http = http.map(|h| h.0.into_iter());
-        let (senders, receivers): (Vec<_>, Vec<_>) = (0..count)
-            .map(|_| tokio::sync::mpsc::unbounded_channel())
-            .unzip();
-        let inboxes: Arc<[cores::CoreSender]> = senders.into();
+        let (addrs, sockets) = bind(&config, count)?;
+        let (inboxes, controls) = channels(count);
+        let (handoffs, handoff_inboxes) = channels(count);
+        let (forward, datagram_inboxes) = channels(count);
         let config = Arc::new(config);
         let retry_key = quic::retry::RetryKey::random();
         let mut threads = Vec::with_capacity(count);
-        for ((index, inbox), udp) in receivers.into_iter().enumerate().zip(udp) {
+        let receivers = controls
+            .into_iter()
+            .zip(handoff_inboxes)
+            .zip(datagram_inboxes);
+        for ((index, ((control_inbox, handoff_inbox), datagrams)), sockets) in
+            receivers.enumerate().zip(sockets)
+        {
             let seed = cores::CoreSeed {
-                index,
-                cfg: config.clone(),
-                control: control.clone(),
-                nodes: nodes.clone(),
-                peers: inboxes.clone(),
-                inbox,
-                key_events: key_events.subscribe(),
-                stats: stats.clone(),
-                gate: gate.clone(),
-                sockets: cores::CoreSockets {
-                    socks: socks.as_mut().and_then(Iterator::next),
-                    http: http.as_mut().and_then(Iterator::next),
-                    udp,
+                handles: cores::CoreHandles {
+                    index,
+                    cfg: config.clone(),
+                    control: control.clone(),
+                    nodes: nodes.clone(),
+                    handoffs: handoffs.clone(),
+                    forward: forward.clone(),
+                    stats: stats.clone(),
+                    gate: gate.clone(),
+                    quic_local: addrs.quic,
+                    retry_key: retry_key.clone(),
                 },
-                quic_local: quic_addr,
-                retry_key: retry_key.clone(),
+                inboxes: cores::CoreInboxes {
+                    control: control_inbox,
+                    handoffs: handoff_inbox,
+                    datagrams,
+                },
+                key_events: key_events.subscribe(),
+                sockets,
             };
             let handle = std::thread::Builder::new()
                 .name(format!("turbo-core-{index}"))

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use turbo_proto::RelayStatus;
 
-use crate::customer::Frontend;
+use crate::frontend::Frontend;
 
 /// Limits on customer connections. Zero disables a limit.
 #[derive(Debug, Clone)]

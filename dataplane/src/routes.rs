@@ -12,7 +12,14 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use turbo_proto::params::CountryCode;
 
-use crate::control::ConnRef;
+/// Identifies one node QUIC connection on one core: `(core, connection serial)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConnRef {
+    /// Index of the core that owns the connection.
+    pub core: usize,
+    /// Serial number of the connection on that core.
+    pub serial: u64,
+}
 
 /// Smallest weight a node keeps, so that a node with a poor score still gets the odd
 /// request and can recover.

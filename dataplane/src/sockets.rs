@@ -13,7 +13,7 @@ use std::net::{SocketAddr, TcpListener, UdpSocket};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::DataplaneError;
+use crate::config::DataplaneError;
 
 const LISTEN_BACKLOG: i32 = 4096;
 const UDP_BUFFER: usize = 8 * 1024 * 1024;

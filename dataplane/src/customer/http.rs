@@ -11,16 +11,19 @@ use turbo_proto::http::{response, HttpHeadParser, HttpProxyRequest};
 use turbo_proto::http_body::{BodyEnd, ResponseEnd};
 use turbo_proto::status::proxy_status_value;
 
-use super::{Handshake, HandshakeError, ReplyKind};
+use super::handshake::{Handshake, HandshakeError};
+use crate::auth::AuthCache;
 use crate::control::AuthDenied;
-use crate::cores::Core;
+use crate::frontend::ReplyKind;
+use crate::relay::core::RelayCore;
 
 /// Reads the request head and authorizes it.
 ///
 /// # Errors
 /// [`HandshakeError`]; the customer has been sent the matching HTTP error.
 pub(super) async fn handshake(
-    core: &Core,
+    core: &RelayCore,
+    auth: &AuthCache,
     stream: &mut TcpStream,
     peer: SocketAddr,
 ) -> Result<Handshake, HandshakeError> {
@@ -72,7 +75,7 @@ pub(super) async fn handshake(
         .await;
         return Err(HandshakeError::NoCredentials);
     };
-    let grant = match crate::auth::authorize(core, &credentials, peer).await {
+    let grant = match auth.authorize(&credentials, peer).await {
         Ok(grant) => grant,
         Err(denied) => {
             let (status, error) = match &denied {
@@ -98,7 +101,7 @@ pub(super) async fn handshake(
 
 /// Reads one request head; returns it with the bytes that followed it.
 async fn read_request(
-    core: &Core,
+    core: &RelayCore,
     stream: &mut TcpStream,
 ) -> Result<(HttpProxyRequest, Vec<u8>), HandshakeError> {
     let mut parser = HttpHeadParser::new(core.cfg.http_limits);

@@ -7,15 +7,18 @@ use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 use turbo_proto::socks5::{Socks5Handshake, Socks5Step};
 
-use super::{Handshake, HandshakeError, ReplyKind};
-use crate::cores::Core;
+use super::handshake::{Handshake, HandshakeError};
+use crate::auth::AuthCache;
+use crate::frontend::ReplyKind;
+use crate::relay::core::RelayCore;
 
 /// Runs the SOCKS5 handshake up to the CONNECT request.
 ///
 /// # Errors
 /// [`HandshakeError`]; the customer has been sent the matching reply.
 pub(super) async fn handshake(
-    core: &Core,
+    core: &RelayCore,
+    auth: &AuthCache,
     stream: &mut TcpStream,
     peer: SocketAddr,
 ) -> Result<Handshake, HandshakeError> {
@@ -38,7 +41,7 @@ pub(super) async fn handshake(
                 input = Some(buf);
             }
             Socks5Step::Credentials(credentials) => {
-                let decision = crate::auth::authorize(core, &credentials, peer).await;
+                let decision = auth.authorize(&credentials, peer).await;
                 hs.auth_result(decision.is_ok());
                 write_out(stream, hs.take_output()).await?;
                 grant = Some(decision?);

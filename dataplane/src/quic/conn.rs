@@ -15,10 +15,9 @@ use std::time::Instant;
 
 use turbo_quic::stream::{Kick, Shared};
 
-use tracing::{debug, info, Instrument};
+use tracing::debug;
 
-use super::control_stream::ControlStream;
-use crate::cores::Core;
+use super::control_state::ControlStream;
 use crate::signal::Signal;
 
 /// Largest UDP payload the server accepts.
@@ -65,7 +64,7 @@ pub(crate) struct NodeConn {
     /// Counted in the endpoint's handshaking connections.
     pub(crate) handshaking: Cell<bool>,
     /// The packet pacing holds back, if any.
-    pacer: RefCell<turbo_quic::batch::Pacer>,
+    pub(super) pacer: RefCell<turbo_quic::batch::Pacer>,
 }
 
 impl std::ops::Deref for NodeConn {
@@ -137,80 +136,4 @@ impl NodeConn {
         self.peer.set(from);
         self.driver.notify();
     }
-
-    /// Sends every packet quiche has ready and due, in GSO batches where the kernel
-    /// offers them, waiting for socket space when the socket is full. Returns when the
-    /// packet held back by pacing is due, if any.
-    async fn flush_packets(&self, ep: &super::endpoint::QuicEndpoint) -> Option<Instant> {
-        loop {
-            let sent = ep.flush(&mut self.quic.borrow_mut(), &mut self.pacer.borrow_mut());
-            match sent {
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    if let Err(e) = ep.socket.writable(false).await {
-                        debug!(error = %e, "udp writable failed");
-                        return self.pacer.borrow().due();
-                    }
-                }
-                Ok(due) => return due,
-                Err(_) => return self.pacer.borrow().due(),
-            }
-        }
-    }
-}
-
-/// Drives `conn` until it is closed: processes the control stream, wakes streams,
-/// sends packets and runs quiche's timers. Then unregisters it everywhere.
-pub(crate) async fn drive(core: Rc<Core>, conn: Rc<NodeConn>) {
-    let span = tracing::info_span!("node", serial = conn.serial, peer = %conn.peer.get());
-    async {
-        loop {
-            super::control_stream::process(&core, &conn);
-            conn.wake_ready();
-            let paced = conn.flush_packets(&core.quic).await;
-            let (closed, draining, timeout) = {
-                let q = conn.quic.borrow();
-                if conn.handshaking.get() && q.is_established() {
-                    conn.handshaking.set(false);
-                    core.quic.handshake_over();
-                }
-                (q.is_closed(), q.is_draining(), q.timeout())
-            };
-            if closed || draining {
-                conn.mark_closed();
-                core.forget_node(&conn);
-            }
-            if closed {
-                break;
-            }
-            // The packet held back by pacing is due: the next turn sends it.
-            let due = paced.map(|at| at.saturating_duration_since(Instant::now()));
-            let timeout = match (timeout, due) {
-                (Some(t), Some(d)) if d < t => Some(d),
-                (None, Some(d)) => Some(d),
-                (t, _) => t,
-            };
-            match timeout {
-                Some(t) => {
-                    monoio::select! {
-                        _ = conn.driver.wait() => {}
-                        _ = monoio::time::sleep(t) => conn.quic.borrow_mut().on_timeout(),
-                    }
-                }
-                None => conn.driver.wait().await,
-            }
-        }
-        let q = conn.quic.borrow();
-        info!(
-            timed_out = q.is_timed_out(),
-            peer_error = ?q.peer_error().map(|e| String::from_utf8_lossy(&e.reason).into_owned()),
-            lived_ms = conn.accepted_at.elapsed().as_millis() as u64,
-            "node connection closed"
-        );
-    }
-    .instrument(span)
-    .await;
-    if conn.handshaking.replace(false) {
-        core.quic.handshake_over();
-    }
-    core.quic.remove(&conn);
 }

@@ -5,14 +5,12 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
-use turbo_proto::wire::control::{
-    ControlDecoder, ControlMessage, NodePolicy, NodeStats, RejectCode, Welcome,
-};
+use turbo_proto::wire::control::{ControlMessage, NodePolicy, RejectCode, Welcome};
 use turbo_proto::wire::WIRE_VERSION;
 
 use super::conn::NodeConn;
+use super::core::QuicCore;
 use crate::control::{ConnRef, ToControl};
-use crate::cores::Core;
 
 /// The control stream's id.
 pub(crate) const CONTROL_STREAM: u64 = 0;
@@ -23,32 +21,9 @@ const RTT_REPORT_EVERY: Duration = Duration::from_secs(2);
 /// Application error codes in CONNECTION_CLOSE.
 const CLOSE_PROTOCOL: u64 = 0x100;
 
-/// Per-connection control-stream state.
-#[derive(Default)]
-pub(crate) struct ControlStream {
-    decoder: ControlDecoder,
-    out: Vec<u8>,
-    hello_received: bool,
-    /// The node announced it is draining: no new streams.
-    pub(crate) draining: bool,
-    /// The control plane has been told the node is gone.
-    pub(crate) gone_reported: bool,
-    close_after_flush: Option<(u64, &'static [u8])>,
-    last_rtt_report: Option<Instant>,
-    /// The node's own counters (informational only).
-    pub(crate) stats: NodeStats,
-}
-
-impl ControlStream {
-    /// Queues `msg` for the node; the connection driver sends it.
-    pub(crate) fn queue(&mut self, msg: &ControlMessage) {
-        msg.encode(&mut self.out);
-    }
-}
-
 /// Reads and answers control messages, refuses streams the node must not open, and
 /// writes queued control output. Called by the connection driver on every wake-up.
-pub(crate) fn process(core: &Rc<Core>, conn: &Rc<NodeConn>) {
+pub(crate) fn process(core: &Rc<QuicCore>, conn: &Rc<NodeConn>) {
     if !conn.quic.borrow().is_established() {
         return;
     }
@@ -123,7 +98,7 @@ fn refuse_node_streams(conn: &NodeConn) {
     }
 }
 
-fn handle(core: &Rc<Core>, conn: &Rc<NodeConn>, msg: ControlMessage) {
+fn handle(core: &Rc<QuicCore>, conn: &Rc<NodeConn>, msg: ControlMessage) {
     let first = !conn.control.borrow().hello_received;
     match msg {
         ControlMessage::Hello(hello) if first => {
@@ -172,7 +147,7 @@ fn handle(core: &Rc<Core>, conn: &Rc<NodeConn>, msg: ControlMessage) {
 }
 
 /// Tells the node its score as the control plane last published it.
-fn send_score(core: &Core, conn: &NodeConn) {
+fn send_score(core: &QuicCore, conn: &NodeConn) {
     let Some(node_id) = conn.node_id.borrow().clone() else {
         return;
     };
@@ -193,7 +168,7 @@ fn reject(conn: &NodeConn, code: RejectCode, message: &'static str) {
     cs.close_after_flush = Some((code as u64, message.as_bytes()));
 }
 
-fn admit(core: &Rc<Core>, conn: &Rc<NodeConn>, hello: turbo_proto::wire::control::Hello) {
+fn admit(core: &Rc<QuicCore>, conn: &Rc<NodeConn>, hello: turbo_proto::wire::control::Hello) {
     let (core, conn) = (core.clone(), conn.clone());
     monoio::spawn(async move {
         let conn_ref = ConnRef {
@@ -243,7 +218,7 @@ fn admit(core: &Rc<Core>, conn: &Rc<NodeConn>, hello: turbo_proto::wire::control
     });
 }
 
-fn report_rtt(core: &Core, conn: &NodeConn) {
+fn report_rtt(core: &QuicCore, conn: &NodeConn) {
     let now = Instant::now();
     let due = conn
         .control

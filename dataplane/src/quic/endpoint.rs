@@ -6,24 +6,15 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::atomic::Ordering::Relaxed;
 
-use monoio::buf::IoBuf;
 use monoio::net::udp::UdpSocket;
-use tracing::debug;
 use turbo_proto::wire::{window, ALPN};
 
-use super::cid::{self, CID_LEN};
 use turbo_quic::batch::{Batcher, Counters};
 
-use super::conn::{self, NodeConn, MAX_DATAGRAM};
+use super::conn::NodeConn;
 use super::retry::RetryKey;
-use crate::cores::{Core, CoreMsg};
-use crate::{DataplaneConfig, DataplaneError};
-
-/// Most connections one core lets handshake at once, validated or not; Initials beyond
-/// are dropped.
-const MAX_HANDSHAKING: usize = 4096;
+use crate::config::{DataplaneConfig, DataplaneError};
 
 /// The QUIC side of one core.
 pub(crate) struct QuicEndpoint {
@@ -31,13 +22,13 @@ pub(crate) struct QuicEndpoint {
     pub(crate) socket: UdpSocket,
     /// The bound address, used as the local side of every path.
     pub(crate) local: SocketAddr,
-    config: RefCell<quiche::Config>,
-    by_cid: RefCell<HashMap<Vec<u8>, Rc<NodeConn>>>,
-    by_serial: RefCell<HashMap<u64, Rc<NodeConn>>>,
-    next_serial: Cell<u64>,
+    pub(super) config: RefCell<quiche::Config>,
+    pub(super) by_cid: RefCell<HashMap<Vec<u8>, Rc<NodeConn>>>,
+    pub(super) by_serial: RefCell<HashMap<u64, Rc<NodeConn>>>,
+    pub(super) next_serial: Cell<u64>,
     /// Connections accepted whose handshake has not finished.
-    handshaking: Cell<usize>,
-    retry_key: RetryKey,
+    pub(super) handshaking: Cell<usize>,
+    pub(super) retry_key: RetryKey,
     /// Batched output (GSO) for every connection of this core, and the quinn-udp state
     /// the receive loop reads through (GRO).
     batcher: RefCell<Batcher>,
@@ -172,169 +163,6 @@ pub(crate) fn server_config(cfg: &DataplaneConfig) -> Result<quiche::Config, Dat
     c.set_initial_max_streams_uni(0);
     c.set_disable_active_migration(false);
     Ok(c)
-}
-
-/// Routes one datagram: to a known connection, to the core that owns its connection
-/// id, or to a new connection when it is an Initial.
-pub(crate) fn dispatch(core: &Rc<Core>, pkt: &mut [u8], from: SocketAddr) {
-    let ep = &core.quic;
-    let Ok(hdr) = quiche::Header::from_slice(pkt, CID_LEN) else {
-        debug!(%from, "dropping datagram without a QUIC header");
-        return;
-    };
-    tracing::trace!(%from, core = core.index, ty = ?hdr.ty, "datagram");
-    let known = ep.by_cid.borrow().get(hdr.dcid.as_ref()).cloned();
-    if let Some(conn) = known {
-        conn.deliver(pkt, from, ep.local);
-        return;
-    }
-    if hdr.ty != quiche::Type::Initial {
-        match cid::owner(&hdr.dcid, core.cores()) {
-            Some(owner) if owner != core.index => {
-                debug!(%from, owner, "forwarding datagram to its owning core");
-                core.send_to_core(
-                    owner,
-                    CoreMsg::Datagram {
-                        data: pkt.to_vec(),
-                        from,
-                    },
-                )
-            }
-            _ => {
-                debug!(%from, "datagram for unknown connection");
-                if hdr.ty == quiche::Type::Short {
-                    send_reset(core, &hdr.dcid, pkt.len(), from);
-                }
-            }
-        }
-        return;
-    }
-    if !quiche::version_is_supported(hdr.version) {
-        let mut out = vec![0u8; MAX_DATAGRAM];
-        if let Ok(n) = quiche::negotiate_version(&hdr.scid, &hdr.dcid, &mut out) {
-            let core = core.clone();
-            monoio::spawn(async move {
-                let _ = core.quic.socket.send_to(out.slice(..n), from).await;
-            });
-        }
-        return;
-    }
-    let counters = &core.gate.counters;
-    let token = hdr.token.as_deref().unwrap_or(&[]);
-    let validated = if token.is_empty() {
-        None
-    } else {
-        let Some(odcid) = ep.retry_key.validate(token, from) else {
-            debug!(%from, "dropping an Initial with an invalid token");
-            counters.quic_bad_token.fetch_add(1, Relaxed);
-            return;
-        };
-        // The core that sent the Retry named itself in the new connection id.
-        match cid::owner(&hdr.dcid, core.cores()) {
-            Some(owner) if owner != core.index => {
-                core.send_to_core(
-                    owner,
-                    CoreMsg::Datagram {
-                        data: pkt.to_vec(),
-                        from,
-                    },
-                );
-                return;
-            }
-            Some(_) => Some(odcid),
-            None => return,
-        }
-    };
-    let handshaking = ep.handshaking.get();
-    if handshaking >= MAX_HANDSHAKING {
-        counters.quic_dropped.fetch_add(1, Relaxed);
-        return;
-    }
-    if validated.is_none() && handshaking >= core.cfg.quic_retry_threshold {
-        send_retry(core, &hdr, from);
-        return;
-    }
-    let (scid, odcid) = match &validated {
-        Some(_) => (hdr.dcid.to_vec(), hdr.dcid.to_vec()),
-        None => (cid::generate(core.index).to_vec(), hdr.dcid.to_vec()),
-    };
-    let token = core.cfg.stateless_reset_key.token(&scid);
-    ep.config
-        .borrow_mut()
-        .set_stateless_reset_token(Some(token));
-    let accepted = quiche::accept_with_buf_factory::<turbo_quic::ZcFactory>(
-        &quiche::ConnectionId::from_ref(&scid),
-        validated
-            .as_deref()
-            .map(quiche::ConnectionId::from_ref)
-            .as_ref(),
-        ep.local,
-        from,
-        &mut ep.config.borrow_mut(),
-    );
-    let quic = match accepted {
-        Ok(q) => q,
-        Err(e) => {
-            debug!(%from, error = %e, "refusing initial");
-            return;
-        }
-    };
-    let serial = ep.next_serial.get();
-    ep.next_serial.set(serial + 1);
-    ep.handshaking.set(handshaking + 1);
-    let conn = Rc::new(NodeConn::new(
-        serial,
-        quic,
-        from,
-        vec![scid.to_vec(), odcid.clone()],
-    ));
-    {
-        let mut by_cid = ep.by_cid.borrow_mut();
-        by_cid.insert(scid.to_vec(), conn.clone());
-        by_cid.insert(odcid, conn.clone());
-    }
-    ep.by_serial.borrow_mut().insert(serial, conn.clone());
-    debug!(%from, serial, "new node connection");
-    conn.deliver(pkt, from, ep.local);
-    monoio::spawn(conn::drive(core.clone(), conn));
-}
-
-/// Answers a tokenless Initial with a Retry that carries a token for `from`.
-fn send_retry(core: &Rc<Core>, hdr: &quiche::Header<'_>, from: SocketAddr) {
-    let new_scid = cid::generate(core.index);
-    let token = core.quic.retry_key.issue(from, &hdr.dcid);
-    let mut out = vec![0u8; MAX_DATAGRAM];
-    let written = quiche::retry(
-        &hdr.scid,
-        &hdr.dcid,
-        &quiche::ConnectionId::from_ref(&new_scid),
-        &token,
-        hdr.version,
-        &mut out,
-    );
-    if let Ok(n) = written {
-        core.gate.counters.quic_retries.fetch_add(1, Relaxed);
-        let core = core.clone();
-        monoio::spawn(async move {
-            let _ = core.quic.socket.send_to(out.slice(..n), from).await;
-        });
-    }
-}
-
-/// Answers a packet for a connection this process does not have with a Stateless Reset
-/// (only for connection ids of our shape, and never larger than the packet).
-fn send_reset(core: &Rc<Core>, dcid: &[u8], received: usize, from: SocketAddr) {
-    if dcid.len() != CID_LEN {
-        return;
-    }
-    let Some(reset) = core.cfg.stateless_reset_key.reset_for(dcid, received) else {
-        return;
-    };
-    core.gate.counters.quic_resets.fetch_add(1, Relaxed);
-    let core = core.clone();
-    monoio::spawn(async move {
-        let _ = core.quic.socket.send_to(reset, from).await;
-    });
 }
 
 /// The socket's fd, borrowed for one call.

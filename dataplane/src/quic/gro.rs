@@ -15,7 +15,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use quinn_udp::RecvMeta;
 use tracing::warn;
 
-use crate::cores::Core;
+use super::core::QuicCore;
 
 /// One GRO read: up to 64 segments of at most a 1500-byte datagram each.
 const GRO_BUFFER: usize = 64 * 1500;
@@ -24,7 +24,7 @@ const READS_PER_WAKE: usize = 16;
 
 /// Receives datagrams forever through the endpoint's quinn-udp state, splitting GRO
 /// batches.
-pub(crate) async fn recv_loop(core: Rc<Core>) {
+pub(crate) async fn recv_loop(core: Rc<QuicCore>) {
     let mut buf = vec![0u8; GRO_BUFFER];
     let mut meta = [RecvMeta::default()];
     loop {
@@ -52,7 +52,7 @@ pub(crate) async fn recv_loop(core: Rc<Core>) {
 }
 
 /// Routes each datagram of one (possibly coalesced) read.
-fn dispatch_batch(core: &Rc<Core>, buf: &mut [u8], meta: &RecvMeta) {
+fn dispatch_batch(core: &Rc<QuicCore>, buf: &mut [u8], meta: &RecvMeta) {
     let stride = meta.stride.max(1);
     let data = &mut buf[..meta.len];
     if meta.len > stride {
@@ -60,6 +60,6 @@ fn dispatch_batch(core: &Rc<Core>, buf: &mut [u8], meta: &RecvMeta) {
         core.stats.udp_gro_segments.fetch_add(segments, Relaxed);
     }
     for datagram in data.chunks_mut(stride) {
-        super::endpoint::dispatch(core, datagram, meta.addr);
+        super::dispatch::dispatch(core, datagram, meta.addr);
     }
 }

@@ -2,7 +2,11 @@
 
 pub(crate) mod cid;
 pub(crate) mod conn;
+pub(crate) mod control_state;
 pub(crate) mod control_stream;
+pub(crate) mod core;
+pub(crate) mod dispatch;
+pub(crate) mod driver;
 pub(crate) mod endpoint;
 pub(crate) mod gro;
 pub(crate) mod reset;

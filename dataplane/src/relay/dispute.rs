@@ -16,23 +16,13 @@
 //! timeouts are not either (a second try would double the customer's wait).
 
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
 
 use tracing::debug;
 use turbo_proto::RelayStatus;
 
-use super::RelayPlan;
+use super::core::RelayCore;
+use super::plan::{Challenge, RelayPlan};
 use crate::control::{DisputeRecord, ToControl};
-use crate::cores::Core;
-
-/// A target failure one node answered, waiting for another node's answer.
-#[derive(Debug, Clone)]
-pub(crate) struct Challenge {
-    /// The node that answered it.
-    node_id: Arc<str>,
-    /// What it answered.
-    status: RelayStatus,
-}
 
 /// Whether `status` blames the target in a way another node can check.
 pub(crate) fn is_disputable(status: RelayStatus) -> bool {
@@ -45,7 +35,7 @@ pub(crate) fn is_disputable(status: RelayStatus) -> bool {
 /// After the plan's node failed with `status`: whether the request goes on to another
 /// node. Node faults always may (within the attempt budget); a first disputable target
 /// failure may once, as a challenge; a second one confirms the first.
-pub(super) fn should_retry(core: &Core, plan: &mut RelayPlan, status: RelayStatus) -> bool {
+pub(super) fn should_retry(core: &RelayCore, plan: &mut RelayPlan, status: RelayStatus) -> bool {
     if status.is_node_fault() {
         return true;
     }
@@ -69,7 +59,7 @@ pub(super) fn should_retry(core: &Core, plan: &mut RelayPlan, status: RelayStatu
 
 /// The plan's node connected: a pending challenge is upheld, and the node that
 /// answered the target failure is reported.
-pub(super) fn connected(core: &Core, plan: &mut RelayPlan) {
+pub(super) fn connected(core: &RelayCore, plan: &mut RelayPlan) {
     let Some(first) = plan.challenge.take() else {
         return;
     };

@@ -13,8 +13,10 @@
 //! - **Accounting.** Bytes are counted here, on the server, paid from the key's account
 //!   before they go on, and reported when the connection ends.
 
+pub(crate) mod core;
 mod counters;
 mod dispute;
+mod plan;
 mod pumps;
 mod settle;
 
@@ -27,21 +29,22 @@ use std::time::{Duration, Instant};
 
 use monoio::io::{AsyncWriteRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable};
 use monoio::net::TcpStream;
-use tracing::{debug, Span};
+use tracing::{debug, warn, Instrument};
 use turbo_proto::wire::relay::RelayHeader;
-use turbo_proto::wire::WireError;
-use turbo_proto::{RelayStatus, TargetAddr};
+use turbo_proto::RelayStatus;
 
+use self::core::Handoff;
+use self::core::RelayCore;
 use self::counters::Counters;
+use self::plan::{AttemptError, RelayError, Stalled};
+pub(crate) use self::plan::{RelayJob, RelayPlan};
 use self::pumps::{frame_down, pump_down, pump_up, read_reply, write_down};
 use self::settle::{bill_deliveries, count_abort, settle_upload};
 use crate::account::Exhausted;
 use crate::control::{AttemptRecord, AuthGrant, ConnRecord, NoRoute, NodeRoute, ToControl};
-use crate::cores::{Core, CoreMsg};
-use crate::customer::ReplyKind;
-use crate::quic::stream::{RelayStream, StreamError};
+use crate::quic::stream::RelayStream;
 use crate::signal::{join_or_abort, Signal};
-use turbo_proto::http_body::{BodyEnd, BodyError, ResponseEnd};
+use turbo_proto::http_body::ResponseEnd;
 
 /// Extra time on top of the node's connect timeout before the server gives up waiting
 /// for the node's reply.
@@ -51,86 +54,6 @@ const REPLY_GRACE: Duration = Duration::from_secs(2);
 const PRESSURE_RECHECK: Duration = crate::fairshare::IDLE_GRACE;
 /// Most nodes one request is tried on.
 pub(crate) const MAX_ATTEMPTS: usize = 3;
-
-/// Everything a relay needs besides the customer socket.
-pub(crate) struct RelayPlan {
-    /// How to answer the customer.
-    pub(crate) reply: ReplyKind,
-    /// Where to connect.
-    pub(crate) target: TargetAddr,
-    /// Bytes to send upstream once the node connected.
-    pub(crate) pending: Vec<u8>,
-    /// Plain HTTP: where the request's body ends; the customer's bytes after it are
-    /// never forwarded (one request per connection).
-    pub(crate) body: Option<BodyEnd>,
-    /// Plain HTTP: follows the target's response, to end the relay once it is complete.
-    pub(crate) response: Option<ResponseEnd>,
-    /// Who pays.
-    pub(crate) grant: AuthGrant,
-    /// Which node connection carries it.
-    pub(crate) route: NodeRoute,
-    /// Nodes that already failed this request.
-    pub(crate) tried: Vec<Arc<str>>,
-    /// The sticky session moved to a new node.
-    pub(crate) moved: bool,
-    /// A target failure waiting for another node's answer.
-    pub(crate) challenge: Option<dispute::Challenge>,
-    /// The customer connection's span.
-    pub(crate) span: Span,
-    /// When the customer connected.
-    pub(crate) started: Instant,
-    /// The connection's places in the server, listener and key counts, given back
-    /// when the relay ends (on whichever core).
-    pub(crate) _slots: (crate::limits::ConnSlot, crate::limits::KeySlot),
-}
-
-/// A customer connection ready to be relayed.
-pub(crate) struct RelayJob<S> {
-    /// The customer socket.
-    pub(crate) stream: S,
-    /// The rest.
-    pub(crate) plan: RelayPlan,
-}
-
-/// Why a relay ended early.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum RelayError {
-    /// The QUIC stream or connection failed.
-    #[error("stream: {0}")]
-    Stream(#[from] StreamError),
-    /// The customer socket failed (reset, broken pipe).
-    #[error("customer io: {0}")]
-    Customer(#[from] std::io::Error),
-    /// The node's reply was malformed.
-    #[error("bad reply from node: {0}")]
-    Protocol(#[from] WireError),
-    /// The node finished the stream without a reply.
-    #[error("node sent no reply")]
-    NoReply,
-    /// The key cannot pay for more bytes.
-    #[error("credit: {0}")]
-    Credit(#[from] Exhausted),
-    /// No byte moved either way for the idle timeout.
-    #[error("idle for {0:?}")]
-    Idle(std::time::Duration),
-    /// One direction held bytes it could not pass on for the stall timeout.
-    #[error("stalled: {0}")]
-    Stalled(Stalled),
-    /// The plain-HTTP request body or response was malformed chunked coding.
-    #[error("http body: {0}")]
-    Body(#[from] BodyError),
-}
-
-/// Which side stopped taking bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum Stalled {
-    /// The customer stopped reading what its target sent.
-    #[error("customer_stalled: the customer read nothing for the stall timeout")]
-    Customer,
-    /// The node stopped accepting upstream bytes or reporting their delivery.
-    #[error("node_stalled: the node accepted or delivered nothing for the stall timeout")]
-    Node,
-}
 
 /// Resolves once no byte has moved either way for `timeout`, or, for a tunnel that
 /// never moved a byte, for the shorter idle-tunnel timeout while its node is under
@@ -174,7 +97,7 @@ pub(crate) struct Picked {
 /// # Errors
 /// [`NoRoute`] saying why there is none.
 pub(crate) async fn pick_route(
-    core: &Core,
+    core: &RelayCore,
     grant: &AuthGrant,
     tried: &[Arc<str>],
 ) -> Result<Picked, NoRoute> {
@@ -274,25 +197,22 @@ struct Opened {
 }
 
 /// Opens a stream on the plan's node and waits for the node's reply.
-async fn attempt(core: &Core, plan: &RelayPlan) -> Result<Opened, (RelayStatus, String)> {
+async fn attempt(core: &RelayCore, plan: &RelayPlan) -> Result<Opened, AttemptError> {
     let route = &plan.route;
     let conn = route
         .conn_for(core.index)
         .filter(|c| c.core == core.index)
-        .and_then(|c| core.quic.conn(c.serial))
-        .ok_or((RelayStatus::NodeGone, "node disconnected".to_owned()))?;
+        .and_then(|c| core.quic.quic.conn(c.serial))
+        .ok_or(AttemptError::NodeDisconnected)?;
     let share = core
         .gate
         .fair
         .claim(&plan.grant.key_id, route)
         .map_err(|why| {
             core.gate.count_share_refusal(why);
-            (why.status(), why.to_string())
+            AttemptError::Share(why)
         })?;
-    let rs = RelayStream::open(&conn).map_err(|e| match e {
-        StreamError::NoCapacity => (RelayStatus::NodeOverloaded, e.to_string()),
-        _ => (RelayStatus::NodeGone, e.to_string()),
-    })?;
+    let rs = RelayStream::open(&conn)?;
     let active = ActiveStream::new(&route.active);
     debug!(stream = rs.id(), node = %route.node_id, "relay stream opened");
     let mut header = Vec::with_capacity(64);
@@ -302,25 +222,21 @@ async fn attempt(core: &Core, plan: &RelayPlan) -> Result<Opened, (RelayStatus, 
         flags: 0,
     }
     .encode(&mut header);
-    rs.send_all(&header, false)
-        .await
-        .map_err(|e| (RelayStatus::NodeGone, e.to_string()))?;
+    rs.send_all(&header, false).await?;
     let wait = core.cfg.connect_timeout + REPLY_GRACE;
     let (reply, extra, fin) = match monoio::time::timeout(wait, read_reply(&rs)).await {
         Ok(Ok(r)) => r,
-        Ok(Err(e)) => return Err((RelayStatus::NodeGone, e.to_string())),
+        Ok(Err(e)) => return Err(AttemptError::Reply(e)),
         // The node owes a reply (its own Timeout at the latest) by the connect timeout:
         // silence past it is the node's fault, retried elsewhere and held against it.
-        Err(_) => {
-            return Err((
-                RelayStatus::NodeGone,
-                "node did not answer in time".to_owned(),
-            ))
-        }
+        Err(_) => return Err(AttemptError::ReplyTimeout),
     };
     if reply.status != RelayStatus::Ok {
         // Dropping `rs` unfinished resets our half too, so both sides free the stream.
-        return Err((reply.status, reply.message));
+        return Err(AttemptError::Refused {
+            status: reply.status,
+            message: reply.message,
+        });
     }
     Ok(Opened {
         rs,
@@ -331,7 +247,7 @@ async fn attempt(core: &Core, plan: &RelayPlan) -> Result<Opened, (RelayStatus, 
     })
 }
 
-fn report_attempt(core: &Core, plan: &RelayPlan, status: RelayStatus, since: Instant) {
+fn report_attempt(core: &RelayCore, plan: &RelayPlan, status: RelayStatus, since: Instant) {
     core.control.send(ToControl::Attempt(AttemptRecord {
         node_id: plan.route.node_id.clone(),
         status,
@@ -341,7 +257,7 @@ fn report_attempt(core: &Core, plan: &RelayPlan, status: RelayStatus, since: Ins
 
 /// The plan's node connected: reports the attempt (and settles a challenged target
 /// failure), and starts counting the tunnel's bytes and idleness.
-fn connected(core: &Core, plan: &mut RelayPlan, counters: &Counters<'_>, tried_at: Instant) {
+fn connected(core: &RelayCore, plan: &mut RelayPlan, counters: &Counters<'_>, tried_at: Instant) {
     report_attempt(core, plan, RelayStatus::Ok, tried_at);
     dispute::connected(core, plan);
     let idle = core.gate.fair.idle(&plan.grant.key_id, &plan.route);
@@ -351,12 +267,12 @@ fn connected(core: &Core, plan: &mut RelayPlan, counters: &Counters<'_>, tried_a
 }
 
 /// Relays `job` to completion (retrying on other nodes while allowed) and reports it.
-pub(crate) async fn run(core: Rc<Core>, job: RelayJob<TcpStream>) {
+pub(crate) async fn run(core: Rc<RelayCore>, job: RelayJob<TcpStream>) {
     let RelayJob {
         mut stream,
         mut plan,
     } = job;
-    let account = core.accounts.attach(&core, &plan.grant.key_id);
+    let account = core.accounts.attach(&plan.grant.key_id);
     if let Err(e) = account.ready().await {
         let status = credit_status(e);
         let _ = stream
@@ -375,7 +291,7 @@ pub(crate) async fn run(core: Rc<Core>, job: RelayJob<TcpStream>) {
             }
             Err(f) => f,
         };
-        let (status, message) = failure;
+        let (status, message) = (failure.status(), failure.to_string());
         report_attempt(&core, &plan, status, tried_at);
         debug!(node = %plan.route.node_id, status = status.reason(), %message, "attempt failed");
         let retry = dispute::should_retry(&core, &mut plan, status);
@@ -394,9 +310,7 @@ pub(crate) async fn run(core: Rc<Core>, job: RelayJob<TcpStream>) {
                     .conn_for(core.index)
                     .map_or(core.index, |c| c.core);
                 if owner != core.index {
-                    core.stats.relay_handoffs.fetch_add(1, Relaxed);
-                    let job = RelayJob { stream, plan }.map_stream(crate::sys::into_std_stream);
-                    core.send_to_core(owner, CoreMsg::Relay(Box::new(job)));
+                    core.hand_off(owner, RelayJob { stream, plan });
                     return;
                 }
             }
@@ -412,6 +326,16 @@ pub(crate) async fn run(core: Rc<Core>, job: RelayJob<TcpStream>) {
         status = outcome.reason(),
         up, down, "customer connection closed"
     );
+    report_closed(&core, &plan, &counters, outcome);
+}
+
+/// Tells the control plane how a customer connection went (its feature record).
+fn report_closed(
+    core: &RelayCore,
+    plan: &RelayPlan,
+    counters: &Counters<'_>,
+    outcome: RelayStatus,
+) {
     let (gap_mean_us, gap_std_us) = counters.gap_stats();
     let started_unix_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -425,8 +349,8 @@ pub(crate) async fn run(core: Rc<Core>, job: RelayJob<TcpStream>) {
         started_unix_ms,
         duration: plan.started.elapsed(),
         time_to_connect: counters.connected_after.get(),
-        bytes_up: up,
-        bytes_down: down,
+        bytes_up: counters.up.get(),
+        bytes_down: counters.down.get(),
         reads_up: counters.reads_up.get(),
         reads_down: counters.reads_down.get(),
         gap_mean_us,
@@ -438,7 +362,7 @@ pub(crate) async fn run(core: Rc<Core>, job: RelayJob<TcpStream>) {
 
 /// Answers the customer and moves bytes both ways until the relay ends.
 async fn pipe(
-    core: &Core,
+    core: &RelayCore,
     mut stream: TcpStream,
     plan: &RelayPlan,
     opened: Opened,
@@ -504,7 +428,7 @@ async fn pipe(
 /// Moves bytes both ways until both directions finished or the relay aborts. A
 /// plain-HTTP relay ends once its response is complete.
 async fn relay_both_ways(
-    core: &Core,
+    core: &RelayCore,
     plan: &RelayPlan,
     rs: &RelayStream,
     (rd, wr): (
@@ -565,22 +489,25 @@ async fn relay_both_ways(
     join_or_abort(up, down, watch).await
 }
 
-impl<S> RelayJob<S> {
-    /// The same job with its socket converted.
-    pub(crate) fn map_stream<T>(self, f: impl FnOnce(S) -> T) -> RelayJob<T> {
-        RelayJob {
-            stream: f(self.stream),
-            plan: self.plan,
+/// Adopts the customer connections other cores hand to this one and relays each.
+pub(crate) async fn adopt_handoffs(
+    core: Rc<RelayCore>,
+    mut inbox: tokio::sync::mpsc::UnboundedReceiver<Handoff>,
+) {
+    while let Some(job) = inbox.recv().await {
+        let span = job.plan.span.clone();
+        if let Err(e) = job.stream.set_nonblocking(true) {
+            warn!(error = %e, "could not adopt handed-off connection");
+            continue;
         }
-    }
-}
-
-impl<T, E> RelayJob<Result<T, E>> {
-    /// Lifts a failed socket conversion out of the job.
-    pub(crate) fn transpose(self) -> Result<RelayJob<T>, E> {
-        Ok(RelayJob {
-            stream: self.stream?,
-            plan: self.plan,
-        })
+        match (*job)
+            .map_stream(monoio::net::TcpStream::from_std)
+            .transpose()
+        {
+            Ok(job) => {
+                monoio::spawn(run(core.clone(), job).instrument(span));
+            }
+            Err(e) => warn!(error = %e, "could not adopt handed-off connection"),
+        }
     }
 }

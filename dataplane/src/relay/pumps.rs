@@ -12,7 +12,7 @@ use turbo_proto::wire::relay::{RelayReply, MAX_REPLY_MESSAGE};
 use turbo_proto::wire::window::MAX_UNDELIVERED;
 
 use super::counters::Counters;
-use super::{RelayError, Stalled};
+use super::plan::{RelayError, Stalled};
 use crate::pool::{BufPool, CHUNK};
 use crate::quic::stream::RelayStream;
 

@@ -8,10 +8,10 @@ use std::time::Duration;
 use tracing::debug;
 use turbo_proto::RelayStatus;
 
+use super::core::RelayCore;
 use super::counters::Counters;
-use super::{RelayError, RelayPlan, Stalled};
+use super::plan::{RelayError, RelayPlan, Stalled};
 use crate::control::{AttemptRecord, ToControl};
-use crate::cores::Core;
 use crate::quic::stream::RelayStream;
 
 /// How long a relay waits, after both directions ended, for the node's last delivery
@@ -57,7 +57,7 @@ pub(super) async fn settle_upload(rs: &RelayStream, counters: &Counters<'_>) {
 /// Counts an aborted relay by cause; a node that accepted nothing it was sent for the
 /// stall timeout is held against its score.
 pub(super) fn count_abort(
-    core: &Core,
+    core: &RelayCore,
     plan: &RelayPlan,
     rs: &RelayStream,
     counters: &Counters<'_>,

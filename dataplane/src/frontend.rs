@@ -1,10 +1,20 @@
-//! How a customer is told the outcome of their request, per front end: a SOCKS5 reply,
-//! `200 Connection Established`, or an HTTP error with an RFC 9209 `Proxy-Status`.
+//! The customer-facing protocols: which one a listener speaks, and how a customer is
+//! told the outcome of their request in it (a SOCKS5 reply, `200 Connection
+//! Established`, or an HTTP error with an RFC 9209 `Proxy-Status`). A leaf module.
 
 use turbo_proto::http::response;
 use turbo_proto::socks5::{encode_reply, Reply};
 use turbo_proto::status::proxy_status_value;
 use turbo_proto::RelayStatus;
+
+/// Which protocol a listener speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Frontend {
+    /// SOCKS5 (RFC 1928/1929).
+    Socks,
+    /// HTTP proxy (CONNECT and absolute-form).
+    Http,
+}
 
 /// The protocol the customer is waiting for an answer in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
