@@ -569,3 +569,6 @@ fn finish(book: &Book) {
     m.managers.set(m.managers.get() - 1);
     m.managers_done.notify_waiters();
 }
+
+#[cfg(test)]
+mod tests;

@@ -270,3 +270,6 @@ impl AuthCache {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

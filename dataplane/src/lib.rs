@@ -52,6 +52,8 @@ mod signal;
 mod sockets;
 pub mod stats;
 mod sys;
+#[cfg(test)]
+mod testing;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
