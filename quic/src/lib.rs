@@ -5,6 +5,8 @@
 #![warn(missing_docs)]
 
 pub mod batch;
+#[cfg(feature = "pair")]
+pub mod pair;
 pub mod stream;
 pub mod zc;
 
