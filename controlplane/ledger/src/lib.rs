@@ -13,10 +13,12 @@
 
 mod account;
 mod migrate;
+mod policy;
 mod posting;
 mod settle;
 
 pub use account::{AccountRef, Asset, Platform};
+pub use policy::{DayReward, PolicyError, RewardPolicy, StabilityTier, BYTES_PER_GB};
 pub use posting::{Leg, Posted, Posting};
 pub use settle::{Settled, UsageRecord};
 
