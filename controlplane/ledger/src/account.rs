@@ -43,6 +43,8 @@ pub enum Platform {
     ChainInflow,
     /// The counterpart of traffic: bytes billed to keys are carried by nodes.
     Traffic,
+    /// Money paid out to runners (confirmed payouts).
+    PaidOut,
 }
 
 impl Platform {
@@ -54,6 +56,7 @@ impl Platform {
             Platform::PayoutClearing => "payout_clearing",
             Platform::ChainInflow => "chain_inflow",
             Platform::Traffic => "traffic",
+            Platform::PaidOut => "paid_out",
         }
     }
 }

@@ -13,13 +13,19 @@
 
 mod account;
 mod migrate;
+mod payout;
 mod policy;
 mod posting;
+mod reconcile;
+mod rewards;
 mod settle;
 
 pub use account::{AccountRef, Asset, Platform};
+pub use payout::{CsvSink, PayoutOrder, PayoutRun, PayoutSink, SinkError};
 pub use policy::{DayReward, PolicyError, RewardPolicy, StabilityTier, BYTES_PER_GB};
 pub use posting::{Leg, Posted, Posting};
+pub use reconcile::Reconciliation;
+pub use rewards::Rewarded;
 pub use settle::{Settled, UsageRecord};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -64,6 +70,16 @@ pub enum LedgerError {
     /// The idempotency key was already used by a posting with other legs.
     #[error("idempotency key {0} was already used for a different posting")]
     KeyReused(String),
+    /// A reward policy with a rate out of range.
+    #[error("reward policy: {0}")]
+    Policy(#[from] crate::policy::PolicyError),
+    /// Payouts refuse to run while reconciliation finds a mismatch (of these bytes) or
+    /// an unsound ledger.
+    #[error("ledger does not reconcile ({0} bytes mismatched): payouts refused")]
+    Unreconciled(u64),
+    /// No reward policy has this version.
+    #[error("no reward policy version {0}")]
+    UnknownPolicy(i32),
     /// The schema in the database is newer than this build.
     #[error("ledger schema version {0} is newer than this build knows")]
     SchemaTooNew(i32),

@@ -64,6 +64,47 @@ CREATE TABLE usage_minute (
     PRIMARY KEY (key_id, node, minute)
 );
 ",
+    r"
+CREATE TABLE reward_policies (
+    version serial PRIMARY KEY,
+    policy text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+ALTER TABLE transactions ADD COLUMN policy integer REFERENCES reward_policies (version);
+CREATE TABLE node_days (
+    node text NOT NULL,
+    day bigint NOT NULL,
+    online_seconds bigint NOT NULL CHECK (online_seconds BETWEEN 0 AND 86400),
+    PRIMARY KEY (node, day)
+);
+CREATE TABLE reward_carry (
+    node text PRIMARY KEY,
+    carry bigint NOT NULL CHECK (carry >= 0 AND carry < 1000000000)
+);
+CREATE TABLE reward_days (
+    node text NOT NULL,
+    day bigint NOT NULL,
+    carried_bytes bigint NOT NULL,
+    policy integer NOT NULL REFERENCES reward_policies (version),
+    base_nano bigint NOT NULL,
+    stability_nano bigint NOT NULL,
+    streak_nano bigint NOT NULL,
+    PRIMARY KEY (node, day, carried_bytes)
+);
+CREATE INDEX usage_minute_by_node ON usage_minute (node, minute);
+CREATE TABLE payouts (
+    id bigserial PRIMARY KEY,
+    node text NOT NULL,
+    address text NOT NULL,
+    amount_nano bigint NOT NULL CHECK (amount_nano > 0),
+    status text NOT NULL CHECK (status IN ('reserved', 'confirmed', 'voided')),
+    sink text NOT NULL,
+    reference text,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    settled_at timestamptz
+);
+CREATE INDEX payouts_open ON payouts (id) WHERE status = 'reserved';
+",
 ];
 
 /// Applies the migrations `client`'s database lacks.

@@ -1,0 +1,79 @@
+//! Reconciliation: do the bytes billed to customers, the bytes credited to nodes, the
+//! usage recorded and the bytes the servers say they relayed agree, and does the
+//! ledger itself hold? Printed by `turbo-server ledger reconcile`, and a gate: payouts
+//! refuse to run while it is not `ok`.
+
+use serde::Serialize;
+
+use crate::{Ledger, LedgerError};
+
+/// What [`Ledger::reconcile`] found. Bytes are totals since the ledger began.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Reconciliation {
+    /// Bytes debited from customer keys.
+    pub customer_debited_bytes: u64,
+    /// Bytes credited to nodes.
+    pub node_credited_bytes: u64,
+    /// Bytes in usage records (settled or not).
+    pub recorded_bytes: u64,
+    /// Bytes in usage records not settled yet.
+    pub unsettled_bytes: u64,
+    /// Bytes the servers counted as relayed, when given.
+    pub relayed_bytes: Option<u64>,
+    /// The sum of every disagreement: debited vs credited, settled records vs
+    /// credited, recorded vs relayed.
+    pub mismatch_bytes: u64,
+    /// The ledger's own invariants hold ([`crate::Audit::is_sound`]).
+    pub ledger_sound: bool,
+    /// No mismatch and a sound ledger.
+    pub ok: bool,
+}
+
+impl Ledger {
+    /// Reconciles the ledger with its usage records and, when given, with the bytes
+    /// the servers relayed. Settle first: unsettled records are counted apart and are
+    /// not a mismatch.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn reconcile(
+        &self,
+        relayed_bytes: Option<u64>,
+    ) -> Result<Reconciliation, LedgerError> {
+        let audit = self.audit().await?;
+        let client = self.pool.get().await?;
+        let sum = |sql: &'static str| {
+            let client = &client;
+            async move {
+                let v: i64 = client.query_one(sql, &[]).await?.get(0);
+                Ok::<u64, LedgerError>(v.unsigned_abs())
+            }
+        };
+        let debited = sum("SELECT coalesce(sum(balance), 0)::bigint FROM accounts
+             WHERE asset = 'bytes' AND code LIKE 'key:%'")
+        .await?;
+        let credited = sum("SELECT coalesce(sum(balance), 0)::bigint FROM accounts
+             WHERE asset = 'bytes' AND code LIKE 'node:%'")
+        .await?;
+        let recorded = sum("SELECT coalesce(sum(up + down), 0)::bigint FROM usage_records").await?;
+        let unsettled = sum(
+            "SELECT coalesce(sum(up + down), 0)::bigint FROM usage_records WHERE settlement IS NULL",
+        )
+        .await?;
+        let settled = recorded - unsettled;
+        let mismatch = debited.abs_diff(credited)
+            + settled.abs_diff(credited)
+            + relayed_bytes.map_or(0, |r| r.abs_diff(recorded));
+        let sound = audit.is_sound();
+        Ok(Reconciliation {
+            customer_debited_bytes: debited,
+            node_credited_bytes: credited,
+            recorded_bytes: recorded,
+            unsettled_bytes: unsettled,
+            relayed_bytes,
+            mismatch_bytes: mismatch,
+            ledger_sound: sound,
+            ok: mismatch == 0 && sound,
+        })
+    }
+}
