@@ -204,25 +204,7 @@ impl Ledger {
             return Ok(None);
         }
         let reward = policy.day(delta, carry, uptime, streak);
-        let parts = [
-            ("base", reward.base_nano),
-            ("stability", reward.stability_nano),
-            ("streak", reward.streak_nano),
-        ];
-        for (part, amount) in parts.into_iter().filter(|(_, a)| *a > 0) {
-            let posting = Posting {
-                key: format!("reward:{}:{}:{}:{part}", nd.node, nd.day, nd.carried),
-                kind: format!("reward_{part}"),
-                legs: pay(amount),
-            };
-            if let Some(id) = post_in(&tx, &posting, &ids).await? {
-                tx.execute(
-                    "UPDATE transactions SET policy = $2 WHERE id = $1",
-                    &[&id, &version],
-                )
-                .await?;
-            }
-        }
+        post_parts(&tx, nd, &reward, version, &pay, &ids).await?;
         tx.execute(
             "INSERT INTO reward_days (node, day, carried_bytes, policy, base_nano, stability_nano, streak_nano)
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -275,4 +257,35 @@ impl Ledger {
             .count() as u32;
         Ok((uptime, streak))
     }
+}
+
+/// Posts a day's base and bonuses, each its own posting under the policy `version`.
+async fn post_parts(
+    tx: &tokio_postgres::Transaction<'_>,
+    nd: &NodeDay<'_>,
+    reward: &crate::DayReward,
+    version: i32,
+    pay: &impl Fn(i64) -> Vec<Leg>,
+    ids: &crate::posting::AccountIds,
+) -> Result<(), LedgerError> {
+    let parts = [
+        ("base", reward.base_nano),
+        ("stability", reward.stability_nano),
+        ("streak", reward.streak_nano),
+    ];
+    for (part, amount) in parts.into_iter().filter(|(_, a)| *a > 0) {
+        let posting = Posting {
+            key: format!("reward:{}:{}:{}:{part}", nd.node, nd.day, nd.carried),
+            kind: format!("reward_{part}"),
+            legs: pay(amount),
+        };
+        if let Some(id) = post_in(tx, &posting, ids).await? {
+            tx.execute(
+                "UPDATE transactions SET policy = $2 WHERE id = $1",
+                &[&id, &version],
+            )
+            .await?;
+        }
+    }
+    Ok(())
 }
