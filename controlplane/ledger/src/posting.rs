@@ -66,6 +66,14 @@ impl Posting {
         if self.legs.iter().any(|l| l.amount == 0) {
             return Err(malformed("a leg of zero"));
         }
+        let accounts: std::collections::BTreeSet<_> = self
+            .legs
+            .iter()
+            .map(|l| (l.account.code(), l.account.asset))
+            .collect();
+        if accounts.len() != self.legs.len() {
+            return Err(malformed("an account in two legs"));
+        }
         let mut sums: BTreeMap<Asset, i128> = BTreeMap::new();
         for leg in &self.legs {
             *sums.entry(leg.account.asset).or_default() += i128::from(leg.amount);
@@ -124,31 +132,17 @@ impl Ledger {
     /// their own, so no posting holds an account lock while another creates one), and
     /// returns every account's id.
     pub(crate) async fn ensure_accounts(&self, legs: &[Leg]) -> Result<AccountIds, LedgerError> {
+        let (codes, assets) = account_columns(legs);
         let client = self.pool.get().await?;
-        let mut ids = BTreeMap::new();
-        for leg in legs {
-            let key = (leg.account.code().to_owned(), leg.account.asset);
-            if ids.contains_key(&key) {
-                continue;
-            }
-            let asset = leg.account.asset.name();
-            client
-                .execute(
-                    "INSERT INTO accounts (code, asset) VALUES ($1, $2)
-                     ON CONFLICT (code, asset) DO NOTHING",
-                    &[&key.0, &asset],
-                )
-                .await?;
-            let id: i64 = client
-                .query_one(
-                    "SELECT id FROM accounts WHERE code = $1 AND asset = $2",
-                    &[&key.0, &asset],
-                )
-                .await?
-                .get(0);
-            ids.insert(key, id);
-        }
-        Ok(ids)
+        client
+            .execute(
+                "INSERT INTO accounts (code, asset)
+                 SELECT * FROM unnest($1::text[], $2::text[]) ORDER BY 1, 2
+                 ON CONFLICT (code, asset) DO NOTHING",
+                &[&codes, &assets],
+            )
+            .await?;
+        account_ids(&**client, legs).await
     }
 
     /// The original of a posting whose key is taken: the same legs, or
@@ -216,20 +210,68 @@ pub(crate) async fn post_in(
         legs.push((*id, l.amount));
     }
     legs.sort_by_key(|(id, _)| *id);
-    for (account_id, amount) in legs {
-        let balance: i64 = tx
-            .query_one(
-                "UPDATE accounts SET balance = balance + $2 WHERE id = $1 RETURNING balance",
-                &[&account_id, &amount],
-            )
-            .await?
-            .get(0);
-        tx.execute(
-            "INSERT INTO entries (transaction_id, account_id, amount, balance_after)
-             VALUES ($1, $2, $3, $4)",
-            &[&tx_id, &account_id, &amount, &balance],
+    if legs.windows(2).any(|w| w[0].0 == w[1].0) {
+        return Err(LedgerError::Malformed {
+            key: posting.key.clone(),
+            why: "an account in two legs",
+        });
+    }
+    let (accounts, amounts): (Vec<i64>, Vec<i64>) = legs.into_iter().unzip();
+    // Lock the accounts in id order (the order every posting shares), then update them
+    // and write the entries with the balance after each, in three statements.
+    tx.execute(
+        "SELECT id FROM accounts WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+        &[&accounts],
+    )
+    .await?;
+    tx.execute(
+        "WITH moved AS (
+             UPDATE accounts a SET balance = a.balance + d.amount
+             FROM unnest($2::bigint[], $3::bigint[]) AS d (id, amount)
+             WHERE a.id = d.id
+             RETURNING a.id, d.amount, a.balance)
+         INSERT INTO entries (transaction_id, account_id, amount, balance_after)
+         SELECT $1, id, amount, balance FROM moved ORDER BY id",
+        &[&tx_id, &accounts, &amounts],
+    )
+    .await?;
+    Ok(Some(tx_id))
+}
+
+/// The distinct accounts of `legs`, as two columns (codes, assets), sorted.
+fn account_columns(legs: &[Leg]) -> (Vec<&str>, Vec<&'static str>) {
+    let wanted: std::collections::BTreeSet<(&str, &'static str)> = legs
+        .iter()
+        .map(|l| (l.account.code(), l.account.asset.name()))
+        .collect();
+    wanted.into_iter().unzip()
+}
+
+/// The ids of the accounts `legs` name that exist (through `client`, which may be a
+/// transaction: this takes no lock).
+///
+/// # Errors
+/// [`LedgerError::Query`].
+pub(crate) async fn account_ids(
+    client: &impl tokio_postgres::GenericClient,
+    legs: &[Leg],
+) -> Result<AccountIds, LedgerError> {
+    let (codes, assets) = account_columns(legs);
+    let rows = client
+        .query(
+            "SELECT a.id, a.code, a.asset FROM accounts a
+             JOIN unnest($1::text[], $2::text[]) AS w (code, asset)
+               ON a.code = w.code AND a.asset = w.asset",
+            &[&codes, &assets],
         )
         .await?;
+    let mut ids = BTreeMap::new();
+    for r in rows {
+        let asset = match r.get::<_, &str>(2) {
+            "bytes" => Asset::Bytes,
+            _ => Asset::NanoUsd,
+        };
+        ids.insert((r.get::<_, String>(1), asset), r.get::<_, i64>(0));
     }
-    Ok(Some(tx_id))
+    Ok(ids)
 }

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::posting::post_in;
+use crate::posting::{account_ids, post_in};
 use crate::{AccountRef, Asset, Ledger, LedgerError, Leg, Posting};
 
 /// One usage checkpoint of one key through one node.
@@ -68,28 +68,29 @@ impl Ledger {
                 why: "negative usage",
             });
         }
-        let mut client = self.pool.get().await?;
-        let tx = client.transaction().await?;
-        let insert = tx
-            .prepare(
+        let column = |f: fn(&UsageRecord) -> i64| records.iter().map(f).collect::<Vec<i64>>();
+        let text = |f: fn(&UsageRecord) -> &str| records.iter().map(f).collect::<Vec<&str>>();
+        let client = self.pool.get().await?;
+        let new = client
+            .execute(
                 "INSERT INTO usage_records
                  (server, lease, seq, node, key_id, minute, up, down, conns)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[],
+                     $5::text[], $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[])
+                 ON CONFLICT DO NOTHING",
+                &[
+                    &text(|r| &r.server),
+                    &text(|r| &r.lease),
+                    &column(|r| r.seq),
+                    &text(|r| &r.node),
+                    &text(|r| &r.key_id),
+                    &column(|r| r.minute),
+                    &column(|r| r.up),
+                    &column(|r| r.down),
+                    &column(|r| r.conns),
+                ],
             )
             .await?;
-        let mut new = 0;
-        for r in records {
-            new += tx
-                .execute(
-                    &insert,
-                    &[
-                        &r.server, &r.lease, &r.seq, &r.node, &r.key_id, &r.minute, &r.up, &r.down,
-                        &r.conns,
-                    ],
-                )
-                .await?;
-        }
-        tx.commit().await?;
         Ok(new)
     }
 
@@ -99,7 +100,20 @@ impl Ledger {
     /// Database errors: the transaction rolls back whole, and the records stay
     /// unsettled for the next call.
     pub async fn settle(&self, limit: i64) -> Result<Settled, LedgerError> {
-        self.ensure_usage_accounts(limit).await?;
+        loop {
+            match self.settle_batch(limit).await? {
+                Batch::Settled(s) => return Ok(s),
+                // New keys or nodes: their accounts are created in a transaction of
+                // their own (no settler creates one while holding others), then again.
+                Batch::NeedsAccounts(legs) => {
+                    self.ensure_accounts(&legs).await?;
+                }
+            }
+        }
+    }
+
+    /// Claims a batch and settles it, unless one of its accounts does not exist yet.
+    async fn settle_batch(&self, limit: i64) -> Result<Batch, LedgerError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         let id: i64 = tx
@@ -117,28 +131,16 @@ impl Ledger {
             )
             .await?;
         if rows.is_empty() {
-            return Ok(Settled::default());
+            return Ok(Batch::Settled(Settled::default()));
         }
-        let mut pairs: BTreeMap<(String, String), Sums> = BTreeMap::new();
-        let mut minutes: BTreeMap<(String, String, i64), Sums> = BTreeMap::new();
-        for r in &rows {
-            let (key, node, minute): (String, String, i64) = (r.get(0), r.get(1), r.get(2));
-            let (up, down, conns): (i64, i64, i64) = (r.get(3), r.get(4), r.get(5));
-            for s in [
-                pairs.entry((key.clone(), node.clone())).or_default(),
-                minutes
-                    .entry((key.clone(), node.clone(), minute))
-                    .or_default(),
-            ] {
-                s.up += up;
-                s.down += down;
-                s.conns += conns;
-            }
-        }
+        let (pairs, minutes) = sums(&rows);
         let legs = usage_legs(&pairs);
         let bytes = legs.iter().map(|l| l.amount.max(0)).sum::<i64>();
         if !legs.is_empty() {
-            let ids = self.ensure_accounts(&legs).await?;
+            let ids = account_ids(&*tx, &legs).await?;
+            if ids.len() < legs.len() {
+                return Ok(Batch::NeedsAccounts(legs));
+            }
             let posting = Posting {
                 key: format!("settle:{id}"),
                 kind: "usage".into(),
@@ -147,70 +149,90 @@ impl Ledger {
             post_in(&tx, &posting, &ids).await?;
         }
         // After the accounts, in key order: the second lock order every settler shares.
-        for ((key, node, minute), s) in &minutes {
-            tx.execute(
-                "INSERT INTO usage_minute (key_id, node, minute, up, down, conns)
-                 VALUES ($1, $2, $3, $4, $5, $6)
-                 ON CONFLICT (key_id, node, minute) DO UPDATE SET
-                   up = usage_minute.up + EXCLUDED.up,
-                   down = usage_minute.down + EXCLUDED.down,
-                   conns = usage_minute.conns + EXCLUDED.conns",
-                &[key, node, minute, &s.up, &s.down, &s.conns],
-            )
-            .await?;
-        }
+        upsert_minutes(&tx, &minutes).await?;
         tx.commit().await?;
-        Ok(Settled {
+        Ok(Batch::Settled(Settled {
             records: rows.len() as u64,
             bytes: bytes as u64,
-        })
-    }
-
-    /// Creates the byte accounts of the keys and nodes with unsettled records, outside
-    /// the settling transaction (no settler creates an account while holding others).
-    async fn ensure_usage_accounts(&self, limit: i64) -> Result<(), LedgerError> {
-        let client = self.pool.get().await?;
-        let rows = client
-            .query(
-                "SELECT DISTINCT key_id, node FROM usage_records
-                 WHERE settlement IS NULL LIMIT $1",
-                &[&limit],
-            )
-            .await?;
-        drop(client);
-        let pairs: BTreeMap<(String, String), Sums> = rows
-            .iter()
-            .map(|r| {
-                (
-                    (r.get(0), r.get(1)),
-                    Sums {
-                        up: 1,
-                        ..Sums::default()
-                    },
-                )
-            })
-            .collect();
-        self.ensure_accounts(&usage_legs(&pairs)).await?;
-        Ok(())
+        }))
     }
 }
 
-/// Each pair's bytes: debited from the key, credited to the node.
+/// What one claimed batch came to.
+enum Batch {
+    /// Settled (or nothing to settle).
+    Settled(Settled),
+    /// Rolled back: these legs' accounts must be created first.
+    NeedsAccounts(Vec<Leg>),
+}
+
+/// Totals per (key, node) and per (key, node, minute) of claimed records.
+type PairSums = BTreeMap<(String, String), Sums>;
+/// Totals per (key, node, minute).
+type MinuteSums = BTreeMap<(String, String, i64), Sums>;
+
+fn sums(rows: &[tokio_postgres::Row]) -> (PairSums, MinuteSums) {
+    let mut pairs = PairSums::new();
+    let mut minutes = MinuteSums::new();
+    for r in rows {
+        let (key, node, minute): (String, String, i64) = (r.get(0), r.get(1), r.get(2));
+        let (up, down, conns): (i64, i64, i64) = (r.get(3), r.get(4), r.get(5));
+        for s in [
+            pairs.entry((key.clone(), node.clone())).or_default(),
+            minutes
+                .entry((key.clone(), node.clone(), minute))
+                .or_default(),
+        ] {
+            s.up += up;
+            s.down += down;
+            s.conns += conns;
+        }
+    }
+    (pairs, minutes)
+}
+
+/// The pairs' bytes: each key debited, each node credited, one leg per account (the
+/// per-pair detail is in the per-minute table).
 fn usage_legs(pairs: &BTreeMap<(String, String), Sums>) -> Vec<Leg> {
-    let mut legs = Vec::with_capacity(pairs.len() * 2);
+    let mut keys: BTreeMap<&str, i64> = BTreeMap::new();
+    let mut nodes: BTreeMap<&str, i64> = BTreeMap::new();
     for ((key, node), s) in pairs {
         let bytes = s.up + s.down;
-        if bytes == 0 {
-            continue;
-        }
-        legs.push(Leg {
-            account: AccountRef::key(key, Asset::Bytes),
-            amount: -bytes,
-        });
-        legs.push(Leg {
-            account: AccountRef::node(node, Asset::Bytes),
-            amount: bytes,
-        });
+        *keys.entry(key).or_default() += bytes;
+        *nodes.entry(node).or_default() += bytes;
     }
-    legs
+    let debits = keys.into_iter().map(|(k, b)| Leg {
+        account: AccountRef::key(k, Asset::Bytes),
+        amount: -b,
+    });
+    let credits = nodes.into_iter().map(|(n, b)| Leg {
+        account: AccountRef::node(n, Asset::Bytes),
+        amount: b,
+    });
+    debits.chain(credits).filter(|l| l.amount != 0).collect()
+}
+
+/// Adds settled records to the per-minute table, in one statement (rows in key order).
+async fn upsert_minutes(
+    tx: &tokio_postgres::Transaction<'_>,
+    minutes: &BTreeMap<(String, String, i64), Sums>,
+) -> Result<(), LedgerError> {
+    let keys: Vec<&str> = minutes.keys().map(|(k, _, _)| k.as_str()).collect();
+    let nodes: Vec<&str> = minutes.keys().map(|(_, n, _)| n.as_str()).collect();
+    let at: Vec<i64> = minutes.keys().map(|(_, _, m)| *m).collect();
+    let up: Vec<i64> = minutes.values().map(|s| s.up).collect();
+    let down: Vec<i64> = minutes.values().map(|s| s.down).collect();
+    let conns: Vec<i64> = minutes.values().map(|s| s.conns).collect();
+    tx.execute(
+        "INSERT INTO usage_minute (key_id, node, minute, up, down, conns)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[],
+             $5::bigint[], $6::bigint[]) ORDER BY 1, 2, 3
+         ON CONFLICT (key_id, node, minute) DO UPDATE SET
+           up = usage_minute.up + EXCLUDED.up,
+           down = usage_minute.down + EXCLUDED.down,
+           conns = usage_minute.conns + EXCLUDED.conns",
+        &[&keys, &nodes, &at, &up, &down, &conns],
+    )
+    .await?;
+    Ok(())
 }
