@@ -1,4 +1,4 @@
-//! Opening the target connection for a relay stream: port and domain checks, resolution
+//! Opening the TCP connection to a relay stream's target: port and domain checks, resolution
 //! (the system resolver in production), the policy check on EVERY resolved address (so
 //! a name that also resolves somewhere private is refused as a whole), then Happy
 //! Eyeballs (RFC 8305) over exactly the addresses that passed: families interleaved,

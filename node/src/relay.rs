@@ -1,6 +1,6 @@
-//! One relay stream on the node: read the relay header, dial the target under the
-//! destination policy, answer with a typed status, then relay bytes both ways with
-//! half-close until both directions finish or either side aborts.
+//! One relay stream (one customer tunnel) on the node: read the relay header, dial the
+//! target under the destination policy, answer with a typed status, then relay bytes
+//! both ways with half-close until both directions finish or either side aborts.
 
 use std::rc::Rc;
 use std::time::Duration;

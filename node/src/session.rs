@@ -1,8 +1,12 @@
-//! One QUIC session with the server, from dial to close: TLS with the pinned (or
+//! One QUIC connection to the server, from dial to close: TLS with the pinned (or
 //! CA-verified) certificate, the hello on the control stream, pings and stats, a relay
-//! task per server-opened stream, and a graceful drain on shutdown. A node runs one
-//! session per lane ([`Lane`]): lane `k` aims its Initial at server core `k` (byte 0
-//! of the connection ID it picks), so each server core relays over its own connection.
+//! task per server-opened stream (one customer tunnel each), and a graceful drain on
+//! shutdown. A node keeps one connection per lane ([`Lane`]): lane `k` aims its Initial
+//! at server core `k` (byte 0 of the connection ID it picks), so each server core
+//! relays over a connection of its own.
+//!
+//! (The module keeps its historical name; the `session` of [`Lane`] is something else:
+//! the id one node run gives all its lanes.)
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -48,7 +52,7 @@ fn bind_udp(peer: SocketAddr, local: Option<std::net::IpAddr>) -> std::io::Resul
     UdpSocket::from_std(sock.into())
 }
 
-/// How a session ended without a fatal error.
+/// How a connection ended without a fatal error.
 pub enum SessionEnd {
     /// The shutdown future resolved and the node drained.
     Shutdown,
@@ -94,7 +98,7 @@ fn quic_config(cfg: &NodeConfig) -> Result<quiche::Config, NodeError> {
     Ok(c)
 }
 
-/// Runs one session. Must run inside a `LocalSet`.
+/// Runs one connection to the server, from dial to close. Must run inside a `LocalSet`.
 ///
 /// # Errors
 /// Fatal problems only: a wrong pin, a refused token, bad configuration.
@@ -114,7 +118,7 @@ pub async fn run(
         pacer: Pacer::default(),
         recv_buf: vec![0u8; crate::udp::RECV_BUFFER],
     };
-    let mut session = Session {
+    let mut connection = Connection {
         cfg,
         shared,
         lane,
@@ -124,9 +128,9 @@ pub async fn run(
         drain: None,
     };
     loop {
-        match session.turn(&mut udp).await? {
+        match connection.turn(&mut udp).await? {
             ControlFlow::Break(end) => return Ok(end),
-            ControlFlow::Continue(paced) => session.wait(&mut udp, shutdown, paced).await,
+            ControlFlow::Continue(paced) => connection.wait(&mut udp, shutdown, paced).await,
         }
     }
 }
@@ -165,7 +169,7 @@ async fn connect(
     ))
 }
 
-/// The session's UDP side: the socket, its batched sender and pacer, and the receive
+/// The connection's UDP side: the socket, its batched sender and pacer, and the receive
 /// buffer.
 struct Udp {
     socket: UdpSocket,
@@ -222,9 +226,10 @@ impl Control {
     }
 }
 
-/// The server-opened relay streams seen so far: bidirectional, ids 1, 5, 9, ... Their
-/// first bytes may arrive out of order, so skipped ids are remembered as gaps (bounded:
-/// quiche refuses ids beyond the stream limit we advertise).
+/// The server-opened relay streams (one customer tunnel each) seen so far:
+/// bidirectional, ids 1, 5, 9, ... Their first bytes may arrive out of order, so
+/// skipped ids are remembered as gaps (bounded: quiche refuses ids beyond the stream
+/// limit we advertise).
 struct NewStreams {
     next: u64,
     gaps: HashSet<u64>,
@@ -278,8 +283,8 @@ impl Drain {
     }
 }
 
-/// One session between turns of its loop.
-struct Session<'a> {
+/// One connection to the server between turns of its loop.
+struct Connection<'a> {
     cfg: &'a NodeConfig,
     shared: &'a Rc<Shared>,
     lane: Lane,
@@ -289,9 +294,9 @@ struct Session<'a> {
     drain: Option<Drain>,
 }
 
-impl Session<'_> {
+impl Connection<'_> {
     /// One turn: control stream and new streams, wake the relays, start or finish a
-    /// drain, send. Breaks with how the session ended; continues with when the
+    /// drain, send. Breaks with how the connection ended; continues with when the
     /// held-back packet is due.
     async fn turn(
         &mut self,
@@ -461,8 +466,8 @@ impl Session<'_> {
         });
     }
 
-    /// The connection closed: how the session ends, or the fatal error the server
-    /// closed it with.
+    /// The connection closed: how it ended, or the fatal error the server closed it
+    /// with.
     fn closed(&self) -> Result<SessionEnd, NodeError> {
         self.conn.mark_closed();
         if let Some(drain) = &self.drain {
