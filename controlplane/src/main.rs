@@ -177,13 +177,7 @@ enum NodesCmd {
 }
 
 fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    turbo_telemetry::init();
     match Cli::parse().cmd {
         Cmd::Run(args) => {
             let cfg = args.load(ServerConfig::default())?;

@@ -90,46 +90,61 @@ impl fmt::Debug for Sources {
 
 impl Collector for Sources {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), fmt::Error> {
-        let mut e = encoder.encode_descriptor(
-            "turbo_auth_failures",
-            "Customer authentications refused, by reason",
-            None,
-            MetricType::Counter,
-        )?;
-        for (reason, v) in self.stats.auth_failures() {
-            let labels: Labels = vec![("reason", reason)];
-            ConstCounter::new(v).encode(e.encode_family(&labels)?)?;
-        }
+        self.encode_auth(&mut encoder)?;
         let s = &self.stats;
-        let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
-        let mut e = encoder.encode_descriptor(
-            "turbo_auth_lookups",
-            "Customer authentications by how they were answered",
-            None,
-            MetricType::Counter,
-        )?;
-        for (result, v) in [
-            ("cache_hit", load(&s.auth_cache_hits)),
-            ("control_plane", load(&s.auth_cache_misses)),
-            ("coalesced", load(&s.auth_cache_coalesced)),
-        ] {
-            let labels: Labels = vec![("result", result)];
-            ConstCounter::new(v).encode(e.encode_family(&labels)?)?;
-        }
-        let mut e = encoder.encode_descriptor(
+        encode_labelled_counters(
+            &mut encoder,
             "turbo_refusal_checks",
             "Target failures checked on a second node: disputed (it connected) or confirmed",
-            None,
-            MetricType::Counter,
+            "result",
+            [
+                ("disputed", load(&s.refusals_disputed)),
+                ("confirmed", load(&s.refusals_confirmed)),
+            ],
         )?;
-        for (result, v) in [
-            ("disputed", load(&s.refusals_disputed)),
-            ("confirmed", load(&s.refusals_confirmed)),
-        ] {
-            let labels: Labels = vec![("result", result)];
-            ConstCounter::new(v).encode(e.encode_family(&labels)?)?;
+        for (name, help, v) in self.plain_counters() {
+            let e = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            ConstCounter::new(v).encode(e)?;
         }
-        let counters = [
+        encode_labelled_counters(
+            &mut encoder,
+            "turbo_limit_hits",
+            "Connections refused or closed by a limit, by limit",
+            "limit",
+            self.gate.counters.all(),
+        )?;
+        self.encode_gauges(&mut encoder)
+    }
+}
+
+impl Sources {
+    /// Refused authentications by reason, then lookups by how they were answered.
+    fn encode_auth(&self, encoder: &mut DescriptorEncoder<'_>) -> Result<(), fmt::Error> {
+        encode_labelled_counters(
+            encoder,
+            "turbo_auth_failures",
+            "Customer authentications refused, by reason",
+            "reason",
+            self.stats.auth_failures(),
+        )?;
+        let s = &self.stats;
+        encode_labelled_counters(
+            encoder,
+            "turbo_auth_lookups",
+            "Customer authentications by how they were answered",
+            "result",
+            [
+                ("cache_hit", load(&s.auth_cache_hits)),
+                ("control_plane", load(&s.auth_cache_misses)),
+                ("coalesced", load(&s.auth_cache_coalesced)),
+            ],
+        )
+    }
+
+    /// The unlabelled counters: (name, help, value).
+    fn plain_counters(&self) -> [(&'static str, &'static str, u64); 6] {
+        let s = &self.stats;
+        [
             (
                 "turbo_credit_closes",
                 "Connections closed because their key ran dry or was revoked",
@@ -160,45 +175,54 @@ impl Collector for Sources {
                 "Failed calls to the store (Redis errors)",
                 (self.store_errors)(),
             ),
+        ]
+    }
+
+    /// Open customer connections, idle tunnels and connected nodes, now.
+    fn encode_gauges(&self, encoder: &mut DescriptorEncoder<'_>) -> Result<(), fmt::Error> {
+        let gauges = [
+            (
+                "turbo_customer_connections",
+                "Customer connections open now",
+                self.gate.open_connections() as i64,
+            ),
+            (
+                "turbo_idle_tunnels",
+                "Tunnels that have moved no byte since their node connected (past a 1 s grace)",
+                self.gate.idle_tunnels() as i64,
+            ),
+            (
+                "turbo_nodes_connected",
+                "Nodes with a live QUIC connection",
+                (self.nodes)().len() as i64,
+            ),
         ];
-        for (name, help, v) in counters {
-            let e = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
-            ConstCounter::new(v).encode(e)?;
+        for (name, help, v) in gauges {
+            let e = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            ConstGauge::new(v).encode(e)?;
         }
-        let mut e = encoder.encode_descriptor(
-            "turbo_limit_hits",
-            "Connections refused or closed by a limit, by limit",
-            None,
-            MetricType::Counter,
-        )?;
-        for (limit, v) in self.gate.counters.all() {
-            let labels: Labels = vec![("limit", limit)];
-            ConstCounter::new(v).encode(e.encode_family(&labels)?)?;
-        }
-        let e = encoder.encode_descriptor(
-            "turbo_customer_connections",
-            "Customer connections open now",
-            None,
-            MetricType::Gauge,
-        )?;
-        ConstGauge::new(self.gate.open_connections() as i64).encode(e)?;
-        let e = encoder.encode_descriptor(
-            "turbo_idle_tunnels",
-            "Tunnels that have moved no byte since their node connected (past a 1 s grace)",
-            None,
-            MetricType::Gauge,
-        )?;
-        ConstGauge::new(self.gate.idle_tunnels() as i64).encode(e)?;
-        let nodes = (self.nodes)();
-        let e = encoder.encode_descriptor(
-            "turbo_nodes_connected",
-            "Nodes with a live QUIC connection",
-            None,
-            MetricType::Gauge,
-        )?;
-        ConstGauge::new(nodes.len() as i64).encode(e)?;
         Ok(())
     }
+}
+
+fn load(a: &std::sync::atomic::AtomicU64) -> u64 {
+    a.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// A counter family with one series per `(label value, count)`.
+fn encode_labelled_counters(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    label: &'static str,
+    series: impl IntoIterator<Item = (&'static str, u64)>,
+) -> Result<(), fmt::Error> {
+    let mut e = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (value, v) in series {
+        let labels: Labels = vec![(label, value)];
+        ConstCounter::new(v).encode(e.encode_family(&labels)?)?;
+    }
+    Ok(())
 }
 
 impl Collector for NodeSeries {

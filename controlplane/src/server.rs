@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::broadcast;
-use turbo_dataplane::control::{control_channel, NodeTableHandle};
+use turbo_dataplane::control::{control_channel, ControlHandle, KeyEvent, NodeTableHandle};
+use turbo_dataplane::known_keys::KnownKeys;
 use turbo_dataplane::{
     AuthConfig, BoundAddrs, Dataplane, DataplaneConfig, DataplaneError, DriverChoice, LeaseConfig,
 };
@@ -140,156 +141,24 @@ impl Server {
             Some(t) => t.clone(),
             None => admin_token(&cfg.data_dir)?,
         };
-        let public = cfg.public_addr();
-        let (host, port) = public
-            .rsplit_once(':')
-            .and_then(|(h, p)| {
-                Some((
-                    h.trim_matches(['[', ']']).to_owned(),
-                    p.parse::<u16>().ok()?,
-                ))
-            })
-            .ok_or_else(|| ServerError::PublicAddr(public.clone()))?;
-        let mut names = vec![
-            "localhost".to_owned(),
-            "127.0.0.1".to_owned(),
-            "::1".to_owned(),
-        ];
-        if !names.contains(&host) {
-            names.push(host.clone());
-        }
-        let configured = cfg.tls_cert.clone().zip(cfg.tls_key.clone());
-        let cert = tls::load_or_generate(&cfg.data_dir, configured, &names)?;
-
+        let (host, port) = public_host_port(cfg)?;
+        let cert = certificate(cfg, &host)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("turbo-control")
             .enable_all()
             .build()
             .map_err(ServerError::Runtime)?;
-        let store = runtime.block_on(AnyStore::open_in(&cfg.store, Some(&cfg.data_dir)))?;
-        let geoip = match &cfg.geoip {
-            Some(path) => Some(Arc::new(GeoIp::open(path).map_err(|e| {
-                ServerError::GeoIp {
-                    path: path.clone(),
-                    reason: e.to_string(),
-                }
-            })?)),
-            None => None,
-        };
         let server_id: Arc<str> = format!("s{:08x}", rand::random::<u32>()).into();
-        let table = NodeTableHandle::default();
-        let (key_events, _) = broadcast::channel(4096);
-        let known_keys = turbo_dataplane::known_keys::KnownKeys::default();
-        let control = Arc::new(ControlPlane::new(
-            Arc::new(store),
-            table.clone(),
-            key_events.clone(),
-            ControlSettings {
-                lease: LeaseTerms {
-                    owner: server_id.to_string(),
-                    ttl: cfg.lease_ttl,
-                },
-                stream_max_len: cfg.stream_max_len,
-                weights: Weights {
-                    latency: cfg.score_latency_weight,
-                    reliability: cfg.score_reliability_weight,
-                },
-                geoip,
-                known_keys: known_keys.clone(),
-            },
-        ));
-        let (handle, rx) = control_channel();
-        runtime.spawn(control.clone().serve(rx));
-        runtime.spawn(control.clone().forward_key_events());
-        runtime.spawn(control.clone().rescore_nodes(Duration::from_secs(1)));
-        runtime.spawn(
-            control
-                .clone()
-                .reclaim_leases((cfg.lease_ttl / 4).max(Duration::from_millis(250))),
-        );
-
-        let driver = match cfg.driver.as_str() {
-            "io_uring" => DriverChoice::IoUring,
-            "legacy" => DriverChoice::Legacy,
-            _ => DriverChoice::Auto,
-        };
+        let links = PlaneLinks::new();
+        let (control, handle) = start_control_plane(&runtime, cfg, &server_id, &links)?;
         let dataplane = Dataplane::start(
-            DataplaneConfig {
-                socks_listen: Some(cfg.socks_listen),
-                http_listen: Some(cfg.http_listen),
-                quic_listen: cfg.quic_listen,
-                cores: cfg.effective_cores(),
-                driver,
-                cert_chain: cert.cert.clone(),
-                private_key: cert.key.clone(),
-                handshake_timeout: cfg.handshake_timeout,
-                connect_timeout: cfg.connect_timeout,
-                node_liveness: cfg.node_liveness,
-                http_limits: turbo_proto::http::HttpLimits {
-                    max_head_bytes: cfg.http_max_head_bytes,
-                    max_headers: cfg.http_max_headers,
-                },
-                shutdown_grace: cfg.shutdown_grace,
-                quic_retry_threshold: cfg.quic_retry_threshold,
-                stateless_reset_key: stateless_reset_key(&cfg.data_dir)?,
-                udp_offload: cfg.udp_offload == crate::config::UdpOffload::Auto,
-                congestion_control: cfg.congestion_control.into(),
-                limits: turbo_dataplane::limits::ConnLimits {
-                    max_conns: cfg.max_connections,
-                    max_conns_per_listener: cfg.max_connections_per_listener,
-                    max_conns_per_key: cfg.max_connections_per_key,
-                    new_conns_per_key_per_sec: cfg.new_connections_per_key_per_sec,
-                    idle_timeout: cfg.relay_idle_timeout,
-                    stall_timeout: cfg.relay_stall_timeout,
-                    connection_cost: cfg.connection_cost,
-                    key_node_share: cfg.key_node_share,
-                    key_idle_tunnels: cfg.key_idle_tunnels,
-                    idle_tunnel_timeout: cfg.idle_tunnel_timeout,
-                },
-                auth: AuthConfig {
-                    ttl: cfg.auth_cache_ttl,
-                    negative_ttl: cfg.auth_negative_ttl,
-                    fail_limit: cfg.auth_fail_limit,
-                    fail_window: cfg.auth_fail_window,
-                    known_keys,
-                },
-                node_policy: turbo_proto::wire::control::NodePolicy {
-                    ports: cfg.node_block_ports.clone(),
-                    nets: cfg.node_block_cidrs.clone(),
-                    domains: cfg.node_block_domains.clone(),
-                },
-                lease: LeaseConfig {
-                    server_id: server_id.clone(),
-                    checkpoint: cfg.lease_checkpoint,
-                    idle_release: cfg.lease_idle_release,
-                },
-            },
+            dataplane_config(cfg, &cert, &server_id, links.known_keys)?,
             handle,
-            table,
-            &key_events,
+            links.table,
+            &links.key_events,
         )?;
-        let metrics = {
-            let (c1, c2) = (control.clone(), control.clone());
-            Metrics::new(Sources {
-                stats: dataplane.stats(),
-                gate: dataplane.gate(),
-                store_errors: Box::new(move || crate::store::Store::errors(&*c1.store)),
-                nodes: Arc::new(move || {
-                    c2.live_nodes()
-                        .into_iter()
-                        .map(|(id, n)| NodeSample {
-                            id: id.to_string(),
-                            country: n.country.map(|c| c.to_string()).unwrap_or_default(),
-                            score: n.score,
-                            active_streams: n.active.load(std::sync::atomic::Ordering::Relaxed),
-                            bytes_carried: c2.registry.bytes_carried(&id),
-                        })
-                        .collect()
-                }),
-            })
-        };
-        control.set_metrics(Arc::new(metrics));
+        control.set_metrics(Arc::new(metrics(&dataplane, &control)));
         let api_state = Arc::new(ApiState {
             control: control.clone(),
             admin_token,
@@ -298,30 +167,9 @@ impl Server {
             pin: cert.pin,
             metrics_per_node: cfg.metrics_per_node,
         });
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind(cfg.api_listen))
-            .and_then(|l| Ok((l.local_addr()?, l)))
-            .map_err(|source| ServerError::ApiBind {
-                addr: cfg.api_listen,
-                source,
-            })?;
-        let (api_addr, listener) = listener;
+        let (api_addr, listener) = bind_api(&runtime, cfg)?;
         let router = api::router(api_state.clone());
-        {
-            // Balance changes from leases; admin writes are durable before they answer.
-            let store = control.store.clone();
-            runtime.spawn(async move {
-                let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-                loop {
-                    tick.tick().await;
-                    let store = store.clone();
-                    let _ = tokio::task::spawn_blocking(move || store.save()).await;
-                }
-            });
-        }
-        if let Some(mark) = crate::overload::watermark(cfg.overload_memory_bytes) {
-            runtime.spawn(crate::overload::watch(dataplane.gate(), mark));
-        }
+        spawn_housekeeping(&runtime, cfg, &control, &dataplane);
         runtime.spawn(async move {
             if let Err(e) = axum::serve(listener, router).await {
                 tracing::error!(error = %e, "API server failed");
@@ -359,6 +207,231 @@ impl Server {
         self.control.store.save();
         self.runtime
             .shutdown_timeout(std::time::Duration::from_secs(1));
+    }
+}
+
+/// `public_addr` split into host (brackets removed) and port.
+fn public_host_port(cfg: &ServerConfig) -> Result<(String, u16), ServerError> {
+    let public = cfg.public_addr();
+    public
+        .rsplit_once(':')
+        .and_then(|(h, p)| {
+            Some((
+                h.trim_matches(['[', ']']).to_owned(),
+                p.parse::<u16>().ok()?,
+            ))
+        })
+        .ok_or_else(|| ServerError::PublicAddr(public.clone()))
+}
+
+/// The configured certificate, or one generated for loopback and the public host.
+fn certificate(cfg: &ServerConfig, host: &str) -> Result<tls::ServerCert, ServerError> {
+    let mut names = vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ];
+    if !names.iter().any(|n| n == host) {
+        names.push(host.to_owned());
+    }
+    let configured = cfg.tls_cert.clone().zip(cfg.tls_key.clone());
+    Ok(tls::load_or_generate(&cfg.data_dir, configured, &names)?)
+}
+
+/// What the control plane and the data plane share: the routing table the control
+/// plane publishes nodes into, the key events it broadcasts to the cores, and the
+/// keys the cores may admit without asking.
+struct PlaneLinks {
+    table: NodeTableHandle,
+    key_events: broadcast::Sender<KeyEvent>,
+    known_keys: KnownKeys,
+}
+
+impl PlaneLinks {
+    fn new() -> Self {
+        PlaneLinks {
+            table: NodeTableHandle::default(),
+            key_events: broadcast::channel(4096).0,
+            known_keys: KnownKeys::default(),
+        }
+    }
+}
+
+/// Control-plane wiring: opens the store and the GeoIP database, builds the control
+/// plane on `runtime` and starts its tasks. Returns it with the handle the data plane
+/// sends its requests through.
+fn start_control_plane(
+    runtime: &tokio::runtime::Runtime,
+    cfg: &ServerConfig,
+    server_id: &Arc<str>,
+    links: &PlaneLinks,
+) -> Result<(Arc<ControlPlane<AnyStore>>, ControlHandle), ServerError> {
+    let store = runtime.block_on(AnyStore::open_in(&cfg.store, Some(&cfg.data_dir)))?;
+    let geoip = match &cfg.geoip {
+        Some(path) => Some(Arc::new(GeoIp::open(path).map_err(|e| {
+            ServerError::GeoIp {
+                path: path.clone(),
+                reason: e.to_string(),
+            }
+        })?)),
+        None => None,
+    };
+    let control = Arc::new(ControlPlane::new(
+        Arc::new(store),
+        links.table.clone(),
+        links.key_events.clone(),
+        ControlSettings {
+            lease: LeaseTerms {
+                owner: server_id.to_string(),
+                ttl: cfg.lease_ttl,
+            },
+            stream_max_len: cfg.stream_max_len,
+            weights: Weights {
+                latency: cfg.score_latency_weight,
+                reliability: cfg.score_reliability_weight,
+            },
+            geoip,
+            known_keys: links.known_keys.clone(),
+        },
+    ));
+    let (handle, rx) = control_channel();
+    runtime.spawn(control.clone().serve(rx));
+    runtime.spawn(control.clone().forward_key_events());
+    runtime.spawn(control.clone().rescore_nodes(Duration::from_secs(1)));
+    runtime.spawn(
+        control
+            .clone()
+            .reclaim_leases((cfg.lease_ttl / 4).max(Duration::from_millis(250))),
+    );
+    Ok((control, handle))
+}
+
+/// Data-plane wiring: the cores' configuration from `cfg`.
+fn dataplane_config(
+    cfg: &ServerConfig,
+    cert: &tls::ServerCert,
+    server_id: &Arc<str>,
+    known_keys: KnownKeys,
+) -> Result<DataplaneConfig, ServerError> {
+    let driver = match cfg.driver.as_str() {
+        "io_uring" => DriverChoice::IoUring,
+        "legacy" => DriverChoice::Legacy,
+        _ => DriverChoice::Auto,
+    };
+    Ok(DataplaneConfig {
+        socks_listen: Some(cfg.socks_listen),
+        http_listen: Some(cfg.http_listen),
+        quic_listen: cfg.quic_listen,
+        cores: cfg.effective_cores(),
+        driver,
+        cert_chain: cert.cert.clone(),
+        private_key: cert.key.clone(),
+        handshake_timeout: cfg.handshake_timeout,
+        connect_timeout: cfg.connect_timeout,
+        node_liveness: cfg.node_liveness,
+        http_limits: turbo_proto::http::HttpLimits {
+            max_head_bytes: cfg.http_max_head_bytes,
+            max_headers: cfg.http_max_headers,
+        },
+        shutdown_grace: cfg.shutdown_grace,
+        quic_retry_threshold: cfg.quic_retry_threshold,
+        stateless_reset_key: stateless_reset_key(&cfg.data_dir)?,
+        udp_offload: cfg.udp_offload == crate::config::UdpOffload::Auto,
+        congestion_control: cfg.congestion_control.into(),
+        limits: connection_limits(cfg),
+        auth: AuthConfig {
+            ttl: cfg.auth_cache_ttl,
+            negative_ttl: cfg.auth_negative_ttl,
+            fail_limit: cfg.auth_fail_limit,
+            fail_window: cfg.auth_fail_window,
+            known_keys,
+        },
+        node_policy: turbo_proto::wire::control::NodePolicy {
+            ports: cfg.node_block_ports.clone(),
+            nets: cfg.node_block_cidrs.clone(),
+            domains: cfg.node_block_domains.clone(),
+        },
+        lease: LeaseConfig {
+            server_id: server_id.clone(),
+            checkpoint: cfg.lease_checkpoint,
+            idle_release: cfg.lease_idle_release,
+        },
+    })
+}
+
+/// The data plane's customer-connection limits.
+fn connection_limits(cfg: &ServerConfig) -> turbo_dataplane::limits::ConnLimits {
+    turbo_dataplane::limits::ConnLimits {
+        max_conns: cfg.max_connections,
+        max_conns_per_listener: cfg.max_connections_per_listener,
+        max_conns_per_key: cfg.max_connections_per_key,
+        new_conns_per_key_per_sec: cfg.new_connections_per_key_per_sec,
+        idle_timeout: cfg.relay_idle_timeout,
+        stall_timeout: cfg.relay_stall_timeout,
+        connection_cost: cfg.connection_cost,
+        key_node_share: cfg.key_node_share,
+        key_idle_tunnels: cfg.key_idle_tunnels,
+        idle_tunnel_timeout: cfg.idle_tunnel_timeout,
+    }
+}
+
+/// The metrics, reading the data plane's counters and the control plane's nodes at
+/// scrape time.
+fn metrics(dataplane: &Dataplane, control: &Arc<ControlPlane<AnyStore>>) -> Metrics {
+    let (c1, c2) = (control.clone(), control.clone());
+    Metrics::new(Sources {
+        stats: dataplane.stats(),
+        gate: dataplane.gate(),
+        store_errors: Box::new(move || crate::store::Store::errors(&*c1.store)),
+        nodes: Arc::new(move || {
+            c2.live_nodes()
+                .into_iter()
+                .map(|(id, n)| NodeSample {
+                    id: id.to_string(),
+                    country: n.country.map(|c| c.to_string()).unwrap_or_default(),
+                    score: n.score,
+                    active_streams: n.active.load(std::sync::atomic::Ordering::Relaxed),
+                    bytes_carried: c2.registry.bytes_carried(&id),
+                })
+                .collect()
+        }),
+    })
+}
+
+/// Binds the API listener; returns its address (port 0 resolved) and the listener.
+fn bind_api(
+    runtime: &tokio::runtime::Runtime,
+    cfg: &ServerConfig,
+) -> Result<(SocketAddr, tokio::net::TcpListener), ServerError> {
+    runtime
+        .block_on(tokio::net::TcpListener::bind(cfg.api_listen))
+        .and_then(|l| Ok((l.local_addr()?, l)))
+        .map_err(|source| ServerError::ApiBind {
+            addr: cfg.api_listen,
+            source,
+        })
+}
+
+/// Background tasks: the store snapshot every second, and the memory watermark that
+/// closes the data plane's gate under overload.
+fn spawn_housekeeping(
+    runtime: &tokio::runtime::Runtime,
+    cfg: &ServerConfig,
+    control: &ControlPlane<AnyStore>,
+    dataplane: &Dataplane,
+) {
+    // Balance changes from leases; admin writes are durable before they answer.
+    let store = control.store.clone();
+    runtime.spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            let store = store.clone();
+            let _ = tokio::task::spawn_blocking(move || store.save()).await;
+        }
+    });
+    if let Some(mark) = crate::overload::watermark(cfg.overload_memory_bytes) {
+        runtime.spawn(crate::overload::watch(dataplane.gate(), mark));
     }
 }
 

@@ -1,7 +1,8 @@
 //! The node's QUIC connection as its tasks share it on one thread: the shared stream
 //! adapter of `turbo_quic` ([`Conn`], [`StreamIo`]) with the node's own per-connection
-//! state ([`Driver`]). The session driver feeds packets in and wakes streams; streams
-//! kick the driver when they queued data. QUIC flow control is the relay's backpressure.
+//! state ([`Driver`]). The connection's driver loop ([`crate::session`]) feeds packets
+//! in and wakes streams; streams kick the driver when they queued data. QUIC flow
+//! control is the relay's backpressure.
 
 use std::cell::{Cell, RefCell};
 
@@ -14,7 +15,7 @@ pub use turbo_quic::stream::StreamError;
 /// Application error code for a stream aborted by the node (target reset, error).
 pub const RESET_TARGET_ABORT: u64 = 0x2;
 
-/// The connection shared by the session driver and the relay tasks.
+/// The connection shared by its driver loop and the relay tasks.
 pub type Conn = Shared<Driver>;
 
 /// A relay task's handle on one stream. Dropped without `finish`, it resets the stream
@@ -29,7 +30,7 @@ pub fn stream(conn: &std::rc::Rc<Conn>, id: u64) -> StreamIo {
 /// What the node keeps per connection besides quiche, and how tasks reach its driver.
 #[derive(Default)]
 pub struct Driver {
-    /// Wakes the session driver.
+    /// Wakes the connection's driver loop.
     pub wake: Notify,
     /// Refusing new streams (shutting down).
     pub draining: Cell<bool>,
@@ -41,7 +42,7 @@ pub struct Driver {
     pub from_targets: Cell<u64>,
     /// Bytes sent to targets.
     pub to_targets: Cell<u64>,
-    /// Control messages from relay tasks, sent by the session driver.
+    /// Control messages from relay tasks, sent by the driver loop.
     pub outbox: RefCell<Vec<u8>>,
 }
 

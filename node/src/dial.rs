@@ -1,9 +1,10 @@
-//! Opening the target connection for a relay stream: port and domain checks, resolution
+//! Opening the TCP connection to a relay stream's target: port and domain checks, resolution
 //! (the system resolver in production), the policy check on EVERY resolved address (so
 //! a name that also resolves somewhere private is refused as a whole), then Happy
 //! Eyeballs (RFC 8305) over exactly the addresses that passed: families interleaved,
 //! attempts started 250 ms apart or as soon as the previous one fails, first to connect
-//! wins. Failures come back as the typed [`RelayStatus`] the server shows the customer.
+//! wins. Failures come back as a [`DialError`], which maps to the typed [`RelayStatus`]
+//! the server shows the customer.
 
 use std::future::Future;
 use std::io::ErrorKind;
@@ -18,8 +19,95 @@ use turbo_proto::{RelayStatus, TargetAddr};
 
 use crate::guard::{DestinationPolicy, PolicyDenied};
 
-/// A failed dial: the status for the server and a detail message.
-pub type DialError = (RelayStatus, String);
+/// Why a relay stream's target could not be connected. The message is the detail the
+/// node sends the server along with [`DialError::status`].
+#[derive(Debug, thiserror::Error)]
+pub enum DialError {
+    /// The destination policy refuses the target's port, its name or one of its addresses.
+    #[error(transparent)]
+    Refused(#[from] PolicyDenied),
+    /// The target's name did not resolve before the deadline.
+    #[error("DNS timeout")]
+    DnsTimeout {
+        /// The name.
+        host: String,
+    },
+    /// The resolver failed for the target's name.
+    #[error("{source}")]
+    Dns {
+        /// The name.
+        host: String,
+        /// The resolver's error.
+        source: std::io::Error,
+    },
+    /// The target's name resolved to no address at all.
+    #[error("no addresses")]
+    NoAddresses {
+        /// The name.
+        host: String,
+    },
+    /// Every attempt failed: the last attempt's address and error.
+    #[error("{addr}: {source}")]
+    Connect {
+        /// The address of the last failed attempt.
+        addr: SocketAddr,
+        /// Its connect error.
+        source: std::io::Error,
+    },
+    /// No attempt connected before the deadline.
+    #[error("connect timed out")]
+    ConnectTimeout {
+        /// Attempts started by then.
+        attempts: usize,
+    },
+    /// Connecting was asked with no address to try (a caller bug: resolution never
+    /// returns an empty list).
+    #[error("no address tried")]
+    NoAddress,
+}
+
+/// Whose fault a failed dial was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Blame {
+    /// The target: its name, its host or the network on the way to it.
+    Target,
+    /// The node's destination policy (the runner's, the server's or the defaults).
+    Policy,
+    /// The node itself: its sockets or its code.
+    Internal,
+}
+
+impl DialError {
+    /// The relay status the node answers the server with.
+    pub fn status(&self) -> RelayStatus {
+        match self {
+            DialError::Refused(_) => RelayStatus::RefusedByPolicy,
+            DialError::DnsTimeout { .. } | DialError::ConnectTimeout { .. } => RelayStatus::Timeout,
+            DialError::Dns { .. } | DialError::NoAddresses { .. } => RelayStatus::DnsFailure,
+            DialError::Connect { source, .. } => status_of(source),
+            DialError::NoAddress => RelayStatus::GeneralFailure,
+        }
+    }
+
+    /// Whose fault the failure was: a connect error that is not about the target
+    /// (out of file descriptors, say) is the node's.
+    pub fn blame(&self) -> Blame {
+        match self {
+            DialError::Refused(_) => Blame::Policy,
+            DialError::Connect { source, .. }
+                if status_of(source) == RelayStatus::GeneralFailure =>
+            {
+                Blame::Internal
+            }
+            DialError::DnsTimeout { .. }
+            | DialError::Dns { .. }
+            | DialError::NoAddresses { .. }
+            | DialError::Connect { .. }
+            | DialError::ConnectTimeout { .. } => Blame::Target,
+            DialError::NoAddress => Blame::Internal,
+        }
+    }
+}
 
 /// Delay between connection attempts (RFC 8305 section 5).
 const ATTEMPT_DELAY: Duration = Duration::from_millis(250);
@@ -63,37 +151,39 @@ pub fn status_of(e: &std::io::Error) -> RelayStatus {
     }
 }
 
-fn refused(e: PolicyDenied) -> DialError {
-    (RelayStatus::RefusedByPolicy, e.to_string())
-}
-
 /// Checks the target's port and name, resolves it, and checks every address.
 ///
 /// # Errors
-/// A [`DialError`]: refused by policy, DNS failure or timeout.
+/// [`DialError::Refused`], or a DNS failure or timeout.
 pub async fn resolve_checked(
     target: &TargetAddr,
     deadline: Instant,
     policy: &DestinationPolicy,
     resolver: &dyn Resolve,
 ) -> Result<Vec<SocketAddr>, DialError> {
-    policy.check_port(target.port()).map_err(refused)?;
+    policy.check_port(target.port())?;
     let addrs: Vec<SocketAddr> = match target {
         TargetAddr::Ip(a) => vec![*a],
         TargetAddr::Domain { host, port } => {
-            policy.check_domain(host).map_err(refused)?;
-            match timeout_at(deadline, resolver.resolve(host, *port)).await {
-                Err(_) => return Err((RelayStatus::Timeout, "DNS timeout".into())),
-                Ok(Err(e)) => return Err((RelayStatus::DnsFailure, e.to_string())),
+            policy.check_domain(host)?;
+            let addrs = match timeout_at(deadline, resolver.resolve(host, *port)).await {
+                Err(_) => return Err(DialError::DnsTimeout { host: host.clone() }),
+                Ok(Err(source)) => {
+                    return Err(DialError::Dns {
+                        host: host.clone(),
+                        source,
+                    })
+                }
                 Ok(Ok(a)) => a,
+            };
+            if addrs.is_empty() {
+                return Err(DialError::NoAddresses { host: host.clone() });
             }
+            addrs
         }
     };
-    if addrs.is_empty() {
-        return Err((RelayStatus::DnsFailure, "no addresses".into()));
-    }
     for a in &addrs {
-        policy.check(*a).map_err(refused)?;
+        policy.check(*a)?;
     }
     Ok(addrs)
 }
@@ -118,7 +208,8 @@ fn interleave(addrs: Vec<SocketAddr>) -> Vec<SocketAddr> {
 /// Races connections to `addrs` Happy-Eyeballs style until one connects.
 ///
 /// # Errors
-/// The last failure, or a timeout at `deadline`.
+/// The last failure ([`DialError::Connect`]), or [`DialError::ConnectTimeout`] at
+/// `deadline`.
 pub async fn connect_racing(
     addrs: Vec<SocketAddr>,
     deadline: Instant,
@@ -126,7 +217,7 @@ pub async fn connect_racing(
     let order = interleave(addrs);
     let mut next = 0;
     let mut racing = FuturesUnordered::new();
-    let mut last = (RelayStatus::GeneralFailure, "no address tried".to_owned());
+    let mut last = DialError::NoAddress;
     let mut next_start = Instant::now();
     loop {
         if next < order.len() && (racing.is_empty() || Instant::now() >= next_start) {
@@ -144,14 +235,14 @@ pub async fn connect_racing(
                     let _ = s.set_nodelay(true);
                     return Ok(s);
                 }
-                Err(e) => {
-                    last = (status_of(&e), format!("{a}: {e}"));
+                Err(source) => {
+                    last = DialError::Connect { addr: a, source };
                     next_start = Instant::now();
                 }
             },
             _ = sleep_until(next_start), if next < order.len() => {}
             _ = sleep_until(deadline) => {
-                return Err((RelayStatus::Timeout, "connect timed out".to_owned()));
+                return Err(DialError::ConnectTimeout { attempts: next });
             }
         }
     }
@@ -160,7 +251,7 @@ pub async fn connect_racing(
 /// Resolves, checks and connects within `limit`.
 ///
 /// # Errors
-/// A [`DialError`] with the status to report.
+/// A [`DialError`]; its [`DialError::status`] is the status to report.
 pub async fn dial(
     target: &TargetAddr,
     limit: Duration,

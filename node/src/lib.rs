@@ -70,7 +70,7 @@ pub struct NodeConfig {
     pub state_dir: Option<PathBuf>,
 }
 
-/// What the session, the relays and the status socket share.
+/// What the lanes' connections, the relays and the status socket share.
 pub struct Shared {
     /// The destination policy.
     pub policy: guard::DestinationPolicy,
@@ -198,7 +198,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
             }
         }));
     }
-    let result = run_sessions(&config, &shared, shutdown).await;
+    let result = run_lanes(&config, &shared, shutdown).await;
     for t in tasks {
         t.abort();
     }
@@ -209,11 +209,12 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
 /// Runs lane 0, then, once the node carries its first stream, one more lane per server
 /// core the server says it has, until shutdown (every lane drains) or a fatal error on
 /// any lane.
-async fn run_sessions(
+async fn run_lanes(
     config: &NodeConfig,
     shared: &Rc<Shared>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), NodeError> {
+    // This run's id, which every lane's hello carries (the wire calls it the session).
     let session = rand::random::<u64>() >> 2;
     let config = Rc::new(config.clone());
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -262,8 +263,8 @@ fn wanted_lanes(config: &NodeConfig, shared: &Shared) -> u8 {
     shared.lanes.get().min(config.max_lanes).max(1)
 }
 
-/// One lane's sessions, reconnecting with jittered backoff, until `stop` is set, the
-/// server no longer wants this lane, or a fatal error.
+/// One lane's connections, one after another, reconnecting with jittered backoff,
+/// until `stop` is set, the server no longer wants this lane, or a fatal error.
 async fn run_lane(
     config: Rc<NodeConfig>,
     shared: Rc<Shared>,
@@ -294,8 +295,8 @@ async fn run_lane(
         }
         set_state("connecting");
         let span = tracing::info_span!("lane", index = lane.index);
-        let session = session::run(&config, &shared, lane, &mut stopped).instrument(span);
-        match session.await {
+        let connection = session::run(&config, &shared, lane, &mut stopped).instrument(span);
+        match connection.await {
             Ok(session::SessionEnd::Shutdown) => return Ok(()),
             Ok(session::SessionEnd::Capped) => continue,
             Ok(session::SessionEnd::Lost { welcomed }) => {

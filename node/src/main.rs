@@ -168,13 +168,7 @@ fn check(f: &NodeFile) -> anyhow::Result<()> {
 }
 
 pub(crate) fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    turbo_telemetry::init();
     match Cli::parse().cmd {
         Cmd::Join { join, settings } => {
             let f = settings.over(&NodeFile {

@@ -1,6 +1,6 @@
-//! One relay stream on the node: read the relay header, dial the target under the
-//! destination policy, answer with a typed status, then relay bytes both ways with
-//! half-close until both directions finish or either side aborts.
+//! One relay stream (one customer tunnel) on the node: read the relay header, dial the
+//! target under the destination policy, answer with a typed status, then relay bytes
+//! both ways with half-close until both directions finish or either side aborts.
 
 use std::rc::Rc;
 use std::time::Duration;
@@ -56,19 +56,13 @@ pub async fn serve(conn: Rc<Conn>, id: u64, shared: Rc<Shared>, max_streams: u64
         let mut io = crate::conn::stream(&conn, id);
         if conn.driver.draining.get() || conn.driver.active.get() > max_streams || shared.usage.capped() {
             let why = if shared.usage.capped() { "monthly data cap reached" } else { "node busy" };
-            let out = refusal(RelayStatus::NodeOverloaded, why.into());
-            if io.send_all(&out, true).await.is_ok() {
-                io.finish();
-            }
+            refuse(&mut io, RelayStatus::NodeOverloaded, why.into()).await;
             return;
         }
         let (header, extra) = match read_header(&io).await {
             Ok(h) => h,
             Err(Some(msg)) => {
-                let out = refusal(RelayStatus::BadRequest, msg);
-                if io.send_all(&out, true).await.is_ok() {
-                    io.finish();
-                }
+                refuse(&mut io, RelayStatus::BadRequest, msg).await;
                 return;
             }
             Err(None) => return,
@@ -83,12 +77,10 @@ pub async fn serve(conn: Rc<Conn>, id: u64, shared: Rc<Shared>, max_streams: u64
         };
         let target = match dial(&header.target, limit, &shared.policy, &crate::dial::SystemResolver).await {
             Ok(t) => t,
-            Err((status, msg)) => {
-                debug!(target = %header.target, status = status.reason(), %msg, "dial failed");
-                let out = refusal(status, msg);
-                if io.send_all(&out, true).await.is_ok() {
-                    io.finish();
-                }
+            Err(e) => {
+                let status = e.status();
+                debug!(target = %header.target, status = status.reason(), blame = ?e.blame(), msg = %e, "dial failed");
+                refuse(&mut io, status, e.to_string()).await;
                 return;
             }
         };
@@ -97,37 +89,58 @@ pub async fn serve(conn: Rc<Conn>, id: u64, shared: Rc<Shared>, max_streams: u64
         if io.send_all(&ok, false).await.is_err() {
             return;
         }
-        let _ = target.set_nodelay(true);
-        let (mut rd, mut wr) = target.into_split();
-        let delivered = Delivered::new(&conn, id);
-        let result = async {
-            if !extra.is_empty() {
-                wr.write_all(&extra).await?;
-                delivered.add(extra.len() as u64);
-                conn.driver.to_targets.set(conn.driver.to_targets.get() + extra.len() as u64);
-                shared.usage.add(extra.len() as u64);
-            }
-            tokio::select! {
-                r = async { tokio::try_join!(to_target(&io, &mut wr, &delivered, &shared), from_target(&io, &mut rd, &conn, &shared)) } => r.map(|_| ()),
-                e = io.conn_closed() => Err(RelayError::from(e)),
-            }
-        }
-        .await;
-        delivered.done();
-        match result {
-            Ok(()) => io.finish(),
-            Err(e) => {
-                debug!(error = %e, "relay aborted");
-                // RST the target so it sees an abort, not a clean end.
-                let _ = socket2::SockRef::from(rd.as_ref()).set_linger(Some(Duration::ZERO));
-                // Dropping the write half would shut it down first, and that FIN reads
-                // as a clean end: close the socket with the read half alone.
-                wr.forget();
-            }
-        }
+        relay(&conn, id, &shared, io, target, &extra).await;
     }
     .instrument(span)
     .await
+}
+
+/// Answers with a refusal and ends the stream cleanly.
+async fn refuse(io: &mut StreamIo, status: RelayStatus, message: String) {
+    let out = refusal(status, message);
+    if io.send_all(&out, true).await.is_ok() {
+        io.finish();
+    }
+}
+
+/// Relays stream `id` and its target both ways, starting with `extra` (bytes that came
+/// with the header), until both directions end or either side aborts.
+async fn relay(
+    conn: &Rc<Conn>,
+    id: u64,
+    shared: &Shared,
+    mut io: StreamIo,
+    target: tokio::net::TcpStream,
+    extra: &[u8],
+) {
+    let _ = target.set_nodelay(true);
+    let (mut rd, mut wr) = target.into_split();
+    let delivered = Delivered::new(conn, id);
+    let result = async {
+        if !extra.is_empty() {
+            wr.write_all(extra).await?;
+            delivered.add(extra.len() as u64);
+            conn.driver.to_targets.set(conn.driver.to_targets.get() + extra.len() as u64);
+            shared.usage.add(extra.len() as u64);
+        }
+        tokio::select! {
+            r = async { tokio::try_join!(to_target(&io, &mut wr, &delivered, shared), from_target(&io, &mut rd, conn, shared)) } => r.map(|_| ()),
+            e = io.conn_closed() => Err(RelayError::from(e)),
+        }
+    }
+    .await;
+    delivered.done();
+    match result {
+        Ok(()) => io.finish(),
+        Err(e) => {
+            debug!(error = %e, "relay aborted");
+            // RST the target so it sees an abort, not a clean end.
+            let _ = socket2::SockRef::from(rd.as_ref()).set_linger(Some(Duration::ZERO));
+            // Dropping the write half would shut it down first, and that FIN reads
+            // as a clean end: close the socket with the read half alone.
+            wr.forget();
+        }
+    }
 }
 
 /// Plays the test fault, if any; `true` when it handled the stream.

@@ -32,7 +32,7 @@ impl Backoff {
         ceiling.mul_f64(rand::random::<f64>())
     }
 
-    /// Back to the first step (after a successful session).
+    /// Back to the first step (after a connection the server admitted).
     pub fn reset(&mut self) {
         self.attempt = 0;
     }

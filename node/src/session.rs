@@ -1,11 +1,17 @@
-//! One QUIC session with the server, from dial to close: TLS with the pinned (or
+//! One QUIC connection to the server, from dial to close: TLS with the pinned (or
 //! CA-verified) certificate, the hello on the control stream, pings and stats, a relay
-//! task per server-opened stream, and a graceful drain on shutdown. A node runs one
-//! session per lane ([`Lane`]): lane `k` aims its Initial at server core `k` (byte 0
-//! of the connection ID it picks), so each server core relays over its own connection.
+//! task per server-opened stream (one customer tunnel each), and a graceful drain on
+//! shutdown. A node keeps one connection per lane ([`Lane`]): lane `k` aims its Initial
+//! at server core `k` (byte 0 of the connection ID it picks), so each server core
+//! relays over a connection of its own.
+//!
+//! (The module keeps its historical name; the `session` of [`Lane`] is something else:
+//! the id one node run gives all its lanes.)
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::ops::ControlFlow;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::time::Duration;
@@ -15,8 +21,11 @@ use subtle::ConstantTimeEq;
 use tokio::net::UdpSocket;
 use tokio::time::{sleep, sleep_until, Instant};
 use tracing::{info, warn};
-use turbo_proto::wire::control::{ControlDecoder, ControlMessage, Hello, NodeStats, RejectCode};
+use turbo_proto::wire::control::{
+    ControlDecoder, ControlMessage, Hello, NodeStats, RejectCode, Welcome,
+};
 use turbo_proto::wire::{window, ALPN, WIRE_VERSION};
+use turbo_quic::batch::{Batcher, Pacer};
 
 pub use turbo_proto::wire::control::Lane;
 
@@ -43,7 +52,7 @@ fn bind_udp(peer: SocketAddr, local: Option<std::net::IpAddr>) -> std::io::Resul
     UdpSocket::from_std(sock.into())
 }
 
-/// How a session ended without a fatal error.
+/// How a connection ended without a fatal error.
 pub enum SessionEnd {
     /// The shutdown future resolved and the node drained.
     Shutdown,
@@ -89,7 +98,7 @@ fn quic_config(cfg: &NodeConfig) -> Result<quiche::Config, NodeError> {
     Ok(c)
 }
 
-/// Runs one session. Must run inside a `LocalSet`.
+/// Runs one connection to the server, from dial to close. Must run inside a `LocalSet`.
 ///
 /// # Errors
 /// Fatal problems only: a wrong pin, a refused token, bad configuration.
@@ -99,6 +108,40 @@ pub async fn run(
     lane: Lane,
     shutdown: &mut Pin<&mut impl Future<Output = ()>>,
 ) -> Result<SessionEnd, NodeError> {
+    let (socket, local, peer, conn) = connect(cfg, lane).await?;
+    let _lane_status = crate::status::LaneGuard::new(&shared.status, lane.index);
+    info!(%peer, "connecting");
+    let mut udp = Udp {
+        sender: crate::udp::batcher(&socket, cfg.udp_offload)?,
+        socket,
+        local,
+        pacer: Pacer::default(),
+        recv_buf: vec![0u8; crate::udp::RECV_BUFFER],
+    };
+    let mut connection = Connection {
+        cfg,
+        shared,
+        lane,
+        conn,
+        control: Control::new(),
+        streams: NewStreams::default(),
+        drain: None,
+    };
+    loop {
+        match connection.turn(&mut udp).await? {
+            ControlFlow::Break(end) => return Ok(end),
+            ControlFlow::Continue(paced) => connection.wait(&mut udp, shutdown, paced).await,
+        }
+    }
+}
+
+/// Resolves the server, binds the UDP socket and starts the QUIC handshake, aiming the
+/// Initial at server core `lane.index`. Returns the socket, its local address, the
+/// server's address and the connection.
+async fn connect(
+    cfg: &NodeConfig,
+    lane: Lane,
+) -> Result<(UdpSocket, SocketAddr, SocketAddr, Rc<Conn>), NodeError> {
     let server = cfg.join.server_addr();
     let peer: SocketAddr = tokio::net::lookup_host(&server)
         .await?
@@ -118,239 +161,398 @@ pub async fn run(
         peer,
         &mut qcfg,
     )?;
-    let conn = Rc::new(Conn::new(quic, Default::default()));
-    let _lane_status = crate::status::LaneGuard::new(&shared.status, lane.index);
-    info!(%peer, "connecting");
+    Ok((
+        socket,
+        local,
+        peer,
+        Rc::new(Conn::new(quic, Default::default())),
+    ))
+}
 
-    let mut decoder = ControlDecoder::new();
-    let mut control_out: Vec<u8> = Vec::new();
-    let mut hello_sent = false;
-    let mut welcomed = false;
-    let mut ping_every = Duration::from_secs(1);
-    let mut next_ping = Instant::now() + ping_every;
-    let mut next_stats = Instant::now() + STATS_EVERY;
-    let mut ping_seq = 0u64;
-    let mut next_stream_id = 1u64;
-    let mut gaps: std::collections::HashSet<u64> = Default::default();
-    let mut drain_deadline: Option<Instant> = None;
-    let mut capped = false;
-    let mut recv_buf = vec![0u8; crate::udp::RECV_BUFFER];
-    let mut sender = crate::udp::batcher(&socket, cfg.udp_offload)?;
-    let mut pacer = turbo_quic::batch::Pacer::default();
-    let mut paced: Option<std::time::Instant>;
-    let queue = |out: &mut Vec<u8>, m: ControlMessage| m.encode(out);
+/// The connection's UDP side: the socket, its batched sender and pacer, and the receive
+/// buffer.
+struct Udp {
+    socket: UdpSocket,
+    local: SocketAddr,
+    sender: Batcher,
+    pacer: Pacer,
+    recv_buf: Vec<u8>,
+}
 
-    loop {
-        let established = conn.quic.borrow().is_established();
-        if established && !hello_sent {
-            check_pin(cfg, &conn)?;
-            queue(
-                &mut control_out,
-                ControlMessage::Hello(Hello {
-                    version: WIRE_VERSION,
-                    token: cfg.join.token.clone(),
-                    agent: format!("turbo-node/{}", env!("CARGO_PKG_VERSION")),
-                    country: cfg.country.clone(),
-                    payout_address: cfg.payout_address.clone(),
-                    max_streams: cfg.max_streams,
-                    lane: Some(lane),
-                }),
-            );
-            hello_sent = true;
+impl Udp {
+    /// Sends what quiche has ready; returns when the held-back packet is due, if any.
+    async fn flush(&mut self, conn: &Conn) -> Option<std::time::Instant> {
+        crate::udp::flush(conn, &self.socket, &mut self.sender, &mut self.pacer).await
+    }
+}
+
+/// The control stream: the decoder, what waits to be sent, and the ping and stats
+/// timers.
+struct Control {
+    decoder: ControlDecoder,
+    out: Vec<u8>,
+    hello_sent: bool,
+    /// The server accepted the hello.
+    welcomed: bool,
+    ping_every: Duration,
+    next_ping: Instant,
+    next_stats: Instant,
+    ping_seq: u64,
+}
+
+impl Control {
+    fn new() -> Self {
+        let ping_every = Duration::from_secs(1);
+        Control {
+            decoder: ControlDecoder::new(),
+            out: Vec::new(),
+            hello_sent: false,
+            welcomed: false,
+            ping_every,
+            next_ping: Instant::now() + ping_every,
+            next_stats: Instant::now() + STATS_EVERY,
+            ping_seq: 0,
+        }
+    }
+
+    fn queue(&mut self, m: ControlMessage) {
+        m.encode(&mut self.out);
+    }
+
+    fn ping(&mut self) {
+        self.ping_seq += 1;
+        self.queue(ControlMessage::Ping { seq: self.ping_seq });
+        self.next_ping = Instant::now() + self.ping_every;
+    }
+}
+
+/// The server-opened relay streams (one customer tunnel each) seen so far:
+/// bidirectional, ids 1, 5, 9, ... Their first bytes may arrive out of order, so
+/// skipped ids are remembered as gaps (bounded: quiche refuses ids beyond the stream
+/// limit we advertise).
+struct NewStreams {
+    next: u64,
+    gaps: HashSet<u64>,
+}
+
+impl Default for NewStreams {
+    fn default() -> Self {
+        NewStreams {
+            next: 1,
+            gaps: HashSet::new(),
+        }
+    }
+}
+
+impl NewStreams {
+    /// The readable streams not seen before, now marked as seen.
+    fn take_fresh(&mut self, conn: &Conn) -> Vec<u64> {
+        let fresh: Vec<u64> = conn
+            .quic
+            .borrow()
+            .readable()
+            .filter(|id| id % 4 == 1 && (*id >= self.next || self.gaps.contains(id)))
+            .collect();
+        for &id in &fresh {
+            if id >= self.next {
+                self.gaps.extend((self.next..id).step_by(4));
+                self.next = id + 4;
+            } else {
+                self.gaps.remove(&id);
+            }
+        }
+        fresh
+    }
+}
+
+/// A drain under way: no new streams; the connection closes once the open ones end or
+/// at `deadline`.
+struct Drain {
+    deadline: Instant,
+    /// Started by the monthly data cap, not by shutdown.
+    capped: bool,
+}
+
+impl Drain {
+    fn end(&self) -> SessionEnd {
+        if self.capped {
+            SessionEnd::Capped
+        } else {
+            SessionEnd::Shutdown
+        }
+    }
+}
+
+/// One connection to the server between turns of its loop.
+struct Connection<'a> {
+    cfg: &'a NodeConfig,
+    shared: &'a Rc<Shared>,
+    lane: Lane,
+    conn: Rc<Conn>,
+    control: Control,
+    streams: NewStreams,
+    drain: Option<Drain>,
+}
+
+impl Connection<'_> {
+    /// One turn: control stream and new streams, wake the relays, start or finish a
+    /// drain, send. Breaks with how the connection ended; continues with when the
+    /// held-back packet is due.
+    async fn turn(
+        &mut self,
+        udp: &mut Udp,
+    ) -> Result<ControlFlow<SessionEnd, Option<std::time::Instant>>, NodeError> {
+        self.exchange_control()?;
+        self.conn.wake_ready();
+        let active = self.conn.driver.active.get();
+        self.shared
+            .status
+            .set_lane(self.lane.index, |l| l.active = active);
+        if self.control.welcomed && self.drain.is_none() && self.shared.usage.capped() {
+            warn!(cap = ?self.shared.usage.cap(), "monthly data cap reached: no new streams until next month");
+            self.begin_drain(true);
+        }
+        if let Some(drain) = &self.drain {
+            if self.conn.driver.active.get() == 0 || Instant::now() >= drain.deadline {
+                let end = drain.end();
+                let _ = self.conn.quic.borrow_mut().close(true, 0, b"shutdown");
+                udp.flush(&self.conn).await;
+                self.conn.mark_closed();
+                info!("shut down");
+                return Ok(ControlFlow::Break(end));
+            }
+        }
+        let paced = udp.flush(&self.conn).await;
+        let counters = udp.sender.counters;
+        self.shared
+            .status
+            .set_lane(self.lane.index, |l| l.udp = counters);
+        if self.conn.quic.borrow().is_closed() {
+            return self.closed().map(ControlFlow::Break);
+        }
+        Ok(ControlFlow::Continue(paced))
+    }
+
+    /// Sends the hello once the handshake is done, then reads the control stream,
+    /// accepts new relay streams and writes what the control stream has queued.
+    fn exchange_control(&mut self) -> Result<(), NodeError> {
+        let established = self.conn.quic.borrow().is_established();
+        if established && !self.control.hello_sent {
+            check_pin(self.cfg, &self.conn)?;
+            self.control
+                .queue(ControlMessage::Hello(hello(self.cfg, self.lane)));
+            self.control.hello_sent = true;
         }
         if established {
-            top_up_connection_ids(&conn);
+            top_up_connection_ids(&self.conn);
         }
-        if hello_sent {
-            let mut buf = [0u8; 2048];
-            loop {
-                let r = conn.quic.borrow_mut().stream_recv(CONTROL, &mut buf);
-                match r {
-                    Ok((n, _)) => decoder.push(&buf[..n]),
-                    Err(_) => break,
-                }
+        if self.control.hello_sent {
+            self.read_control()?;
+            self.accept_streams();
+            self.write_control();
+        }
+        Ok(())
+    }
+
+    fn read_control(&mut self) -> Result<(), NodeError> {
+        let mut buf = [0u8; 2048];
+        loop {
+            let r = self.conn.quic.borrow_mut().stream_recv(CONTROL, &mut buf);
+            match r {
+                Ok((n, _)) => self.control.decoder.push(&buf[..n]),
+                Err(_) => break,
             }
-            while let Some(msg) = decoder
-                .next_message()
-                .map_err(|e| NodeError::Protocol(e.to_string()))?
-            {
-                match msg {
-                    ControlMessage::Welcome(w) => {
-                        info!(node_id = %w.node_id, lanes = w.lanes, "admitted by server");
-                        welcomed = true;
-                        shared.lanes.set(w.lanes);
-                        shared.lanes_changed.notify_one();
-                        shared.status.set_lane(lane.index, |l| l.connected = true);
-                        if lane.index == 0 {
-                            shared.status.state.set("connected");
-                        }
-                        *shared.status.node_id.borrow_mut() = Some(w.node_id.clone());
-                        ping_every = Duration::from_millis(w.ping_interval_ms.clamp(100, 60_000));
-                        next_ping = Instant::now() + ping_every;
-                    }
-                    ControlMessage::Reject { code, message } => {
-                        if code == RejectCode::BadToken {
-                            return Err(NodeError::Rejected(message));
-                        }
-                        warn!(?code, %message, "server refused the node");
-                    }
-                    ControlMessage::Ping { seq } => {
-                        queue(&mut control_out, ControlMessage::Pong { seq })
-                    }
-                    ControlMessage::Drain { grace_ms } => info!(grace_ms, "server is draining"),
-                    ControlMessage::Policy(p) => {
-                        let rules = crate::guard::ServerRules {
-                            ports: p.ports,
-                            nets: p.nets.iter().filter_map(|n| n.parse().ok()).collect(),
-                            domains: p.domains,
-                        };
-                        info!(?rules, "server destination rules applied");
-                        shared.policy.set_server_rules(rules);
-                    }
-                    ControlMessage::Score { milli } => {
-                        shared.status.score.set(Some(f64::from(milli) / 1000.0));
-                    }
-                    _ => {}
+        }
+        while let Some(msg) = self
+            .control
+            .decoder
+            .next_message()
+            .map_err(|e| NodeError::Protocol(e.to_string()))?
+        {
+            self.on_control(msg)?;
+        }
+        Ok(())
+    }
+
+    fn on_control(&mut self, msg: ControlMessage) -> Result<(), NodeError> {
+        match msg {
+            ControlMessage::Welcome(w) => self.on_welcome(&w),
+            ControlMessage::Reject { code, message } => {
+                if code == RejectCode::BadToken {
+                    return Err(NodeError::Rejected(message));
                 }
+                warn!(?code, %message, "server refused the node");
             }
-            // New relay streams: server-initiated bidirectional, ids 1, 5, 9, ... Their
-            // first bytes may arrive out of order, so skipped ids are remembered as gaps
-            // (bounded: quiche refuses ids beyond the stream limit we advertise).
-            let fresh: Vec<u64> = conn
-                .quic
-                .borrow()
-                .readable()
-                .filter(|id| id % 4 == 1 && (*id >= next_stream_id || gaps.contains(id)))
-                .collect();
-            for id in fresh {
-                if id >= next_stream_id {
-                    gaps.extend((next_stream_id..id).step_by(4));
-                    next_stream_id = id + 4;
-                } else {
-                    gaps.remove(&id);
-                }
-                tokio::task::spawn_local(crate::relay::serve(
-                    conn.clone(),
-                    id,
-                    shared.clone(),
-                    u64::from(cfg.max_streams),
+            ControlMessage::Ping { seq } => self.control.queue(ControlMessage::Pong { seq }),
+            ControlMessage::Drain { grace_ms } => info!(grace_ms, "server is draining"),
+            ControlMessage::Policy(p) => {
+                let rules = crate::guard::ServerRules {
+                    ports: p.ports,
+                    nets: p.nets.iter().filter_map(|n| n.parse().ok()).collect(),
+                    domains: p.domains,
+                };
+                info!(?rules, "server destination rules applied");
+                self.shared.policy.set_server_rules(rules);
+            }
+            ControlMessage::Score { milli } => {
+                self.shared
+                    .status
+                    .score
+                    .set(Some(f64::from(milli) / 1000.0));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn on_welcome(&mut self, w: &Welcome) {
+        info!(node_id = %w.node_id, lanes = w.lanes, "admitted by server");
+        self.control.welcomed = true;
+        let shared = self.shared;
+        shared.lanes.set(w.lanes);
+        shared.lanes_changed.notify_one();
+        shared
+            .status
+            .set_lane(self.lane.index, |l| l.connected = true);
+        if self.lane.index == 0 {
+            shared.status.state.set("connected");
+        }
+        *shared.status.node_id.borrow_mut() = Some(w.node_id.clone());
+        self.control.ping_every = Duration::from_millis(w.ping_interval_ms.clamp(100, 60_000));
+        self.control.next_ping = Instant::now() + self.control.ping_every;
+    }
+
+    /// Starts a relay task for each new server-opened stream.
+    fn accept_streams(&mut self) {
+        for id in self.streams.take_fresh(&self.conn) {
+            tokio::task::spawn_local(crate::relay::serve(
+                self.conn.clone(),
+                id,
+                self.shared.clone(),
+                u64::from(self.cfg.max_streams),
+            ));
+            if !self.shared.carrying.replace(true) {
+                // The first stream: open the other lanes now.
+                tracing::debug!("first relay stream: the other lanes may open");
+                self.shared.lanes_changed.notify_one();
+            }
+        }
+    }
+
+    /// Sends what is queued for the control stream, the relays' reports included, as
+    /// far as flow control allows.
+    fn write_control(&mut self) {
+        let out = &mut self.control.out;
+        out.append(&mut self.conn.driver.outbox.borrow_mut());
+        if !out.is_empty() {
+            let r = self.conn.quic.borrow_mut().stream_send(CONTROL, out, false);
+            if let Ok(n) = r {
+                out.drain(..n);
+            }
+        }
+    }
+
+    /// Refuses new streams and tells the server, which stops opening them; the
+    /// connection closes once the open streams end or the grace runs out.
+    fn begin_drain(&mut self, capped: bool) {
+        let grace = self.cfg.shutdown_grace;
+        self.conn.driver.draining.set(true);
+        self.control.queue(ControlMessage::Drain {
+            grace_ms: grace.as_millis() as u64,
+        });
+        self.drain = Some(Drain {
+            deadline: Instant::now() + grace,
+            capped,
+        });
+    }
+
+    /// The connection closed: how it ended, or the fatal error the server closed it
+    /// with.
+    fn closed(&self) -> Result<SessionEnd, NodeError> {
+        self.conn.mark_closed();
+        if let Some(drain) = &self.drain {
+            return Ok(drain.end());
+        }
+        let q = self.conn.quic.borrow();
+        warn!(
+            timed_out = q.is_timed_out(),
+            peer_error = ?q.peer_error().map(|e| String::from_utf8_lossy(&e.reason).into_owned()),
+            "connection closed"
+        );
+        if let Some(e) = q.peer_error() {
+            // A revoked token, or another daemon with this token took over:
+            // reconnecting would not help (and would fight the other daemon).
+            let fatal = [RejectCode::BadToken, RejectCode::Replaced];
+            if e.is_app && fatal.iter().any(|c| *c as u64 == e.error_code) {
+                return Err(NodeError::Rejected(
+                    String::from_utf8_lossy(&e.reason).into_owned(),
                 ));
-                if !shared.carrying.replace(true) {
-                    // The first stream: open the other lanes now.
-                    tracing::debug!("first relay stream: the other lanes may open");
-                    shared.lanes_changed.notify_one();
-                }
-            }
-            control_out.append(&mut conn.driver.outbox.borrow_mut());
-            if !control_out.is_empty() {
-                let r = conn
-                    .quic
-                    .borrow_mut()
-                    .stream_send(CONTROL, &control_out, false);
-                if let Ok(n) = r {
-                    control_out.drain(..n);
-                }
             }
         }
-        conn.wake_ready();
-        shared
-            .status
-            .set_lane(lane.index, |l| l.active = conn.driver.active.get());
-        if welcomed && drain_deadline.is_none() && shared.usage.capped() {
-            warn!(cap = ?shared.usage.cap(), "monthly data cap reached: no new streams until next month");
-            capped = true;
-            conn.driver.draining.set(true);
-            queue(
-                &mut control_out,
-                ControlMessage::Drain {
-                    grace_ms: cfg.shutdown_grace.as_millis() as u64,
-                },
-            );
-            drain_deadline = Some(Instant::now() + cfg.shutdown_grace);
-        }
-        if let Some(deadline) = drain_deadline {
-            if conn.driver.active.get() == 0 || Instant::now() >= deadline {
-                let _ = conn.quic.borrow_mut().close(true, 0, b"shutdown");
-                crate::udp::flush(&conn, &socket, &mut sender, &mut pacer).await;
-                conn.mark_closed();
-                info!("shut down");
-                return Ok(if capped {
-                    SessionEnd::Capped
-                } else {
-                    SessionEnd::Shutdown
-                });
-            }
-        }
-        paced = crate::udp::flush(&conn, &socket, &mut sender, &mut pacer).await;
-        shared
-            .status
-            .set_lane(lane.index, |l| l.udp = sender.counters);
-        if conn.quic.borrow().is_closed() {
-            conn.mark_closed();
-            if drain_deadline.is_some() {
-                return Ok(if capped {
-                    SessionEnd::Capped
-                } else {
-                    SessionEnd::Shutdown
-                });
-            }
-            let q = conn.quic.borrow();
-            warn!(
-                timed_out = q.is_timed_out(),
-                peer_error = ?q.peer_error().map(|e| String::from_utf8_lossy(&e.reason).into_owned()),
-                "connection closed"
-            );
-            if let Some(e) = q.peer_error() {
-                // A revoked token, or another daemon with this token took over:
-                // reconnecting would not help (and would fight the other daemon).
-                let fatal = [RejectCode::BadToken, RejectCode::Replaced];
-                if e.is_app && fatal.iter().any(|c| *c as u64 == e.error_code) {
-                    return Err(NodeError::Rejected(
-                        String::from_utf8_lossy(&e.reason).into_owned(),
-                    ));
-                }
-            }
-            return Ok(SessionEnd::Lost { welcomed });
-        }
-        let timeout = conn
+        Ok(SessionEnd::Lost {
+            welcomed: self.control.welcomed,
+        })
+    }
+
+    /// Waits for the next event: datagrams, a relay's kick, the paced packet, quiche's
+    /// timer, a ping or stats tick, or shutdown.
+    async fn wait(
+        &mut self,
+        udp: &mut Udp,
+        shutdown: &mut Pin<&mut impl Future<Output = ()>>,
+        paced: Option<std::time::Instant>,
+    ) {
+        let timeout = self
+            .conn
             .quic
             .borrow()
             .timeout()
             .unwrap_or(Duration::from_secs(60));
+        let welcomed = self.control.welcomed;
         tokio::select! {
-            r = socket.readable() => {
+            r = udp.socket.readable() => {
                 if r.is_ok() {
                     // Drain the burst before doing anything else, so the socket buffer
                     // does not overflow while quiche works.
-                    crate::udp::recv_ready(&conn, &socket, &sender, &mut recv_buf, local);
+                    crate::udp::recv_ready(&self.conn, &udp.socket, &udp.sender, &mut udp.recv_buf, udp.local);
                 }
             }
-            _ = conn.driver.wake.notified() => {}
+            _ = self.conn.driver.wake.notified() => {}
             // The held packet is due: the next turn of the loop sends it.
             _ = sleep_until(paced.map_or_else(Instant::now, Instant::from_std)), if paced.is_some() => {}
-            _ = sleep(timeout) => conn.quic.borrow_mut().on_timeout(),
-            _ = sleep_until(next_ping), if welcomed => {
-                ping_seq += 1;
-                queue(&mut control_out, ControlMessage::Ping { seq: ping_seq });
-                next_ping = Instant::now() + ping_every;
-            }
-            _ = sleep_until(next_stats), if welcomed => {
-                queue(&mut control_out, ControlMessage::Stats(NodeStats {
-                    active_streams: conn.driver.active.get(),
-                    total_streams: conn.driver.total.get(),
-                    bytes_from_targets: conn.driver.from_targets.get(),
-                    bytes_to_targets: conn.driver.to_targets.get(),
-                }));
-                next_stats = Instant::now() + STATS_EVERY;
-            }
-            _ = shutdown.as_mut(), if drain_deadline.is_none() => {
-                shared.status.state.set("stopping");
-                info!(grace = ?cfg.shutdown_grace, "draining");
-                conn.driver.draining.set(true);
-                queue(&mut control_out, ControlMessage::Drain { grace_ms: cfg.shutdown_grace.as_millis() as u64 });
-                drain_deadline = Some(Instant::now() + cfg.shutdown_grace);
+            _ = sleep(timeout) => self.conn.quic.borrow_mut().on_timeout(),
+            _ = sleep_until(self.control.next_ping), if welcomed => self.control.ping(),
+            _ = sleep_until(self.control.next_stats), if welcomed => self.queue_stats(),
+            _ = shutdown.as_mut(), if self.drain.is_none() => {
+                self.shared.status.state.set("stopping");
+                info!(grace = ?self.cfg.shutdown_grace, "draining");
+                self.begin_drain(false);
             }
         }
+    }
+
+    fn queue_stats(&mut self) {
+        let d = &self.conn.driver;
+        self.control.queue(ControlMessage::Stats(NodeStats {
+            active_streams: d.active.get(),
+            total_streams: d.total.get(),
+            bytes_from_targets: d.from_targets.get(),
+            bytes_to_targets: d.to_targets.get(),
+        }));
+        self.control.next_stats = Instant::now() + STATS_EVERY;
+    }
+}
+
+/// The hello this node sends on `lane`.
+fn hello(cfg: &NodeConfig, lane: Lane) -> Hello {
+    Hello {
+        version: WIRE_VERSION,
+        token: cfg.join.token.clone(),
+        agent: format!("turbo-node/{}", env!("CARGO_PKG_VERSION")),
+        country: cfg.country.clone(),
+        payout_address: cfg.payout_address.clone(),
+        max_streams: cfg.max_streams,
+        lane: Some(lane),
     }
 }
 

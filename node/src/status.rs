@@ -52,7 +52,7 @@ pub struct LaneStatus {
     pub udp: turbo_quic::batch::Counters,
 }
 
-/// Clears a lane's status when its session ends, however it ends.
+/// Clears a lane's status when its connection ends, however it ends.
 pub struct LaneGuard<'a> {
     status: &'a Status,
     index: u8,
@@ -74,7 +74,7 @@ impl Drop for LaneGuard<'_> {
     }
 }
 
-/// Live status shared by the session and the status socket.
+/// Live status shared by the lanes' connections and the status socket.
 #[derive(Debug, Default)]
 pub struct Status {
     /// Current state name.

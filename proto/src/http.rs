@@ -107,6 +107,7 @@ impl HttpError {
     }
 }
 
+mod forward;
 mod lines;
 mod response;
 #[cfg(test)]
@@ -306,38 +307,9 @@ impl HttpHeadParser {
                 authority,
             }) => {
                 let body = body_framing(named("transfer-encoding").next_back(), length)?;
-                // Tokens of `Connection` name further hop-by-hop headers.
-                let mut hop: Vec<Vec<u8>> = Vec::new();
-                for v in named("connection") {
-                    for token in v.split(|&b| b == b',') {
-                        let token = trim_ows(token);
-                        if !token.is_empty() {
-                            hop.push(token.to_ascii_lowercase());
-                        }
-                    }
-                }
-                let mut head = Vec::with_capacity(buf.len() + 64);
-                head.extend_from_slice(line.as_bytes());
-                head.extend_from_slice(b"\r\n");
-                for (name, value) in &headers {
-                    let lower = name.to_ascii_lowercase();
-                    // Framing stays even when `Connection` names it.
-                    let protected = matches!(&lower[..], b"content-length" | b"transfer-encoding");
-                    // The URL's authority replaces any Host header (RFC 9112 §3.2.2).
-                    if &lower[..] == b"host"
-                        || REMOVED.contains(&&lower[..])
-                        || (!protected && hop.contains(&lower))
-                    {
-                        continue;
-                    }
-                    head.extend_from_slice(name);
-                    head.extend_from_slice(b": ");
-                    head.extend_from_slice(value);
-                    head.extend_from_slice(b"\r\n");
-                }
-                head.extend_from_slice(b"Host: ");
-                head.extend_from_slice(authority.as_bytes());
-                head.extend_from_slice(b"\r\nConnection: close\r\n\r\n");
+                let hop = forward::named_hop_by_hop(named("connection"));
+                let head =
+                    forward::upstream_head(&line, &authority, &headers, &hop, buf.len() + 64);
                 Ok(HttpProxyRequest::Forward {
                     target,
                     credentials,

@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use tokio::sync::broadcast;
-use turbo_dataplane::control::{ConnRecord, KeyEvent, LeaseAnswer, LeaseRequest};
+use turbo_dataplane::control::{ConnRecord, KeyEvent, LeaseAnswer, LeaseRequest, Usage};
 use turbo_dataplane::known_keys;
 
 use super::snapshot::{Snapshot, SnapshotFile};
@@ -213,6 +213,7 @@ fn lease_in(
     let lease = leases.get_mut(&*req.lease_id);
     if let Some(l) = &lease {
         if req.seq <= l.seq {
+            // A replay: answer as the first time, change nothing.
             return Ok(LeaseAnswer {
                 granted: l.last_granted,
                 held: l.amount,
@@ -225,37 +226,13 @@ fn lease_in(
     let ended = lease
         .as_ref()
         .is_some_and(|l| l.status == LeaseStatus::Ended);
-    let mut amount = lease.as_ref().map_or(0, |l| l.amount);
-    let spent = req.usage.bytes();
-    let from_lease = spent.min(amount);
-    amount -= from_lease;
-    key.leased = key.leased.saturating_sub(from_lease);
-    let rest = spent - from_lease;
-    let charged = rest.min(key.credits);
-    key.credits -= charged;
-    key.overdraft = key.overdraft.saturating_add(rest - charged);
-    key.bytes_up = key.bytes_up.saturating_add(req.usage.up);
-    key.bytes_down = key.bytes_down.saturating_add(req.usage.down);
-    key.connections = key.connections.saturating_add(req.usage.connections);
-    for (node, bytes) in &req.usage.nodes {
-        if let Some(n) = nodes.get_mut(&**node) {
-            n.bytes_carried = n.bytes_carried.saturating_add(*bytes);
-        }
-    }
-    let mut granted = 0;
-    let status = if req.release || ended {
-        key.credits = key.credits.saturating_add(amount);
-        key.leased = key.leased.saturating_sub(amount);
-        amount = 0;
-        LeaseStatus::Ended
+    let held = lease.as_ref().map_or(0, |l| l.amount);
+    let held = book_usage(key, nodes, &req.usage, held);
+    let (status, amount, granted) = if req.release || ended {
+        (LeaseStatus::Ended, return_held(key, held), 0)
     } else {
-        if !key.revoked {
-            granted = grant_size(req.want, key.credits);
-        }
-        key.credits -= granted;
-        key.leased = key.leased.saturating_add(granted);
-        amount = amount.saturating_add(granted);
-        LeaseStatus::Live
+        let granted = grant_more(key, req.want);
+        (LeaseStatus::Live, held.saturating_add(granted), granted)
     };
     leases.insert(
         req.lease_id.to_string(),
@@ -275,6 +252,54 @@ fn lease_in(
         revoked: key.revoked,
         ended,
     })
+}
+
+/// Charges `usage` to the lease first (it holds `held`), then to the key's credits, and
+/// beyond them to its overdraft; adds the traffic to the key's and the nodes' counters.
+/// Returns what the lease still holds.
+fn book_usage(
+    key: &mut KeyRecord,
+    nodes: &mut HashMap<String, NodeRecord>,
+    usage: &Usage,
+    held: u64,
+) -> u64 {
+    let spent = usage.bytes();
+    let from_lease = spent.min(held);
+    key.leased = key.leased.saturating_sub(from_lease);
+    let rest = spent - from_lease;
+    let charged = rest.min(key.credits);
+    key.credits -= charged;
+    key.overdraft = key.overdraft.saturating_add(rest - charged);
+    key.bytes_up = key.bytes_up.saturating_add(usage.up);
+    key.bytes_down = key.bytes_down.saturating_add(usage.down);
+    key.connections = key.connections.saturating_add(usage.connections);
+    for (node, bytes) in &usage.nodes {
+        if let Some(n) = nodes.get_mut(&**node) {
+            n.bytes_carried = n.bytes_carried.saturating_add(*bytes);
+        }
+    }
+    held - from_lease
+}
+
+/// Ends a lease: what it still holds goes back to the key's credits. Returns the
+/// lease's new amount, 0.
+fn return_held(key: &mut KeyRecord, held: u64) -> u64 {
+    key.credits = key.credits.saturating_add(held);
+    key.leased = key.leased.saturating_sub(held);
+    0
+}
+
+/// Moves a fresh grant (none for a revoked key) from the key's credits to its leased
+/// amount. Returns the grant.
+fn grant_more(key: &mut KeyRecord, want: u64) -> u64 {
+    let granted = if key.revoked {
+        0
+    } else {
+        grant_size(want, key.credits)
+    };
+    key.credits -= granted;
+    key.leased = key.leased.saturating_add(granted);
+    granted
 }
 
 impl Store for MemoryStore {

@@ -113,7 +113,7 @@ async fn every_forbidden_form_is_refused_as_literal_and_as_name() {
         for (form, result) in [("literal", &as_ip), ("name", &as_name)] {
             match (ok, result) {
                 (true, Ok(())) => {}
-                (false, Err((RelayStatus::RefusedByPolicy, _))) => {}
+                (false, Err(DialError::Refused(_))) => {}
                 _ => panic!("{lit} as {form}: expected allowed={ok}, got {result:?}"),
             }
             checked += 1;
@@ -122,10 +122,7 @@ async fn every_forbidden_form_is_refused_as_literal_and_as_name() {
     // Names with several answers are refused if any answer is forbidden.
     for name in ["metadata.google.internal", "rebind.test", "mixed6.test"] {
         let r = allowed(&policy, TargetAddr::domain(name, 80).expect("n")).await;
-        assert!(
-            matches!(r, Err((RelayStatus::RefusedByPolicy, _))),
-            "{name}: {r:?}"
-        );
+        assert!(matches!(r, Err(DialError::Refused(_))), "{name}: {r:?}");
         checked += 1;
     }
     assert!(
@@ -134,7 +131,11 @@ async fn every_forbidden_form_is_refused_as_literal_and_as_name() {
             .is_ok()
     );
     let missing = allowed(&policy, TargetAddr::domain("nx.test", 80).expect("n")).await;
-    assert!(matches!(missing, Err((RelayStatus::DnsFailure, _))));
+    assert!(matches!(&missing, Err(DialError::Dns { host, .. }) if host == "nx.test"));
+    assert_eq!(
+        missing.err().map(|e| e.status()),
+        Some(RelayStatus::DnsFailure)
+    );
     checked += 2;
     println!("policy table: {checked} targets checked");
     assert!(checked >= 80);
@@ -172,10 +173,7 @@ async fn allow_cidr_opens_exactly_its_range_and_server_rules_only_tighten() {
     assert!(allowed(&policy, at("93.184.216.34:8080")).await.is_err());
     for host in ["blocked.example", "www.blocked.example.", "BLOCKED.example"] {
         let r = allowed(&policy, TargetAddr::domain(host, 443).expect("n")).await;
-        assert!(
-            matches!(r, Err((RelayStatus::RefusedByPolicy, _))),
-            "{host}"
-        );
+        assert!(matches!(r, Err(DialError::Refused(_))), "{host}");
     }
     assert!(
         allowed(
@@ -183,7 +181,7 @@ async fn allow_cidr_opens_exactly_its_range_and_server_rules_only_tighten() {
             TargetAddr::domain("notblocked.example", 443).expect("n")
         )
         .await
-        .is_err_and(|e| e.0 == RelayStatus::DnsFailure),
+        .is_err_and(|e| e.status() == RelayStatus::DnsFailure),
         "a suffix match needs a dot"
     );
 }
@@ -254,7 +252,70 @@ async fn happy_eyeballs_skips_a_dead_address() {
     let dead = closed.local_addr().expect("a");
     drop(closed);
     let err = connect_racing(vec![dead], deadline()).await.err();
-    assert_eq!(err.map(|e| e.0), Some(RelayStatus::ConnectionRefused));
+    assert!(matches!(&err, Some(DialError::Connect { addr, .. }) if *addr == dead));
+    assert_eq!(
+        err.as_ref().map(DialError::status),
+        Some(RelayStatus::ConnectionRefused)
+    );
+    assert_eq!(err.map(|e| e.blame()), Some(Blame::Target));
+}
+
+#[tokio::test]
+async fn errors_keep_their_messages_and_statuses() {
+    let policy = DestinationPolicy::default();
+    let refused = allowed(&policy, TargetAddr::Ip("10.0.0.1:80".parse().expect("a")))
+        .await
+        .expect_err("private");
+    assert_eq!(refused.status(), RelayStatus::RefusedByPolicy);
+    assert_eq!(refused.blame(), Blame::Policy);
+    // The server is told the policy's own words.
+    match &refused {
+        DialError::Refused(denied) => assert_eq!(refused.to_string(), denied.to_string()),
+        other => panic!("{other:?}"),
+    }
+    let timeout = DialError::ConnectTimeout { attempts: 2 };
+    assert_eq!(timeout.to_string(), "connect timed out");
+    assert_eq!(timeout.status(), RelayStatus::Timeout);
+    let dns = DialError::DnsTimeout {
+        host: "a.test".into(),
+    };
+    assert_eq!(
+        (dns.to_string(), dns.status()),
+        ("DNS timeout".into(), RelayStatus::Timeout)
+    );
+    let empty = DialError::NoAddresses {
+        host: "a.test".into(),
+    };
+    assert_eq!(
+        (empty.to_string(), empty.status()),
+        ("no addresses".into(), RelayStatus::DnsFailure)
+    );
+    let none = DialError::NoAddress;
+    assert_eq!(
+        (none.to_string(), none.status(), none.blame()),
+        (
+            "no address tried".into(),
+            RelayStatus::GeneralFailure,
+            Blame::Internal
+        )
+    );
+    let dead: SocketAddr = "127.0.0.1:9".parse().expect("a");
+    let connect = DialError::Connect {
+        addr: dead,
+        source: std::io::Error::from(ErrorKind::ConnectionRefused),
+    };
+    assert!(
+        connect.to_string().starts_with("127.0.0.1:9: "),
+        "{connect}"
+    );
+    let emfile = DialError::Connect {
+        addr: dead,
+        source: std::io::Error::other("too many open files"),
+    };
+    assert_eq!(
+        (emfile.status(), emfile.blame()),
+        (RelayStatus::GeneralFailure, Blame::Internal)
+    );
 }
 
 #[test]

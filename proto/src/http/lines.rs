@@ -11,21 +11,6 @@ use crate::http_body::BodyFraming;
 use crate::target::{TargetAddr, TargetError};
 use crate::Credentials;
 
-/// Headers never forwarded upstream (lower case).
-pub(super) const REMOVED: &[&[u8]] = &[
-    b"proxy-authorization",
-    b"proxy-connection",
-    b"connection",
-    b"keep-alive",
-    b"te",
-    b"trailer",
-    b"upgrade",
-    b"via",
-    b"forwarded",
-    b"x-forwarded-for",
-    b"x-real-ip",
-];
-
 /// RFC 9110 `tchar`.
 pub(super) fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)

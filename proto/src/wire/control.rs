@@ -198,27 +198,11 @@ impl ControlMessage {
         let mut body = Vec::with_capacity(64);
         let kind = match self {
             ControlMessage::Hello(h) => {
-                body.push(h.version);
-                put_bytes(&mut body, h.token.as_bytes());
-                put_bytes(&mut body, h.agent.as_bytes());
-                put_bytes(&mut body, h.country.as_deref().unwrap_or("").as_bytes());
-                put_bytes(
-                    &mut body,
-                    h.payout_address.as_deref().unwrap_or("").as_bytes(),
-                );
-                put_varint(&mut body, h.max_streams.into());
-                if let Some(lane) = h.lane {
-                    put_varint(&mut body, lane.session);
-                    body.push(lane.index);
-                }
+                h.put(&mut body);
                 T_HELLO
             }
             ControlMessage::Welcome(w) => {
-                body.push(w.version);
-                put_bytes(&mut body, w.node_id.as_bytes());
-                put_varint(&mut body, w.ping_interval_ms);
-                put_varint(&mut body, w.liveness_timeout_ms);
-                body.push(w.lanes);
+                w.put(&mut body);
                 T_WELCOME
             }
             ControlMessage::Reject { code, message } => {
@@ -235,10 +219,7 @@ impl ControlMessage {
                 T_PONG
             }
             ControlMessage::Stats(s) => {
-                put_varint(&mut body, s.active_streams);
-                put_varint(&mut body, s.total_streams);
-                put_varint(&mut body, s.bytes_from_targets);
-                put_varint(&mut body, s.bytes_to_targets);
+                s.put(&mut body);
                 T_STATS
             }
             ControlMessage::Drain { grace_ms } => {
@@ -246,17 +227,7 @@ impl ControlMessage {
                 T_DRAIN
             }
             ControlMessage::Policy(p) => {
-                let n = |len: usize| len.min(MAX_POLICY_ENTRIES);
-                put_varint(&mut body, n(p.ports.len()) as u64);
-                for port in p.ports.iter().take(MAX_POLICY_ENTRIES) {
-                    put_varint(&mut body, u64::from(*port));
-                }
-                for list in [&p.nets, &p.domains] {
-                    put_varint(&mut body, n(list.len()) as u64);
-                    for item in list.iter().take(MAX_POLICY_ENTRIES) {
-                        put_bytes(&mut body, item.as_bytes());
-                    }
-                }
+                p.put(&mut body);
                 T_POLICY
             }
             ControlMessage::Score { milli } => {
@@ -282,48 +253,8 @@ impl ControlMessage {
     fn decode_body(kind: u8, body: &[u8]) -> Result<Self, WireError> {
         let mut r = Reader::new(body);
         let msg = match kind {
-            T_HELLO => {
-                let version = r.u8("hello version")?;
-                let token = r.string("token", 256)?;
-                let agent = r.string("agent", 64)?;
-                let country = non_empty(r.string("country", 2)?);
-                let payout_address = non_empty(r.string("payout address", 128)?);
-                let max_streams = r.varint("max streams")?.min(u32::MAX.into()) as u32;
-                let lane = if r.remaining() > 0 {
-                    Some(Lane {
-                        session: r.varint("lane session")?,
-                        index: r.u8("lane index")?,
-                    })
-                } else {
-                    None
-                };
-                ControlMessage::Hello(Hello {
-                    version,
-                    token,
-                    agent,
-                    country,
-                    payout_address,
-                    max_streams,
-                    lane,
-                })
-            }
-            T_WELCOME => {
-                let version = r.u8("welcome version")?;
-                if version != WIRE_VERSION {
-                    return Err(WireError::UnsupportedVersion(version));
-                }
-                ControlMessage::Welcome(Welcome {
-                    version,
-                    node_id: r.string("node id", 64)?,
-                    ping_interval_ms: r.varint("ping interval")?,
-                    liveness_timeout_ms: r.varint("liveness timeout")?,
-                    lanes: if r.remaining() > 0 {
-                        r.u8("lanes")?.max(1)
-                    } else {
-                        1
-                    },
-                })
-            }
+            T_HELLO => ControlMessage::Hello(Hello::read(&mut r)?),
+            T_WELCOME => ControlMessage::Welcome(Welcome::read(&mut r)?),
             T_REJECT => ControlMessage::Reject {
                 code: RejectCode::from_u8(r.u8("reject code")?)?,
                 message: r.string("reject message", 256)?,
@@ -334,60 +265,169 @@ impl ControlMessage {
             T_PONG => ControlMessage::Pong {
                 seq: r.varint("pong seq")?,
             },
-            T_STATS => ControlMessage::Stats(NodeStats {
-                active_streams: r.varint("active streams")?,
-                total_streams: r.varint("total streams")?,
-                bytes_from_targets: r.varint("bytes from targets")?,
-                bytes_to_targets: r.varint("bytes to targets")?,
-            }),
+            T_STATS => ControlMessage::Stats(NodeStats::read(&mut r)?),
             T_DRAIN => ControlMessage::Drain {
                 grace_ms: r.varint("grace")?,
             },
-            T_POLICY => {
-                let count = |r: &mut Reader<'_>, field| -> Result<usize, WireError> {
-                    let n = r.varint(field)?;
-                    if n > MAX_POLICY_ENTRIES as u64 {
-                        return Err(WireError::UnknownValue { field, value: n });
-                    }
-                    Ok(n as usize)
-                };
-                let mut p = NodePolicy::default();
-                for _ in 0..count(&mut r, "policy ports")? {
-                    let port = r.varint("policy port")?;
-                    p.ports
-                        .push(u16::try_from(port).map_err(|_| WireError::UnknownValue {
-                            field: "policy port",
-                            value: port,
-                        })?);
-                }
-                for _ in 0..count(&mut r, "policy nets")? {
-                    p.nets.push(r.string("policy net", 64)?);
-                }
-                for _ in 0..count(&mut r, "policy domains")? {
-                    p.domains.push(r.string("policy domain", 253)?);
-                }
-                ControlMessage::Policy(p)
-            }
+            T_POLICY => ControlMessage::Policy(NodePolicy::read(&mut r)?),
             T_SCORE => ControlMessage::Score {
                 milli: r.varint("score")?.min(1000) as u32,
             },
             T_DELIVERED => ControlMessage::Delivered {
                 stream: r.varint("delivered stream")?,
                 bytes: r.varint("delivered bytes")?,
-                done: match r.u8("delivered done")? {
-                    0 => false,
-                    1 => true,
-                    v => {
-                        return Err(WireError::UnknownValue {
-                            field: "delivered done",
-                            value: v.into(),
-                        })
-                    }
-                },
+                done: read_done(&mut r)?,
             },
             other => ControlMessage::Unknown { kind: other },
         };
         Ok(msg)
+    }
+}
+
+impl Hello {
+    fn put(&self, body: &mut Vec<u8>) {
+        body.push(self.version);
+        put_bytes(body, self.token.as_bytes());
+        put_bytes(body, self.agent.as_bytes());
+        put_bytes(body, self.country.as_deref().unwrap_or("").as_bytes());
+        put_bytes(
+            body,
+            self.payout_address.as_deref().unwrap_or("").as_bytes(),
+        );
+        put_varint(body, self.max_streams.into());
+        if let Some(lane) = self.lane {
+            put_varint(body, lane.session);
+            body.push(lane.index);
+        }
+    }
+
+    fn read(r: &mut Reader<'_>) -> Result<Self, WireError> {
+        let version = r.u8("hello version")?;
+        let token = r.string("token", 256)?;
+        let agent = r.string("agent", 64)?;
+        let country = non_empty(r.string("country", 2)?);
+        let payout_address = non_empty(r.string("payout address", 128)?);
+        let max_streams = r.varint("max streams")?.min(u32::MAX.into()) as u32;
+        // Older nodes end the hello here.
+        let lane = if r.remaining() > 0 {
+            Some(Lane {
+                session: r.varint("lane session")?,
+                index: r.u8("lane index")?,
+            })
+        } else {
+            None
+        };
+        Ok(Hello {
+            version,
+            token,
+            agent,
+            country,
+            payout_address,
+            max_streams,
+            lane,
+        })
+    }
+}
+
+impl Welcome {
+    fn put(&self, body: &mut Vec<u8>) {
+        body.push(self.version);
+        put_bytes(body, self.node_id.as_bytes());
+        put_varint(body, self.ping_interval_ms);
+        put_varint(body, self.liveness_timeout_ms);
+        body.push(self.lanes);
+    }
+
+    fn read(r: &mut Reader<'_>) -> Result<Self, WireError> {
+        let version = r.u8("welcome version")?;
+        if version != WIRE_VERSION {
+            return Err(WireError::UnsupportedVersion(version));
+        }
+        Ok(Welcome {
+            version,
+            node_id: r.string("node id", 64)?,
+            ping_interval_ms: r.varint("ping interval")?,
+            liveness_timeout_ms: r.varint("liveness timeout")?,
+            // Older servers end the welcome here: one lane.
+            lanes: if r.remaining() > 0 {
+                r.u8("lanes")?.max(1)
+            } else {
+                1
+            },
+        })
+    }
+}
+
+impl NodeStats {
+    fn put(&self, body: &mut Vec<u8>) {
+        put_varint(body, self.active_streams);
+        put_varint(body, self.total_streams);
+        put_varint(body, self.bytes_from_targets);
+        put_varint(body, self.bytes_to_targets);
+    }
+
+    fn read(r: &mut Reader<'_>) -> Result<Self, WireError> {
+        Ok(NodeStats {
+            active_streams: r.varint("active streams")?,
+            total_streams: r.varint("total streams")?,
+            bytes_from_targets: r.varint("bytes from targets")?,
+            bytes_to_targets: r.varint("bytes to targets")?,
+        })
+    }
+}
+
+impl NodePolicy {
+    /// Each list is cut to [`MAX_POLICY_ENTRIES`].
+    fn put(&self, body: &mut Vec<u8>) {
+        let n = |len: usize| len.min(MAX_POLICY_ENTRIES);
+        put_varint(body, n(self.ports.len()) as u64);
+        for port in self.ports.iter().take(MAX_POLICY_ENTRIES) {
+            put_varint(body, u64::from(*port));
+        }
+        for list in [&self.nets, &self.domains] {
+            put_varint(body, n(list.len()) as u64);
+            for item in list.iter().take(MAX_POLICY_ENTRIES) {
+                put_bytes(body, item.as_bytes());
+            }
+        }
+    }
+
+    fn read(r: &mut Reader<'_>) -> Result<Self, WireError> {
+        let count = |r: &mut Reader<'_>, field| -> Result<usize, WireError> {
+            let n = r.varint(field)?;
+            if n > MAX_POLICY_ENTRIES as u64 {
+                return Err(WireError::UnknownValue { field, value: n });
+            }
+            Ok(n as usize)
+        };
+        let mut p = NodePolicy::default();
+        for _ in 0..count(r, "policy ports")? {
+            let port = r.varint("policy port")?;
+            p.ports
+                .push(u16::try_from(port).map_err(|_| WireError::UnknownValue {
+                    field: "policy port",
+                    value: port,
+                })?);
+        }
+        for _ in 0..count(r, "policy nets")? {
+            p.nets.push(r.string("policy net", 64)?);
+        }
+        for _ in 0..count(r, "policy domains")? {
+            p.domains.push(r.string("policy domain", 253)?);
+        }
+        Ok(p)
+    }
+}
+
+/// The `done` flag of a `Delivered`: 0 or 1, anything else refused.
+fn read_done(r: &mut Reader<'_>) -> Result<bool, WireError> {
+    match r.u8("delivered done")? {
+        0 => Ok(false),
+        1 => Ok(true),
+        v => Err(WireError::UnknownValue {
+            field: "delivered done",
+            value: v.into(),
+        }),
     }
 }
 
@@ -433,148 +473,4 @@ impl ControlDecoder {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn samples() -> Vec<ControlMessage> {
-        vec![
-            ControlMessage::Hello(Hello {
-                version: 1,
-                token: "tok_abc".into(),
-                agent: "turbo-node/0.1.0".into(),
-                country: Some("DE".into()),
-                payout_address: None,
-                max_streams: 512,
-                lane: None,
-            }),
-            ControlMessage::Hello(Hello {
-                version: 1,
-                token: "tok_abc".into(),
-                agent: "turbo-node/0.2.0".into(),
-                country: None,
-                payout_address: None,
-                max_streams: 64,
-                lane: Some(Lane {
-                    session: u64::MAX >> 2,
-                    index: 3,
-                }),
-            }),
-            ControlMessage::Welcome(Welcome {
-                version: 1,
-                node_id: "n-1".into(),
-                ping_interval_ms: 1000,
-                liveness_timeout_ms: 5000,
-                lanes: 4,
-            }),
-            ControlMessage::Reject {
-                code: RejectCode::BadToken,
-                message: "unknown token".into(),
-            },
-            ControlMessage::Ping { seq: 7 },
-            ControlMessage::Pong { seq: 1 << 40 },
-            ControlMessage::Stats(NodeStats {
-                active_streams: 3,
-                total_streams: 90,
-                bytes_from_targets: 1 << 33,
-                bytes_to_targets: 12,
-            }),
-            ControlMessage::Drain { grace_ms: 30_000 },
-            ControlMessage::Policy(NodePolicy {
-                ports: vec![25, 6667],
-                nets: vec!["203.0.113.0/24".into()],
-                domains: vec!["blocked.example".into()],
-            }),
-            ControlMessage::Score { milli: 875 },
-            ControlMessage::Delivered {
-                stream: 13,
-                bytes: 1 << 40,
-                done: true,
-            },
-        ]
-    }
-
-    #[test]
-    fn oversized_policies_are_refused() {
-        let mut body = Vec::new();
-        put_varint(&mut body, 65);
-        let mut wire = vec![T_POLICY];
-        put_bytes(&mut wire, &body);
-        let mut dec = ControlDecoder::new();
-        dec.push(&wire);
-        assert!(dec.next_message().is_err());
-    }
-
-    #[test]
-    fn round_trip_one_byte_at_a_time() {
-        let mut wire = Vec::new();
-        for m in samples() {
-            m.encode(&mut wire);
-        }
-        let mut dec = ControlDecoder::new();
-        let mut got = Vec::new();
-        for b in &wire {
-            dec.push(std::slice::from_ref(b));
-            while let Some(m) = dec.next_message().unwrap() {
-                got.push(m);
-            }
-        }
-        assert_eq!(got, samples());
-    }
-
-    #[test]
-    fn messages_from_single_lane_builds_still_decode() {
-        // A hello without the lane fields and a welcome without the lane count, as
-        // nodes and servers from before lanes encode them.
-        let mut hello = vec![T_HELLO];
-        put_bytes(&mut hello, &[1, 3, b't', b'o', b'k', 0, 0, 0, 8]);
-        let mut welcome = vec![T_WELCOME];
-        put_bytes(&mut welcome, &[WIRE_VERSION, 1, b'n', 10, 20]);
-        let mut dec = ControlDecoder::new();
-        dec.push(&hello);
-        dec.push(&welcome);
-        match dec.next_message() {
-            Ok(Some(ControlMessage::Hello(h))) => {
-                assert_eq!((h.lane, h.max_streams), (None, 8));
-            }
-            other => panic!("{other:?}"),
-        }
-        match dec.next_message() {
-            Ok(Some(ControlMessage::Welcome(w))) => assert_eq!(w.lanes, 1),
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn unknown_frames_are_skipped() {
-        let mut wire = vec![200, 3, 1, 2, 3];
-        ControlMessage::Ping { seq: 1 }.encode(&mut wire);
-        let mut dec = ControlDecoder::new();
-        dec.push(&wire);
-        assert_eq!(
-            dec.next_message().unwrap(),
-            Some(ControlMessage::Unknown { kind: 200 })
-        );
-        assert_eq!(
-            dec.next_message().unwrap(),
-            Some(ControlMessage::Ping { seq: 1 })
-        );
-    }
-
-    #[test]
-    fn oversized_frame_is_refused_before_buffering() {
-        let mut wire = vec![T_HELLO];
-        put_varint(&mut wire, 1 << 20);
-        let mut dec = ControlDecoder::new();
-        dec.push(&wire);
-        assert!(matches!(dec.next_message(), Err(WireError::TooLong { .. })));
-    }
-
-    #[test]
-    fn truncated_body_is_an_error() {
-        let mut wire = vec![T_PING];
-        put_bytes(&mut wire, &[]);
-        let mut dec = ControlDecoder::new();
-        dec.push(&wire);
-        assert_eq!(dec.next_message(), Err(WireError::Truncated("ping seq")));
-    }
-}
+mod tests;
