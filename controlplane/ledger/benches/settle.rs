@@ -1,6 +1,6 @@
 //! How fast one PostgreSQL takes usage in: records recorded per second (batches of
 //! 1,000, as a server's checkpoint flusher sends them) and records settled per second
-//! (batches of 5,000) into ledger postings and per-minute rows. Starts a throwaway
+//! (batches of 20,000) into ledger postings and per-minute rows. Starts a throwaway
 //! cluster (as the tests do); prints the median of three runs with their range.
 //!
 //! `cargo bench -p turbo-ledger --bench settle` (goal: ≥ 20,000 settled records/s).
@@ -51,7 +51,7 @@ async fn main() -> anyhow::Result<()> {
         let t = Instant::now();
         let mut n = 0;
         loop {
-            let s = ledger.settle(5000).await?;
+            let s = ledger.settle(20_000).await?;
             if s.records == 0 {
                 break;
             }
