@@ -284,6 +284,7 @@ fn start_control_plane(
             lease: LeaseTerms {
                 owner: server_id.to_string(),
                 ttl: cfg.lease_ttl,
+                usage_log: false,
             },
             stream_max_len: cfg.stream_max_len,
             weights: Weights {

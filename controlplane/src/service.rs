@@ -48,6 +48,7 @@ impl Default for ControlSettings {
             lease: LeaseTerms {
                 owner: "local".into(),
                 ttl: Duration::from_secs(30),
+                usage_log: false,
             },
             stream_max_len: 1_000_000,
             weights: Weights::default(),

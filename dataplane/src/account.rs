@@ -181,10 +181,10 @@ impl Account {
         self.last_used.set(Instant::now());
     }
 
-    /// Counts one finished customer connection (once per connection, on the core where
-    /// it ended).
-    pub(crate) fn connection_done(&self) {
-        self.usage.borrow_mut().connections += 1;
+    /// Counts one finished customer connection through `node` (once per connection,
+    /// on the core where it ended).
+    pub(crate) fn connection_done(&self, node: &Arc<str>) {
+        self.usage.borrow_mut().add_connection(node);
     }
 
     /// Waits until this key's connections must close.

@@ -75,8 +75,28 @@ pub struct Usage {
     pub down: u64,
     /// Connections that closed.
     pub connections: u64,
-    /// Bytes carried per node; sums to `up + down`.
-    pub nodes: Vec<(Arc<str>, u64)>,
+    /// Bytes carried per node, each way; sums to `up` and `down`.
+    pub nodes: Vec<NodeUsage>,
+}
+
+/// The bytes one node carried for one key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeUsage {
+    /// The node.
+    pub node: Arc<str>,
+    /// Customer -> target bytes.
+    pub up: u64,
+    /// Target -> customer bytes.
+    pub down: u64,
+    /// Connections through it that closed.
+    pub connections: u64,
+}
+
+impl NodeUsage {
+    /// Both ways.
+    pub fn bytes(&self) -> u64 {
+        self.up.saturating_add(self.down)
+    }
 }
 
 impl Usage {
@@ -97,14 +117,40 @@ impl Usage {
         } else {
             self.down = self.down.saturating_add(n);
         }
-        match self
-            .nodes
-            .iter_mut()
-            .find(|(id, _)| Arc::ptr_eq(id, node) || id == node)
-        {
-            Some((_, b)) => *b = b.saturating_add(n),
-            None => self.nodes.push((node.clone(), n)),
+        let u = self.node(node);
+        if upstream {
+            u.up = u.up.saturating_add(n);
+        } else {
+            u.down = u.down.saturating_add(n);
         }
+    }
+
+    /// Counts one closed connection through `node`.
+    pub fn add_connection(&mut self, node: &Arc<str>) {
+        self.connections += 1;
+        let u = self.node(node);
+        u.connections += 1;
+    }
+
+    /// `node`'s entry, added if missing.
+    fn node(&mut self, node: &Arc<str>) -> &mut NodeUsage {
+        let i = match self
+            .nodes
+            .iter()
+            .position(|u| Arc::ptr_eq(&u.node, node) || u.node == *node)
+        {
+            Some(i) => i,
+            None => {
+                self.nodes.push(NodeUsage {
+                    node: node.clone(),
+                    up: 0,
+                    down: 0,
+                    connections: 0,
+                });
+                self.nodes.len() - 1
+            }
+        };
+        &mut self.nodes[i]
     }
 }
 

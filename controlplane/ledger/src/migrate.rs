@@ -105,6 +105,12 @@ CREATE TABLE payouts (
 );
 CREATE INDEX payouts_open ON payouts (id) WHERE status = 'reserved';
 ",
+    r"
+CREATE TABLE feed_cursors (
+    name text PRIMARY KEY,
+    cursor text NOT NULL
+);
+",
 ];
 
 /// Applies the migrations `client`'s database lacks.

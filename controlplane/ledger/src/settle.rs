@@ -59,39 +59,60 @@ impl Ledger {
     /// [`LedgerError::Malformed`] for negative counts; otherwise database errors
     /// (nothing recorded; a retry is safe).
     pub async fn record_usage(&self, records: &[UsageRecord]) -> Result<u64, LedgerError> {
-        if let Some(bad) = records
-            .iter()
-            .find(|r| r.up < 0 || r.down < 0 || r.conns < 0)
-        {
-            return Err(LedgerError::Malformed {
-                key: format!("{}:{}:{}", bad.server, bad.lease, bad.seq),
-                why: "negative usage",
-            });
-        }
-        let column = |f: fn(&UsageRecord) -> i64| records.iter().map(f).collect::<Vec<i64>>();
-        let text = |f: fn(&UsageRecord) -> &str| records.iter().map(f).collect::<Vec<&str>>();
+        check_records(records)?;
         let client = self.pool.get().await?;
-        let new = client
+        insert_records(&**client, records).await
+    }
+
+    /// Where the feeder `name` stands in the store's usage log (`"0"` before it began).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn feed_cursor(&self, name: &str) -> Result<String, LedgerError> {
+        let row = self
+            .pool
+            .get()
+            .await?
+            .query_opt("SELECT cursor FROM feed_cursors WHERE name = $1", &[&name])
+            .await?;
+        Ok(row.map_or_else(|| "0".to_owned(), |r| r.get(0)))
+    }
+
+    /// Records `records`, read from the usage log between cursors `from` and `to`, and
+    /// moves feeder `name`'s cursor from `from` to `to`, in one transaction: a feeder
+    /// killed half-way records nothing and reads the same entries again. `false` when
+    /// another feeder moved the cursor first (nothing recorded; read again from its
+    /// cursor).
+    ///
+    /// # Errors
+    /// As [`Ledger::record_usage`].
+    pub async fn record_fed(
+        &self,
+        name: &str,
+        from: &str,
+        to: &str,
+        records: &[UsageRecord],
+    ) -> Result<bool, LedgerError> {
+        check_records(records)?;
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        tx.execute(
+            "INSERT INTO feed_cursors (name, cursor) VALUES ($1, '0') ON CONFLICT DO NOTHING",
+            &[&name],
+        )
+        .await?;
+        let moved = tx
             .execute(
-                "INSERT INTO usage_records
-                 (server, lease, seq, node, key_id, minute, up, down, conns)
-                 SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[],
-                     $5::text[], $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[])
-                 ON CONFLICT DO NOTHING",
-                &[
-                    &text(|r| &r.server),
-                    &text(|r| &r.lease),
-                    &column(|r| r.seq),
-                    &text(|r| &r.node),
-                    &text(|r| &r.key_id),
-                    &column(|r| r.minute),
-                    &column(|r| r.up),
-                    &column(|r| r.down),
-                    &column(|r| r.conns),
-                ],
+                "UPDATE feed_cursors SET cursor = $3 WHERE name = $1 AND cursor = $2",
+                &[&name, &from, &to],
             )
             .await?;
-        Ok(new)
+        if moved != 1 {
+            return Ok(false);
+        }
+        insert_records(&*tx, records).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// Settles up to `limit` unsettled records in one transaction.
@@ -155,6 +176,50 @@ impl Ledger {
             records: rows.len() as u64,
             bytes: bytes as u64,
         }))
+    }
+}
+
+/// Inserts `records` (those already there are skipped); returns how many were new.
+async fn insert_records(
+    client: &impl tokio_postgres::GenericClient,
+    records: &[UsageRecord],
+) -> Result<u64, LedgerError> {
+    let column = |f: fn(&UsageRecord) -> i64| records.iter().map(f).collect::<Vec<i64>>();
+    let text = |f: fn(&UsageRecord) -> &str| records.iter().map(f).collect::<Vec<&str>>();
+    let new = client
+        .execute(
+            "INSERT INTO usage_records
+             (server, lease, seq, node, key_id, minute, up, down, conns)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[],
+                 $5::text[], $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[])
+             ON CONFLICT DO NOTHING",
+            &[
+                &text(|r| &r.server),
+                &text(|r| &r.lease),
+                &column(|r| r.seq),
+                &text(|r| &r.node),
+                &text(|r| &r.key_id),
+                &column(|r| r.minute),
+                &column(|r| r.up),
+                &column(|r| r.down),
+                &column(|r| r.conns),
+            ],
+        )
+        .await?;
+    Ok(new)
+}
+
+/// Refuses negative counts.
+fn check_records(records: &[UsageRecord]) -> Result<(), LedgerError> {
+    match records
+        .iter()
+        .find(|r| r.up < 0 || r.down < 0 || r.conns < 0)
+    {
+        Some(bad) => Err(LedgerError::Malformed {
+            key: format!("{}:{}:{}", bad.server, bad.lease, bad.seq),
+            why: "negative usage",
+        }),
+        None => Ok(()),
     }
 }
 

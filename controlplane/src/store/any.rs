@@ -6,6 +6,7 @@ use turbo_dataplane::control::{ConnRecord, KeyEvent, LeaseAnswer, LeaseRequest};
 
 use super::{
     FeatureFields, KeyRecord, LeaseTerms, MemoryStore, NodeRecord, RedisStore, Store, StoreError,
+    UsageEntry,
 };
 use crate::secrets::SecretHash;
 
@@ -93,6 +94,16 @@ impl Store for AnyStore {
         request: &LeaseRequest,
     ) -> Result<LeaseAnswer, StoreError> {
         delegate!(self, s => s.lease(terms, request).await)
+    }
+    async fn usage_since(
+        &self,
+        cursor: &str,
+        max: usize,
+    ) -> Result<(Vec<UsageEntry>, String), StoreError> {
+        delegate!(self, s => s.usage_since(cursor, max).await)
+    }
+    async fn usage_trim(&self, cursor: &str) -> Result<(), StoreError> {
+        delegate!(self, s => s.usage_trim(cursor).await)
     }
     async fn reclaim_expired(&self) -> Result<u64, StoreError> {
         delegate!(self, s => s.reclaim_expired().await)

@@ -29,7 +29,7 @@ use turbo_dataplane::known_keys;
 use super::snapshot::{Snapshot, SnapshotFile};
 use super::{
     feature_fields, grant_size, now_unix, short_id, FeatureFields, KeyRecord, LeaseTerms,
-    NodeRecord, Store, StoreError, MAX_BALANCE,
+    NodeRecord, Store, StoreError, UsageEntry, MAX_BALANCE,
 };
 use crate::secrets::{self, SecretHash};
 
@@ -59,6 +59,10 @@ struct Tables {
     leases: HashMap<String, Lease>,
     connections: VecDeque<FeatureFields>,
     sessions: HashMap<(String, String), (String, Instant)>,
+    /// The usage log: (id, entry), ids increasing from 1.
+    usage_log: VecDeque<(u64, UsageEntry)>,
+    /// The id of the next usage log entry.
+    usage_next: u64,
     /// Bumped by every change to what the snapshot holds.
     generation: u64,
 }
@@ -205,6 +209,8 @@ fn lease_in(
         keys,
         nodes,
         leases,
+        usage_log,
+        usage_next,
         ..
     } = t;
     let key = keys
@@ -228,6 +234,9 @@ fn lease_in(
         .is_some_and(|l| l.status == LeaseStatus::Ended);
     let held = lease.as_ref().map_or(0, |l| l.amount);
     let held = book_usage(key, nodes, &req.usage, held);
+    if terms.usage_log {
+        log_usage(usage_log, usage_next, terms, req);
+    }
     let (status, amount, granted) = if req.release || ended {
         (LeaseStatus::Ended, return_held(key, held), 0)
     } else {
@@ -254,6 +263,34 @@ fn lease_in(
     })
 }
 
+/// Appends each node's share of an applied checkpoint to the usage log.
+fn log_usage(
+    log: &mut VecDeque<(u64, UsageEntry)>,
+    next: &mut u64,
+    terms: &LeaseTerms,
+    req: &LeaseRequest,
+) {
+    let minute = (now_unix() / 60) as i64;
+    for u in &req.usage.nodes {
+        *next = (*next).max(1);
+        log.push_back((
+            *next,
+            UsageEntry {
+                owner: terms.owner.clone(),
+                lease: req.lease_id.to_string(),
+                seq: req.seq,
+                node: u.node.to_string(),
+                key_id: req.key_id.to_string(),
+                minute,
+                up: u.up,
+                down: u.down,
+                connections: u.connections,
+            },
+        ));
+        *next += 1;
+    }
+}
+
 /// Charges `usage` to the lease first (it holds `held`), then to the key's credits, and
 /// beyond them to its overdraft; adds the traffic to the key's and the nodes' counters.
 /// Returns what the lease still holds.
@@ -273,9 +310,9 @@ fn book_usage(
     key.bytes_up = key.bytes_up.saturating_add(usage.up);
     key.bytes_down = key.bytes_down.saturating_add(usage.down);
     key.connections = key.connections.saturating_add(usage.connections);
-    for (node, bytes) in &usage.nodes {
-        if let Some(n) = nodes.get_mut(&**node) {
-            n.bytes_carried = n.bytes_carried.saturating_add(*bytes);
+    for u in &usage.nodes {
+        if let Some(n) = nodes.get_mut(&*u.node) {
+            n.bytes_carried = n.bytes_carried.saturating_add(u.bytes());
         }
     }
     held - from_lease
@@ -397,6 +434,34 @@ impl Store for MemoryStore {
         request: &LeaseRequest,
     ) -> Result<LeaseAnswer, StoreError> {
         self.change(|t| lease_in(t, terms, request)).0
+    }
+
+    async fn usage_since(
+        &self,
+        cursor: &str,
+        max: usize,
+    ) -> Result<(Vec<UsageEntry>, String), StoreError> {
+        let after: u64 = cursor.parse().unwrap_or(0);
+        Ok(self.with(|t| {
+            let entries: Vec<(u64, UsageEntry)> = t
+                .usage_log
+                .iter()
+                .filter(|(id, _)| *id > after)
+                .take(max)
+                .cloned()
+                .collect();
+            let next = entries.last().map_or(after, |(id, _)| *id);
+            (
+                entries.into_iter().map(|(_, e)| e).collect(),
+                next.to_string(),
+            )
+        }))
+    }
+
+    async fn usage_trim(&self, cursor: &str) -> Result<(), StoreError> {
+        let upto: u64 = cursor.parse().unwrap_or(0);
+        self.with(|t| t.usage_log.retain(|(id, _)| *id > upto));
+        Ok(())
     }
 
     async fn reclaim_expired(&self) -> Result<u64, StoreError> {

@@ -118,7 +118,38 @@ pub struct LeaseTerms {
     pub owner: String,
     /// The lease is reclaimed when not renewed for this long.
     pub ttl: Duration,
+    /// Append each applied checkpoint's usage, per node, to the usage log (on when a
+    /// ledger takes it in; off, nothing is logged).
+    pub usage_log: bool,
 }
+
+/// One node's share of one applied usage checkpoint: what the ledger takes in. Unique
+/// by (owner, lease, seq, node); the log may repeat an entry, never change it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct UsageEntry {
+    /// The server that relayed it (the lease's owner).
+    pub owner: String,
+    /// The credit lease it was reported under.
+    pub lease: String,
+    /// The checkpoint's sequence number.
+    pub seq: u64,
+    /// The node that carried it.
+    pub node: String,
+    /// The key billed.
+    pub key_id: String,
+    /// When the store applied it, in minutes since the Unix epoch.
+    pub minute: i64,
+    /// Customer -> target bytes.
+    pub up: u64,
+    /// Target -> customer bytes.
+    pub down: u64,
+    /// Connections through the node that closed.
+    pub connections: u64,
+}
+
+/// Where a reader of the usage log stands: the id of the last entry it took (`"0"`
+/// before the first).
+pub const USAGE_LOG_START: &str = "0";
 
 /// One field list of a connection feature record, in stream order.
 pub type FeatureFields = Vec<(String, String)>;
@@ -184,6 +215,21 @@ pub trait Store: Send + Sync + 'static {
         terms: &LeaseTerms,
         request: &LeaseRequest,
     ) -> impl Future<Output = Result<LeaseAnswer, StoreError>> + Send;
+    /// Usage log entries after `cursor`, oldest first, at most `max`, and the cursor
+    /// after the last one returned (`cursor` itself when there are none).
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`].
+    fn usage_since(
+        &self,
+        cursor: &str,
+        max: usize,
+    ) -> impl Future<Output = Result<(Vec<UsageEntry>, String), StoreError>> + Send;
+    /// Forgets the usage log up to and including `cursor` (the ledger has it).
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`].
+    fn usage_trim(&self, cursor: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Ends every lease whose TTL passed, returning what it held to its key's balance.
     /// Returns the number of leases reclaimed.
     ///

@@ -12,6 +12,7 @@
 //! | `turbo:nodes` | set | every node id |
 //! | `turbo:lease:{lease id}` | hash | `key`, `owner`, `amount` (credit held), `seq`, `granted` (last grant), `status` (`live`/`ended`), `expires` (Unix ms); kept an hour after its TTL so retries stay idempotent |
 //! | `turbo:leases` | sorted set | live lease ids scored by expiry (Unix ms) |
+//! | `turbo:usage` | stream | the usage log: one entry per node per applied checkpoint (`owner`, `lease`, `seq`, `node`, `key`, `minute`, `up`, `down`, `conns`), written by the lease script when a ledger takes it in, trimmed once the ledger has it |
 //! | `turbo:session:{key id}:{session}` | string | the node a sticky session is pinned to, with the session's TTL |
 //! | `turbo:conns` | stream | one feature record per closed connection, `XADD … MAXLEN ~` |
 //! | `turbo:events` | pub/sub channel | `revoke {id}`, `credit {id}`, `create {tag}` (16 hex digits, [`turbo_dataplane::known_keys::tag`]), `revoke-node {id}` |
@@ -40,7 +41,7 @@ use turbo_dataplane::control::{ConnRecord, KeyEvent, LeaseAnswer, LeaseRequest};
 
 use super::{
     feature_fields, now_unix, short_id, FeatureFields, KeyRecord, LeaseTerms, NodeRecord, Store,
-    StoreError, MAX_BALANCE, MIN_LEASE,
+    StoreError, UsageEntry, MAX_BALANCE, MIN_LEASE, USAGE_LOG_START,
 };
 use crate::secrets::{self, SecretHash};
 
@@ -52,6 +53,10 @@ use lua::{LEASE_LUA, RECLAIM_LUA, SESSION_LUA, SET_NODE_FIELD_LUA, TOP_UP_LUA};
 const EVENTS: &str = "turbo:events";
 const CONNS: &str = "turbo:conns";
 const LEASES: &str = "turbo:leases";
+/// The usage log stream (see [`Store::usage_since`]).
+const USAGE_LOG: &str = "turbo:usage";
+/// About how many entries the usage log keeps when no ledger trims it.
+const USAGE_LOG_MAX_LEN: u64 = 10_000_000;
 
 /// The Redis backend.
 pub struct RedisStore {
@@ -384,9 +389,10 @@ impl Store for RedisStore {
         let mut inv = self.lease_script.prepare_invoke();
         inv.key(key_name(&request.key_id))
             .key(format!("turbo:lease:{}", request.lease_id))
-            .key(LEASES);
-        for (node, _) in &request.usage.nodes {
-            inv.key(node_name(node));
+            .key(LEASES)
+            .key(USAGE_LOG);
+        for u in &request.usage.nodes {
+            inv.key(node_name(&u.node));
         }
         inv.arg(&*request.lease_id)
             .arg(&terms.owner)
@@ -398,9 +404,11 @@ impl Store for RedisStore {
             .arg(request.usage.connections)
             .arg(if request.release { "1" } else { "0" })
             .arg(MIN_LEASE)
-            .arg(&*request.key_id);
-        for (_, bytes) in &request.usage.nodes {
-            inv.arg(*bytes);
+            .arg(&*request.key_id)
+            .arg(if terms.usage_log { "1" } else { "0" })
+            .arg(USAGE_LOG_MAX_LEN);
+        for u in &request.usage.nodes {
+            inv.arg(&*u.node).arg(u.up).arg(u.down).arg(u.connections);
         }
         let out: Result<Vec<i64>, _> = inv.invoke_async(&mut self.conn()).await;
         let v = match out {
@@ -418,6 +426,42 @@ impl Store for RedisStore {
             revoked: at(3) == 1,
             ended: at(4) == 1,
         })
+    }
+
+    async fn usage_since(
+        &self,
+        cursor: &str,
+        max: usize,
+    ) -> Result<(Vec<UsageEntry>, String), StoreError> {
+        let start = if cursor == USAGE_LOG_START {
+            "-".to_owned()
+        } else {
+            format!("({cursor}")
+        };
+        let reply: redis::streams::StreamRangeReply = self
+            .conn()
+            .xrange_count(USAGE_LOG, start, "+", max)
+            .await
+            .map_err(|e| self.fail(e))?;
+        let next = reply.ids.last().map_or(cursor.to_owned(), |e| e.id.clone());
+        let entries = reply.ids.iter().filter_map(usage_entry).collect();
+        Ok((entries, next))
+    }
+
+    async fn usage_trim(&self, cursor: &str) -> Result<(), StoreError> {
+        // MINID keeps ids at or above it: the id just after the cursor.
+        let Some((ms, seq)) = cursor.split_once('-') else {
+            return Ok(());
+        };
+        let seq: u64 = seq.parse().unwrap_or(u64::MAX - 1);
+        let _: i64 = redis::cmd("XTRIM")
+            .arg(USAGE_LOG)
+            .arg("MINID")
+            .arg(format!("{ms}-{}", seq + 1))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(|e| self.fail(e))?;
+        Ok(())
     }
 
     async fn reclaim_expired(&self) -> Result<u64, StoreError> {
@@ -576,3 +620,20 @@ impl Store for RedisStore {
 
 #[cfg(test)]
 mod tests;
+
+/// A usage log entry from its stream fields (`None` for one that is not ours).
+fn usage_entry(e: &redis::streams::StreamId) -> Option<UsageEntry> {
+    let text = |f: &str| e.get::<String>(f);
+    let num = |f: &str| text(f)?.parse::<u64>().ok();
+    Some(UsageEntry {
+        owner: text("owner")?,
+        lease: text("lease")?,
+        seq: num("seq")?,
+        node: text("node")?,
+        key_id: text("key")?,
+        minute: text("minute")?.parse().ok()?,
+        up: num("up")?,
+        down: num("down")?,
+        connections: num("conns")?,
+    })
+}

@@ -15,6 +15,7 @@ fn terms(ttl: Duration) -> LeaseTerms {
     LeaseTerms {
         owner: "suite/0".into(),
         ttl,
+        usage_log: true,
     }
 }
 
@@ -51,6 +52,7 @@ async fn next_event(rx: &mut broadcast::Receiver<KeyEvent>, want: &KeyEvent) {
 pub async fn run<S: Store>(store: Arc<S>) {
     keys_and_nodes(&*store).await;
     leases_book_usage_exactly_once(&*store).await;
+    usage_log_takes_each_checkpoint_once(&*store).await;
     events_reach_subscribers(&*store).await;
     node_identities(&*store).await;
     expired_leases_are_reclaimed(&*store).await;
@@ -183,6 +185,54 @@ async fn node_identities<S: Store>(store: &S) {
         store.revoke_node("n_none").await,
         Err(StoreError::NotFound(_))
     ));
+}
+
+async fn usage_log_takes_each_checkpoint_once<S: Store>(store: &S) {
+    let t = terms(Duration::from_secs(60));
+    let (k, _) = store.create_key("logged", 10_000).await.expect("key");
+    let (a, b): (Arc<str>, Arc<str>) = ("n_log_a".into(), "n_log_b".into());
+    let mut usage = Usage::default();
+    usage.add(&a, 300, true);
+    usage.add(&b, 200, false);
+    usage.add_connection(&a);
+    let first = request(&k, "l_log", 1, 1000, usage);
+    store.lease(&t, &first).await.expect("lease");
+    store.lease(&t, &first).await.expect("retried");
+    let mut second = request(&k, "l_log", 2, 0, Usage::default());
+    second.usage.add(&a, 7, false);
+    store.lease(&t, &second).await.expect("checkpoint");
+    let (all, cursor) = store
+        .usage_since(super::USAGE_LOG_START, 10_000)
+        .await
+        .expect("log");
+    let mine: Vec<_> = all.iter().filter(|e| e.key_id == k.id).collect();
+    let shape: Vec<_> = mine
+        .iter()
+        .map(|e| (e.seq, e.node.as_str(), e.up, e.down, e.connections))
+        .collect();
+    assert_eq!(
+        shape,
+        [
+            (1, "n_log_a", 300, 0, 1),
+            (1, "n_log_b", 0, 200, 0),
+            (2, "n_log_a", 0, 7, 0)
+        ],
+        "one entry per node per applied checkpoint; the retry adds none"
+    );
+    assert!(mine
+        .iter()
+        .all(|e| e.owner == "suite/0" && e.lease == "l_log"));
+    let (rest, same) = store.usage_since(&cursor, 10).await.expect("after");
+    assert!(
+        rest.is_empty() && same == cursor,
+        "nothing after the cursor"
+    );
+    store.usage_trim(&cursor).await.expect("trim");
+    let (left, _) = store
+        .usage_since(super::USAGE_LOG_START, 10_000)
+        .await
+        .expect("log");
+    assert!(left.is_empty(), "trimmed up to the cursor");
 }
 
 async fn leases_book_usage_exactly_once<S: Store>(store: &S) {

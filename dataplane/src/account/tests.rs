@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use super::*;
-use crate::control::{ControlReceiver, LeaseError, ToControl};
+use crate::control::{ControlReceiver, LeaseError, NodeUsage, ToControl};
 use crate::testing::{block_on, control};
 
 /// The store's side of every lease of one key.
@@ -170,7 +170,7 @@ fn spends_exactly_the_balance_and_reports_every_byte() {
             .log
             .iter()
             .flat_map(|r| &r.usage.nodes)
-            .map(|n| n.1)
+            .map(NodeUsage::bytes)
             .sum();
         assert_eq!(per_node, 300_000, "per-node usage sums to the bytes");
     });

@@ -320,7 +320,7 @@ pub(crate) async fn run(core: Rc<RelayCore>, job: RelayJob<TcpStream>) {
             }
         }
     };
-    account.connection_done();
+    account.connection_done(&plan.route.node_id);
     let (up, down) = (counters.up.get(), counters.down.get());
     debug!(
         status = outcome.reason(),

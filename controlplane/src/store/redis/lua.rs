@@ -36,9 +36,18 @@ if rest > charged then redis.call('HINCRBY', key, 'overdraft', int(rest - charge
 redis.call('HINCRBY', key, 'bytes_up', ARGV[6])
 redis.call('HINCRBY', key, 'bytes_down', ARGV[7])
 redis.call('HINCRBY', key, 'connections', ARGV[8])
-for i = 4, #KEYS do
+local log, max_len = ARGV[12] == '1', ARGV[13]
+local minute = math.floor(now / 60000)
+for i = 5, #KEYS do
+  local j = 14 + (i - 5) * 4
+  local nup, ndown = tonumber(ARGV[j + 1]), tonumber(ARGV[j + 2])
   if redis.call('EXISTS', KEYS[i]) == 1 then
-    redis.call('HINCRBY', KEYS[i], 'bytes_carried', ARGV[8 + i])
+    redis.call('HINCRBY', KEYS[i], 'bytes_carried', int(nup + ndown))
+  end
+  if log then
+    redis.call('XADD', KEYS[4], 'MAXLEN', '~', max_len, '*', 'owner', owner, 'lease', lease_id,
+      'seq', ARGV[3], 'node', ARGV[j], 'key', ARGV[11], 'minute', minute,
+      'up', ARGV[j + 1], 'down', ARGV[j + 2], 'conns', ARGV[j + 3])
   end
 end
 local granted = 0
