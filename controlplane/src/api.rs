@@ -21,6 +21,13 @@
 //! | `POST /api/nodes/{id}/payout` `{"payout_address"}` | sets where the runner is paid |
 //! | `POST /api/nodes/{id}/revoke` | revokes its token; every server closes its connection |
 //!
+//! | `GET /api/ledger/reconcile` | feeds and settles usage, then reconciles the ledger (JSON) |
+//! | `POST /api/payouts/run` `{"dry_run"}` | pays nodes over the threshold into the payout CSV (409 while the ledger does not reconcile) |
+//! | `GET /api/nodes/{id}/earnings` | carried bytes, earned, bonus, paid, available (nano-USD), last days |
+//! | `GET /api/keys/{id}/usage?from=&to=` | per-minute usage rows (minutes since the epoch; default the last day) |
+//!
+//! The money routes answer 503 on a server without `--ledger`.
+//!
 //! A node's payout address is only ever set here, never by the node's hello.
 
 use std::sync::Arc;
@@ -54,6 +61,8 @@ pub struct ApiState<S> {
     pub pin: [u8; 32],
     /// Show per-node series on `/metrics` without the admin token.
     pub metrics_per_node: bool,
+    /// The money features, when the server has a ledger.
+    pub money: Option<Arc<crate::money::Money>>,
 }
 
 /// An API failure, rendered as `{"error": ...}`.
@@ -68,6 +77,12 @@ pub enum ApiError {
     /// The store failed.
     #[error("{0}")]
     Store(#[from] StoreError),
+    /// A money route on a server without a ledger.
+    #[error("money features are off: start the server with --ledger postgres://...")]
+    MoneyOff,
+    /// The ledger failed or refused.
+    #[error("{0}")]
+    Money(#[from] crate::money::MoneyError),
 }
 
 impl IntoResponse for ApiError {
@@ -78,12 +93,17 @@ impl IntoResponse for ApiError {
             ApiError::Store(StoreError::NotFound(_)) => StatusCode::NOT_FOUND,
             ApiError::Store(StoreError::OverMaximum) => StatusCode::BAD_REQUEST,
             ApiError::Store(StoreError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::MoneyOff => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Money(crate::money::MoneyError::Ledger(
+                turbo_ledger::LedgerError::Unreconciled(_),
+            )) => StatusCode::CONFLICT,
+            ApiError::Money(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
         (status, Json(json!({ "error": self.to_string() }))).into_response()
     }
 }
 
-fn check_admin<S>(state: &ApiState<S>, headers: &HeaderMap) -> Result<(), ApiError> {
+pub(crate) fn check_admin<S>(state: &ApiState<S>, headers: &HeaderMap) -> Result<(), ApiError> {
     let given = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -199,6 +219,19 @@ pub fn router<S: Store>(state: Arc<ApiState<S>>) -> Router {
         .route("/api/nodes/{id}", get(get_node::<S>))
         .route("/api/nodes/{id}/payout", post(set_payout::<S>))
         .route("/api/nodes/{id}/revoke", post(revoke_node::<S>))
+        .route(
+            "/api/ledger/reconcile",
+            get(crate::api_money::reconcile::<S>),
+        )
+        .route("/api/payouts/run", post(crate::api_money::payouts::<S>))
+        .route(
+            "/api/nodes/{id}/earnings",
+            get(crate::api_money::earnings::<S>),
+        )
+        .route(
+            "/api/keys/{id}/usage",
+            get(crate::api_money::key_usage::<S>),
+        )
         .with_state(state)
 }
 
@@ -413,6 +446,7 @@ mod tests {
             public_port: 8443,
             pin: [7; 32],
             metrics_per_node: false,
+            money: None,
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -431,6 +465,13 @@ mod tests {
                 .set("Authorization", "Bearer nope")
                 .call();
             assert!(matches!(wrong, Err(ureq::Error::Status(401, _))));
+            let off = ureq::get(&format!("{base}/api/ledger/reconcile"))
+                .set("Authorization", "Bearer secret-admin")
+                .call();
+            assert!(
+                matches!(off, Err(ureq::Error::Status(503, _))),
+                "money routes without a ledger: 503"
+            );
             let created: Value = ureq::post(&format!("{base}/api/keys"))
                 .set("Authorization", "Bearer secret-admin")
                 .send_json(json!({"name": "a", "credits": "1.5GiB"}))

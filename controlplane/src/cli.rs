@@ -79,6 +79,10 @@ pub struct RunArgs {
     /// Congestion control of node connections: cubic, or bbr2 (paced) [default: cubic].
     #[arg(long, env = "TURBO_CONGESTION_CONTROL", value_enum)]
     pub congestion_control: Option<crate::config::CongestionControl>,
+    /// PostgreSQL URL of the money ledger, postgres://… [default: none, money
+    /// features off].
+    #[arg(long, env = "TURBO_LEDGER")]
+    pub ledger: Option<String>,
     /// Validate the configuration and exit.
     #[arg(long)]
     pub check_config: bool,
@@ -133,6 +137,9 @@ impl RunArgs {
         }
         if self.geoip.is_some() {
             c.geoip = self.geoip.clone();
+        }
+        if self.ledger.is_some() {
+            c.ledger = self.ledger.clone();
         }
         if let Some(l) = self.lease_ttl {
             c.lease_ttl = l.into();

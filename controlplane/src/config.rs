@@ -207,6 +207,15 @@ pub struct ServerConfig {
     /// MaxMind-format country database deciding node countries from their public IP.
     /// Defaults to none: the node's declared country is used, marked unverified.
     pub geoip: Option<PathBuf>,
+    /// PostgreSQL URL of the money ledger (`postgres://user@host:port/db`). Defaults to
+    /// none: the server runs without money features (no ledger, rewards or payouts).
+    pub ledger: Option<String>,
+    /// The reward policy: rate per GB and bonuses. Defaults to $0.10/GB, stability
+    /// +10%/+5%/+2% at 99%/95%/90% uptime over 7 days, streak +1% a day from the third
+    /// consecutive day online with traffic, at most +10%.
+    pub rewards: turbo_ledger::RewardPolicy,
+    /// Smallest payout, in nano-USD. Defaults to `20000000000` ($20).
+    pub payout_threshold_nano_usd: i64,
     /// Show the per-node series of `/metrics` (node ids with their bytes, scores and
     /// countries) without the admin token. Defaults to `false`: only a scrape with the
     /// admin bearer token sees them; the aggregate series are public.
@@ -260,6 +269,9 @@ impl Default for ServerConfig {
             score_reliability_weight: 0.4,
             geoip: None,
             metrics_per_node: false,
+            ledger: None,
+            rewards: turbo_ledger::RewardPolicy::default(),
+            payout_threshold_nano_usd: 20_000_000_000,
             node_block_ports: Vec::new(),
             node_block_cidrs: Vec::new(),
             node_block_domains: Vec::new(),
@@ -308,6 +320,17 @@ impl ServerConfig {
         };
         if self.store != "memory" && !self.store.starts_with("redis://") {
             return invalid("store", "must be `memory` or a redis:// URL");
+        }
+        if let Some(url) = &self.ledger {
+            if !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
+                return invalid("ledger", "must be a postgres:// URL");
+            }
+        }
+        if let Err(e) = self.rewards.validate() {
+            return invalid("rewards", &e.to_string());
+        }
+        if self.payout_threshold_nano_usd < 1 {
+            return invalid("payout_threshold_nano_usd", "must be positive");
         }
         if self.relay_idle_timeout < Duration::from_secs(1) {
             return invalid("relay_idle_timeout", "must be at least 1s");

@@ -5,10 +5,12 @@
 #![warn(missing_docs)]
 
 pub mod api;
+mod api_money;
 pub mod cli;
 pub mod config;
 pub mod geoip;
 pub mod metrics;
+pub mod money;
 pub mod overload;
 pub mod registry;
 pub mod scoring;

@@ -42,6 +42,39 @@ enum Cmd {
         #[command(subcommand)]
         cmd: NodesCmd,
     },
+    /// The money ledger (a server started with --ledger).
+    Ledger {
+        #[command(subcommand)]
+        cmd: LedgerCmd,
+    },
+    /// Runner payouts (a server started with --ledger).
+    Payouts {
+        #[command(subcommand)]
+        cmd: PayoutsCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum LedgerCmd {
+    /// Feed and settle usage, then print the reconciliation (JSON); exits 1 when it is
+    /// not ok.
+    Reconcile {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum PayoutsCmd {
+    /// Pay every node over the threshold into the server's payouts.csv (refused while
+    /// the ledger does not reconcile).
+    Run {
+        /// Only print what would be paid.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
 }
 
 /// Where a client command finds the API.
@@ -228,6 +261,24 @@ fn main() -> Result<()> {
             api.post(&format!("/api/keys/{id}/revoke"), serde_json::Value::Null)?
         ),
         Cmd::Nodes { cmd } => nodes(cmd)?,
+        Cmd::Ledger {
+            cmd: LedgerCmd::Reconcile { api },
+        } => {
+            let v = api.get("/api/ledger/reconcile")?;
+            println!("{v}");
+            if v["ok"] != serde_json::Value::Bool(true) {
+                std::process::exit(1);
+            }
+        }
+        Cmd::Payouts {
+            cmd: PayoutsCmd::Run { dry_run, api },
+        } => println!(
+            "{}",
+            api.post(
+                "/api/payouts/run",
+                serde_json::json!({ "dry_run": dry_run })
+            )?
+        ),
     }
     Ok(())
 }

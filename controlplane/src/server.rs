@@ -19,6 +19,7 @@ use crate::api::{self, ApiState};
 use crate::config::ServerConfig;
 use crate::geoip::GeoIp;
 use crate::metrics::{Metrics, NodeSample, Sources};
+use crate::money::Money;
 use crate::scoring::Weights;
 use crate::service::{ControlPlane, ControlSettings};
 use crate::store::{AnyStore, LeaseTerms, StoreError};
@@ -58,6 +59,9 @@ pub enum ServerError {
     /// The store could not be opened (Redis unreachable).
     #[error("opening the store: {0}")]
     Store(#[from] StoreError),
+    /// The ledger could not be reached or set up.
+    #[error("ledger: {0}")]
+    Ledger(turbo_ledger::LedgerError),
     /// The API listener could not be bound.
     #[error("binding API on {addr}: {source}")]
     ApiBind {
@@ -130,6 +134,37 @@ fn stateless_reset_key(data_dir: &Path) -> Result<turbo_dataplane::ResetKey, Ser
     Ok(turbo_dataplane::ResetKey::new(bytes))
 }
 
+/// Connects the money ledger and starts its feeder when `cfg.ledger` names one.
+fn start_money(
+    runtime: &tokio::runtime::Runtime,
+    cfg: &ServerConfig,
+    control: &Arc<ControlPlane<AnyStore>>,
+    server_id: &Arc<str>,
+    nodes: turbo_dataplane::control::NodeTableHandle,
+) -> Result<Option<Arc<Money>>, ServerError> {
+    let Some(url) = &cfg.ledger else {
+        tracing::info!("no ledger (--ledger postgres://...): money features are off");
+        return Ok(None);
+    };
+    let money = runtime
+        .block_on(Money::connect(
+            url,
+            &cfg.rewards,
+            cfg.payout_threshold_nano_usd,
+            cfg.data_dir.join("payouts.csv"),
+            server_id.clone(),
+            control.relayed.clone(),
+        ))
+        .map_err(ServerError::Ledger)?;
+    let money = Arc::new(money);
+    runtime.spawn(crate::money::run(
+        money.clone(),
+        control.store.clone(),
+        nodes,
+    ));
+    Ok(Some(money))
+}
+
 impl Server {
     /// Starts everything described by `cfg` (already validated).
     ///
@@ -152,6 +187,7 @@ impl Server {
         let server_id: Arc<str> = format!("s{:08x}", rand::random::<u32>()).into();
         let links = PlaneLinks::new();
         let (control, handle) = start_control_plane(&runtime, cfg, &server_id, &links)?;
+        let money = start_money(&runtime, cfg, &control, &server_id, links.table.clone())?;
         let dataplane = Dataplane::start(
             dataplane_config(cfg, &cert, &server_id, links.known_keys)?,
             handle,
@@ -166,6 +202,7 @@ impl Server {
             public_port: port,
             pin: cert.pin,
             metrics_per_node: cfg.metrics_per_node,
+            money,
         });
         let (api_addr, listener) = bind_api(&runtime, cfg)?;
         let router = api::router(api_state.clone());
@@ -284,7 +321,7 @@ fn start_control_plane(
             lease: LeaseTerms {
                 owner: server_id.to_string(),
                 ttl: cfg.lease_ttl,
-                usage_log: false,
+                usage_log: cfg.ledger.is_some(),
             },
             stream_max_len: cfg.stream_max_len,
             weights: Weights {

@@ -67,6 +67,10 @@ pub struct ControlPlane<S> {
     key_events: broadcast::Sender<KeyEvent>,
     settings: ControlSettings,
     metrics: std::sync::OnceLock<Arc<Metrics>>,
+    /// Bytes billed by this server's closed connections (the relay's own count of bytes
+    /// and connection costs, which reconciliation compares with the usage its leases
+    /// reported).
+    pub relayed: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl<S: Store> ControlPlane<S> {
@@ -84,6 +88,7 @@ impl<S: Store> ControlPlane<S> {
             key_events,
             settings,
             metrics: std::sync::OnceLock::new(),
+            relayed: Arc::default(),
         }
     }
 
@@ -127,6 +132,8 @@ impl<S: Store> ControlPlane<S> {
                     });
                 }
                 ToControl::ConnClosed(record) => {
+                    self.relayed
+                        .fetch_add(record.billed_bytes, std::sync::atomic::Ordering::Relaxed);
                     let me = self.clone();
                     tokio::spawn(async move { me.record(record).await });
                 }

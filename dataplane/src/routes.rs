@@ -142,7 +142,12 @@ impl NodeTable {
         &self.routes
     }
 
-    /// The route of `node_id`.
+    /// The ids of the connected nodes, sorted.
+    pub fn node_ids(&self) -> impl Iterator<Item = Arc<str>> + '_ {
+        self.routes.iter().map(|r| r.node_id.clone())
+    }
+
+    /// The route of `node_id`, if it is connected.
     pub fn get(&self, node_id: &str) -> Option<&NodeRoute> {
         self.routes
             .binary_search_by(|r| (*r.node_id).cmp(node_id))

@@ -12,6 +12,7 @@
 #![warn(missing_docs)]
 
 mod account;
+mod earnings;
 mod migrate;
 mod payout;
 mod policy;
@@ -21,6 +22,7 @@ mod rewards;
 mod settle;
 
 pub use account::{AccountRef, Asset, Platform};
+pub use earnings::{DayEarnings, Earnings};
 pub use payout::{CsvSink, PayoutOrder, PayoutRun, PayoutSink, SinkError};
 pub use policy::{DayReward, PolicyError, RewardPolicy, StabilityTier, BYTES_PER_GB};
 pub use posting::{Leg, Posted, Posting};

@@ -18,10 +18,12 @@ pub struct Reconciliation {
     pub recorded_bytes: u64,
     /// Bytes in usage records not settled yet.
     pub unsettled_bytes: u64,
-    /// Bytes the servers counted as relayed, when given.
+    /// Bytes one server counted as relayed (per closed connection), when given.
     pub relayed_bytes: Option<u64>,
+    /// Bytes in that server's usage records, when given.
+    pub server_recorded_bytes: Option<u64>,
     /// The sum of every disagreement: debited vs credited, settled records vs
-    /// credited, recorded vs relayed.
+    /// credited, and (when given) one server's relayed bytes vs its records.
     pub mismatch_bytes: u64,
     /// The ledger's own invariants hold ([`crate::Audit::is_sound`]).
     pub ledger_sound: bool,
@@ -38,6 +40,27 @@ impl Ledger {
     /// Database errors.
     pub async fn reconcile(
         &self,
+        relayed_bytes: Option<u64>,
+    ) -> Result<Reconciliation, LedgerError> {
+        self.reconcile_with(None, relayed_bytes).await
+    }
+
+    /// Like [`Ledger::reconcile`], comparing the bytes server `server` relayed since it
+    /// started (its own count) with its usage records.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn reconcile_server(
+        &self,
+        server: &str,
+        relayed: u64,
+    ) -> Result<Reconciliation, LedgerError> {
+        self.reconcile_with(Some(server), Some(relayed)).await
+    }
+
+    async fn reconcile_with(
+        &self,
+        server: Option<&str>,
         relayed_bytes: Option<u64>,
     ) -> Result<Reconciliation, LedgerError> {
         let audit = self.audit().await?;
@@ -61,9 +84,23 @@ impl Ledger {
         )
         .await?;
         let settled = recorded - unsettled;
+        let server_recorded = match server {
+            Some(s) => {
+                let v: i64 = client
+                    .query_one(
+                        "SELECT coalesce(sum(up + down), 0)::bigint FROM usage_records WHERE server = $1",
+                        &[&s],
+                    )
+                    .await?
+                    .get(0);
+                Some(v.unsigned_abs())
+            }
+            None => None,
+        };
+        let mine = server_recorded.unwrap_or(recorded);
         let mismatch = debited.abs_diff(credited)
             + settled.abs_diff(credited)
-            + relayed_bytes.map_or(0, |r| r.abs_diff(recorded));
+            + relayed_bytes.map_or(0, |r| r.abs_diff(mine));
         let sound = audit.is_sound();
         Ok(Reconciliation {
             customer_debited_bytes: debited,
@@ -71,6 +108,7 @@ impl Ledger {
             recorded_bytes: recorded,
             unsettled_bytes: unsettled,
             relayed_bytes,
+            server_recorded_bytes: server_recorded,
             mismatch_bytes: mismatch,
             ledger_sound: sound,
             ok: mismatch == 0 && sound,

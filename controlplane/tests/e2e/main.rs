@@ -20,6 +20,7 @@ mod hostile_peers;
 mod http_keepalive;
 mod join_routable;
 mod lanes;
+mod ledger;
 mod limits;
 mod lockouts;
 mod malformed;

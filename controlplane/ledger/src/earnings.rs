@@ -1,0 +1,125 @@
+//! What a runner sees: a node's earnings, bonuses, payouts and what is available, and
+//! its last days itemised.
+
+use serde::Serialize;
+
+use crate::{AccountRef, Asset, Ledger, LedgerError};
+
+/// Days listed in [`Earnings::days`].
+const DAYS_SHOWN: i64 = 31;
+
+/// One rewarded day of one node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DayEarnings {
+    /// Days since the Unix epoch (UTC).
+    pub day: i64,
+    /// Bytes rewarded.
+    pub carried_bytes: i64,
+    /// Base pay, nano-USD.
+    pub base_nano_usd: i64,
+    /// Stability and streak bonuses, nano-USD.
+    pub bonus_nano_usd: i64,
+}
+
+/// A node's money.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Earnings {
+    /// Base pay ever earned.
+    pub earned_nano: i64,
+    /// Bonuses ever earned.
+    pub bonus_nano: i64,
+    /// Paid out (confirmed payouts).
+    pub paid_nano: i64,
+    /// On the node's account now (not reserved for a payout).
+    pub available_nano: i64,
+    /// The last days with rewards, newest first.
+    pub days: Vec<DayEarnings>,
+}
+
+impl Ledger {
+    /// `node`'s earnings.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn earnings(&self, node: &str) -> Result<Earnings, LedgerError> {
+        let available = self
+            .balance(&AccountRef::node(node, Asset::NanoUsd))
+            .await?;
+        let client = self.pool.get().await?;
+        let totals = client
+            .query_one(
+                "SELECT coalesce(sum(base_nano), 0)::bigint,
+                        coalesce(sum(stability_nano + streak_nano), 0)::bigint
+                 FROM reward_days WHERE node = $1",
+                &[&node],
+            )
+            .await?;
+        let paid: i64 = client
+            .query_one(
+                "SELECT coalesce(sum(amount_nano), 0)::bigint FROM payouts
+                 WHERE node = $1 AND status = 'confirmed'",
+                &[&node],
+            )
+            .await?
+            .get(0);
+        let days = client
+            .query(
+                "SELECT day, max(carried_bytes), sum(base_nano)::bigint,
+                        sum(stability_nano + streak_nano)::bigint
+                 FROM reward_days WHERE node = $1 GROUP BY day ORDER BY day DESC LIMIT $2",
+                &[&node, &DAYS_SHOWN],
+            )
+            .await?
+            .iter()
+            .map(|r| DayEarnings {
+                day: r.get(0),
+                carried_bytes: r.get(1),
+                base_nano_usd: r.get(2),
+                bonus_nano_usd: r.get(3),
+            })
+            .collect();
+        Ok(Earnings {
+            earned_nano: totals.get(0),
+            bonus_nano: totals.get(1),
+            paid_nano: paid,
+            available_nano: available,
+            days,
+        })
+    }
+
+    /// `key_id`'s usage per minute and node, for minutes in `from..to` (minutes since
+    /// the Unix epoch), at most 10,000 rows.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn key_usage(
+        &self,
+        key_id: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<serde_json::Value>, LedgerError> {
+        let rows = self
+            .pool
+            .get()
+            .await?
+            .query(
+                "SELECT minute, node, up, down, conns FROM usage_minute
+                 WHERE key_id = $1 AND minute >= $2 AND minute < $3
+                 ORDER BY minute, node LIMIT 10000",
+                &[&key_id, &from, &to],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "minute": r.get::<_, i64>(0),
+                    "node": r.get::<_, String>(1),
+                    "up": r.get::<_, i64>(2),
+                    "down": r.get::<_, i64>(3),
+                    "conns": r.get::<_, i64>(4),
+                })
+            })
+            .collect())
+    }
+}

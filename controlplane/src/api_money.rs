@@ -1,0 +1,112 @@
+//! The API's money routes (admin token): reconciliation, payouts, a node's earnings
+//! and a key's usage per minute. They answer 503 on a server without a ledger.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::api::{check_admin, ApiError, ApiState};
+use crate::money::{Money, MoneyError};
+use crate::store::Store;
+
+/// The money features, or 503.
+fn money<S>(state: &ApiState<S>) -> Result<&Arc<Money>, ApiError> {
+    state.money.as_ref().ok_or(ApiError::MoneyOff)
+}
+
+/// `GET /api/ledger/reconcile`.
+pub(crate) async fn reconcile<S: Store>(
+    State(state): State<Arc<ApiState<S>>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    check_admin(&state, &headers)?;
+    let r = money(&state)?.reconcile(&*state.control.store).await?;
+    Ok(Json(serde_json::to_value(r).unwrap_or_default()))
+}
+
+/// `POST /api/payouts/run` body.
+#[derive(Deserialize, Default)]
+pub(crate) struct PayoutRequest {
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// `POST /api/payouts/run`.
+pub(crate) async fn payouts<S: Store>(
+    State(state): State<Arc<ApiState<S>>>,
+    headers: HeaderMap,
+    body: Result<Json<PayoutRequest>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    check_admin(&state, &headers)?;
+    let req = body.map(|Json(b)| b).unwrap_or_default();
+    let run = money(&state)?
+        .payouts(&*state.control.store, req.dry_run)
+        .await?;
+    let planned: Vec<Value> = run
+        .planned
+        .iter()
+        .map(|(node, nano)| json!({ "node": node, "amount_nano_usd": nano }))
+        .collect();
+    Ok(Json(json!({
+        "dry_run": req.dry_run,
+        "planned": planned,
+        "confirmed": run.confirmed,
+        "voided": run.voided,
+        "resolved": run.resolved,
+    })))
+}
+
+/// `GET /api/nodes/{id}/earnings`.
+pub(crate) async fn earnings<S: Store>(
+    State(state): State<Arc<ApiState<S>>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    check_admin(&state, &headers)?;
+    state.control.store.node(&id).await?;
+    let e = money(&state)?
+        .earnings(&id)
+        .await
+        .map_err(MoneyError::from)?;
+    Ok(Json(e))
+}
+
+/// `GET /api/keys/{id}/usage` query.
+#[derive(Deserialize)]
+pub(crate) struct UsageRange {
+    from: Option<i64>,
+    to: Option<i64>,
+}
+
+/// `GET /api/keys/{id}/usage?from=&to=` (minutes since the epoch; default: the last
+/// day).
+pub(crate) async fn key_usage<S: Store>(
+    State(state): State<Arc<ApiState<S>>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(range): Query<UsageRange>,
+) -> Result<Json<Value>, ApiError> {
+    check_admin(&state, &headers)?;
+    state.control.store.key(&id).await?;
+    let now = (crate::store::now_unix() / 60) as i64;
+    let to = range.to.unwrap_or(now + 1);
+    let from = range.from.unwrap_or(to - 1440);
+    if from > to || to - from > 31 * 1440 {
+        return Err(ApiError::BadRequest(
+            "from must be before to, at most 31 days apart (minutes since the epoch)".into(),
+        ));
+    }
+    let rows = money(&state)?
+        .ledger
+        .key_usage(&id, from, to)
+        .await
+        .map_err(MoneyError::from)?;
+    Ok(Json(
+        json!({ "key": id, "from": from, "to": to, "minutes": rows }),
+    ))
+}

@@ -1,0 +1,239 @@
+//! The money features, on when the server has a ledger (`--ledger postgres://…`):
+//! a feeder that moves the store's usage log into the ledger exactly once and settles
+//! it, node uptime and daily rewards, and what the API's money routes call
+//! (reconciliation, payouts, earnings, usage). Without a ledger none of this runs and
+//! those routes answer 503.
+//!
+//! - **Feed**: every second the feeder reads the usage log after its cursor, records
+//!   the entries and moves the cursor in one ledger transaction (a feeder killed
+//!   half-way reads the same entries again; two servers feeding one ledger take turns
+//!   through the cursor), trims the log, and settles.
+//! - **Uptime**: each tick adds the elapsed seconds to every node connected to this
+//!   server, per UTC day; the ledger keeps the largest report.
+//! - **Rewards**: each tick rewards the previous UTC day (idempotent; late usage is
+//!   rewarded alone).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use turbo_dataplane::control::NodeTableHandle;
+use turbo_ledger::{
+    AccountRef, Asset, CsvSink, Ledger, LedgerError, PayoutRun, Reconciliation, RewardPolicy,
+    UsageRecord,
+};
+
+use crate::store::{Store, StoreError, UsageEntry};
+
+/// The feeder's name in the ledger (one cursor shared by every server on one store).
+const FEEDER: &str = "store-usage-log";
+/// Entries read per feeder round.
+const FEED_BATCH: usize = 5_000;
+/// Records settled per ledger transaction.
+const SETTLE_BATCH: i64 = 20_000;
+/// How often the feeder runs.
+const TICK: Duration = Duration::from_secs(1);
+
+/// Why a money operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MoneyError {
+    /// The ledger failed (or refused, e.g. payouts on a ledger that does not reconcile).
+    #[error("{0}")]
+    Ledger(#[from] LedgerError),
+    /// The store failed.
+    #[error("{0}")]
+    Store(#[from] StoreError),
+}
+
+/// The money side of a running server.
+pub struct Money {
+    /// The ledger.
+    pub ledger: Ledger,
+    /// The reward policy's version in the ledger.
+    pub policy_version: i32,
+    /// Smallest payout, in nano-USD.
+    pub payout_threshold_nano: i64,
+    /// Where payouts are written for an operator to pay.
+    pub payout_csv: PathBuf,
+    /// This server's id (the owner of its leases and usage records).
+    pub server_id: Arc<str>,
+    /// Bytes this server relayed (counted by the relay, per closed connection).
+    pub relayed: Arc<AtomicU64>,
+}
+
+impl Money {
+    /// Connects to the ledger at `url` and adopts `policy`.
+    ///
+    /// # Errors
+    /// [`LedgerError`] when the ledger is unreachable or the policy out of range.
+    pub async fn connect(
+        url: &str,
+        policy: &RewardPolicy,
+        payout_threshold_nano: i64,
+        payout_csv: PathBuf,
+        server_id: Arc<str>,
+        relayed: Arc<AtomicU64>,
+    ) -> Result<Money, LedgerError> {
+        let ledger = Ledger::connect(url).await?;
+        let policy_version = ledger.adopt_policy(policy).await?;
+        tracing::info!(policy_version, "ledger connected: money features on");
+        Ok(Money {
+            ledger,
+            policy_version,
+            payout_threshold_nano,
+            payout_csv,
+            server_id,
+            relayed,
+        })
+    }
+
+    /// Moves usage log entries into the ledger until the log is drained; returns how
+    /// many were taken.
+    ///
+    /// # Errors
+    /// [`MoneyError`]; what was recorded stays recorded.
+    pub async fn feed<S: Store>(&self, store: &S) -> Result<u64, MoneyError> {
+        let mut taken = 0;
+        loop {
+            let from = self.ledger.feed_cursor(FEEDER).await?;
+            let (entries, to) = store.usage_since(&from, FEED_BATCH).await?;
+            if entries.is_empty() {
+                return Ok(taken);
+            }
+            let records: Vec<UsageRecord> = entries.iter().map(record).collect();
+            if self.ledger.record_fed(FEEDER, &from, &to, &records).await? {
+                taken += records.len() as u64;
+                store.usage_trim(&to).await?;
+            }
+        }
+    }
+
+    /// Settles everything recorded.
+    ///
+    /// # Errors
+    /// [`LedgerError`].
+    pub async fn settle(&self) -> Result<u64, LedgerError> {
+        let mut settled = 0;
+        loop {
+            let s = self.ledger.settle(SETTLE_BATCH).await?;
+            if s.records == 0 {
+                return Ok(settled);
+            }
+            settled += s.records;
+        }
+    }
+
+    /// Feeds, settles and reconciles, against this server's relayed bytes.
+    ///
+    /// # Errors
+    /// [`MoneyError`].
+    pub async fn reconcile<S: Store>(&self, store: &S) -> Result<Reconciliation, MoneyError> {
+        self.feed(store).await?;
+        self.settle().await?;
+        let relayed = self.relayed.load(Relaxed);
+        Ok(self
+            .ledger
+            .reconcile_server(&self.server_id, relayed)
+            .await?)
+    }
+
+    /// Runs (or, dry, plans) payouts to every node with a payout address, into the
+    /// CSV sink, after a fresh reconciliation.
+    ///
+    /// # Errors
+    /// [`MoneyError`], including a ledger that does not reconcile.
+    pub async fn payouts<S: Store>(
+        &self,
+        store: &S,
+        dry_run: bool,
+    ) -> Result<PayoutRun, MoneyError> {
+        let gate = self.reconcile(store).await?;
+        let addresses: BTreeMap<String, String> = store
+            .list_nodes()
+            .await?
+            .into_iter()
+            .filter_map(|n| Some((n.id, n.payout_address?)))
+            .collect();
+        let sink = CsvSink {
+            path: self.payout_csv.clone(),
+        };
+        Ok(self
+            .ledger
+            .run_payouts(
+                &gate,
+                self.payout_threshold_nano,
+                &addresses,
+                &sink,
+                dry_run,
+            )
+            .await?)
+    }
+
+    /// A node's bytes and money.
+    ///
+    /// # Errors
+    /// [`LedgerError`].
+    pub async fn earnings(&self, node: &str) -> Result<serde_json::Value, LedgerError> {
+        let carried = self
+            .ledger
+            .balance(&AccountRef::node(node, Asset::Bytes))
+            .await?;
+        let e = self.ledger.earnings(node).await?;
+        Ok(serde_json::json!({
+            "node": node,
+            "carried_bytes": carried,
+            "earned_nano_usd": e.earned_nano,
+            "bonus_nano_usd": e.bonus_nano,
+            "paid_nano_usd": e.paid_nano,
+            "available_nano_usd": e.available_nano,
+            "days": e.days,
+        }))
+    }
+}
+
+/// The ledger's record of one usage log entry.
+fn record(e: &UsageEntry) -> UsageRecord {
+    let signed = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    UsageRecord {
+        server: e.owner.clone(),
+        lease: e.lease.clone(),
+        seq: signed(e.seq),
+        node: e.node.clone(),
+        key_id: e.key_id.clone(),
+        minute: e.minute,
+        up: signed(e.up),
+        down: signed(e.down),
+        conns: signed(e.connections),
+    }
+}
+
+/// Runs the feeder, uptime and rewards until the process ends.
+pub async fn run<S: Store>(money: Arc<Money>, store: Arc<S>, nodes: NodeTableHandle) {
+    let mut uptime: HashMap<(Arc<str>, i64), i64> = HashMap::new();
+    let mut last = Instant::now();
+    loop {
+        tokio::time::sleep(TICK).await;
+        let elapsed = last.elapsed().as_secs_f64().round() as i64;
+        last = Instant::now();
+        if let Err(e) = money.feed(&*store).await {
+            tracing::warn!(error = %e, "usage feed failed; retrying");
+        }
+        if let Err(e) = money.settle().await {
+            tracing::warn!(error = %e, "settlement failed; retrying");
+        }
+        let day = (crate::store::now_unix() / 86_400) as i64;
+        for id in nodes.load().node_ids() {
+            let seconds = uptime.entry((id.clone(), day)).or_default();
+            *seconds = (*seconds + elapsed).min(86_400);
+            if let Err(e) = money.ledger.record_uptime(&id, day, *seconds).await {
+                tracing::debug!(error = %e, "uptime not recorded");
+            }
+        }
+        uptime.retain(|(_, d), _| *d >= day - 1);
+        if let Err(e) = money.ledger.reward_day(day - 1, money.policy_version).await {
+            tracing::warn!(error = %e, "rewards failed; retrying");
+        }
+    }
+}
