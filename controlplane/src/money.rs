@@ -15,7 +15,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -59,8 +59,9 @@ pub struct Money {
     pub payout_csv: PathBuf,
     /// This server's id (the owner of its leases and usage records).
     pub server_id: Arc<str>,
-    /// Bytes this server relayed (counted by the relay, per closed connection).
-    pub relayed: Arc<AtomicU64>,
+    /// The data plane's counters, for the bytes this server billed (set once the data
+    /// plane runs).
+    pub stats: std::sync::OnceLock<Arc<turbo_dataplane::stats::Stats>>,
 }
 
 impl Money {
@@ -74,7 +75,6 @@ impl Money {
         payout_threshold_nano: i64,
         payout_csv: PathBuf,
         server_id: Arc<str>,
-        relayed: Arc<AtomicU64>,
     ) -> Result<Money, LedgerError> {
         let ledger = Ledger::connect(url).await?;
         let policy_version = ledger.adopt_policy(policy).await?;
@@ -85,7 +85,7 @@ impl Money {
             payout_threshold_nano,
             payout_csv,
             server_id,
-            relayed,
+            stats: std::sync::OnceLock::new(),
         })
     }
 
@@ -125,14 +125,16 @@ impl Money {
         }
     }
 
-    /// Feeds, settles and reconciles, against this server's relayed bytes.
+    /// Feeds, settles and reconciles, against the bytes this server's relays billed
+    /// since it started (its own count, which the usage checkpoints must match once
+    /// flushed, open tunnels included).
     ///
     /// # Errors
     /// [`MoneyError`].
     pub async fn reconcile<S: Store>(&self, store: &S) -> Result<Reconciliation, MoneyError> {
         self.feed(store).await?;
         self.settle().await?;
-        let relayed = self.relayed.load(Relaxed);
+        let relayed = self.stats.get().map_or(0, |s| s.billed_bytes.load(Relaxed));
         Ok(self
             .ledger
             .reconcile_server(&self.server_id, relayed)

@@ -153,7 +153,6 @@ fn start_money(
             cfg.payout_threshold_nano_usd,
             cfg.data_dir.join("payouts.csv"),
             server_id.clone(),
-            control.relayed.clone(),
         ))
         .map_err(ServerError::Ledger)?;
     let money = Arc::new(money);
@@ -195,6 +194,9 @@ impl Server {
             &links.key_events,
         )?;
         control.set_metrics(Arc::new(metrics(&dataplane, &control)));
+        if let Some(m) = &money {
+            let _ = m.stats.set(dataplane.stats());
+        }
         let api_state = Arc::new(ApiState {
             control: control.clone(),
             admin_token,

@@ -67,10 +67,6 @@ pub struct ControlPlane<S> {
     key_events: broadcast::Sender<KeyEvent>,
     settings: ControlSettings,
     metrics: std::sync::OnceLock<Arc<Metrics>>,
-    /// Bytes billed by this server's closed connections (the relay's own count of bytes
-    /// and connection costs, which reconciliation compares with the usage its leases
-    /// reported).
-    pub relayed: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl<S: Store> ControlPlane<S> {
@@ -88,7 +84,6 @@ impl<S: Store> ControlPlane<S> {
             key_events,
             settings,
             metrics: std::sync::OnceLock::new(),
-            relayed: Arc::default(),
         }
     }
 
@@ -132,8 +127,6 @@ impl<S: Store> ControlPlane<S> {
                     });
                 }
                 ToControl::ConnClosed(record) => {
-                    self.relayed
-                        .fetch_add(record.billed_bytes, std::sync::atomic::Ordering::Relaxed);
                     let me = self.clone();
                     tokio::spawn(async move { me.record(record).await });
                 }

@@ -33,6 +33,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::LeaseConfig;
 use crate::control::{ControlHandle, KeyEvent, LeaseAnswer, LeaseRequest, Usage};
+use crate::stats::Stats;
 
 /// Smallest lease asked for.
 pub(crate) const MIN_WANT: u64 = 64 * 1024;
@@ -75,6 +76,8 @@ pub(crate) enum Exhausted {
 /// One key's lease on one core.
 pub(crate) struct Account {
     key_id: Arc<str>,
+    /// Counters shared by all cores (bytes billed).
+    stats: Arc<Stats>,
     balance: Cell<u64>,
     standing: Cell<Standing>,
     usage: RefCell<Usage>,
@@ -88,9 +91,10 @@ pub(crate) struct Account {
 }
 
 impl Account {
-    fn new(key_id: Arc<str>) -> Self {
+    fn new(key_id: Arc<str>, stats: Arc<Stats>) -> Self {
         Account {
             key_id,
+            stats,
             balance: Cell::new(0),
             standing: Cell::new(Standing::Opening),
             usage: RefCell::new(Usage::default()),
@@ -178,6 +182,9 @@ impl Account {
     /// Books `n` relayed bytes carried by `node`.
     pub(crate) fn spent(&self, node: &Arc<str>, n: usize, upstream: bool) {
         self.usage.borrow_mut().add(node, n as u64, upstream);
+        self.stats
+            .billed_bytes
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
         self.last_used.set(Instant::now());
     }
 
@@ -249,6 +256,8 @@ struct Book {
     leases: LeaseConfig,
     /// Where lease requests go.
     control: ControlHandle,
+    /// Counters shared by all cores.
+    stats: Arc<Stats>,
     map: RefCell<HashMap<Arc<str>, Rc<Account>>>,
     serial: Cell<u64>,
     shutting_down: Cell<bool>,
@@ -258,12 +267,18 @@ struct Book {
 
 impl Accounts {
     /// The accounts of core `core`, leasing through `control`.
-    pub(crate) fn new(core: usize, leases: LeaseConfig, control: ControlHandle) -> Self {
+    pub(crate) fn new(
+        core: usize,
+        leases: LeaseConfig,
+        control: ControlHandle,
+        stats: Arc<Stats>,
+    ) -> Self {
         Accounts {
             book: Rc::new(Book {
                 core,
                 leases,
                 control,
+                stats,
                 map: RefCell::default(),
                 serial: Cell::new(0),
                 shutting_down: Cell::new(false),
@@ -278,7 +293,7 @@ impl Accounts {
         let book = &self.book;
         let existing = book.map.borrow().get(key_id).cloned();
         let account = existing.unwrap_or_else(|| {
-            let a = Rc::new(Account::new(key_id.clone()));
+            let a = Rc::new(Account::new(key_id.clone(), book.stats.clone()));
             book.map.borrow_mut().insert(key_id.clone(), a.clone());
             book.serial.set(book.serial.get() + 1);
             let lease_id: Arc<str> = format!(

@@ -221,9 +221,7 @@ pub struct ConnRecord {
     pub bytes_up: u64,
     /// Target -> customer bytes.
     pub bytes_down: u64,
-    /// Everything the key was billed for this connection: its bytes plus the
-    /// connection cost when it was charged.
-    pub billed_bytes: u64,
+
     /// Reads (segments) customer -> target.
     pub reads_up: u64,
     /// Reads (segments) target -> customer.

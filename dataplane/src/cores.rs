@@ -147,7 +147,12 @@ fn assemble(seed: &CoreHandles, socket: UdpSocket) -> std::io::Result<Core> {
         quic: endpoint,
         forward: seed.forward.clone(),
     });
-    let accounts = Accounts::new(seed.index, seed.cfg.lease.clone(), seed.control.clone());
+    let accounts = Accounts::new(
+        seed.index,
+        seed.cfg.lease.clone(),
+        seed.control.clone(),
+        seed.stats.clone(),
+    );
     let relay = Rc::new(RelayCore {
         index: seed.index,
         cfg: seed.cfg.clone(),

@@ -38,6 +38,9 @@ pub struct Stats {
     /// Customer connections moved to another core because the node had no connection
     /// (lane) on the core that accepted them.
     pub relay_handoffs: AtomicU64,
+    /// Bytes billed to keys (traffic and connection costs), as the relays book them:
+    /// what the usage checkpoints report once they are flushed.
+    pub billed_bytes: AtomicU64,
     /// Target failures another node did not reproduce (it connected).
     pub refusals_disputed: AtomicU64,
     /// Target failures another node reproduced.

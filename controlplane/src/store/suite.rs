@@ -485,7 +485,6 @@ async fn feature_records_keep_order<S: Store>(store: &S) {
             time_to_connect: Some(Duration::from_millis(3)),
             bytes_up: 10,
             bytes_down: u64::from(port),
-            billed_bytes: 2 * u64::from(port),
             reads_up: 1,
             reads_down: 2,
             gap_mean_us: 5,

@@ -122,7 +122,7 @@ fn leases(idle_release: Duration) -> LeaseConfig {
 fn accounts(balance: u64, idle_release: Duration) -> (Accounts, Store) {
     let (handle, rx) = control();
     (
-        Accounts::new(0, leases(idle_release), handle),
+        Accounts::new(0, leases(idle_release), handle, Arc::default()),
         Store::start(balance, rx),
     )
 }

@@ -16,8 +16,7 @@ pub(super) struct Counters<'a> {
     node: OnceCell<Arc<str>>,
     /// Upstream bytes billed: what the node reported delivered, at most `sent_up`.
     pub(super) up: Cell<u64>,
-    /// Connection cost charged, in bytes.
-    pub(super) cost: Cell<u64>,
+
     /// Upstream bytes paid for and handed to the node, billed or not yet.
     pub(super) sent_up: Cell<u64>,
     pub(super) down: Cell<u64>,
@@ -46,7 +45,6 @@ impl<'a> Counters<'a> {
             account,
             node: OnceCell::new(),
             up: Cell::new(0),
-            cost: Cell::new(0),
             sent_up: Cell::new(0),
             down: Cell::new(0),
             reads_up: Cell::new(0),
@@ -194,7 +192,6 @@ impl<'a> Counters<'a> {
     pub(super) fn connection_cost(&self, n: u64) {
         if let Some(node) = self.node.get() {
             self.account.spent(node, n as usize, true);
-            self.cost.set(self.cost.get() + n);
         }
     }
 

@@ -351,7 +351,6 @@ fn report_closed(
         time_to_connect: counters.connected_after.get(),
         bytes_up: counters.up.get(),
         bytes_down: counters.down.get(),
-        billed_bytes: counters.up.get() + counters.down.get() + counters.cost.get(),
         reads_up: counters.reads_up.get(),
         reads_down: counters.reads_down.get(),
         gap_mean_us,
