@@ -146,7 +146,7 @@ fn a_killed_server_loses_no_money(driver: &'static str) {
                     seed ^= seed << 13;
                     seed ^= seed >> 7;
                     seed ^= seed << 17;
-                    let at = if seed % 2 == 0 { a_socks } else { b.socks };
+                    let at = if seed & 1 == 0 { a_socks } else { b.socks };
                     // curl: a connection to the killed server fails cleanly.
                     let _ = crate::fixtures::curl(&[
                         "-s",
