@@ -41,12 +41,13 @@ use turbo_dataplane::control::{ConnRecord, KeyEvent, LeaseAnswer, LeaseRequest};
 
 use super::{
     feature_fields, now_unix, short_id, FeatureFields, KeyRecord, LeaseTerms, NodeRecord, Store,
-    StoreError, UsageEntry, MAX_BALANCE, MIN_LEASE, USAGE_LOG_START,
+    StoreError, UsageEntry, MAX_BALANCE, MIN_LEASE,
 };
 use crate::secrets::{self, SecretHash};
 
 mod events;
 mod lua;
+mod usage;
 use events::subscriber;
 use lua::{LEASE_LUA, RECLAIM_LUA, SESSION_LUA, SET_NODE_FIELD_LUA, TOP_UP_LUA};
 
@@ -433,35 +434,11 @@ impl Store for RedisStore {
         cursor: &str,
         max: usize,
     ) -> Result<(Vec<UsageEntry>, String), StoreError> {
-        let start = if cursor == USAGE_LOG_START {
-            "-".to_owned()
-        } else {
-            format!("({cursor}")
-        };
-        let reply: redis::streams::StreamRangeReply = self
-            .conn()
-            .xrange_count(USAGE_LOG, start, "+", max)
-            .await
-            .map_err(|e| self.fail(e))?;
-        let next = reply.ids.last().map_or(cursor.to_owned(), |e| e.id.clone());
-        let entries = reply.ids.iter().filter_map(usage_entry).collect();
-        Ok((entries, next))
+        self.usage_log_since(cursor, max).await
     }
 
     async fn usage_trim(&self, cursor: &str) -> Result<(), StoreError> {
-        // MINID keeps ids at or above it: the id just after the cursor.
-        let Some((ms, seq)) = cursor.split_once('-') else {
-            return Ok(());
-        };
-        let seq: u64 = seq.parse().unwrap_or(u64::MAX - 1);
-        let _: i64 = redis::cmd("XTRIM")
-            .arg(USAGE_LOG)
-            .arg("MINID")
-            .arg(format!("{ms}-{}", seq + 1))
-            .query_async(&mut self.conn())
-            .await
-            .map_err(|e| self.fail(e))?;
-        Ok(())
+        self.usage_log_trim(cursor).await
     }
 
     async fn reclaim_expired(&self) -> Result<u64, StoreError> {
@@ -620,20 +597,3 @@ impl Store for RedisStore {
 
 #[cfg(test)]
 mod tests;
-
-/// A usage log entry from its stream fields (`None` for one that is not ours).
-fn usage_entry(e: &redis::streams::StreamId) -> Option<UsageEntry> {
-    let text = |f: &str| e.get::<String>(f);
-    let num = |f: &str| text(f)?.parse::<u64>().ok();
-    Some(UsageEntry {
-        owner: text("owner")?,
-        lease: text("lease")?,
-        seq: num("seq")?,
-        node: text("node")?,
-        key_id: text("key")?,
-        minute: text("minute")?.parse().ok()?,
-        up: num("up")?,
-        down: num("down")?,
-        connections: num("conns")?,
-    })
-}

@@ -289,9 +289,15 @@ async fn leases_book_usage_exactly_once<S: Store>(store: &S) {
         "every billed byte is a node byte"
     );
 
+    grants_are_sized_by_the_balance(store, &t).await;
+}
+
+/// Grants: at most a quarter of a big balance, the minimum of a small one, none for a
+/// key that does not exist.
+async fn grants_are_sized_by_the_balance<S: Store>(store: &S, t: &LeaseTerms) {
     let (big, _) = store.create_key("big", 100 << 20).await.expect("key");
     let ans = store
-        .lease(&t, &request(&big, "l_big", 1, 1 << 40, Usage::default()))
+        .lease(t, &request(&big, "l_big", 1, 1 << 40, Usage::default()))
         .await
         .expect("lease");
     assert_eq!(ans.granted, 25 << 20, "at most a quarter of the balance");
@@ -300,10 +306,7 @@ async fn leases_book_usage_exactly_once<S: Store>(store: &S) {
         .await
         .expect("key");
     let ans = store
-        .lease(
-            &t,
-            &request(&small, "l_small", 1, 1 << 40, Usage::default()),
-        )
+        .lease(t, &request(&small, "l_small", 1, 1 << 40, Usage::default()))
         .await
         .expect("lease");
     assert_eq!(ans.granted, MIN_LEASE, "small balances lease the minimum");
@@ -312,7 +315,7 @@ async fn leases_book_usage_exactly_once<S: Store>(store: &S) {
         ..request(&small, "l_x", 1, 1, Usage::default())
     };
     assert!(matches!(
-        store.lease(&t, &missing).await,
+        store.lease(t, &missing).await,
         Err(StoreError::NotFound(_))
     ));
 }
