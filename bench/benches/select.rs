@@ -24,6 +24,7 @@ fn table(n: usize) -> NodeTable {
             score: 0.5,
             max_streams: 1024,
             active: Arc::default(),
+            earnings: Arc::default(),
         })
         .collect();
     NodeTable::new(routes)

@@ -35,6 +35,8 @@ const FEED_BATCH: usize = 5_000;
 const SETTLE_BATCH: i64 = 20_000;
 /// How often the feeder runs.
 const TICK: Duration = Duration::from_secs(1);
+/// How often connected nodes' earnings are read for their status (in ticks).
+const EARNINGS_EVERY: u64 = 5;
 
 /// Why a money operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +57,8 @@ pub struct Money {
     pub policy_version: i32,
     /// Smallest payout, in nano-USD.
     pub payout_threshold_nano: i64,
+    /// The reward policy (today's earnings are estimated at its base rate).
+    pub policy: RewardPolicy,
     /// Where payouts are written for an operator to pay.
     pub payout_csv: PathBuf,
     /// This server's id (the owner of its leases and usage records).
@@ -82,6 +86,7 @@ impl Money {
         Ok(Money {
             ledger,
             policy_version,
+            policy: policy.clone(),
             payout_threshold_nano,
             payout_csv,
             server_id,
@@ -215,7 +220,7 @@ fn record(e: &UsageEntry) -> UsageRecord {
 pub async fn run<S: Store>(money: Arc<Money>, store: Arc<S>, nodes: NodeTableHandle) {
     let mut uptime: HashMap<(Arc<str>, i64), i64> = HashMap::new();
     let mut last = Instant::now();
-    loop {
+    for tick in 0u64.. {
         tokio::time::sleep(TICK).await;
         let elapsed = last.elapsed().as_secs_f64().round() as i64;
         last = Instant::now();
@@ -236,6 +241,29 @@ pub async fn run<S: Store>(money: Arc<Money>, store: Arc<S>, nodes: NodeTableHan
         uptime.retain(|(_, d), _| *d >= day - 1);
         if let Err(e) = money.ledger.reward_day(day - 1, money.policy_version).await {
             tracing::warn!(error = %e, "rewards failed; retrying");
+        }
+        if tick % EARNINGS_EVERY == 0 {
+            report_earnings(&money, &nodes, day).await;
+        }
+    }
+}
+
+/// Reads every connected node's earnings into its route, whence its core tells it.
+async fn report_earnings(money: &Money, nodes: &NodeTableHandle, day: i64) {
+    let table = nodes.load_full();
+    for route in table.routes() {
+        match money
+            .ledger
+            .period_earnings(&route.node_id, day, &money.policy)
+            .await
+        {
+            Ok((today, month)) => {
+                let e = &route.earnings;
+                e.today_nano.store(today, Relaxed);
+                e.month_nano.store(month, Relaxed);
+                e.known.store(true, Relaxed);
+            }
+            Err(e) => tracing::debug!(error = %e, "earnings not read"),
         }
     }
 }

@@ -41,6 +41,8 @@ pub struct LiveNode {
     pub max_streams: u32,
     /// Streams open on it now (counted by the cores).
     pub active: Arc<AtomicU32>,
+    /// What it earned, as the ledger reports it (shared with its routes).
+    pub earnings: Arc<turbo_dataplane::routes::NodeEarnings>,
     /// Its latest score.
     pub score: Score,
 }
@@ -177,6 +179,7 @@ impl Registry {
                 rtt: None,
                 max_streams: hello.max_streams.max(1),
                 active: Arc::default(),
+                earnings: Arc::default(),
                 score,
             };
             Ok(i.live
@@ -295,6 +298,7 @@ impl Registry {
                         score: n.score.total,
                         max_streams: n.max_streams,
                         active: n.active.clone(),
+                        earnings: n.earnings.clone(),
                     }
                 })
                 .collect::<Vec<_>>()

@@ -274,6 +274,7 @@ mod tests {
             score: 1.0,
             max_streams,
             active: Arc::default(),
+            earnings: Arc::default(),
         }
     }
 

@@ -45,6 +45,20 @@ pub struct NodeRoute {
     pub max_streams: u32,
     /// Streams open now, counted by the cores (shared across snapshots).
     pub active: Arc<AtomicU32>,
+    /// What the node earned, written by the control plane's ledger feeder and sent to
+    /// the node with its score.
+    pub earnings: Arc<NodeEarnings>,
+}
+
+/// A node's earnings as the ledger reports them, in nano-USD; `known` once reported.
+#[derive(Debug, Default)]
+pub struct NodeEarnings {
+    /// Today (UTC) so far.
+    pub today_nano: std::sync::atomic::AtomicU64,
+    /// This month (UTC), today included.
+    pub month_nano: std::sync::atomic::AtomicU64,
+    /// Set once the ledger has reported.
+    pub known: std::sync::atomic::AtomicBool,
 }
 
 impl NodeRoute {
@@ -228,6 +242,7 @@ mod tests {
             score: weight,
             max_streams: 100,
             active: Arc::default(),
+            earnings: Arc::default(),
         }
     }
 

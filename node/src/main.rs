@@ -212,6 +212,14 @@ pub(crate) fn main() -> anyhow::Result<()> {
                 Some(s) => println!("score:          {s:.3}"),
                 None => println!("score:          not reported yet"),
             }
+            match r.earnings_nano {
+                Some((today, month)) => println!(
+                    "earnings:       {} today, {} this month",
+                    usd(today),
+                    usd(month)
+                ),
+                None => println!("earnings:       not reported (the server has no ledger)"),
+            }
             println!(
                 "udp offload:    {} datagrams in GSO batches, {} fallbacks",
                 r.udp_gso_segments, r.udp_offload_fallbacks
@@ -276,4 +284,13 @@ async fn stop_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+/// nano-USD as dollars with six decimals (`$0.123456`), truncated.
+fn usd(nano: u64) -> String {
+    format!(
+        "${}.{:06}",
+        nano / 1_000_000_000,
+        nano % 1_000_000_000 / 1000
+    )
 }

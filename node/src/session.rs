@@ -400,6 +400,15 @@ impl Connection<'_> {
                     .score
                     .set(Some(f64::from(milli) / 1000.0));
             }
+            ControlMessage::Earnings {
+                today_nano,
+                month_nano,
+            } => {
+                self.shared
+                    .status
+                    .earnings_nano
+                    .set(Some((today_nano, month_nano)));
+            }
             _ => {}
         }
         Ok(())

@@ -39,6 +39,10 @@ pub struct StatusReport {
     /// Connections (lanes) to the server that are up, one per server core.
     #[serde(default)]
     pub lanes: u8,
+    /// Earnings today and this month (UTC), nano-USD, as the server last reported them
+    /// (`None` from a server without a ledger).
+    #[serde(default)]
+    pub earnings_nano: Option<(u64, u64)>,
 }
 
 /// One lane's share of the status.
@@ -85,6 +89,8 @@ pub struct Status {
     pub node_id: RefCell<Option<String>>,
     /// Last score from the server.
     pub score: Cell<Option<f64>>,
+    /// Last earnings from the server: (today, this month), nano-USD.
+    pub earnings_nano: Cell<Option<(u64, u64)>>,
     /// Per lane: open streams and UDP counters.
     pub lanes: RefCell<Vec<LaneStatus>>,
 }
@@ -113,6 +119,7 @@ impl Status {
             monthly_cap: usage.cap(),
             active_streams: lanes.iter().map(|l| l.active).sum(),
             score: self.score.get(),
+            earnings_nano: self.earnings_nano.get(),
             udp_gso_segments: lanes.iter().map(|l| l.udp.gso_segments).sum(),
             udp_offload_fallbacks: lanes.iter().map(|l| l.udp.offload_fallbacks).sum(),
             lanes: lanes.iter().filter(|l| l.connected).count() as u8,

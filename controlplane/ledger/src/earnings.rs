@@ -87,6 +87,39 @@ impl Ledger {
         })
     }
 
+    /// `node`'s earnings today (an estimate at the base rate of `policy` until the
+    /// day's rewards are posted) and this calendar month (UTC, today included), in
+    /// nano-USD.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn period_earnings(
+        &self,
+        node: &str,
+        today: i64,
+        policy: &crate::RewardPolicy,
+    ) -> Result<(u64, u64), LedgerError> {
+        let client = self.pool.get().await?;
+        let posted: i64 = client
+            .query_one(
+                "SELECT coalesce(sum(base_nano + stability_nano + streak_nano), 0)::bigint
+                 FROM reward_days WHERE node = $1 AND day >= $2 AND day < $3",
+                &[&node, &month_start(today), &today],
+            )
+            .await?
+            .get(0);
+        let carried: i64 = client
+            .query_one(
+                "SELECT coalesce(sum(up + down), 0)::bigint FROM usage_minute
+                 WHERE node = $1 AND minute >= $2",
+                &[&node, &(today * 1440)],
+            )
+            .await?
+            .get(0);
+        let today_nano = policy.base(carried, 0).0.max(0) as u64;
+        Ok((today_nano, posted.max(0) as u64 + today_nano))
+    }
+
     /// `key_id`'s usage per minute and node, for minutes in `from..to` (minutes since
     /// the Unix epoch), at most 10,000 rows.
     ///
@@ -121,5 +154,51 @@ impl Ledger {
                 })
             })
             .collect())
+    }
+}
+
+/// The first day (days since the Unix epoch) of the UTC calendar month holding `day`.
+pub fn month_start(day: i64) -> i64 {
+    let (_, _, dom) = civil(day);
+    day - (dom - 1)
+}
+
+/// (year, month, day of month) of `day` days since 1970-01-01, proleptic Gregorian
+/// (the days-to-civil algorithm: eras of 400 years, years starting in March).
+fn civil(day: i64) -> (i64, i64, i64) {
+    let z = day + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let dom = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, dom)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calendar_days() {
+        // (days since the epoch, (year, month, day))
+        let cases = [
+            (0, (1970, 1, 1)),
+            (31, (1970, 2, 1)),
+            (59, (1970, 3, 1)),
+            (11_016, (2000, 2, 29)),
+            (20_425, (2025, 12, 3)),
+            (20_790, (2026, 12, 3)),
+            (-1, (1969, 12, 31)),
+        ];
+        for (day, ymd) in cases {
+            assert_eq!(civil(day), ymd, "day {day}");
+        }
+        assert_eq!(month_start(20_790), 20_788);
+        assert_eq!(month_start(20_788), 20_788);
+        assert_eq!(month_start(59), 59);
     }
 }

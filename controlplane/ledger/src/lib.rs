@@ -22,7 +22,7 @@ mod rewards;
 mod settle;
 
 pub use account::{AccountRef, Asset, Platform};
-pub use earnings::{DayEarnings, Earnings};
+pub use earnings::{month_start, DayEarnings, Earnings};
 pub use payout::{CsvSink, PayoutOrder, PayoutRun, PayoutSink, SinkError};
 pub use policy::{DayReward, PolicyError, RewardPolicy, StabilityTier, BYTES_PER_GB};
 pub use posting::{Leg, Posted, Posting};

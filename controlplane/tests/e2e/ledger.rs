@@ -103,6 +103,25 @@ fn billed_once(driver: &'static str, store: Option<&Redis>) {
     assert_eq!(per_minute, billed, "the per-minute rows hold every byte");
     let conns: u64 = rows.iter().map(|m| n(m, "conns")).sum();
     assert_eq!(conns, CONNECTIONS as u64);
+    // The node hears today's earnings at the base rate ($0.10/GB, truncated to a
+    // nano-USD) with its score.
+    let nano = billed / 10;
+    let want = format!(
+        "${}.{:06} today",
+        nano / 1_000_000_000,
+        nano % 1_000_000_000 / 1000
+    );
+    wait_for("the node's status to show today's earnings", || {
+        let out = std::process::Command::new(crate::fixtures::bin("turbo-node"))
+            .arg("status")
+            .env("TURBO_NODE_STATE", net.node_state("main"))
+            .output()
+            .expect("turbo-node status");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.lines()
+            .any(|l| l.starts_with("earnings:") && l.contains(&want))
+            .then_some(())
+    });
     let printed: Value = serde_json::from_str(&net.cli(&["ledger", "reconcile"])).expect("json");
     assert_eq!(printed["ok"], Value::Bool(true));
     let dry: Value =

@@ -2,6 +2,7 @@
 //! admission (hello -> control plane -> welcome/reject), pings, stats and drain.
 
 use std::rc::Rc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
@@ -128,6 +129,7 @@ fn handle(core: &Rc<QuicCore>, conn: &Rc<NodeConn>, msg: ControlMessage) {
         ControlMessage::Pong { .. }
         | ControlMessage::Unknown { .. }
         | ControlMessage::Score { .. }
+        | ControlMessage::Earnings { .. }
         | ControlMessage::Policy(_) => {}
         ControlMessage::Stats(stats) => conn.control.borrow_mut().stats = stats,
         ControlMessage::Delivered {
@@ -146,16 +148,23 @@ fn handle(core: &Rc<QuicCore>, conn: &Rc<NodeConn>, msg: ControlMessage) {
     }
 }
 
-/// Tells the node its score as the control plane last published it.
+/// Tells the node its score as the control plane last published it, and its earnings
+/// once the ledger has reported them.
 fn send_score(core: &QuicCore, conn: &NodeConn) {
     let Some(node_id) = conn.node_id.borrow().clone() else {
         return;
     };
     if let Some(route) = core.nodes.load().get(&node_id) {
         let milli = (route.score.clamp(0.0, 1.0) * 1000.0).round() as u32;
-        conn.control
-            .borrow_mut()
-            .queue(&ControlMessage::Score { milli });
+        let mut control = conn.control.borrow_mut();
+        control.queue(&ControlMessage::Score { milli });
+        let e = &route.earnings;
+        if e.known.load(Relaxed) {
+            control.queue(&ControlMessage::Earnings {
+                today_nano: e.today_nano.load(Relaxed),
+                month_nano: e.month_nano.load(Relaxed),
+            });
+        }
     }
 }
 

@@ -174,6 +174,14 @@ pub enum ControlMessage {
         /// No more bytes will be written to the target on this stream.
         done: bool,
     },
+    /// Server -> node: what the node earned as the server's ledger reports it, in
+    /// nano-USD (today's is an estimate until the day's rewards are posted).
+    Earnings {
+        /// Today (UTC) so far.
+        today_nano: u64,
+        /// This month (UTC), today included.
+        month_nano: u64,
+    },
     /// A frame type this build does not know; skipped.
     Unknown {
         /// The frame type byte.
@@ -191,6 +199,7 @@ const T_DRAIN: u8 = 7;
 const T_POLICY: u8 = 8;
 const T_SCORE: u8 = 9;
 const T_DELIVERED: u8 = 10;
+const T_EARNINGS: u8 = 11;
 
 impl ControlMessage {
     /// Appends the framed message to `out`.
@@ -244,6 +253,14 @@ impl ControlMessage {
                 body.push(u8::from(*done));
                 T_DELIVERED
             }
+            ControlMessage::Earnings {
+                today_nano,
+                month_nano,
+            } => {
+                put_varint(&mut body, *today_nano);
+                put_varint(&mut body, *month_nano);
+                T_EARNINGS
+            }
             ControlMessage::Unknown { kind } => *kind,
         };
         out.push(kind);
@@ -277,6 +294,10 @@ impl ControlMessage {
                 stream: r.varint("delivered stream")?,
                 bytes: r.varint("delivered bytes")?,
                 done: read_done(&mut r)?,
+            },
+            T_EARNINGS => ControlMessage::Earnings {
+                today_nano: r.varint("earnings today")?,
+                month_nano: r.varint("earnings month")?,
             },
             other => ControlMessage::Unknown { kind: other },
         };

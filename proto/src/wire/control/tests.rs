@@ -51,6 +51,10 @@ fn samples() -> Vec<ControlMessage> {
             domains: vec!["blocked.example".into()],
         }),
         ControlMessage::Score { milli: 875 },
+        ControlMessage::Earnings {
+            today_nano: 12_345,
+            month_nano: 1 << 40,
+        },
         ControlMessage::Delivered {
             stream: 13,
             bytes: 1 << 40,
