@@ -20,6 +20,7 @@ use crate::config::{DataplaneConfig, DataplaneError, DriverChoice};
 use crate::control::{ControlHandle, KeyEvent, NodeTableHandle};
 use crate::customer;
 use crate::frontend::Frontend;
+use crate::links::CoreLinks;
 use crate::pool::BufPool;
 use crate::quic::core::{DatagramSender, ForwardedDatagram, QuicCore};
 use crate::quic::endpoint::{self, QuicEndpoint};
@@ -137,13 +138,16 @@ fn assemble(seed: &CoreHandles, socket: UdpSocket) -> std::io::Result<Core> {
         seed.retry_key.clone(),
         seed.cfg.udp_offload,
     )?;
-    let quic = Rc::new(QuicCore {
+    let links = CoreLinks {
         index: seed.index,
         cfg: seed.cfg.clone(),
         control: seed.control.clone(),
         nodes: seed.nodes.clone(),
         gate: seed.gate.clone(),
         stats: seed.stats.clone(),
+    };
+    let quic = Rc::new(QuicCore {
+        links: links.clone(),
         quic: endpoint,
         forward: seed.forward.clone(),
     });
@@ -154,12 +158,7 @@ fn assemble(seed: &CoreHandles, socket: UdpSocket) -> std::io::Result<Core> {
         seed.stats.clone(),
     );
     let relay = Rc::new(RelayCore {
-        index: seed.index,
-        cfg: seed.cfg.clone(),
-        control: seed.control.clone(),
-        nodes: seed.nodes.clone(),
-        gate: seed.gate.clone(),
-        stats: seed.stats.clone(),
+        links,
         accounts,
         pool: BufPool::default(),
         quic: quic.clone(),

@@ -16,7 +16,8 @@
 //!    `retry`, `reset`, `control_state`.
 //! 2. `fairshare` (routes), `limits` (fairshare, frontend), `control` (routes,
 //!    known keys), `stats` (control), `config` (limits, known keys, reset key),
-//!    `sockets` (config).
+//!    `sockets` (config), `links` (what a core shares with the others: config,
+//!    control, limits, stats).
 //! 3. `account` (credit leases: config, control) and `auth` (the authorization cache:
 //!    config, control, stats), each a handle built with what it needs.
 //! 4. `quic`: `conn` → `stream`, `endpoint` → `core` (the core's QUIC side: endpoint,
@@ -41,6 +42,7 @@ mod fairshare;
 mod frontend;
 pub mod known_keys;
 pub mod limits;
+mod links;
 mod pool;
 mod quic;
 

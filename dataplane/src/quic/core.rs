@@ -10,10 +10,8 @@ use tokio::sync::mpsc;
 
 use super::conn::NodeConn;
 use super::endpoint::QuicEndpoint;
-use crate::config::DataplaneConfig;
-use crate::control::{ConnRef, ControlHandle, NodeTableHandle, ToControl};
-use crate::limits::Gate;
-use crate::stats::Stats;
+use crate::control::{ConnRef, ToControl};
+use crate::links::CoreLinks;
 
 /// A datagram that arrived on another core than the one owning its connection.
 pub(crate) struct ForwardedDatagram {
@@ -28,22 +26,19 @@ pub(crate) type DatagramSender = mpsc::UnboundedSender<ForwardedDatagram>;
 
 /// One core's QUIC side. Shared by the core's connection drivers through `Rc`.
 pub(crate) struct QuicCore {
-    /// This core's index.
-    pub(crate) index: usize,
-    /// Data-plane settings.
-    pub(crate) cfg: Arc<DataplaneConfig>,
-    /// Link to the control plane (node admission, RTTs, departures).
-    pub(crate) control: ControlHandle,
-    /// Current node routes (scores sent back to nodes).
-    pub(crate) nodes: NodeTableHandle,
-    /// Connection limits and the QUIC counters in them.
-    pub(crate) gate: Arc<Gate>,
-    /// Counters shared by all cores.
-    pub(crate) stats: Arc<Stats>,
+    /// What the core shares with the others.
+    pub(crate) links: CoreLinks,
     /// This core's endpoint.
     pub(crate) quic: QuicEndpoint,
     /// Every core's forwarded-datagram inbox, by index.
     pub(crate) forward: Arc<[DatagramSender]>,
+}
+
+impl std::ops::Deref for QuicCore {
+    type Target = CoreLinks;
+    fn deref(&self) -> &CoreLinks {
+        &self.links
+    }
 }
 
 impl QuicCore {

@@ -10,12 +10,9 @@ use tokio::sync::mpsc;
 
 use super::plan::RelayJob;
 use crate::account::Accounts;
-use crate::config::DataplaneConfig;
-use crate::control::{ControlHandle, NodeTableHandle};
-use crate::limits::Gate;
+use crate::links::CoreLinks;
 use crate::pool::BufPool;
 use crate::quic::core::QuicCore;
-use crate::stats::Stats;
 
 /// A customer connection on its way to another core.
 pub(crate) type Handoff = Box<RelayJob<std::net::TcpStream>>;
@@ -25,18 +22,8 @@ pub(crate) type HandoffSender = mpsc::UnboundedSender<Handoff>;
 
 /// One core's relays. Shared by the core's customer tasks through `Rc`.
 pub(crate) struct RelayCore {
-    /// This core's index.
-    pub(crate) index: usize,
-    /// Data-plane settings.
-    pub(crate) cfg: Arc<DataplaneConfig>,
-    /// Link to the control plane (sessions, attempt and connection records).
-    pub(crate) control: ControlHandle,
-    /// Current node routes.
-    pub(crate) nodes: NodeTableHandle,
-    /// Connection limits and fair shares, shared by all cores.
-    pub(crate) gate: Arc<Gate>,
-    /// Counters shared by all cores.
-    pub(crate) stats: Arc<Stats>,
+    /// What the core shares with the others.
+    pub(crate) links: CoreLinks,
     /// This core's credit accounts.
     pub(crate) accounts: Accounts,
     /// This core's relay buffers.
@@ -45,6 +32,13 @@ pub(crate) struct RelayCore {
     pub(crate) quic: Rc<QuicCore>,
     /// Every core's hand-off inbox, by index.
     pub(crate) handoffs: Arc<[HandoffSender]>,
+}
+
+impl std::ops::Deref for RelayCore {
+    type Target = CoreLinks;
+    fn deref(&self) -> &CoreLinks {
+        &self.links
+    }
 }
 
 impl RelayCore {
