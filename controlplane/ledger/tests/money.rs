@@ -46,14 +46,20 @@ async fn ledger(pg: &Postgres) -> Ledger {
     Ledger::connect(&pg.database().await).await.expect("ledger")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_day_is_rewarded_once_and_late_bytes_alone() {
-    let pg = Postgres::start();
-    let ledger = ledger(&pg).await;
+/// A fresh ledger with the default reward policy adopted, and its version.
+async fn with_policy(pg: &Postgres) -> (Ledger, i32) {
+    let ledger = ledger(pg).await;
     let version = ledger
         .adopt_policy(&RewardPolicy::default())
         .await
         .expect("policy");
+    (ledger, version)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_day_is_rewarded_once_and_late_bytes_alone() {
+    let pg = Postgres::start();
+    let (ledger, version) = with_policy(&pg).await;
     assert_eq!(
         ledger
             .adopt_policy(&RewardPolicy::default())
@@ -86,11 +92,7 @@ async fn a_day_is_rewarded_once_and_late_bytes_alone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remainders_carry_across_days() {
     let pg = Postgres::start();
-    let ledger = ledger(&pg).await;
-    let version = ledger
-        .adopt_policy(&RewardPolicy::default())
-        .await
-        .expect("policy");
+    let (ledger, version) = with_policy(&pg).await;
     // 15 bytes a day at 0.1 nano-USD per byte: 1.5 nano-USD, every day.
     for day in DAY..DAY + 4 {
         carried(&ledger, &[usage("n1", day, 1, 15)]).await;
@@ -106,11 +108,7 @@ async fn remainders_carry_across_days() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_week_online_with_traffic_earns_both_bonuses_as_their_own_legs() {
     let pg = Postgres::start();
-    let ledger = ledger(&pg).await;
-    let version = ledger
-        .adopt_policy(&RewardPolicy::default())
-        .await
-        .expect("policy");
+    let (ledger, version) = with_policy(&pg).await;
     for day in DAY - 6..=DAY {
         ledger
             .record_uptime("n1", day, 86_400)
@@ -149,11 +147,7 @@ async fn a_week_online_with_traffic_earns_both_bonuses_as_their_own_legs() {
 }
 
 async fn funded(pg: &Postgres) -> (Ledger, BTreeMap<String, String>) {
-    let ledger = ledger(pg).await;
-    let version = ledger
-        .adopt_policy(&RewardPolicy::default())
-        .await
-        .expect("policy");
+    let (ledger, version) = with_policy(pg).await;
     carried(
         &ledger,
         &[
