@@ -9,9 +9,12 @@
 //!   half-way reads the same entries again; two servers feeding one ledger take turns
 //!   through the cursor), trims the log, and settles.
 //! - **Uptime**: each tick adds the elapsed seconds to every node connected to this
-//!   server, per UTC day; the ledger keeps the largest report.
-//! - **Rewards**: each tick rewards the previous UTC day (idempotent; late usage is
-//!   rewarded alone).
+//!   server, per UTC day; every minute they are written to the ledger, which keeps the
+//!   largest report.
+//! - **Rewards**: every minute, after the uptime, the previous UTC day is rewarded
+//!   (idempotent; late usage is rewarded alone).
+//! - **Earnings**: every 10 s each connected node's earnings are read into its route,
+//!   and its core sends them to the node with its score.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -35,8 +38,11 @@ const FEED_BATCH: usize = 5_000;
 const SETTLE_BATCH: i64 = 20_000;
 /// How often the feeder runs.
 const TICK: Duration = Duration::from_secs(1);
-/// How often connected nodes' earnings are read for their status (in ticks).
-const EARNINGS_EVERY: u64 = 5;
+/// How often connected nodes' earnings are read for their status (in ticks): two
+/// small queries per connected node.
+const EARNINGS_EVERY: u64 = 10;
+/// How often uptime is written and the previous day rewarded (in ticks).
+const BOOKKEEPING_EVERY: u64 = 60;
 
 /// Why a money operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -232,15 +238,20 @@ pub async fn run<S: Store>(money: Arc<Money>, store: Arc<S>, nodes: NodeTableHan
         }
         let day = (crate::store::now_unix() / 86_400) as i64;
         for id in nodes.load().node_ids() {
-            let seconds = uptime.entry((id.clone(), day)).or_default();
+            let seconds = uptime.entry((id, day)).or_default();
             *seconds = (*seconds + elapsed).min(86_400);
-            if let Err(e) = money.ledger.record_uptime(&id, day, *seconds).await {
-                tracing::debug!(error = %e, "uptime not recorded");
-            }
         }
-        uptime.retain(|(_, d), _| *d >= day - 1);
-        if let Err(e) = money.ledger.reward_day(day - 1, money.policy_version).await {
-            tracing::warn!(error = %e, "rewards failed; retrying");
+        if tick % BOOKKEEPING_EVERY == 0 {
+            // Yesterday's last uptime goes in before yesterday is rewarded.
+            for ((id, d), seconds) in &uptime {
+                if let Err(e) = money.ledger.record_uptime(id, *d, *seconds).await {
+                    tracing::debug!(error = %e, "uptime not recorded");
+                }
+            }
+            uptime.retain(|(_, d), _| *d >= day);
+            if let Err(e) = money.ledger.reward_day(day - 1, money.policy_version).await {
+                tracing::warn!(error = %e, "rewards failed; retrying");
+            }
         }
         if tick % EARNINGS_EVERY == 0 {
             report_earnings(&money, &nodes, day).await;
