@@ -98,6 +98,8 @@ impl Shared {
                         .values()
                         .map(|n| (hex::encode(n.hash), n.clone()))
                         .collect(),
+                    usage_log: t.usage_log.iter().cloned().collect(),
+                    usage_next: t.usage_next,
                 };
                 (t.generation, snap)
             })
@@ -179,6 +181,8 @@ impl MemoryStore {
             t.node_ids_by_hash.insert(hash, n.id.clone());
             t.nodes.insert(n.id.clone(), n);
         }
+        t.usage_log = snap.usage_log.into();
+        t.usage_next = snap.usage_next;
         Ok(MemoryStore {
             shared: Arc::new(Shared {
                 tables: Mutex::new(t),
@@ -320,7 +324,7 @@ impl Store for MemoryStore {
 
     async fn usage_trim(&self, cursor: &str) -> Result<(), StoreError> {
         let upto: u64 = cursor.parse().unwrap_or(0);
-        self.with(|t| t.usage_log.retain(|(id, _)| *id > upto));
+        self.change(|t| t.usage_log.retain(|(id, _)| *id > upto));
         Ok(())
     }
 

@@ -20,6 +20,13 @@ pub(super) struct Snapshot {
     pub(super) keys: Vec<(String, KeyRecord)>,
     /// (hash hex, node).
     pub(super) nodes: Vec<(String, NodeRecord)>,
+    /// The usage log not yet taken by the ledger: (id, entry). Kept with the balances it
+    /// was charged with, so a restart neither loses it nor reuses its ids.
+    #[serde(default)]
+    pub(super) usage_log: Vec<(u64, super::UsageEntry)>,
+    /// The id of the next usage log entry.
+    #[serde(default)]
+    pub(super) usage_next: u64,
 }
 
 /// A snapshot file and the newest change generation known to be on disk.

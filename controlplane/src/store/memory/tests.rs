@@ -63,3 +63,60 @@ async fn admin_writes_are_on_disk_when_they_return() {
     assert!(back.key(&gone.id).await.expect("kept").revoked);
     assert_eq!(back.list_nodes().await.expect("nodes")[0].id, node.id);
 }
+
+/// The usage log survives a restart with the balances it was charged with, and new
+/// entries get ids after the old ones: a ledger cursor past them still reads them.
+#[tokio::test]
+async fn the_usage_log_and_its_ids_survive_a_restart() {
+    use std::sync::Arc;
+    use turbo_dataplane::control::{LeaseRequest, Usage};
+
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("memory-store.json");
+    let terms = crate::store::LeaseTerms {
+        owner: "s1".into(),
+        ttl: std::time::Duration::from_secs(60),
+        usage_log: true,
+    };
+    let request = |key: &str, seq: u64| {
+        let node: Arc<str> = "n_1".into();
+        let mut usage = Usage::default();
+        usage.add(&node, 100, false);
+        LeaseRequest {
+            key_id: key.into(),
+            lease_id: "l_1".into(),
+            seq,
+            want: 1000,
+            usage,
+            release: false,
+        }
+    };
+    let store = MemoryStore::with_snapshot(path.clone()).expect("new");
+    let (key, _) = store.create_key("alice", 10_000).await.expect("key");
+    for seq in 1..=3 {
+        store
+            .lease(&terms, &request(&key.id, seq))
+            .await
+            .expect("lease");
+    }
+    let (_, cursor) = store.usage_since("0", 2).await.expect("read two");
+    store.save().expect("save");
+    let back = MemoryStore::with_snapshot(path).expect("load");
+    let (left, _) = back
+        .usage_since(&cursor, 10)
+        .await
+        .expect("after the cursor");
+    assert_eq!(left.iter().map(|e| e.seq).collect::<Vec<_>>(), [3], "kept");
+    back.lease(&terms, &request(&key.id, 4))
+        .await
+        .expect("lease");
+    let (next, _) = back
+        .usage_since(&cursor, 10)
+        .await
+        .expect("after the cursor");
+    assert_eq!(
+        next.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        [3, 4],
+        "a new entry's id comes after the old ones"
+    );
+}
