@@ -95,7 +95,8 @@ impl IntoResponse for ApiError {
             ApiError::Store(StoreError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::MoneyOff => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Money(crate::money::MoneyError::Ledger(
-                turbo_ledger::LedgerError::Unreconciled(_),
+                turbo_ledger::LedgerError::Unreconciled(_)
+                | turbo_ledger::LedgerError::PayoutRunning,
             )) => StatusCode::CONFLICT,
             ApiError::Money(_) => StatusCode::SERVICE_UNAVAILABLE,
         };

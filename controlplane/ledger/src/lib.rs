@@ -79,6 +79,9 @@ pub enum LedgerError {
     /// an unsound ledger.
     #[error("ledger does not reconcile ({0} bytes mismatched): payouts refused")]
     Unreconciled(u64),
+    /// Another payout run holds the payout lock (on this or another server).
+    #[error("another payout run is in progress")]
+    PayoutRunning,
     /// No reward policy has this version.
     #[error("no reward policy version {0}")]
     UnknownPolicy(i32),

@@ -13,6 +13,9 @@ use std::path::PathBuf;
 use crate::posting::post_in;
 use crate::{AccountRef, Asset, Ledger, LedgerError, Leg, Platform, Posting, Reconciliation};
 
+/// Key of the advisory lock that serialises payout runs.
+const PAYOUT_LOCK: i64 = 0x7475_7262_6f50_6179; // "turboPay"
+
 /// One payout handed to a sink.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PayoutOrder {
@@ -141,6 +144,40 @@ impl Ledger {
         if !gate.ok {
             return Err(LedgerError::Unreconciled(gate.mismatch_bytes));
         }
+        if dry_run {
+            return self.pay_nodes(threshold_nano, addresses, sink, true).await;
+        }
+        // One run at a time across every server on this ledger: two runs would both
+        // reserve a node's whole balance, or one would void a payout the other is
+        // paying. The lock is the connection's, so a killed server releases it.
+        let lock = self.pool.get().await?;
+        let got: bool = lock
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&PAYOUT_LOCK])
+            .await?
+            .get(0);
+        if !got {
+            return Err(LedgerError::PayoutRunning);
+        }
+        let run = self.pay_nodes(threshold_nano, addresses, sink, false).await;
+        let unlocked = lock
+            .execute("SELECT pg_advisory_unlock($1)", &[&PAYOUT_LOCK])
+            .await;
+        if unlocked.is_err() {
+            // The lock is held by a broken connection: drop it rather than pool it.
+            let _ = deadpool_postgres::Object::take(lock);
+        }
+        run
+    }
+
+    /// Resolves earlier runs' reserved payouts, then pays (or, dry, plans) each node
+    /// over the threshold.
+    async fn pay_nodes(
+        &self,
+        threshold_nano: i64,
+        addresses: &BTreeMap<String, String>,
+        sink: &impl PayoutSink,
+        dry_run: bool,
+    ) -> Result<PayoutRun, LedgerError> {
         let mut run = PayoutRun::default();
         if !dry_run {
             run.resolved = self.resolve_reserved(sink).await?;

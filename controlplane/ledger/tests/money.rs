@@ -270,3 +270,41 @@ async fn payouts_refuse_to_run_on_a_ledger_that_does_not_reconcile() {
     );
     assert_eq!(earned(&ledger, "rich").await, 25 * GB);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_payout_runs_pay_once() {
+    let pg = Postgres::start();
+    let (ledger, addresses) = funded(&pg).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("payouts.csv");
+    let gate = ledger.reconcile(None).await.expect("reconcile");
+    let runs: Vec<_> = (0..4)
+        .map(|_| {
+            let (ledger, addresses, gate) = (ledger.clone(), addresses.clone(), gate);
+            let sink = CsvSink { path: path.clone() };
+            tokio::spawn(async move {
+                ledger
+                    .run_payouts(&gate, 20 * GB, &addresses, &sink, false)
+                    .await
+            })
+        })
+        .collect();
+    let mut confirmed = 0;
+    for r in runs {
+        match r.await.expect("run") {
+            Ok(run) => confirmed += run.confirmed,
+            Err(LedgerError::PayoutRunning) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(confirmed, 1, "one payout among four racing runs");
+    let csv = std::fs::read_to_string(&path).expect("csv");
+    assert_eq!(csv.lines().count(), 1, "{csv}");
+    assert_eq!(earned(&ledger, "rich").await, 0);
+    let paid = ledger
+        .balance(&AccountRef::platform(Platform::PaidOut, Asset::NanoUsd))
+        .await
+        .expect("paid");
+    assert_eq!(paid, 25 * GB);
+    assert!(ledger.audit().await.expect("audit").is_sound());
+}
