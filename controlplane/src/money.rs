@@ -11,8 +11,9 @@
 //! - **Uptime**: each tick adds the elapsed seconds to every node connected to this
 //!   server, per UTC day; every minute they are written to the ledger, which keeps the
 //!   largest report.
-//! - **Rewards**: every minute, after the uptime, the previous UTC day is rewarded
-//!   (idempotent; late usage is rewarded alone).
+//! - **Rewards**: every minute, after the uptime, the last 7 UTC days are rewarded
+//!   (idempotent: a rewarded day posts nothing again, late usage is rewarded alone, and
+//!   a day the server was down for is rewarded when it is back).
 //! - **Earnings**: every 10 s each connected node's earnings are read into its route,
 //!   and its core sends them to the node with its score.
 
@@ -41,8 +42,10 @@ const TICK: Duration = Duration::from_secs(1);
 /// How often connected nodes' earnings are read for their status (in ticks): two
 /// small queries per connected node.
 const EARNINGS_EVERY: u64 = 10;
-/// How often uptime is written and the previous day rewarded (in ticks).
+/// How often uptime is written and the previous days rewarded (in ticks).
 const BOOKKEEPING_EVERY: u64 = 60;
+/// Days back that are rewarded if they were not yet.
+const REWARD_LOOKBACK_DAYS: i64 = 7;
 
 /// Why a money operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -249,8 +252,13 @@ pub async fn run<S: Store>(money: Arc<Money>, store: Arc<S>, nodes: NodeTableHan
                 }
             }
             uptime.retain(|(_, d), _| *d >= day);
-            if let Err(e) = money.ledger.reward_day(day - 1, money.policy_version).await {
-                tracing::warn!(error = %e, "rewards failed; retrying");
+            // The last week, not only yesterday: a day this server was down for is
+            // rewarded when it is back (days already rewarded post nothing).
+            for back in 1..=REWARD_LOOKBACK_DAYS {
+                let done = money.ledger.reward_day(day - back, money.policy_version);
+                if let Err(e) = done.await {
+                    tracing::warn!(error = %e, "rewards failed; retrying");
+                }
             }
         }
         if tick % EARNINGS_EVERY == 0 {

@@ -111,6 +111,9 @@ CREATE TABLE feed_cursors (
     cursor text NOT NULL
 );
 ",
+    r"
+CREATE INDEX usage_minute_by_minute ON usage_minute (minute);
+",
 ];
 
 /// Applies the migrations `client`'s database lacks.

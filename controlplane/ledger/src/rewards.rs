@@ -132,9 +132,15 @@ impl Ledger {
             .get()
             .await?
             .query(
-                "SELECT node, sum(up + down)::bigint FROM usage_minute
-                 WHERE minute >= $1 AND minute < $2 GROUP BY node ORDER BY node",
-                &[&(day * 1440), &((day + 1) * 1440)],
+                // Only nodes with bytes not rewarded yet: a day run again costs one
+                // query, not a transaction per node.
+                "SELECT u.node, u.carried FROM (
+                     SELECT node, sum(up + down)::bigint AS carried FROM usage_minute
+                     WHERE minute >= $1 AND minute < $2 GROUP BY node) u
+                 WHERE u.carried > coalesce((SELECT max(r.carried_bytes) FROM reward_days r
+                                            WHERE r.node = u.node AND r.day = $3), 0)
+                 ORDER BY u.node",
+                &[&(day * 1440), &((day + 1) * 1440), &day],
             )
             .await?;
         let mut total = Rewarded::default();
