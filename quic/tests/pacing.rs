@@ -3,6 +3,8 @@
 //! connection's `Pacer`, `flush` says when to come back, and every byte still arrives
 //! intact, no sooner than the rate allows.
 
+mod common;
+
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
@@ -25,14 +27,7 @@ fn config(dir: &std::path::Path, server: bool) -> quiche::Config {
     c.set_initial_max_streams_bidi(4);
     c.set_max_idle_timeout(10_000);
     if server {
-        let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("cert");
-        let (crt, key) = (dir.join("c.pem"), dir.join("k.pem"));
-        std::fs::write(&crt, cert.cert.pem()).expect("write cert");
-        std::fs::write(&key, cert.key_pair.serialize_pem()).expect("write key");
-        c.load_cert_chain_from_pem_file(crt.to_str().expect("path"))
-            .expect("chain");
-        c.load_priv_key_from_pem_file(key.to_str().expect("path"))
-            .expect("key");
+        common::load_self_signed(&mut c, dir);
         // quiche 0.30 paces under BBRv2 only: its CUBIC sends every packet "now".
         c.set_cc_algorithm_name("bbr2_gcongestion").expect("bbr2");
         c.set_max_pacing_rate(RATE_MBITS);

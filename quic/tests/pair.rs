@@ -3,6 +3,8 @@
 //! resets with their code, a cut path failing both ends' streams, and a path that
 //! delivers on the test's own clock. No sockets; each test runs in milliseconds.
 
+mod common;
+
 use std::cell::Cell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -28,14 +30,7 @@ fn config(server: bool, stream_window: u64, idle_ms: u64) -> quiche::Config {
     turbo_quic::configure_paths(&mut c);
     if server {
         let dir = tempfile::tempdir().expect("tempdir");
-        let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("cert");
-        let (crt, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
-        std::fs::write(&crt, cert.cert.pem()).expect("write cert");
-        std::fs::write(&key, cert.key_pair.serialize_pem()).expect("write key");
-        c.load_cert_chain_from_pem_file(crt.to_str().expect("path"))
-            .expect("chain");
-        c.load_priv_key_from_pem_file(key.to_str().expect("path"))
-            .expect("key");
+        common::load_self_signed(&mut c, dir.path());
     }
     c
 }
