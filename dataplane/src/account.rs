@@ -586,4 +586,6 @@ fn finish(book: &Book) {
 }
 
 #[cfg(test)]
+pub(crate) mod book;
+#[cfg(test)]
 mod tests;

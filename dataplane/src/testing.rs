@@ -27,3 +27,5 @@ pub(crate) async fn until(done: impl Fn() -> bool) {
         monoio::time::sleep(std::time::Duration::from_millis(1)).await;
     }
 }
+
+pub(crate) mod pipe;

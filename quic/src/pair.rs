@@ -137,15 +137,17 @@ impl Kick for PairKick {
     }
 }
 
-/// One end of the pair.
-pub type End = Rc<Shared<PairKick>>;
+/// One end of the pair, with `X` as each stream's extra state (what the code under
+/// test keeps beside a stream; the server's relay keeps the node's delivery reports).
+pub type End<X = ()> = Rc<Shared<PairKick, X>>;
 
-/// A client and a server joined by a simulated path.
-pub struct Pair {
+/// A client and a server joined by a simulated path; `XC` and `XS` are the stream
+/// extras of the client and server ends.
+pub struct Pair<XC = (), XS = ()> {
     /// The client end (the node's side in Turbo).
-    pub client: End,
+    pub client: End<XC>,
     /// The server end.
-    pub server: End,
+    pub server: End<XS>,
     to_server: Link,
     to_client: Link,
     kick: PairKick,
@@ -155,7 +157,7 @@ pub struct Pair {
     server_addr: SocketAddr,
 }
 
-impl Pair {
+impl<XC: Default, XS: Default> Pair<XC, XS> {
     /// Connects a client with `client` to a server with `server` (which must hold a
     /// certificate) over a path with `path` each way, and completes the handshake.
     ///
@@ -165,7 +167,7 @@ impl Pair {
         client: &mut quiche::Config,
         server: &mut quiche::Config,
         path: PathConfig,
-    ) -> Pair {
+    ) -> Self {
         let client_addr = SocketAddr::from(([10, 0, 0, 2], 40_000));
         let server_addr = SocketAddr::from(([10, 0, 0, 1], 443));
         let scid = [0xc1; 16];
@@ -253,23 +255,15 @@ impl Pair {
                 w.wake();
             }
         }
-        for end in [&self.client, &self.server] {
-            if end.quic.borrow().timeout() == Some(Duration::ZERO) {
-                end.quic.borrow_mut().on_timeout();
-                moved = true;
-            }
-            end.wake_ready();
-            if end.quic.borrow().is_closed() {
-                end.mark_closed();
-            }
-        }
+        moved |= fire_timers(&self.client);
+        moved |= fire_timers(&self.server);
         moved
     }
 
-    fn deliver(
+    fn deliver<X: Default>(
         &self,
         link: &Link,
-        to: &End,
+        to: &End<X>,
         from: SocketAddr,
         at: SocketAddr,
         now: Instant,
@@ -288,7 +282,7 @@ impl Pair {
     /// Waits until the peer's stream `id` has reached `end` (it carries data or its
     /// FIN, or was reset), or the connection closed: the moment a server or node would
     /// see it in quiche's readable streams and give it a task.
-    pub async fn arrived(&self, end: &End, id: u64) {
+    pub async fn arrived<X: Default>(&self, end: &End<X>, id: u64) {
         poll_fn(|cx| {
             let q = end.quic.borrow();
             if q.stream_readable(id) || q.is_closed() {
@@ -337,8 +331,22 @@ impl Pair {
     }
 }
 
+/// Fires `end`'s expired quiche timer and wakes the stream tasks that can go on;
+/// returns whether a timer fired.
+fn fire_timers<X: Default>(end: &End<X>) -> bool {
+    let fired = end.quic.borrow().timeout() == Some(Duration::ZERO);
+    if fired {
+        end.quic.borrow_mut().on_timeout();
+    }
+    end.wake_ready();
+    if end.quic.borrow().is_closed() {
+        end.mark_closed();
+    }
+    fired
+}
+
 /// Sends every datagram `end` has ready onto `link`.
-fn send_all(end: &End, link: &Link, now: Instant) -> bool {
+fn send_all<X: Default>(end: &End<X>, link: &Link, now: Instant) -> bool {
     let mut buf = [0u8; MAX_RECV_PAYLOAD];
     let mut any = false;
     loop {
@@ -351,4 +359,24 @@ fn send_all(end: &End, link: &Link, now: Instant) -> bool {
             Err(_) => return any,
         }
     }
+}
+
+/// Loads a fresh self-signed certificate for `localhost` into `config`, the server
+/// side of a pair.
+///
+/// # Panics
+/// When the certificate cannot be made or quiche refuses it.
+pub fn load_self_signed(config: &mut quiche::Config) {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("cert");
+    // quiche loads PEM from files only; they are read at once and the folder removed.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (crt, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+    std::fs::write(&crt, cert.cert.pem()).expect("write cert");
+    std::fs::write(&key, cert.key_pair.serialize_pem()).expect("write key");
+    config
+        .load_cert_chain_from_pem_file(crt.to_str().expect("path"))
+        .expect("chain");
+    config
+        .load_priv_key_from_pem_file(key.to_str().expect("path"))
+        .expect("key");
 }

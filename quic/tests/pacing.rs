@@ -3,8 +3,6 @@
 //! connection's `Pacer`, `flush` says when to come back, and every byte still arrives
 //! intact, no sooner than the rate allows.
 
-mod common;
-
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
@@ -17,7 +15,7 @@ const RATE_MBITS: u64 = 8;
 const RATE: u64 = RATE_MBITS * 1_000_000 / 8;
 const BYTES: usize = 200_000;
 
-fn config(dir: &std::path::Path, server: bool) -> quiche::Config {
+fn config(server: bool) -> quiche::Config {
     let mut c = quiche::Config::new(quiche::PROTOCOL_VERSION).expect("config");
     c.set_application_protos(&[b"pacing-test"]).expect("alpn");
     c.verify_peer(false);
@@ -27,7 +25,7 @@ fn config(dir: &std::path::Path, server: bool) -> quiche::Config {
     c.set_initial_max_streams_bidi(4);
     c.set_max_idle_timeout(10_000);
     if server {
-        common::load_self_signed(&mut c, dir);
+        turbo_quic::pair::load_self_signed(&mut c);
         // quiche 0.30 paces under BBRv2 only: its CUBIC sends every packet "now".
         c.set_cc_algorithm_name("bbr2_gcongestion").expect("bbr2");
         c.set_max_pacing_rate(RATE_MBITS);
@@ -107,9 +105,8 @@ impl End {
 
 #[test]
 fn paced_packets_wait_for_their_time_and_all_arrive() {
-    let dir = tempfile::tempdir().expect("dir");
-    let mut server_cfg = config(dir.path(), true);
-    let mut client_cfg = config(dir.path(), false);
+    let mut server_cfg = config(true);
+    let mut client_cfg = config(false);
     let (mut server, mut client) = (End::new(), End::new());
     for e in [&server, &client] {
         e.sock.set_nonblocking(true).expect("nonblocking");

@@ -3,8 +3,6 @@
 //! resets with their code, a cut path failing both ends' streams, and a path that
 //! delivers on the test's own clock. No sockets; each test runs in milliseconds.
 
-mod common;
-
 use std::cell::Cell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -29,8 +27,7 @@ fn config(server: bool, stream_window: u64, idle_ms: u64) -> quiche::Config {
     c.set_max_idle_timeout(idle_ms);
     turbo_quic::configure_paths(&mut c);
     if server {
-        let dir = tempfile::tempdir().expect("tempdir");
-        common::load_self_signed(&mut c, dir.path());
+        turbo_quic::pair::load_self_signed(&mut c);
     }
     c
 }

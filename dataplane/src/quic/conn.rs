@@ -115,13 +115,7 @@ impl NodeConn {
     /// Records a node's delivery report for `stream` (reports for streams that are not
     /// open here are ignored; a report can only move forward).
     pub(crate) fn delivered(&self, stream: u64, bytes: u64, done: bool) {
-        self.streams.with_slot(stream, |slot| {
-            slot.extra.bytes = slot.extra.bytes.max(bytes);
-            slot.extra.done |= done;
-            if let Some(w) = slot.event.take() {
-                w.wake();
-            }
-        });
+        record_delivery(&self.streams, stream, bytes, done);
     }
 
     /// Feeds one received datagram to quiche and wakes the driver.
@@ -136,4 +130,22 @@ impl NodeConn {
         self.peer.set(from);
         self.driver.notify();
     }
+}
+
+/// Records a node's delivery report for `stream` on `streams` and wakes the relay
+/// waiting for it (reports for streams that are not open are ignored; a report can
+/// only move forward).
+pub(crate) fn record_delivery<K: Kick>(
+    streams: &Shared<K, Delivery>,
+    stream: u64,
+    bytes: u64,
+    done: bool,
+) {
+    streams.with_slot(stream, |slot| {
+        slot.extra.bytes = slot.extra.bytes.max(bytes);
+        slot.extra.done |= done;
+        if let Some(w) = slot.event.take() {
+            w.wake();
+        }
+    });
 }

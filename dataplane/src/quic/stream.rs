@@ -6,7 +6,7 @@
 
 use std::rc::Rc;
 
-use turbo_quic::stream::Stream;
+use turbo_quic::stream::{Kick, Stream};
 
 use super::conn::{Delivery, NodeConn};
 use crate::signal::Signal;
@@ -16,9 +16,10 @@ pub(crate) use turbo_quic::stream::StreamError;
 /// Application error code for a stream aborted by the customer side.
 pub(crate) const RESET_CUSTOMER_ABORT: u64 = 0x1;
 
-/// A relay stream bound to its connection.
-pub(crate) struct RelayStream {
-    io: Stream<Signal, Delivery>,
+/// A relay stream bound to its connection. `K` wakes the connection's driver: the
+/// core's [`Signal`], or the in-memory pair's in unit tests.
+pub(crate) struct RelayStream<K: Kick = Signal> {
+    io: Stream<K, Delivery>,
 }
 
 impl RelayStream {
@@ -36,6 +37,17 @@ impl RelayStream {
         let id = conn.next_stream_id();
         let io = Stream::new(conn.streams.clone(), id, RESET_CUSTOMER_ABORT);
         Ok(RelayStream { io })
+    }
+}
+
+impl<K: Kick> RelayStream<K> {
+    /// The relay stream `id` on `streams`, already open (the in-memory pair's server
+    /// end in unit tests).
+    #[cfg(test)]
+    pub(crate) fn on(streams: Rc<turbo_quic::stream::Shared<K, Delivery>>, id: u64) -> Self {
+        RelayStream {
+            io: Stream::new(streams, id, RESET_CUSTOMER_ABORT),
+        }
     }
 
     /// What the node reported delivered to the target: `(bytes, done)`.
@@ -60,15 +72,15 @@ impl RelayStream {
 
 /// The stream I/O itself (receive, send, readiness, `stop_reading`, `abort`, `finish`)
 /// is the shared adapter's.
-impl std::ops::Deref for RelayStream {
-    type Target = Stream<Signal, Delivery>;
+impl<K: Kick> std::ops::Deref for RelayStream<K> {
+    type Target = Stream<K, Delivery>;
 
     fn deref(&self) -> &Self::Target {
         &self.io
     }
 }
 
-impl std::ops::DerefMut for RelayStream {
+impl<K: Kick> std::ops::DerefMut for RelayStream<K> {
     fn deref_mut(&mut self) -> &mut Self::Target {
         &mut self.io
     }

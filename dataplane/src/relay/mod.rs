@@ -16,18 +16,20 @@
 pub(crate) mod core;
 mod counters;
 mod dispute;
+mod duplex;
 mod plan;
 mod pumps;
 mod settle;
+#[cfg(test)]
+mod tests;
 
 use std::os::fd::AsRawFd;
-use std::pin::pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use monoio::io::{AsyncWriteRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable};
+use monoio::io::{AsyncWriteRentExt, Splitable};
 use monoio::net::TcpStream;
 use tracing::{debug, warn, Instrument};
 use turbo_proto::wire::relay::RelayHeader;
@@ -36,52 +38,23 @@ use turbo_proto::RelayStatus;
 use self::core::Handoff;
 use self::core::RelayCore;
 use self::counters::Counters;
-use self::plan::{AttemptError, RelayError, Stalled};
+use self::plan::{AttemptError, RelayError};
 pub(crate) use self::plan::{RelayJob, RelayPlan};
-use self::pumps::{frame_down, pump_down, pump_up, read_reply, write_down};
-use self::settle::{bill_deliveries, count_abort, settle_upload};
+use self::duplex::{relay_both_ways, PumpSetup};
+use self::pumps::read_reply;
+#[cfg(test)]
+pub(crate) use self::pumps::CustomerRead;
+use self::settle::{count_abort, settle_upload, DELIVERY_GRACE};
 use crate::account::Exhausted;
 use crate::control::{AttemptRecord, AuthGrant, ConnRecord, NoRoute, NodeRoute, ToControl};
 use crate::quic::stream::RelayStream;
-use crate::signal::{join_or_abort, Signal};
 use turbo_proto::http_body::ResponseEnd;
 
 /// Extra time on top of the node's connect timeout before the server gives up waiting
 /// for the node's reply.
 const REPLY_GRACE: Duration = Duration::from_secs(2);
-/// How often a tunnel that never moved a byte checks its node's pressure (and whether
-/// its idle grace is over).
-const PRESSURE_RECHECK: Duration = crate::fairshare::IDLE_GRACE;
 /// Most nodes one request is tried on.
 pub(crate) const MAX_ATTEMPTS: usize = 3;
-
-/// Resolves once no byte has moved either way for `timeout`, or, for a tunnel that
-/// never moved a byte, for the shorter idle-tunnel timeout while its node is under
-/// pressure ([`crate::fairshare`]; checked every [`PRESSURE_RECHECK`]).
-async fn idle_watch(
-    counters: &Counters<'_>,
-    opened: Instant,
-    timeout: std::time::Duration,
-) -> RelayError {
-    loop {
-        let idle = counters.idle_for(opened);
-        if idle >= crate::fairshare::IDLE_GRACE {
-            counters.count_idle();
-        }
-        let (limit, recheck) = match counters.idle_cut_after() {
-            Some(Some(cut)) if cut < timeout => (cut, PRESSURE_RECHECK),
-            Some(_) => (timeout, PRESSURE_RECHECK),
-            None => (timeout, timeout),
-        };
-        if idle >= limit {
-            if limit < timeout {
-                counters.note_pressure_cut();
-            }
-            return RelayError::Idle(limit);
-        }
-        monoio::time::sleep((limit - idle).min(recheck)).await;
-    }
-}
 
 /// A node picked for a request.
 pub(crate) struct Picked {
@@ -392,7 +365,15 @@ async fn pipe(
     let (mut rd, mut wr) = stream.into_split();
     let mut response = plan.response.clone();
     let ends = (extra, fin, &mut response);
-    let res = relay_both_ways(core, plan, &rs, (&mut rd, &mut wr), ends, counters).await;
+    let limits = core.gate.limits();
+    let setup = PumpSetup {
+        pool: &core.pool,
+        stall: limits.stall_timeout,
+        idle_timeout: limits.idle_timeout,
+        pending: &plan.pending,
+        body: plan.body.clone(),
+    };
+    let res = relay_both_ways(setup, &rs, (&mut rd, &mut wr), ends, counters).await;
     let halted = counters.halted.get();
     // A complete plain-HTTP response ends the relay even if the target stays open: the
     // stream is reset (not finished), so the node closes the target connection.
@@ -403,7 +384,7 @@ async fn pipe(
         (Ok(()), Some(_)) | (Err(RelayError::Credit(_)), _) => rs.stop_reading(),
         (Err(_), _) => rs.abort(),
     }
-    settle_upload(&rs, counters).await;
+    settle_upload(&rs, counters, DELIVERY_GRACE).await;
     match (res, halted) {
         (Ok(()), None) => {}
         (Ok(()), Some(why)) | (Err(RelayError::Credit(why)), _) => {
@@ -423,70 +404,6 @@ async fn pipe(
         }
     }
     RelayStatus::Ok
-}
-
-/// Moves bytes both ways until both directions finished or the relay aborts. A
-/// plain-HTTP relay ends once its response is complete.
-async fn relay_both_ways(
-    core: &RelayCore,
-    plan: &RelayPlan,
-    rs: &RelayStream,
-    (rd, wr): (
-        &mut OwnedReadHalf<TcpStream>,
-        &mut OwnedWriteHalf<TcpStream>,
-    ),
-    (mut extra, fin, response): (Vec<u8>, bool, &mut Option<ResponseEnd>),
-    counters: &Counters<'_>,
-) -> Result<(), RelayError> {
-    let account = counters.account;
-    let stall = core.gate.limits().stall_timeout;
-    if !plan.pending.is_empty() {
-        let n = plan.pending.len();
-        account.take_exact(n).await?;
-        counters.add_up_head(n);
-        monoio::time::timeout(stall, rs.send_all(&plan.pending, false))
-            .await
-            .map_err(|_| RelayError::Stalled(Stalled::Node))??;
-    }
-    let (insert_at, done) = frame_down(response, &mut extra)?;
-    if !extra.is_empty() {
-        let n = extra.len();
-        account.take_exact(n).await?;
-        counters.add_down(n);
-        write_down(wr, extra, insert_at).await.0?;
-    }
-    let response_done = Signal::default();
-    // Pinned in place (never moved), so the idle tunnel's state holds each pump once.
-    let down = pin!(async {
-        if fin || done {
-            wr.shutdown().await?;
-        } else {
-            pump_down(rs, wr, &core.pool, counters, (stall, &mut *response)).await?;
-        }
-        if response.as_ref().is_some_and(ResponseEnd::is_done) {
-            response_done.notify();
-        }
-        Ok(())
-    });
-    let up = pin!(async {
-        monoio::select! {
-            r = pump_up(rs, rd, &core.pool, counters, (stall, plan.body.clone())) => r,
-            () = response_done.wait() => Ok(()),
-        }
-    });
-    let opened = Instant::now();
-    let watch = pin!(async {
-        monoio::select! {
-            e = rs.conn_closed() => RelayError::from(e),
-            e = idle_watch(counters, opened, core.gate.limits().idle_timeout) => e,
-            e = account.closed() => {
-                counters.halt(e);
-                std::future::pending::<RelayError>().await
-            }
-            never = bill_deliveries(rs, counters) => match never {},
-        }
-    });
-    join_or_abort(up, down, watch).await
 }
 
 /// Adopts the customer connections other cores hand to this one and relays each.

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, OwnedReadHalf};
 use monoio::net::TcpStream;
 use turbo_proto::http_body::{BodyEnd, ResponseEnd, CONNECTION_CLOSE};
 use turbo_proto::wire::relay::{RelayReply, MAX_REPLY_MESSAGE};
@@ -13,8 +13,29 @@ use turbo_proto::wire::window::MAX_UNDELIVERED;
 
 use super::counters::Counters;
 use super::plan::{RelayError, Stalled};
+use turbo_quic::stream::Kick;
+
 use crate::pool::{BufPool, CHUNK};
 use crate::quic::stream::RelayStream;
+
+/// The customer's read side, as the upload pump needs it: reads, and a wait for
+/// readable bytes that holds no buffer. A TCP socket's read half, or an in-memory
+/// pipe in unit tests.
+pub(crate) trait CustomerRead: AsyncReadRent {
+    /// Waits until the customer has bytes, EOF or an error.
+    async fn readable(&self) -> std::io::Result<()>;
+}
+
+impl CustomerRead for OwnedReadHalf<TcpStream> {
+    async fn readable(&self) -> std::io::Result<()> {
+        // SAFETY: the split halves share the stream through an `UnsafeCell` on this
+        // one thread, exactly as monoio's own halves do for their reads and writes;
+        // `readable` only waits on the descriptor's readiness and touches no buffer,
+        // and the stream outlives both halves.
+        let stream = unsafe { &*self.0.get() };
+        stream.readable(false).await
+    }
+}
 
 /// Reads the node's [`RelayReply`]; returns it with any payload that followed it and
 /// whether the stream already finished.
@@ -43,9 +64,9 @@ pub(super) async fn read_reply(
 /// Waiting longer than `stall` for the node is [`RelayError::Stalled`]. With `body`
 /// (plain HTTP), the pump stops at the end of the request's body: what the customer
 /// sends after it is never forwarded or billed.
-pub(super) async fn pump_up(
-    rs: &RelayStream,
-    rd: &mut OwnedReadHalf<TcpStream>,
+pub(super) async fn pump_up<K: Kick>(
+    rs: &RelayStream<K>,
+    rd: &mut impl CustomerRead,
     pool: &BufPool,
     counters: &Counters<'_>,
     (stall, mut body): (Duration, Option<BodyEnd>),
@@ -80,7 +101,7 @@ pub(super) async fn pump_up(
         // Take a buffer only once the customer has bytes: an idle tunnel holds none.
         let (res, buf) = monoio::select! {
             r = async {
-                if let Err(e) = customer_readable(rd).await {
+                if let Err(e) = rd.readable().await {
                     return (Err(e), Vec::new());
                 }
                 rd.read(pool.empty()).await
@@ -129,8 +150,8 @@ const ZERO_COPY_MIN: usize = CHUNK / 4;
 
 /// Forwards the first `paid` bytes of `buf` upstream: handed over as they are when the
 /// read was large, copied (and the buffer reused) when it was small.
-async fn send_up(
-    rs: &RelayStream,
+async fn send_up<K: Kick>(
+    rs: &RelayStream<K>,
     pool: &BufPool,
     mut buf: Vec<u8>,
     paid: usize,
@@ -146,16 +167,6 @@ async fn send_up(
     Ok(())
 }
 
-/// Waits until the customer's socket has bytes, EOF or an error, without a buffer.
-async fn customer_readable(rd: &OwnedReadHalf<TcpStream>) -> std::io::Result<()> {
-    // SAFETY: the split halves share the stream through an `UnsafeCell` on this one
-    // thread, exactly as monoio's own halves do for their reads and writes; `readable`
-    // only waits on the descriptor's readiness and touches no buffer, and the stream
-    // outlives both halves.
-    let stream = unsafe { &*rd.0.get() };
-    stream.readable(false).await
-}
-
 /// What the upload may do next.
 enum Gate {
     /// The stream has credit and the node keeps up: read from the customer.
@@ -167,7 +178,7 @@ enum Gate {
 }
 
 /// Ends the upload with a FIN after the bytes already queued.
-async fn end_upload(rs: &RelayStream, stall: Duration) -> Result<(), RelayError> {
+async fn end_upload<K: Kick>(rs: &RelayStream<K>, stall: Duration) -> Result<(), RelayError> {
     monoio::time::timeout(stall, rs.send_all(&[], true))
         .await
         .map_err(|_| RelayError::Stalled(Stalled::Node))??;
@@ -179,9 +190,9 @@ async fn end_upload(rs: &RelayStream, stall: Duration) -> Result<(), RelayError>
 /// before it is written; bytes the key cannot pay for are never delivered, and the pump
 /// stops. A customer that takes no byte for `stall` is [`RelayError::Stalled`]. With
 /// `response` (plain HTTP), the pump stops once the response is complete.
-pub(super) async fn pump_down(
-    rs: &RelayStream,
-    wr: &mut OwnedWriteHalf<TcpStream>,
+pub(super) async fn pump_down<K: Kick>(
+    rs: &RelayStream<K>,
+    wr: &mut impl AsyncWriteRent,
     pool: &BufPool,
     counters: &Counters<'_>,
     (stall, response): (Duration, &mut Option<ResponseEnd>),
@@ -267,7 +278,7 @@ pub(super) fn frame_down(
 /// Writes `buf` to the customer, with `Connection: close` inserted after `insert_at`
 /// bytes (that header is the proxy's: not billed).
 pub(super) async fn write_down(
-    wr: &mut OwnedWriteHalf<TcpStream>,
+    wr: &mut impl AsyncWriteRent,
     buf: Vec<u8>,
     insert_at: Option<usize>,
 ) -> (std::io::Result<()>, Vec<u8>) {

@@ -13,15 +13,16 @@ use super::counters::Counters;
 use super::plan::{RelayError, RelayPlan, Stalled};
 use crate::control::{AttemptRecord, ToControl};
 use crate::quic::stream::RelayStream;
+use turbo_quic::stream::Kick;
 
 /// How long a relay waits, after both directions ended, for the node's last delivery
 /// report before it gives back the credit of upstream bytes never reported delivered.
-const DELIVERY_GRACE: Duration = Duration::from_secs(2);
+pub(super) const DELIVERY_GRACE: Duration = Duration::from_secs(2);
 
 /// Bills upstream bytes as the node reports them delivered, for as long as the relay
 /// runs.
-pub(super) async fn bill_deliveries(
-    rs: &RelayStream,
+pub(super) async fn bill_deliveries<K: Kick>(
+    rs: &RelayStream<K>,
     counters: &Counters<'_>,
 ) -> std::convert::Infallible {
     let mut seen = 0;
@@ -35,12 +36,17 @@ pub(super) async fn bill_deliveries(
     }
 }
 
-/// Waits (at most [`DELIVERY_GRACE`]) for the node to report the rest of the upload,
-/// bills what it reported, and gives back the credit of what it never delivered.
-pub(super) async fn settle_upload(rs: &RelayStream, counters: &Counters<'_>) {
+/// Waits (at most `grace`, [`DELIVERY_GRACE`] in service) for the node to report the
+/// rest of the upload, bills what it reported, and gives back the credit of what it
+/// never delivered.
+pub(super) async fn settle_upload<K: Kick>(
+    rs: &RelayStream<K>,
+    counters: &Counters<'_>,
+    grace: Duration,
+) {
     let sent = counters.sent_up.get();
     if sent > counters.up.get() {
-        let last = monoio::time::timeout(DELIVERY_GRACE, rs.delivery_beyond(sent - 1)).await;
+        let last = monoio::time::timeout(grace, rs.delivery_beyond(sent - 1)).await;
         let (delivered, _) = last.unwrap_or_else(|_| rs.delivered());
         counters.delivered_up_to(delivered);
     }
