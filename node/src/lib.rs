@@ -19,7 +19,7 @@ pub mod limit;
 pub mod pool;
 pub mod relay;
 pub mod retry;
-pub mod session;
+pub mod connection;
 pub mod status;
 pub mod udp;
 pub mod usage;
@@ -223,7 +223,7 @@ async fn run_lanes(
     let mut shutdown = pin!(shutdown);
     loop {
         while opened < wanted_lanes(&config, shared) && !*stop.borrow() {
-            let lane = session::Lane {
+            let lane = connection::Lane {
                 session,
                 index: opened,
             };
@@ -268,7 +268,7 @@ fn wanted_lanes(config: &NodeConfig, shared: &Shared) -> u8 {
 async fn run_lane(
     config: Rc<NodeConfig>,
     shared: Rc<Shared>,
-    lane: session::Lane,
+    lane: connection::Lane,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), NodeError> {
     let mut backoff = retry::Backoff::default();
@@ -295,11 +295,11 @@ async fn run_lane(
         }
         set_state("connecting");
         let span = tracing::info_span!("lane", index = lane.index);
-        let connection = session::run(&config, &shared, lane, &mut stopped).instrument(span);
+        let connection = connection::run(&config, &shared, lane, &mut stopped).instrument(span);
         match connection.await {
-            Ok(session::SessionEnd::Shutdown) => return Ok(()),
-            Ok(session::SessionEnd::Capped) => continue,
-            Ok(session::SessionEnd::Lost { welcomed }) => {
+            Ok(connection::ConnectionEnd::Shutdown) => return Ok(()),
+            Ok(connection::ConnectionEnd::Capped) => continue,
+            Ok(connection::ConnectionEnd::Lost { welcomed }) => {
                 if welcomed {
                     backoff.reset();
                 }
@@ -308,7 +308,7 @@ async fn run_lane(
                 shared.status.state.set("rejected");
                 return Err(e);
             }
-            Err(e) => warn!(lane = lane.index, error = %e, "session failed"),
+            Err(e) => warn!(lane = lane.index, error = %e, "connection failed"),
         }
         set_state("connecting");
         let delay = backoff.next_delay();

@@ -5,8 +5,8 @@
 //! at server core `k` (byte 0 of the connection ID it picks), so each server core
 //! relays over a connection of its own.
 //!
-//! (The module keeps its historical name; the `session` of [`Lane`] is something else:
-//! the id one node run gives all its lanes.)
+//! (The `session` of [`Lane`] is the id one node run gives all its lanes, not a
+//! customer's sticky session.)
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -53,7 +53,7 @@ fn bind_udp(peer: SocketAddr, local: Option<std::net::IpAddr>) -> std::io::Resul
 }
 
 /// How a connection ended without a fatal error.
-pub enum SessionEnd {
+pub enum ConnectionEnd {
     /// The shutdown future resolved and the node drained.
     Shutdown,
     /// The monthly data cap was reached and the node drained.
@@ -107,7 +107,7 @@ pub async fn run(
     shared: &Rc<Shared>,
     lane: Lane,
     shutdown: &mut Pin<&mut impl Future<Output = ()>>,
-) -> Result<SessionEnd, NodeError> {
+) -> Result<ConnectionEnd, NodeError> {
     let (socket, local, peer, conn) = connect(cfg, lane).await?;
     let _lane_status = crate::status::LaneGuard::new(&shared.status, lane.index);
     info!(%peer, "connecting");
@@ -274,11 +274,11 @@ struct Drain {
 }
 
 impl Drain {
-    fn end(&self) -> SessionEnd {
+    fn end(&self) -> ConnectionEnd {
         if self.capped {
-            SessionEnd::Capped
+            ConnectionEnd::Capped
         } else {
-            SessionEnd::Shutdown
+            ConnectionEnd::Shutdown
         }
     }
 }
@@ -301,7 +301,7 @@ impl Connection<'_> {
     async fn turn(
         &mut self,
         udp: &mut Udp,
-    ) -> Result<ControlFlow<SessionEnd, Option<std::time::Instant>>, NodeError> {
+    ) -> Result<ControlFlow<ConnectionEnd, Option<std::time::Instant>>, NodeError> {
         self.exchange_control()?;
         self.conn.wake_ready();
         let active = self.conn.driver.active.get();
@@ -477,7 +477,7 @@ impl Connection<'_> {
 
     /// The connection closed: how it ended, or the fatal error the server closed it
     /// with.
-    fn closed(&self) -> Result<SessionEnd, NodeError> {
+    fn closed(&self) -> Result<ConnectionEnd, NodeError> {
         self.conn.mark_closed();
         if let Some(drain) = &self.drain {
             return Ok(drain.end());
@@ -498,7 +498,7 @@ impl Connection<'_> {
                 ));
             }
         }
-        Ok(SessionEnd::Lost {
+        Ok(ConnectionEnd::Lost {
             welcomed: self.control.welcomed,
         })
     }
