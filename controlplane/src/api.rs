@@ -63,6 +63,8 @@ pub struct ApiState<S> {
     pub metrics_per_node: bool,
     /// The money features, when the server has a ledger.
     pub money: Option<Arc<crate::money::Money>>,
+    /// The USDC gateway, when the server has `chain_rpc`.
+    pub payments: Option<Arc<turbo_chain::Gateway>>,
 }
 
 /// An API failure, rendered as `{"error": ...}`.
@@ -83,6 +85,12 @@ pub enum ApiError {
     /// The ledger failed or refused.
     #[error("{0}")]
     Money(#[from] crate::money::MoneyError),
+    /// An invoice route on a server without `chain_rpc`.
+    #[error("payments are off: set chain_rpc (with the ledger) to take USDC")]
+    PaymentsOff,
+    /// The gateway failed or refused.
+    #[error("{0}")]
+    Payments(#[from] turbo_chain::ChainError),
 }
 
 impl IntoResponse for ApiError {
@@ -99,6 +107,8 @@ impl IntoResponse for ApiError {
                 | turbo_ledger::LedgerError::PayoutRunning,
             )) => StatusCode::CONFLICT,
             ApiError::Money(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::PaymentsOff => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Payments(e) => crate::api_payments::status(e),
         };
         (status, Json(json!({ "error": self.to_string() }))).into_response()
     }
@@ -225,6 +235,8 @@ pub fn router<S: Store>(state: Arc<ApiState<S>>) -> Router {
             get(crate::api_money::reconcile::<S>),
         )
         .route("/api/payouts/run", post(crate::api_money::payouts::<S>))
+        .route("/api/invoices", post(crate::api_payments::create::<S>))
+        .route("/api/invoices/{id}", get(crate::api_payments::show::<S>))
         .route(
             "/api/nodes/{id}/earnings",
             get(crate::api_money::earnings::<S>),
@@ -448,6 +460,7 @@ mod tests {
             pin: [7; 32],
             metrics_per_node: false,
             money: None,
+            payments: None,
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

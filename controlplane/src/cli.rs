@@ -83,6 +83,34 @@ pub struct RunArgs {
     /// features off].
     #[arg(long, env = "TURBO_LEDGER")]
     pub ledger: Option<String>,
+    /// Chain JSON-RPC URL for USDC payments, http(s)://… [default: none, payments
+    /// off].
+    #[arg(long, env = "TURBO_CHAIN_RPC")]
+    pub chain_rpc: Option<String>,
+    /// Chain id, checked against --chain-rpc [default: 1].
+    #[arg(long, env = "TURBO_CHAIN_ID")]
+    pub chain_id: Option<u64>,
+    /// USDC (ERC-20) contract address [default: none].
+    #[arg(long, env = "TURBO_USDC_CONTRACT")]
+    pub usdc_contract: Option<String>,
+    /// Confirmations before a payment is credited [default: 12].
+    #[arg(long, env = "TURBO_CONFIRMATIONS")]
+    pub confirmations: Option<u64>,
+    /// Dollars per GB, locked into each invoice [default: 1.0].
+    #[arg(long, env = "TURBO_PRICE_USD_PER_GB")]
+    pub price_usd_per_gb: Option<String>,
+    /// Account-level xpub deposit addresses derive from [default: none].
+    #[arg(long, env = "TURBO_DEPOSIT_XPUB")]
+    pub deposit_xpub: Option<String>,
+    /// Treasury private key file (owner-only) [default: none].
+    #[arg(long, env = "TURBO_TREASURY_KEY_FILE")]
+    pub treasury_key_file: Option<PathBuf>,
+    /// URL invoice status changes are POSTed to [default: none].
+    #[arg(long, env = "TURBO_WEBHOOK_URL")]
+    pub webhook_url: Option<String>,
+    /// Secret webhook signatures are keyed with [default: none].
+    #[arg(long, env = "TURBO_WEBHOOK_SECRET")]
+    pub webhook_secret: Option<String>,
     /// Validate the configuration and exit.
     #[arg(long)]
     pub check_config: bool,
@@ -137,6 +165,26 @@ impl RunArgs {
         }
         if self.geoip.is_some() {
             c.geoip = self.geoip.clone();
+        }
+        macro_rules! some {
+            ($($f:ident),*) => { $( if self.$f.is_some() { c.$f = self.$f.clone(); } )* };
+        }
+        some!(
+            chain_rpc,
+            usdc_contract,
+            deposit_xpub,
+            treasury_key_file,
+            webhook_url,
+            webhook_secret
+        );
+        if let Some(v) = self.chain_id {
+            c.chain_id = v;
+        }
+        if let Some(v) = self.confirmations {
+            c.confirmations = v;
+        }
+        if let Some(v) = &self.price_usd_per_gb {
+            c.price_usd_per_gb = crate::config::UsdAmount::Text(v.clone());
         }
         if self.ledger.is_some() {
             c.ledger = self.ledger.clone();

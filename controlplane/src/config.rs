@@ -216,6 +216,31 @@ pub struct ServerConfig {
     pub rewards: turbo_ledger::RewardPolicy,
     /// Smallest payout, in nano-USD. Defaults to `20000000000` ($20).
     pub payout_threshold_nano_usd: i64,
+    /// JSON-RPC URL of the chain USDC payments arrive on (`http(s)://`). Defaults to
+    /// none: payments are off (invoices answer 503).
+    pub chain_rpc: Option<String>,
+    /// The chain's id, checked against `chain_rpc` at start-up. Defaults to `1`.
+    pub chain_id: u64,
+    /// Address of the USDC (ERC-20) contract; its decimals are read from it. Defaults
+    /// to none (required with `chain_rpc`).
+    pub usdc_contract: Option<String>,
+    /// Confirmations a payment needs before it is credited. Defaults to `12`.
+    pub confirmations: u64,
+    /// Price customers pay per GB, in dollars (`1.0`), locked into each invoice.
+    /// Defaults to `1.0`.
+    pub price_usd_per_gb: UsdAmount,
+    /// Account-level BIP-32 extended public key (`xpub…`) deposit addresses are
+    /// derived from (child `0/i` for invoice `i`). Defaults to none (required with
+    /// `chain_rpc`).
+    pub deposit_xpub: Option<String>,
+    /// File holding the treasury's private key (hex, owner-only) that on-chain payouts
+    /// are sent from. Defaults to none: payouts go to the CSV file.
+    pub treasury_key_file: Option<PathBuf>,
+    /// URL every invoice status change is POSTed to. Defaults to none.
+    pub webhook_url: Option<String>,
+    /// Secret webhook signatures are keyed with. Defaults to none (required with
+    /// `webhook_url`).
+    pub webhook_secret: Option<String>,
     /// Show the per-node series of `/metrics` (node ids with their bytes, scores and
     /// countries) without the admin token. Defaults to `false`: only a scrape with the
     /// admin bearer token sees them; the aggregate series are public.
@@ -272,6 +297,15 @@ impl Default for ServerConfig {
             ledger: None,
             rewards: turbo_ledger::RewardPolicy::default(),
             payout_threshold_nano_usd: 20_000_000_000,
+            chain_rpc: None,
+            chain_id: 1,
+            usdc_contract: None,
+            confirmations: 12,
+            price_usd_per_gb: UsdAmount::Text("1.0".into()),
+            deposit_xpub: None,
+            treasury_key_file: None,
+            webhook_url: None,
+            webhook_secret: None,
             node_block_ports: Vec::new(),
             node_block_cidrs: Vec::new(),
             node_block_domains: Vec::new(),
@@ -331,6 +365,9 @@ impl ServerConfig {
         }
         if self.payout_threshold_nano_usd < 1 {
             return invalid("payout_threshold_nano_usd", "must be positive");
+        }
+        if let Err((field, reason)) = crate::payments::validate(self) {
+            return invalid(field, &reason);
         }
         if self.relay_idle_timeout < Duration::from_secs(1) {
             return invalid("relay_idle_timeout", "must be at least 1s");
@@ -473,5 +510,29 @@ mod tests {
             ..Default::default()
         };
         assert!(bad.validate().is_err());
+    }
+}
+
+/// A dollar amount in the config: a TOML number (`1.0`) or string (`"1.0"`), read as
+/// a decimal (the number through its shortest exact text), never as a float.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum UsdAmount {
+    /// `"1.0"`.
+    Text(String),
+    /// `1.0`.
+    Number(f64),
+}
+
+impl UsdAmount {
+    /// The amount in nano-USD.
+    ///
+    /// # Errors
+    /// What is wrong with the amount.
+    pub fn nano(&self) -> Result<i64, turbo_chain::amount::AmountError> {
+        match self {
+            UsdAmount::Text(t) => turbo_chain::amount::parse_usd(t),
+            UsdAmount::Number(n) => turbo_chain::amount::parse_usd(&n.to_string()),
+        }
     }
 }

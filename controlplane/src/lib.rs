@@ -6,11 +6,13 @@
 
 pub mod api;
 mod api_money;
+mod api_payments;
 pub mod cli;
 pub mod config;
 pub mod geoip;
 pub mod metrics;
 pub mod money;
+mod payments;
 pub mod overload;
 pub mod registry;
 pub mod scoring;

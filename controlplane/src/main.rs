@@ -52,6 +52,37 @@ enum Cmd {
         #[command(subcommand)]
         cmd: PayoutsCmd,
     },
+    /// USDC invoices (a server with chain_rpc).
+    Invoices {
+        #[command(subcommand)]
+        cmd: InvoicesCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum InvoicesCmd {
+    /// Make an invoice crediting a key; prints it (JSON), with its deposit address and
+    /// an EIP-681 payment URI.
+    Create {
+        /// The key to credit.
+        #[arg(long)]
+        key: String,
+        /// Dollars, as a decimal (25, 9.99).
+        #[arg(long)]
+        usd: String,
+        /// Seconds the invoice stays open [default: 3600].
+        #[arg(long)]
+        ttl_seconds: Option<i64>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Print an invoice (JSON) with its current status.
+    Show {
+        /// The invoice id.
+        id: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -270,6 +301,7 @@ fn main() -> Result<()> {
                 std::process::exit(1);
             }
         }
+        Cmd::Invoices { cmd } => invoices(cmd)?,
         Cmd::Payouts {
             cmd: PayoutsCmd::Run { dry_run, api },
         } => println!(
@@ -279,6 +311,23 @@ fn main() -> Result<()> {
                 serde_json::json!({ "dry_run": dry_run })
             )?
         ),
+    }
+    Ok(())
+}
+
+/// `turbo-server invoices …`.
+fn invoices(cmd: InvoicesCmd) -> Result<()> {
+    match cmd {
+        InvoicesCmd::Create {
+            key,
+            usd,
+            ttl_seconds,
+            api,
+        } => {
+            let body = serde_json::json!({ "key_id": key, "usd": usd, "ttl_seconds": ttl_seconds });
+            println!("{}", api.post("/api/invoices", body)?);
+        }
+        InvoicesCmd::Show { id, api } => println!("{}", api.get(&format!("/api/invoices/{id}"))?),
     }
     Ok(())
 }

@@ -62,6 +62,9 @@ pub enum ServerError {
     /// The ledger could not be reached or set up.
     #[error("ledger: {0}")]
     Ledger(turbo_ledger::LedgerError),
+    /// The USDC gateway could not start (chain unreachable, wrong chain, no token).
+    #[error("payments: {0}")]
+    Payments(turbo_chain::ChainError),
     /// The API listener could not be bound.
     #[error("binding API on {addr}: {source}")]
     ApiBind {
@@ -187,6 +190,10 @@ impl Server {
         let links = PlaneLinks::new();
         let (control, handle) = start_control_plane(&runtime, cfg, &server_id, &links)?;
         let money = start_money(&runtime, cfg, &control, &server_id, links.table.clone())?;
+        let ledger = money.as_ref().map(|m| &m.ledger);
+        let payments = runtime
+            .block_on(crate::payments::start(cfg, ledger, control.store.clone()))
+            .map_err(ServerError::Payments)?;
         let dataplane = Dataplane::start(
             dataplane_config(cfg, &cert, &server_id, links.known_keys)?,
             handle,
@@ -205,6 +212,7 @@ impl Server {
             pin: cert.pin,
             metrics_per_node: cfg.metrics_per_node,
             money,
+            payments,
         });
         let (api_addr, listener) = bind_api(&runtime, cfg)?;
         let router = api::router(api_state.clone());

@@ -141,6 +141,12 @@ impl Ledger {
         Ok(ledger)
     }
 
+    /// The connection pool, for the crates that keep their tables beside the ledger's
+    /// (the USDC gateway).
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
     /// The balance of `account` (0 for an account never posted to).
     ///
     /// # Errors

@@ -114,6 +114,62 @@ CREATE TABLE feed_cursors (
     r"
 CREATE INDEX usage_minute_by_minute ON usage_minute (minute);
 ",
+    // The USDC gateway's tables (crate turbo-chain). Token amounts are decimal text:
+    // exact integers that may not fit 64 bits.
+    r"
+CREATE SEQUENCE deposit_index MINVALUE 0 START 0;
+CREATE TABLE invoices (
+    id text PRIMARY KEY,
+    key_id text NOT NULL,
+    chain_id bigint NOT NULL,
+    token text NOT NULL,
+    address text NOT NULL UNIQUE,
+    address_index bigint NOT NULL UNIQUE,
+    usd_nano bigint NOT NULL CHECK (usd_nano > 0),
+    amount_units text NOT NULL,
+    decimals integer NOT NULL,
+    price_nano_per_gb bigint NOT NULL CHECK (price_nano_per_gb > 0),
+    confirmations bigint NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    expires_at timestamptz NOT NULL,
+    status text NOT NULL DEFAULT 'new'
+);
+CREATE INDEX invoices_by_key ON invoices (key_id);
+CREATE TABLE chain_payments (
+    chain_id bigint NOT NULL,
+    tx_hash text NOT NULL,
+    log_index bigint NOT NULL,
+    invoice_id text NOT NULL REFERENCES invoices (id),
+    payer text NOT NULL,
+    amount_units text NOT NULL,
+    block_number bigint NOT NULL,
+    block_hash text NOT NULL,
+    block_time bigint NOT NULL,
+    canonical boolean NOT NULL DEFAULT true,
+    credited_nano bigint,
+    credited_bytes bigint,
+    store_applied boolean NOT NULL DEFAULT false,
+    PRIMARY KEY (chain_id, tx_hash, log_index)
+);
+CREATE INDEX chain_payments_by_invoice ON chain_payments (invoice_id);
+CREATE TABLE chain_blocks (
+    chain_id bigint NOT NULL,
+    number bigint NOT NULL,
+    hash text NOT NULL,
+    parent_hash text NOT NULL,
+    PRIMARY KEY (chain_id, number)
+);
+CREATE TABLE webhook_events (
+    id bigserial PRIMARY KEY,
+    invoice_id text NOT NULL,
+    body text NOT NULL,
+    attempts integer NOT NULL DEFAULT 0,
+    next_attempt timestamptz NOT NULL DEFAULT now(),
+    delivered_at timestamptz,
+    last_error text
+);
+CREATE INDEX webhook_events_due ON webhook_events (next_attempt) WHERE delivered_at IS NULL;
+",
 ];
 
 /// Applies the migrations `client`'s database lacks.

@@ -85,6 +85,9 @@ impl Store for AnyStore {
     async fn add_credits(&self, id: &str, bytes: u64) -> Result<KeyRecord, StoreError> {
         delegate!(self, s => s.add_credits(id, bytes).await)
     }
+    async fn add_credits_once(&self, id: &str, bytes: u64, op: &str) -> Result<bool, StoreError> {
+        delegate!(self, s => s.add_credits_once(id, bytes, op).await)
+    }
     async fn revoke_key(&self, id: &str) -> Result<(), StoreError> {
         delegate!(self, s => s.revoke_key(id).await)
     }

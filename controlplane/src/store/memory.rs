@@ -18,7 +18,7 @@
 //! Amounts never wrap: balances stay within [`MAX_BALANCE`] (checked on create and
 //! top-up) and counters saturate.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -63,6 +63,8 @@ struct Tables {
     usage_log: VecDeque<(u64, UsageEntry)>,
     /// The id of the next usage log entry.
     usage_next: u64,
+    /// Operations `add_credits_once` applied.
+    credit_ops: HashSet<String>,
     /// Bumped by every change to what the snapshot holds.
     generation: u64,
 }
@@ -100,6 +102,7 @@ impl Shared {
                         .collect(),
                     usage_log: t.usage_log.iter().cloned().collect(),
                     usage_next: t.usage_next,
+                    credit_ops: t.credit_ops.iter().cloned().collect(),
                 };
                 (t.generation, snap)
             })
@@ -183,6 +186,7 @@ impl MemoryStore {
         }
         t.usage_log = snap.usage_log.into();
         t.usage_next = snap.usage_next;
+        t.credit_ops = snap.credit_ops.into_iter().collect();
         Ok(MemoryStore {
             shared: Arc::new(Shared {
                 tables: Mutex::new(t),
@@ -259,22 +263,30 @@ impl Store for MemoryStore {
     }
 
     async fn add_credits(&self, id: &str, bytes: u64) -> Result<KeyRecord, StoreError> {
-        let (rec, generation) = self.change(|t| {
-            let k = t
-                .keys
-                .get_mut(id)
-                .ok_or_else(|| StoreError::NotFound(id.to_owned()))?;
-            let after = k.balance().checked_add(bytes);
-            if after.is_none_or(|b| b > MAX_BALANCE) {
-                return Err(StoreError::OverMaximum);
-            }
-            k.credits += bytes;
-            Ok(k.clone())
-        });
+        let (rec, generation) = self.change(|t| top_up(t, id, bytes));
         let rec = rec?;
         self.persist(generation).await?;
         let _ = self.events.send(KeyEvent::ToppedUp(id.into()));
         Ok(rec)
+    }
+
+    async fn add_credits_once(&self, id: &str, bytes: u64, op: &str) -> Result<bool, StoreError> {
+        let (applied, generation) = self.change(|t| {
+            if t.credit_ops.contains(op) {
+                return Ok(false);
+            }
+            top_up(t, id, bytes)?;
+            t.credit_ops.insert(op.to_owned());
+            Ok(true)
+        });
+        let applied = applied?;
+        // Persisted even when nothing changed now: the first call may have returned
+        // before its snapshot was written (a crash); this one returns once it is.
+        self.persist(generation).await?;
+        if applied {
+            let _ = self.events.send(KeyEvent::ToppedUp(id.into()));
+        }
+        Ok(applied)
     }
 
     async fn revoke_key(&self, id: &str) -> Result<(), StoreError> {
@@ -494,3 +506,17 @@ impl Store for MemoryStore {
 mod lease;
 #[cfg(test)]
 mod tests;
+
+/// Adds `bytes` to key `id`'s credits, within [`MAX_BALANCE`].
+fn top_up(t: &mut Tables, id: &str, bytes: u64) -> Result<KeyRecord, StoreError> {
+    let k = t
+        .keys
+        .get_mut(id)
+        .ok_or_else(|| StoreError::NotFound(id.to_owned()))?;
+    let after = k.balance().checked_add(bytes);
+    if after.is_none_or(|b| b > MAX_BALANCE) {
+        return Err(StoreError::OverMaximum);
+    }
+    k.credits += bytes;
+    Ok(k.clone())
+}

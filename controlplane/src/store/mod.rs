@@ -196,6 +196,18 @@ pub trait Store: Send + Sync + 'static {
         id: &str,
         bytes: u64,
     ) -> impl Future<Output = Result<KeyRecord, StoreError>> + Send;
+    /// Adds credits to a key once per operation `op` (a payment's identity): a
+    /// second call with the same `op` adds nothing and returns `false`. Tells every
+    /// server as [`Store::add_credits`] does. Durable when it returns.
+    ///
+    /// # Errors
+    /// As [`Store::add_credits`].
+    fn add_credits_once(
+        &self,
+        id: &str,
+        bytes: u64,
+        op: &str,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
     /// Revokes a key and tells every server ([`KeyEvent::Revoked`]). Durable when it
     /// returns.
     ///

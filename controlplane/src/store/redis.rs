@@ -45,11 +45,12 @@ use super::{
 };
 use crate::secrets::{self, SecretHash};
 
+mod credits;
 mod events;
 mod lua;
 mod usage;
 use events::subscriber;
-use lua::{LEASE_LUA, RECLAIM_LUA, SESSION_LUA, SET_NODE_FIELD_LUA, TOP_UP_LUA};
+use lua::{LEASE_LUA, RECLAIM_LUA, SESSION_LUA, SET_NODE_FIELD_LUA};
 
 const EVENTS: &str = "turbo:events";
 const CONNS: &str = "turbo:conns";
@@ -349,23 +350,11 @@ impl Store for RedisStore {
     }
 
     async fn add_credits(&self, id: &str, bytes: u64) -> Result<KeyRecord, StoreError> {
-        if bytes > MAX_BALANCE {
-            return Err(StoreError::OverMaximum);
-        }
-        let now: i64 = Script::new(TOP_UP_LUA)
-            .key(key_name(id))
-            .arg(bytes)
-            .arg(MAX_BALANCE)
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(|e| self.fail(e))?;
-        match now {
-            -1 => return Err(StoreError::NotFound(id.to_owned())),
-            -2 => return Err(StoreError::OverMaximum),
-            _ => {}
-        }
-        self.publish(&format!("credit {id}")).await?;
-        self.key(id).await
+        self.top_up(id, bytes).await
+    }
+
+    async fn add_credits_once(&self, id: &str, bytes: u64, op: &str) -> Result<bool, StoreError> {
+        self.top_up_once(id, bytes, op).await
     }
 
     async fn revoke_key(&self, id: &str) -> Result<(), StoreError> {

@@ -27,6 +27,9 @@ pub(super) struct Snapshot {
     /// The id of the next usage log entry.
     #[serde(default)]
     pub(super) usage_next: u64,
+    /// Operations [`super::Store::add_credits_once`] applied.
+    #[serde(default)]
+    pub(super) credit_ops: Vec<String>,
 }
 
 /// A snapshot file and the newest change generation known to be on disk.

@@ -51,6 +51,7 @@ async fn next_event(rx: &mut broadcast::Receiver<KeyEvent>, want: &KeyEvent) {
 /// On the first behaviour that differs.
 pub async fn run<S: Store>(store: Arc<S>) {
     keys_and_nodes(&*store).await;
+    payments_credit_once(&*store).await;
     leases_book_usage_exactly_once(&*store).await;
     usage_log_takes_each_checkpoint_once(&*store).await;
     events_reach_subscribers(&*store).await;
@@ -61,6 +62,29 @@ pub async fn run<S: Store>(store: Arc<S>) {
     amounts_near_the_maximum_are_exact(&*store).await;
     feature_records_keep_order(&*store).await;
     sessions_pin_once(&*store).await;
+}
+
+/// A payment's credits are added once per operation id, whoever retries.
+async fn payments_credit_once<S: Store>(store: &S) {
+    let (k, _) = store.create_key("payer", 100).await.expect("create");
+    let op = "chain:31337:0xabc:0";
+    assert_eq!(store.add_credits_once(&k.id, 50, op).await, Ok(true));
+    assert_eq!(store.add_credits_once(&k.id, 50, op).await, Ok(false), "a replay adds nothing");
+    assert_eq!(store.add_credits_once(&k.id, 7, "chain:31337:0xabc:1").await, Ok(true));
+    assert_eq!(store.key(&k.id).await.expect("key").credits, 157);
+    assert!(matches!(
+        store.add_credits_once("k_missing", 1, op).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(
+        store.add_credits_once(&k.id, MAX_BALANCE, "too-much").await,
+        Err(StoreError::OverMaximum)
+    );
+    assert_eq!(
+        store.add_credits_once(&k.id, 1, "too-much").await,
+        Ok(true),
+        "a refused operation was not marked applied"
+    );
 }
 
 async fn sessions_pin_once<S: Store>(store: &S) {

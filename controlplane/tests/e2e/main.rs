@@ -29,6 +29,7 @@ mod node_controls;
 mod node_faults;
 mod node_identity;
 mod node_loss;
+mod payments;
 mod policy_netns;
 mod routing;
 mod soak;

@@ -107,6 +107,18 @@ if num('credits') + num('leased') + tonumber(ARGV[1]) > tonumber(ARGV[2]) then r
 return redis.call('HINCRBY', KEYS[1], 'credits', ARGV[1])
 "#;
 
+/// Adds credits once per operation: the operation is a field of the key's own hash
+/// (`op:…`, so the key and its marker share a cluster slot). -1: no such key; -2: over
+/// the maximum; -3: applied before.
+pub(super) const TOP_UP_ONCE_LUA: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+if redis.call('HEXISTS', KEYS[1], ARGV[3]) == 1 then return -3 end
+local function num(f) return tonumber(redis.call('HGET', KEYS[1], f) or '0') end
+if num('credits') + num('leased') + tonumber(ARGV[1]) > tonumber(ARGV[2]) then return -2 end
+redis.call('HSET', KEYS[1], ARGV[3], '1')
+return redis.call('HINCRBY', KEYS[1], 'credits', ARGV[1])
+"#;
+
 /// Pins a session unless another live pin exists (compare-and-set on `ARGV[3]`);
 /// returns the pinned node.
 pub(super) const SESSION_LUA: &str = r#"

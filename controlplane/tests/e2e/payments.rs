@@ -1,0 +1,105 @@
+//! Buying credits with USDC end to end: a server with the ledger and a local EVM
+//! (anvil, the test token deployed), a key with almost no credit; the CLI makes a $25
+//! invoice, a funded account pays it, the confirmations are mined, and the key's
+//! balance and the ledger show the credit once; the customer then relays with it.
+
+use std::sync::Arc;
+
+use alloy::primitives::Address;
+use bip32::{Prefix, XPrv};
+use serde_json::Value;
+
+use crate::fixtures::evm::Evm;
+use crate::fixtures::postgres::Postgres;
+use crate::fixtures::targets::FileServer;
+use crate::fixtures::{random_bytes, wait_for, Net, Options};
+
+/// One dollar in the test token's units (6 decimals).
+const UNITS: u64 = 1_000_000;
+const BODY: usize = 200_000;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn xpub() -> String {
+    let path = "m/44'/60'/0'".parse().expect("path");
+    let account = XPrv::derive_from_path(&[9u8; 64], &path).expect("account key");
+    account.public_key().to_string(Prefix::XPUB)
+}
+
+fn n(v: &Value, field: &str) -> u64 {
+    v[field].as_u64().unwrap_or_else(|| panic!("{field} in {v}"))
+}
+
+/// One GET through the HTTP proxy; the body's length, or `None` when refused.
+fn fetch(net: &Net, target: std::net::SocketAddr) -> Option<usize> {
+    let out = crate::fixtures::curl(&[
+        "-s",
+        "-f",
+        "--proxy",
+        &net.proxy_url("http"),
+        &format!("http://127.0.0.1:{}/f", target.port()),
+    ]);
+    out.status.success().then_some(out.stdout.len())
+}
+
+#[test]
+fn a_paid_invoice_buys_traffic_once() {
+    let rt = runtime();
+    let pg = Postgres::start();
+    let evm = rt.block_on(Evm::start());
+    let payer = evm.accounts[1];
+    rt.block_on(evm.mint(payer, 100 * UNITS));
+    let mut opts = Options::new("legacy");
+    opts.credits = "10KB";
+    opts.config = format!(
+        "lease_checkpoint = \"300ms\"\nlease_idle_release = \"300ms\"\n\
+         ledger = \"{}\"\nchain_rpc = \"{}\"\nchain_id = 31337\nusdc_contract = \"{}\"\n\
+         confirmations = 2\nprice_usd_per_gb = 1.0\ndeposit_xpub = \"{}\"\n",
+        rt.block_on(pg.database()),
+        evm.url,
+        evm.token,
+        xpub()
+    );
+    let net = Net::start_with(opts);
+    let target = FileServer::start(Arc::new(random_bytes(BODY, 8))).addr;
+    assert_eq!(fetch(&net, target), None, "10 KB of credit buys no 200 KB body");
+    let settled = || {
+        let k = net.key_info();
+        (n(&k, "leased") == 0).then_some(n(&k, "balance"))
+    };
+    let before = wait_for("the key's leases to settle", settled);
+
+    let invoice: Value = serde_json::from_str(&net.cli(&[
+        "invoices", "create", "--key", &net.key_id, "--usd", "25",
+    ]))
+    .expect("invoice json");
+    for field in ["id", "address", "token", "chain_id", "amount", "amount_units", "expires_at", "status", "uri"] {
+        assert!(!invoice[field].is_null(), "{field} in {invoice}");
+    }
+    assert_eq!(invoice["amount_units"], "25000000");
+    assert_eq!(invoice["status"], "new");
+    let id = invoice["id"].as_str().expect("id").to_owned();
+    let address: Address = invoice["address"].as_str().expect("address").parse().expect("0x");
+
+    rt.block_on(evm.pay(payer, address, 25 * UNITS));
+    rt.block_on(evm.mine(1));
+    let shown = wait_for("the invoice to be credited", || {
+        let v: Value = serde_json::from_str(&net.cli(&["invoices", "show", &id])).ok()?;
+        (v["status"] == "credited").then_some(v)
+    });
+    assert_eq!(shown["credited_bytes"], 25_000_000_000_i64);
+    let balance = wait_for("the key's leases to settle", settled);
+    assert_eq!(balance - before, 25_000_000_000, "the key's balance, once");
+    rt.block_on(evm.mine(3));
+    assert_eq!(net.cli(&["invoices", "show", &id]).contains("\"credited\""), true);
+    assert_eq!(fetch(&net, target), Some(BODY), "the customer relays with what it bought");
+    let reconcile = net.cli(&["ledger", "reconcile"]);
+    assert!(reconcile.contains("\"ok\":true"), "{reconcile}");
+    let after = wait_for("the key's leases to settle", settled);
+    assert!(after < balance, "the traffic was billed");
+}
