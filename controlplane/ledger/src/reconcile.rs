@@ -72,8 +72,11 @@ impl Ledger {
                 Ok::<u64, LedgerError>(v.unsigned_abs())
             }
         };
-        let debited = sum("SELECT coalesce(sum(balance), 0)::bigint FROM accounts
-             WHERE asset = 'bytes' AND code LIKE 'key:%'")
+        // Usage postings only: bytes a key bought (a payment) are credits, not traffic.
+        let debited = sum("SELECT coalesce(sum(e.amount), 0)::bigint FROM entries e
+             JOIN accounts a ON a.id = e.account_id
+             JOIN transactions t ON t.id = e.transaction_id
+             WHERE a.asset = 'bytes' AND a.code LIKE 'key:%' AND t.kind = 'usage'")
         .await?;
         let credited = sum("SELECT coalesce(sum(balance), 0)::bigint FROM accounts
              WHERE asset = 'bytes' AND code LIKE 'node:%'")
