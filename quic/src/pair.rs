@@ -81,7 +81,7 @@ impl Link {
         let lost = match self.config.get().loss {
             Loss::None => false,
             Loss::All => true,
-            Loss::EveryNth(k) => k > 0 && n % u64::from(k) == 0,
+            Loss::EveryNth(k) => k > 0 && n.is_multiple_of(u64::from(k)),
             Loss::Random { permille, .. } => {
                 // xorshift64: deterministic and good enough to spread losses.
                 let mut x = self.rng.get();

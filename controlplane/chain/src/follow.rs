@@ -189,7 +189,7 @@ impl Gateway {
             let op = format!("chain:{chain_id}:{}:{}", p.tx_hash, p.log_index);
             let bytes = match p.credited_bytes {
                 Some(bytes) => bytes,
-                None => self.post_payment(&**client, &p, &op).await?,
+                None => self.post_payment(&client, &p, &op).await?,
             };
             self.credits
                 .add_once(&p.key_id, bytes as u64, &op)

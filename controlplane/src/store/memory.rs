@@ -63,7 +63,7 @@ struct Tables {
     usage_log: VecDeque<(u64, UsageEntry)>,
     /// The id of the next usage log entry.
     usage_next: u64,
-    /// Operations `add_credits_once` applied.
+    /// Operations `add_credits_once` applied, as `"<key id> <op>"`.
     credit_ops: HashSet<String>,
     /// Bumped by every change to what the snapshot holds.
     generation: u64,
@@ -271,12 +271,17 @@ impl Store for MemoryStore {
     }
 
     async fn add_credits_once(&self, id: &str, bytes: u64, op: &str) -> Result<bool, StoreError> {
+        // Per key, as the Redis store keeps them (a field of the key's hash).
+        let marker = format!("{id} {op}");
         let (applied, generation) = self.change(|t| {
-            if t.credit_ops.contains(op) {
+            if !t.keys.contains_key(id) {
+                return Err(StoreError::NotFound(id.to_owned()));
+            }
+            if t.credit_ops.contains(&marker) {
                 return Ok(false);
             }
             top_up(t, id, bytes)?;
-            t.credit_ops.insert(op.to_owned());
+            t.credit_ops.insert(marker);
             Ok(true)
         });
         let applied = applied?;
