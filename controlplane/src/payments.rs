@@ -85,6 +85,13 @@ pub(crate) async fn start<S: Store>(
     ledger: Option<&turbo_ledger::Ledger>,
     store: Arc<S>,
 ) -> Result<Option<Arc<Gateway>>, ChainError> {
+    if let Some(path) = &cfg.treasury_key_file {
+        tracing::warn!(
+            path = %path.display(),
+            "treasury_key_file is set, but this release has no on-chain payout sink: \
+             payouts still go to DATA_DIR/payouts.csv"
+        );
+    }
     let (Some(rpc), Some(ledger)) = (&cfg.chain_rpc, ledger) else {
         tracing::info!("no chain_rpc: payments (invoices, USDC) are off");
         return Ok(None);

@@ -118,18 +118,22 @@ impl Chain {
         Ok(self.provider.get_chain_id().await?)
     }
 
+    /// Calls the token's view function `call`.
+    async fn view<C: SolCall>(&self, call: C) -> Result<C::Return, RpcError> {
+        let tx = TransactionRequest::default()
+            .with_to(self.token)
+            .with_input(call.abi_encode());
+        let out = self.provider.call(tx).await?;
+        C::abi_decode_returns(&out)
+            .map_err(|e| RpcError::Malformed(format!("{}: {e}", C::SIGNATURE)))
+    }
+
     /// The token's decimals, read from the contract.
     ///
     /// # Errors
     /// [`RpcError`], [`RpcError::Malformed`] when the contract does not answer.
     pub async fn decimals(&self) -> Result<u8, RpcError> {
-        let call = decimalsCall {}.abi_encode();
-        let tx = TransactionRequest::default()
-            .with_to(self.token)
-            .with_input(call);
-        let out = self.provider.call(tx).await?;
-        decimalsCall::abi_decode_returns(&out)
-            .map_err(|e| RpcError::Malformed(format!("decimals(): {e}")))
+        self.view(decimalsCall {}).await
     }
 
     /// `owner`'s token balance.
@@ -137,13 +141,7 @@ impl Chain {
     /// # Errors
     /// [`RpcError`].
     pub async fn balance_of(&self, owner: Address) -> Result<U256, RpcError> {
-        let call = balanceOfCall { owner }.abi_encode();
-        let tx = TransactionRequest::default()
-            .with_to(self.token)
-            .with_input(call);
-        let out = self.provider.call(tx).await?;
-        balanceOfCall::abi_decode_returns(&out)
-            .map_err(|e| RpcError::Malformed(format!("balanceOf(): {e}")))
+        self.view(balanceOfCall { owner }).await
     }
 
     /// The latest block number.
