@@ -110,8 +110,8 @@ pub(crate) async fn start<S: Store>(
         deposit,
     };
     let chain = Chain::connect(rpc, token, None).await?;
-    let gateway = Gateway::start(chain, ledger.clone(), config, Arc::new(StoreCredits(store)))
-        .await?;
+    let gateway =
+        Gateway::start(chain, ledger.clone(), config, Arc::new(StoreCredits(store))).await?;
     let gateway = Arc::new(gateway);
     let hooks = match (&cfg.webhook_url, &cfg.webhook_secret) {
         (Some(url), Some(secret)) => Some(WebhookConfig {

@@ -10,6 +10,7 @@
 pub mod autostart;
 pub mod config_file;
 pub mod conn;
+pub mod connection;
 pub mod dial;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
@@ -19,7 +20,6 @@ pub mod limit;
 pub mod pool;
 pub mod relay;
 pub mod retry;
-pub mod connection;
 pub mod status;
 pub mod udp;
 pub mod usage;

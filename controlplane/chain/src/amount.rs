@@ -62,7 +62,11 @@ pub fn parse_usd(text: &str) -> Result<i64, AmountError> {
 
 /// Formats nano-USD as dollars with the trailing zeros trimmed (`25`, `0.1`).
 pub fn format_usd(nano: i64) -> String {
-    let (sign, n) = if nano < 0 { ("-", -i128::from(nano)) } else { ("", i128::from(nano)) };
+    let (sign, n) = if nano < 0 {
+        ("-", -i128::from(nano))
+    } else {
+        ("", i128::from(nano))
+    };
     let (whole, frac) = (n / NANO_PER_USD, n % NANO_PER_USD);
     if frac == 0 {
         return format!("{sign}{whole}");
@@ -132,17 +136,30 @@ mod tests {
             assert_eq!(parse_usd(text), Ok(nano), "{text}");
         }
         for bad in ["", ".", "-1", "1e3", "1,5", "abc", "1.2.3", "0x10"] {
-            assert!(matches!(parse_usd(bad), Err(AmountError::NotDecimal(_))), "{bad}");
+            assert!(
+                matches!(parse_usd(bad), Err(AmountError::NotDecimal(_))),
+                "{bad}"
+            );
         }
-        assert!(matches!(parse_usd("0.0000000001"), Err(AmountError::TooPrecise(_))));
+        assert!(matches!(
+            parse_usd("0.0000000001"),
+            Err(AmountError::TooPrecise(_))
+        ));
         for bad in ["0", "0.000", "1000000.01", "99999999999999999999999999"] {
-            assert!(matches!(parse_usd(bad), Err(AmountError::OutOfRange(_))), "{bad}");
+            assert!(
+                matches!(parse_usd(bad), Err(AmountError::OutOfRange(_))),
+                "{bad}"
+            );
         }
     }
 
     #[test]
     fn dollars_format_back() {
-        for (nano, text) in [(25_000_000_000, "25"), (100_000_000, "0.1"), (1, "0.000000001")] {
+        for (nano, text) in [
+            (25_000_000_000, "25"),
+            (100_000_000, "0.1"),
+            (1, "0.000000001"),
+        ] {
             assert_eq!(format_usd(nano), text);
             assert_eq!(parse_usd(text), Ok(nano));
         }
@@ -152,9 +169,17 @@ mod tests {
     fn units_round_up_when_charged_and_down_when_credited() {
         // USDC: 6 decimals.
         assert_eq!(usd_to_units(25_000_000_000, 6), Ok(25_000_000));
-        assert_eq!(usd_to_units(1, 6), Ok(1), "a fraction of a unit asks for a unit");
+        assert_eq!(
+            usd_to_units(1, 6),
+            Ok(1),
+            "a fraction of a unit asks for a unit"
+        );
         assert_eq!(units_to_usd(25_000_000, 6), Ok(25_000_000_000));
-        assert_eq!(units_to_usd(1, 18), Ok(0), "below a nano-dollar credits nothing");
+        assert_eq!(
+            units_to_usd(1, 18),
+            Ok(0),
+            "below a nano-dollar credits nothing"
+        );
         assert_eq!(usd_to_units(1_000_000_000, 18), Ok(10u128.pow(18)));
         assert!(units_to_usd(u128::MAX, 6).is_err());
         assert_eq!(usd_to_units(1, 40), Err(AmountError::Decimals(40)));

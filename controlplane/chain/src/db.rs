@@ -319,7 +319,9 @@ pub(crate) async fn to_credit(
          AND $2 - p.block_number + 1 >= greatest(i.confirmations, 1) \
          ORDER BY p.block_number, p.log_index"
     );
-    let rows = db.query(&sql, &[&(chain_id as i64), &(head as i64)]).await?;
+    let rows = db
+        .query(&sql, &[&(chain_id as i64), &(head as i64)])
+        .await?;
     rows.iter().map(payment_row).collect()
 }
 

@@ -170,7 +170,12 @@ impl Gateway {
         }
         let credited = db::orphan_after(&**client, chain_id, keep).await?;
         report.reorgs += 1;
-        warn!(chain_id, depth = from - keep + 1, keep, "chain reorganised: rolled back");
+        warn!(
+            chain_id,
+            depth = from - keep + 1,
+            keep,
+            "chain reorganised: rolled back"
+        );
         for payment in credited {
             error!(
                 chain_id,

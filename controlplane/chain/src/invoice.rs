@@ -166,14 +166,30 @@ mod tests {
             (&[paid(100, 900, 30, true)], 5_000, Credited),
             (&[paid(60, 900, 3, true)], 950, Underpaid),
             (&[paid(160, 900, 3, true)], 950, Overpaid),
-            (&[paid(60, 900, 5, true), paid(40, 950, 3, true)], 990, Credited),
-            (&[paid(60, 900, 5, true), paid(40, 950, 1, false)], 990, Seen),
+            (
+                &[paid(60, 900, 5, true), paid(40, 950, 3, true)],
+                990,
+                Credited,
+            ),
+            (
+                &[paid(60, 900, 5, true), paid(40, 950, 1, false)],
+                990,
+                Seen,
+            ),
             (&[paid(100, 1_200, 3, true)], 1_300, PaidLate),
             (&[paid(10, 1_200, 3, true)], 1_300, PaidLate),
-            (&[paid(60, 900, 5, true), paid(60, 1_100, 3, true)], 1_300, PaidLate),
+            (
+                &[paid(60, 900, 5, true), paid(60, 1_100, 3, true)],
+                1_300,
+                PaidLate,
+            ),
         ];
         for (payments, now, want) in cases {
-            assert_eq!(status(&TERMS, payments, *now), *want, "{payments:?} at {now}");
+            assert_eq!(
+                status(&TERMS, payments, *now),
+                *want,
+                "{payments:?} at {now}"
+            );
         }
     }
 

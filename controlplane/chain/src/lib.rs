@@ -242,7 +242,11 @@ impl Gateway {
         let client = self.ledger.pool().get().await?;
         let row = db::invoice(&**client, id).await?;
         let payments = db::payments_of(&**client, id).await?;
-        let paid: u128 = payments.iter().filter(|p| p.canonical).map(|p| p.units).sum();
+        let paid: u128 = payments
+            .iter()
+            .filter(|p| p.canonical)
+            .map(|p| p.units)
+            .sum();
         let credited: i64 = payments.iter().filter_map(|p| p.credited_bytes).sum();
         let uri = format!(
             "ethereum:{}@{}/transfer?address={}&uint256={}",

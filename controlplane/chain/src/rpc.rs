@@ -86,15 +86,17 @@ impl Chain {
         token: Address,
         signer: Option<PrivateKeySigner>,
     ) -> Result<Chain, RpcError> {
-        let scheme_ok = ["http://", "https://"]
-            .iter()
-            .any(|s| url.starts_with(s));
+        let scheme_ok = ["http://", "https://"].iter().any(|s| url.starts_with(s));
         if !scheme_ok {
             return Err(RpcError::Url(url.into()));
         }
         let builder = ProviderBuilder::new();
         let provider = match signer {
-            Some(s) => builder.wallet(EthereumWallet::from(s)).connect(url).await?.erased(),
+            Some(s) => builder
+                .wallet(EthereumWallet::from(s))
+                .connect(url)
+                .await?
+                .erased(),
             None => builder.connect(url).await?.erased(),
         };
         Ok(Chain { provider, token })

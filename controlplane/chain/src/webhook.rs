@@ -87,7 +87,9 @@ pub fn verify(secret: &str, event_id: i64, body: &str, header: &str) -> bool {
 
 /// The wait after `attempts` failed deliveries.
 fn backoff(first: Duration, attempts: i32) -> Duration {
-    let doublings = u32::try_from(attempts.saturating_sub(1)).unwrap_or(0).min(20);
+    let doublings = u32::try_from(attempts.saturating_sub(1))
+        .unwrap_or(0)
+        .min(20);
     first.saturating_mul(1 << doublings).min(MAX_BACKOFF)
 }
 

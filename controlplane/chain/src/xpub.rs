@@ -93,7 +93,9 @@ mod tests {
             .and_then(|k| k.derive_child(ChildNumber::new(i, false).expect("child")))
             .expect("derive");
         let secret = key.private_key().to_bytes();
-        PrivateKeySigner::from_slice(&secret).expect("key").address()
+        PrivateKeySigner::from_slice(&secret)
+            .expect("key")
+            .address()
     }
 
     #[test]
@@ -105,7 +107,10 @@ mod tests {
         assert!(xpub.starts_with("xpub"));
         let keys = DepositKeys::parse(&xpub).expect("parse");
         for i in [0, 1, 2, 1000] {
-            assert_eq!(keys.address(i).expect("address"), wallet_address(&account, i));
+            assert_eq!(
+                keys.address(i).expect("address"),
+                wallet_address(&account, i)
+            );
         }
         assert_ne!(keys.address(0).ok(), keys.address(1).ok());
     }
@@ -113,12 +118,18 @@ mod tests {
     #[test]
     fn refuses_what_is_not_an_xpub() {
         let xprv = XPrv::new(&[3u8; 32]).expect("key").to_string(Prefix::XPRV);
-        assert!(matches!(DepositKeys::parse(&xprv), Err(XpubError::NotPublic(_))));
+        assert!(matches!(
+            DepositKeys::parse(&xprv),
+            Err(XpubError::NotPublic(_))
+        ));
         for bad in ["", "xpub", "xprv9s21ZrQH143K3QTDL4LXw2F7HEK3wJUD2nW2nRk4stbPy6cq3jPPqjiChkVvvNKmPGJxWUtg6LnF5kejMRNNU3TGtRBeJgk33yuGBxrMPHi", "not a key"] {
             assert!(DepositKeys::parse(bad).is_err(), "{bad}");
         }
         let keys = DepositKeys::parse(
-            &XPrv::new(&[1u8; 32]).expect("key").public_key().to_string(Prefix::XPUB),
+            &XPrv::new(&[1u8; 32])
+                .expect("key")
+                .public_key()
+                .to_string(Prefix::XPUB),
         )
         .expect("parse");
         assert!(matches!(keys.address(1 << 31), Err(XpubError::Index(_))));

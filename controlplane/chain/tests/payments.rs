@@ -44,7 +44,9 @@ async fn setup(confirmations: u64) -> Setup {
     let evm = Evm::start().await;
     let payer = evm.accounts[1];
     evm.mint(payer, 1_000 * UNITS).await;
-    let chain = Chain::connect(&evm.url, evm.token, None).await.expect("chain");
+    let chain = Chain::connect(&evm.url, evm.token, None)
+        .await
+        .expect("chain");
     let config = GatewayConfig {
         chain_id: 31337,
         token: evm.token,
@@ -103,19 +105,32 @@ impl Setup {
 async fn an_invoice_paid_in_full_is_credited_once() {
     let s = setup(3).await;
     let (inv, address) = s.invoice("k1", 25).await;
-    assert_eq!((inv.amount.as_str(), inv.amount_units.as_str()), ("25", "25000000"));
+    assert_eq!(
+        (inv.amount.as_str(), inv.amount_units.as_str()),
+        ("25", "25000000")
+    );
     assert_eq!(inv.status, "new");
     assert_eq!(
         inv.uri,
-        format!("ethereum:{}@31337/transfer?address={}&uint256=25000000", inv.token, inv.address)
+        format!(
+            "ethereum:{}@31337/transfer?address={}&uint256=25000000",
+            inv.token, inv.address
+        )
     );
     let (other, _) = s.invoice("k1", 25).await;
-    assert_ne!(other.address, inv.address, "one deposit address per invoice");
+    assert_ne!(
+        other.address, inv.address,
+        "one deposit address per invoice"
+    );
 
     s.evm.pay(s.payer, address, 25 * UNITS).await;
     assert_eq!(s.status(&inv.id).await, "seen");
     s.evm.mine(1).await;
-    assert_eq!(s.status(&inv.id).await, "seen", "two confirmations of three");
+    assert_eq!(
+        s.status(&inv.id).await,
+        "seen",
+        "two confirmations of three"
+    );
     s.evm.mine(1).await;
     assert_eq!(s.status(&inv.id).await, "credited");
     let shown = s.gateway.invoice(&inv.id).await.expect("show");
@@ -154,10 +169,21 @@ async fn a_crash_between_posting_and_crediting_credits_once_on_restart() {
         .await
         .expect("rewind");
     let report = s.gateway.tick().await.expect("tick");
-    assert_eq!(report.credited, 1, "the payment is credited again, as a replay");
-    assert_eq!(s.balances.of("k1"), 5_000_000_000, "the key's balance is added to once");
+    assert_eq!(
+        report.credited, 1,
+        "the payment is credited again, as a replay"
+    );
+    assert_eq!(
+        s.balances.of("k1"),
+        5_000_000_000,
+        "the key's balance is added to once"
+    );
     assert_eq!(*s.balances.calls.lock().expect("lock"), 2);
-    assert_eq!(s.key_bytes("k1").await, 5_000_000_000, "the ledger posting is replayed");
+    assert_eq!(
+        s.key_bytes("k1").await,
+        5_000_000_000,
+        "the ledger posting is replayed"
+    );
     s.assert_sound().await;
 }
 
@@ -214,9 +240,13 @@ async fn mismatched_payments_end_in_their_documented_states() {
 
     s.evm.pay(s.payer, under_addr, 4 * UNITS).await;
     s.evm.pay(s.payer, over_addr, 15 * UNITS).await;
-    s.evm.pay_twice(s.payer, split_addr, 6 * UNITS, 4 * UNITS).await;
+    s.evm
+        .pay_twice(s.payer, split_addr, 6 * UNITS, 4 * UNITS)
+        .await;
     // A payment to an address no invoice owns: not watched, never credited.
-    s.evm.pay(s.payer, Address::repeat_byte(0x77), 3 * UNITS).await;
+    s.evm
+        .pay(s.payer, Address::repeat_byte(0x77), 3 * UNITS)
+        .await;
     until_status(&s, &late.id, "expired").await;
     s.evm.pay(s.payer, late_addr, 10 * UNITS).await;
     s.gateway.tick().await.expect("tick");
@@ -227,11 +257,23 @@ async fn mismatched_payments_end_in_their_documented_states() {
         s.shown(&split.id).await,
         s.shown(&late.id).await,
     );
-    assert_eq!((u.status.as_str(), u.credited_bytes), ("underpaid", 4_000_000_000));
-    assert_eq!((o.status.as_str(), o.credited_bytes), ("overpaid", 15_000_000_000));
-    assert_eq!((p.status.as_str(), p.credited_bytes), ("credited", 10_000_000_000));
+    assert_eq!(
+        (u.status.as_str(), u.credited_bytes),
+        ("underpaid", 4_000_000_000)
+    );
+    assert_eq!(
+        (o.status.as_str(), o.credited_bytes),
+        ("overpaid", 15_000_000_000)
+    );
+    assert_eq!(
+        (p.status.as_str(), p.credited_bytes),
+        ("credited", 10_000_000_000)
+    );
     assert_eq!(p.paid_units, "10000000", "two payments in one transaction");
-    assert_eq!((l.status.as_str(), l.credited_bytes), ("paid_late", 10_000_000_000));
+    assert_eq!(
+        (l.status.as_str(), l.credited_bytes),
+        ("paid_late", 10_000_000_000)
+    );
     for (key, bytes) in [("k1", 4), ("k2", 15), ("k3", 10), ("k4", 10)] {
         assert_eq!(s.balances.of(key) as i64, bytes * 1_000_000_000, "{key}");
         assert_eq!(s.key_bytes(key).await, bytes * 1_000_000_000, "{key}");
@@ -290,9 +332,16 @@ fn receiver(fail: usize) -> (String, Arc<std::sync::Mutex<Vec<Received>>>) {
                 });
                 got.len()
             };
-            let status = if n <= fail { "500 Internal Server Error" } else { "200 OK" };
+            let status = if n <= fail {
+                "500 Internal Server Error"
+            } else {
+                "200 OK"
+            };
             let mut stream = reader.into_inner();
-            let _ = write!(stream, "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            );
         }
     });
     (url, got)
@@ -316,21 +365,36 @@ async fn webhooks_are_signed_and_retried_until_taken() {
     let mut delivered = 0;
     while delivered == 0 {
         assert!(Instant::now() < deadline, "the event was never taken");
-        delivered = deliver_due(s.ledger.pool(), &config, &http).await.expect("deliver");
+        delivered = deliver_due(s.ledger.pool(), &config, &http)
+            .await
+            .expect("deliver");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let got = got.lock().expect("lock").clone();
-    assert_eq!(got.len(), 3, "two failures, then taken on the third attempt");
+    assert_eq!(
+        got.len(),
+        3,
+        "two failures, then taken on the third attempt"
+    );
     for r in &got {
-        assert_eq!((r.event_id, &r.body), (got[0].event_id, &got[0].body), "a retry is the same event");
-        assert!(verify("whsec_test", r.event_id, &r.body, &r.signature), "signed");
+        assert_eq!(
+            (r.event_id, &r.body),
+            (got[0].event_id, &got[0].body),
+            "a retry is the same event"
+        );
+        assert!(
+            verify("whsec_test", r.event_id, &r.body, &r.signature),
+            "signed"
+        );
         assert!(!verify("another", r.event_id, &r.body, &r.signature));
     }
     let event: serde_json::Value = serde_json::from_str(&got[0].body).expect("json");
     assert_eq!(event["invoice_id"], inv.id.as_str());
     assert_eq!(event["status"], "credited");
     assert_eq!(
-        deliver_due(s.ledger.pool(), &config, &http).await.expect("deliver"),
+        deliver_due(s.ledger.pool(), &config, &http)
+            .await
+            .expect("deliver"),
         0,
         "a delivered event is not sent again"
     );

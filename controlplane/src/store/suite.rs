@@ -69,8 +69,17 @@ async fn payments_credit_once<S: Store>(store: &S) {
     let (k, _) = store.create_key("payer", 100).await.expect("create");
     let op = "chain:31337:0xabc:0";
     assert_eq!(store.add_credits_once(&k.id, 50, op).await, Ok(true));
-    assert_eq!(store.add_credits_once(&k.id, 50, op).await, Ok(false), "a replay adds nothing");
-    assert_eq!(store.add_credits_once(&k.id, 7, "chain:31337:0xabc:1").await, Ok(true));
+    assert_eq!(
+        store.add_credits_once(&k.id, 50, op).await,
+        Ok(false),
+        "a replay adds nothing"
+    );
+    assert_eq!(
+        store
+            .add_credits_once(&k.id, 7, "chain:31337:0xabc:1")
+            .await,
+        Ok(true)
+    );
     assert_eq!(store.key(&k.id).await.expect("key").credits, 157);
     assert!(matches!(
         store.add_credits_once("k_missing", 1, op).await,

@@ -32,7 +32,9 @@ fn xpub() -> String {
 }
 
 fn n(v: &Value, field: &str) -> u64 {
-    v[field].as_u64().unwrap_or_else(|| panic!("{field} in {v}"))
+    v[field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{field} in {v}"))
 }
 
 /// One GET through the HTTP proxy; the body's length, or `None` when refused.
@@ -67,7 +69,11 @@ fn a_paid_invoice_buys_traffic_once() {
     );
     let net = Net::start_with(opts);
     let target = FileServer::start(Arc::new(random_bytes(BODY, 8))).addr;
-    assert_eq!(fetch(&net, target), None, "10 KB of credit buys no 200 KB body");
+    assert_eq!(
+        fetch(&net, target),
+        None,
+        "10 KB of credit buys no 200 KB body"
+    );
     let settled = || {
         let k = net.key_info();
         (n(&k, "leased") == 0).then_some(n(&k, "balance"))
@@ -75,16 +81,35 @@ fn a_paid_invoice_buys_traffic_once() {
     let before = wait_for("the key's leases to settle", settled);
 
     let invoice: Value = serde_json::from_str(&net.cli(&[
-        "invoices", "create", "--key", &net.key_id, "--usd", "25",
+        "invoices",
+        "create",
+        "--key",
+        &net.key_id,
+        "--usd",
+        "25",
     ]))
     .expect("invoice json");
-    for field in ["id", "address", "token", "chain_id", "amount", "amount_units", "expires_at", "status", "uri"] {
+    for field in [
+        "id",
+        "address",
+        "token",
+        "chain_id",
+        "amount",
+        "amount_units",
+        "expires_at",
+        "status",
+        "uri",
+    ] {
         assert!(!invoice[field].is_null(), "{field} in {invoice}");
     }
     assert_eq!(invoice["amount_units"], "25000000");
     assert_eq!(invoice["status"], "new");
     let id = invoice["id"].as_str().expect("id").to_owned();
-    let address: Address = invoice["address"].as_str().expect("address").parse().expect("0x");
+    let address: Address = invoice["address"]
+        .as_str()
+        .expect("address")
+        .parse()
+        .expect("0x");
 
     rt.block_on(evm.pay(payer, address, 25 * UNITS));
     rt.block_on(evm.mine(1));
@@ -97,8 +122,15 @@ fn a_paid_invoice_buys_traffic_once() {
     assert_eq!(balance - before, 25_000_000_000, "the key's balance, once");
     rt.block_on(evm.mine(3));
     let later: Value = serde_json::from_str(&net.cli(&["invoices", "show", &id])).expect("json");
-    assert_eq!((&later["status"], &later["credited_bytes"]), (&shown["status"], &shown["credited_bytes"]));
-    assert_eq!(fetch(&net, target), Some(BODY), "the customer relays with what it bought");
+    assert_eq!(
+        (&later["status"], &later["credited_bytes"]),
+        (&shown["status"], &shown["credited_bytes"])
+    );
+    assert_eq!(
+        fetch(&net, target),
+        Some(BODY),
+        "the customer relays with what it bought"
+    );
     let after = wait_for("the key's leases to settle", settled);
     // The relay's last checkpoint reaches the ledger a moment after the lease settles.
     let reconcile = wait_for("the ledger to reconcile", || {

@@ -203,7 +203,11 @@ fn broken_node_is_avoided(driver: &'static str) {
     // is picked less often: keep the requests coming until it is demoted (40 requests
     // are not always enough by themselves).
     let (good, bad) = wait_for("the broken node's demotion", || {
-        assert_eq!(socks_get(&net, "carol", &url), Some(2000), "a request failed");
+        assert_eq!(
+            socks_get(&net, "carol", &url),
+            Some(2000),
+            "a request failed"
+        );
         let (g, b) = (info(&healthy), info(&broken));
         let weight = |v: &Value| v["score"]["weight"].as_f64();
         let demoted = weight(&b)? * 10.0 < weight(&g)?;

@@ -127,4 +127,3 @@ pub(crate) fn accounts(balance: u64, idle_release: Duration) -> (Accounts, Store
         Store::start(balance, rx),
     )
 }
-

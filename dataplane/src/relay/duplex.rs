@@ -129,4 +129,3 @@ pub(super) async fn relay_both_ways<K: Kick>(
     });
     join_or_abort(up, down, watch).await
 }
-

@@ -38,9 +38,9 @@ use turbo_proto::RelayStatus;
 use self::core::Handoff;
 use self::core::RelayCore;
 use self::counters::Counters;
+use self::duplex::{relay_both_ways, PumpSetup};
 use self::plan::{AttemptError, RelayError};
 pub(crate) use self::plan::{RelayJob, RelayPlan};
-use self::duplex::{relay_both_ways, PumpSetup};
 use self::pumps::read_reply;
 #[cfg(test)]
 pub(crate) use self::pumps::CustomerRead;

@@ -72,7 +72,11 @@ impl Relay {
     /// Connects the pair over `path`, drives it, gives the key `balance` bytes of
     /// credit, and opens the tunnel (one header byte, as the relay header does).
     async fn open(path: PathConfig, balance: u64, down_socket: usize) -> Relay {
-        let pair = Rc::new(NodePair::connect(&mut config(false), &mut config(true), path));
+        let pair = Rc::new(NodePair::connect(
+            &mut config(false),
+            &mut config(true),
+            path,
+        ));
         let driver = pair.clone();
         monoio::spawn(async move { driver.run(monoio::time::sleep).await });
         let tunnel = RelayStream::on(pair.server.clone(), TUNNEL);
@@ -110,7 +114,8 @@ impl Relay {
         };
         let (mut rd, mut wr) = (self.up.clone(), self.down.clone());
         let ends = (Vec::new(), false, &mut None);
-        let result = relay_both_ways(setup, &self.tunnel, (&mut rd, &mut wr), ends, &counters).await;
+        let result =
+            relay_both_ways(setup, &self.tunnel, (&mut rd, &mut wr), ends, &counters).await;
         settle_upload(&self.tunnel, &counters, GRACE).await;
         let outcome = Outcome {
             result,
@@ -186,10 +191,15 @@ fn credit_running_out_mid_upload_ends_it_after_the_last_paid_byte() {
         let relay = Relay::open(PathConfig::default(), 200_000, SOCKET).await;
         let data = pattern(600_000, 3);
         relay.customer_sends(data.clone(), false);
-        let (outcome, got) = futures_join(relay.run(), node_reads(&relay.pair, &relay.node, true)).await;
+        let (outcome, got) =
+            futures_join(relay.run(), node_reads(&relay.pair, &relay.node, true)).await;
         assert!(outcome.result.is_ok(), "{:?}", outcome.result.err());
         assert_eq!(outcome.halted, Some(Exhausted::NoCredits));
-        assert_eq!(got.len(), 200_000, "the node gets exactly the paid bytes, then a FIN");
+        assert_eq!(
+            got.len(),
+            200_000,
+            "the node gets exactly the paid bytes, then a FIN"
+        );
         assert_eq!(got[..], data[..200_000]);
         assert_eq!((outcome.up, outcome.down), (200_000, 0));
         assert_eq!(relay.charged(), 200_000, "every byte charged once");
@@ -208,7 +218,11 @@ fn credit_running_out_mid_download_delivers_only_the_paid_bytes() {
         assert!(outcome.result.is_ok(), "{:?}", outcome.result.err());
         assert_eq!(outcome.halted, Some(Exhausted::NoCredits));
         let got = relay.down.take(usize::MAX).await;
-        assert_eq!(got.len(), 150_000, "the customer gets exactly the paid bytes");
+        assert_eq!(
+            got.len(),
+            150_000,
+            "the customer gets exactly the paid bytes"
+        );
         assert_eq!(got[..], data[..150_000]);
         assert_eq!((outcome.up, outcome.down), (0, 150_000));
         assert_eq!(relay.charged(), 150_000);
@@ -259,7 +273,11 @@ fn a_customer_that_stops_reading_stalls_the_download() {
             outcome.result.err()
         );
         assert_eq!(relay.down.queued(), SOCKET, "the socket buffer is full");
-        assert!(outcome.down <= (SOCKET + CHUNK) as u64, "billed {}", outcome.down);
+        assert!(
+            outcome.down <= (SOCKET + CHUNK) as u64,
+            "billed {}",
+            outcome.down
+        );
         assert_eq!(relay.charged(), outcome.down);
     });
 }
@@ -272,7 +290,11 @@ fn each_direction_half_closes_on_its_own() {
         let node_side = async {
             let got = node_reads(&relay.pair, &relay.node, true).await;
             // The upload ended; the download goes on until the node's own FIN.
-            relay.node.send_all(b"world, later", true).await.expect("node sends");
+            relay
+                .node
+                .send_all(b"world, later", true)
+                .await
+                .expect("node sends");
             got
         };
         let customer_reads = relay.down.read_to_end();
@@ -302,17 +324,24 @@ fn every_byte_arrives_and_is_billed_once_over_a_lossy_path() {
         relay.customer_sends(up.clone(), true);
         let node_side = async {
             let sending = relay.node.send_all(&down, true);
-            let (sent, got) = futures_join(sending, node_reads(&relay.pair, &relay.node, true)).await;
+            let (sent, got) =
+                futures_join(sending, node_reads(&relay.pair, &relay.node, true)).await;
             sent.expect("node sends");
             got
         };
-        let ((outcome, uploaded), downloaded) =
-            futures_join(futures_join(relay.run(), node_side), relay.down.read_to_end()).await;
+        let ((outcome, uploaded), downloaded) = futures_join(
+            futures_join(relay.run(), node_side),
+            relay.down.read_to_end(),
+        )
+        .await;
         assert!(outcome.result.is_ok(), "{:?}", outcome.result.err());
         assert!(uploaded == up, "upload intact");
         assert!(downloaded == down, "download intact");
         let (to_server, to_client) = relay.pair.lost();
-        assert!(to_server > 0 && to_client > 0, "the path lost datagrams both ways");
+        assert!(
+            to_server > 0 && to_client > 0,
+            "the path lost datagrams both ways"
+        );
         assert_eq!(relay.charged(), 2 << 20, "billed exactly once");
     });
 }
