@@ -36,6 +36,8 @@ pub struct TickReport {
     pub payments: u64,
     /// Payments credited (posted and added to the key's balance).
     pub credited: u64,
+    /// Payments posted whose balance add the store refused this pass (retried).
+    pub deferred: u64,
     /// Invoices whose status changed.
     pub status_changes: u64,
 }
@@ -196,13 +198,14 @@ impl Gateway {
                 Some(bytes) => bytes,
                 None => self.post_payment(&client, &p, &op).await?,
             };
-            self.credits
-                .add_once(&p.key_id, bytes as u64, &op)
-                .await
-                .map_err(|why| ChainError::Credit {
-                    key: p.key_id.clone(),
-                    why,
-                })?;
+            // One key the store refuses (deleted, at its maximum) must not hold up
+            // every payment after it: it is retried on the next pass.
+            if let Err(why) = self.credits.add_once(&p.key_id, bytes as u64, &op).await {
+                warn!(invoice = %p.invoice_id, key = %p.key_id, %op, error = %why,
+                      "payment posted but not yet added to the key's balance: retrying");
+                report.deferred += 1;
+                continue;
+            }
             db::mark_applied(&**client, chain_id, &p).await?;
             info!(invoice = %p.invoice_id, key = %p.key_id, bytes, %op, "payment credited");
             report.credited += 1;

@@ -70,14 +70,6 @@ pub enum ChainError {
     /// A stored row does not parse (hand-edited or from a newer build).
     #[error("payments database holds a malformed {0}")]
     Corrupt(String),
-    /// A payment could not be added to the key's balance.
-    #[error("crediting key {key}: {why}")]
-    Credit {
-        /// The key.
-        key: String,
-        /// The store's reason.
-        why: String,
-    },
     /// An invoice's validity is outside what is accepted.
     #[error("ttl_seconds must be 1..=604800")]
     Ttl,

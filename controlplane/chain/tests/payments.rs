@@ -188,6 +188,31 @@ async fn a_crash_between_posting_and_crediting_credits_once_on_restart() {
 }
 
 #[tokio::test]
+async fn a_key_the_store_refuses_holds_up_no_other_payment() {
+    let s = setup(1).await;
+    *s.balances.refuse.lock().expect("lock") = Some("gone".into());
+    let (bad, bad_addr) = s.invoice("gone", 3).await;
+    let (good, good_addr) = s.invoice("k1", 4).await;
+    s.evm.pay(s.payer, bad_addr, 3 * UNITS).await;
+    s.evm.pay(s.payer, good_addr, 4 * UNITS).await;
+    let report = s.gateway.tick().await.expect("tick");
+    assert_eq!((report.credited, report.deferred), (1, 1), "{report:?}");
+    assert_eq!(s.shown(&good.id).await.status, "credited");
+    assert_eq!(
+        s.shown(&bad.id).await.status,
+        "confirmed",
+        "posted, balance pending"
+    );
+    assert_eq!(s.balances.of("k1"), 4_000_000_000);
+    // The store takes it again: credited once, the posting not doubled.
+    *s.balances.refuse.lock().expect("lock") = None;
+    assert_eq!(s.status(&bad.id).await, "credited");
+    assert_eq!(s.balances.of("gone"), 3_000_000_000);
+    assert_eq!(s.key_bytes("gone").await, 3_000_000_000);
+    s.assert_sound().await;
+}
+
+#[tokio::test]
 async fn a_reorg_before_confirmation_takes_the_payment_back() {
     let s = setup(3).await;
     let (inv, address) = s.invoice("k1", 10).await;
