@@ -109,6 +109,25 @@ pub fn units_to_usd(units: u128, decimals: u8) -> Result<i64, AmountError> {
     i64::try_from(nano).map_err(|_| out_of_range())
 }
 
+/// The smallest step a token of `decimals` pays in, in nano-USD: 1000 for 6 decimals
+/// (one micro-dollar), 1 from 9 decimals up.
+///
+/// # Errors
+/// [`AmountError::Decimals`].
+pub fn payout_step_nano(decimals: u8) -> Result<i64, AmountError> {
+    scale(decimals)?;
+    Ok(10i64.pow(9u32.saturating_sub(u32::from(decimals))))
+}
+
+/// The token units that pay exactly `nano` nano-USD, or `None` when `nano` is not a
+/// whole number of units (not a multiple of [`payout_step_nano`]) or not positive.
+pub fn units_for_payout(nano: i64, decimals: u8) -> Option<u128> {
+    let nano = u128::try_from(nano).ok().filter(|n| *n > 0)?;
+    let scale = scale(decimals).ok()?;
+    let num = nano.checked_mul(scale)?;
+    (num % NANO_PER_USD as u128 == 0).then(|| num / NANO_PER_USD as u128)
+}
+
 /// The bytes `nano` nano-USD buys at `price` nano-USD per GB, rounded down.
 pub fn bytes_for(nano: i64, price_per_gb: i64) -> i64 {
     if nano <= 0 || price_per_gb <= 0 {
@@ -183,6 +202,17 @@ mod tests {
         assert_eq!(usd_to_units(1_000_000_000, 18), Ok(10u128.pow(18)));
         assert!(units_to_usd(u128::MAX, 6).is_err());
         assert_eq!(usd_to_units(1, 40), Err(AmountError::Decimals(40)));
+    }
+
+    #[test]
+    fn payouts_are_whole_units() {
+        assert_eq!(payout_step_nano(6), Ok(1000));
+        assert_eq!(payout_step_nano(18), Ok(1));
+        assert_eq!(units_for_payout(25_000_000_000, 6), Some(25_000_000));
+        assert_eq!(units_for_payout(25_000_000_001, 6), None, "not a whole unit");
+        assert_eq!(units_for_payout(1, 18), Some(1_000_000_000));
+        assert_eq!(units_for_payout(0, 6), None);
+        assert_eq!(units_for_payout(-1000, 6), None);
     }
 
     #[test]

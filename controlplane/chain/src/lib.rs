@@ -10,6 +10,9 @@
 //!   id), and moves invoices through their [`invoice::InvoiceStatus`].
 //! - Each status change is queued for the webhook ([`webhook`]) in the same
 //!   transaction, and POSTed signed with HMAC-SHA256, retried with backoff.
+//! - Runner payouts go on chain through [`payout::ChainPayouts`], the ledger's payout
+//!   sink: one ERC-20 transfer per payout from the treasury key, signed and stored
+//!   before it is sent, so a restart never pays twice.
 //! - Sweeping: the deposit addresses belong to the operator's wallet (the seed behind
 //!   `deposit_xpub`); the operator moves funds from them with that wallet. The server
 //!   holds no deposit key and sends nothing from them.
@@ -18,6 +21,7 @@ pub mod amount;
 mod db;
 mod follow;
 pub mod invoice;
+pub mod payout;
 pub mod rpc;
 pub mod webhook;
 pub mod xpub;

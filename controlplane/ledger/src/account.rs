@@ -10,6 +10,10 @@ pub enum Asset {
     Bytes,
     /// Money, in nano-USD (10⁻⁹ USD).
     NanoUsd,
+    /// The chain's native coin spent as gas, in wei (10⁻¹⁸ ETH). Booked as it was
+    /// spent, never converted: its dollar value depends on a price the ledger does not
+    /// keep. An account holds at most 2⁶³ − 1 wei (about 9.2 ETH).
+    GasWei,
 }
 
 impl Asset {
@@ -18,6 +22,7 @@ impl Asset {
         match self {
             Asset::Bytes => "bytes",
             Asset::NanoUsd => "nano_usd",
+            Asset::GasWei => "gas_wei",
         }
     }
 }
@@ -45,6 +50,8 @@ pub enum Platform {
     Traffic,
     /// Money paid out to runners (confirmed payouts).
     PaidOut,
+    /// The payout wallet: the gas it spent (against [`Platform::Fees`]).
+    Treasury,
 }
 
 impl Platform {
@@ -57,6 +64,7 @@ impl Platform {
             Platform::ChainInflow => "chain_inflow",
             Platform::Traffic => "traffic",
             Platform::PaidOut => "paid_out",
+            Platform::Treasury => "treasury",
         }
     }
 }

@@ -12,6 +12,7 @@
 #![warn(missing_docs)]
 
 mod account;
+mod csv_sink;
 mod earnings;
 mod migrate;
 mod payout;
@@ -23,7 +24,8 @@ mod settle;
 
 pub use account::{AccountRef, Asset, Platform};
 pub use earnings::{month_start, DayEarnings, Earnings};
-pub use payout::{CsvSink, PayoutOrder, PayoutRun, PayoutSink, SinkError};
+pub use csv_sink::CsvSink;
+pub use payout::{OpenPayouts, PayoutOrder, PayoutOutcome, PayoutRun, PayoutSink, SinkError};
 pub use policy::{DayReward, PolicyError, RewardPolicy, StabilityTier, BYTES_PER_GB};
 pub use posting::{Leg, Posted, Posting};
 pub use reconcile::Reconciliation;

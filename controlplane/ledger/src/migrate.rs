@@ -170,6 +170,31 @@ CREATE TABLE webhook_events (
 );
 CREATE INDEX webhook_events_due ON webhook_events (next_attempt) WHERE delivered_at IS NULL;
 ",
+    r"
+ALTER TABLE accounts DROP CONSTRAINT accounts_asset_check;
+ALTER TABLE accounts ADD CONSTRAINT accounts_asset_check
+    CHECK (asset IN ('bytes', 'nano_usd', 'gas_wei'));
+ALTER TABLE payouts DROP CONSTRAINT payouts_status_check;
+ALTER TABLE payouts ADD CONSTRAINT payouts_status_check
+    CHECK (status IN ('reserved', 'submitted', 'confirmed', 'voided'));
+ALTER TABLE payouts ADD COLUMN fee_wei bigint CHECK (fee_wei >= 0);
+DROP INDEX payouts_open;
+CREATE INDEX payouts_open ON payouts (id) WHERE status IN ('reserved', 'submitted');
+CREATE TABLE chain_payouts (
+    payout_id bigint PRIMARY KEY REFERENCES payouts (id),
+    chain_id bigint NOT NULL,
+    sender text NOT NULL,
+    nonce bigint NOT NULL CHECK (nonce >= 0),
+    tx_hash text NOT NULL UNIQUE,
+    raw_tx bytea NOT NULL,
+    units text NOT NULL,
+    status text NOT NULL CHECK (status IN ('signed', 'confirmed', 'reverted', 'replaced')),
+    block bigint,
+    fee_wei bigint,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (chain_id, sender, nonce)
+);
+",
 ];
 
 /// Applies the migrations `client`'s database lacks.

@@ -1,14 +1,19 @@
-//! Payouts, in two phases. A run picks the nodes whose available balance (their
+//! Payouts, in three steps. A run picks the nodes whose available balance (their
 //! nano-USD account: reserved money has left it) reaches the threshold and that have a
-//! payout address; for each it reserves the amount into payout clearing (one posting,
-//! with the payout row, in one transaction), hands it to a [`PayoutSink`], and then
-//! either confirms it (clearing → paid out) or voids it (clearing → back to the node).
-//! A payout left reserved by a crash is resolved at the start of the next run by asking
-//! the sink whether it was paid. Runs refuse to start while reconciliation fails.
+//! payout address. For each it **reserves** the amount into payout clearing (one
+//! posting, with the payout row, in one transaction), **submits** it to a
+//! [`PayoutSink`] (status `submitted`, with the sink's reference), and later
+//! **finishes** it from the sink's [`PayoutOutcome`]: confirmed (clearing → paid out)
+//! or voided (clearing → back to the node), with the gas the sink spent as its own leg
+//! (treasury → fees, in wei).
+//!
+//! Open payouts (`reserved` or `submitted`, e.g. left by a crash, or waiting for chain
+//! confirmations) are finished at the start and end of every run and by
+//! [`Ledger::settle_open_payouts`]; a sink pays an order at most once however often it
+//! is submitted, so a restart never pays twice. Runs refuse to start while
+//! reconciliation fails, and one run at a time holds the payout lock.
 
-use std::collections::BTreeMap;
-use std::io::Write;
-use std::path::PathBuf;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::posting::post_in;
 use crate::{AccountRef, Asset, Ledger, LedgerError, Leg, Platform, Posting, Reconciliation};
@@ -39,77 +44,47 @@ pub struct SinkError {
     pub why: String,
 }
 
+/// What became of a submitted payout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PayoutOutcome {
+    /// Paid for good (on chain: at the required depth).
+    Paid {
+        /// The sink's reference (a transaction hash, a file line).
+        reference: String,
+        /// Gas the payment cost, in wei (0 off chain).
+        fee_wei: i64,
+    },
+    /// Not paid, and it never will be (never handed over, reverted, or its nonce
+    /// taken by another transaction): the money goes back to the node.
+    NotPaid {
+        /// Gas spent anyway, in wei (a reverted transfer burns gas).
+        fee_wei: i64,
+    },
+    /// Not settled yet; asked again later.
+    Pending,
+}
+
 /// Where payouts go: a file an operator pays from, or the chain.
 pub trait PayoutSink {
     /// The sink's name, stored with each payout.
     fn name(&self) -> &'static str;
-    /// Pays `order` once; returns the sink's reference for it.
-    fn pay(
+    /// The step amounts are paid in, in nano-USD (a 6-decimal token pays whole micro
+    /// dollars: 1000). Payouts are rounded down to it; the rest stays on the node.
+    fn step_nano(&self) -> i64 {
+        1
+    }
+    /// Hands `order` over to be paid, at most once per order id: a second call for
+    /// the same order pays nothing more and returns the same reference. An error means
+    /// nothing was handed over (the payout is voided).
+    fn submit(
         &self,
         order: &PayoutOrder,
     ) -> impl std::future::Future<Output = Result<String, SinkError>> + Send;
-    /// Whether `order` was paid (after a crash between paying and confirming): its
-    /// reference, or `None` when it was not.
-    fn paid(
+    /// Where `order` stands (also for one a crash left before or after `submit`).
+    fn outcome(
         &self,
         order: &PayoutOrder,
-    ) -> impl std::future::Future<Output = Result<Option<String>, SinkError>> + Send;
-}
-
-/// A CSV file, one line per payout (`id,node,address,amount_nano_usd,amount_usd`), for
-/// an operator to pay by hand. Appending a line is paying.
-#[derive(Debug, Clone)]
-pub struct CsvSink {
-    /// The file.
-    pub path: PathBuf,
-}
-
-impl CsvSink {
-    fn error(why: impl ToString) -> SinkError {
-        SinkError {
-            sink: "csv",
-            why: why.to_string(),
-        }
-    }
-}
-
-impl PayoutSink for CsvSink {
-    fn name(&self) -> &'static str {
-        "csv"
-    }
-
-    async fn pay(&self, order: &PayoutOrder) -> Result<String, SinkError> {
-        let usd = format!(
-            "{}.{:09}",
-            order.amount_nano / 1_000_000_000,
-            order.amount_nano % 1_000_000_000
-        );
-        let line = format!(
-            "{},{},{},{},{usd}\n",
-            order.id, order.node, order.address, order.amount_nano
-        );
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)
-            .map_err(Self::error)?;
-        f.write_all(line.as_bytes()).map_err(Self::error)?;
-        f.sync_data().map_err(Self::error)?;
-        Ok(format!("csv:{}#{}", self.path.display(), order.id))
-    }
-
-    async fn paid(&self, order: &PayoutOrder) -> Result<Option<String>, SinkError> {
-        let text = match std::fs::read_to_string(&self.path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Self::error(e)),
-        };
-        let prefix = format!("{},", order.id);
-        Ok(text
-            .lines()
-            .any(|l| l.starts_with(&prefix))
-            .then(|| format!("csv:{}#{}", self.path.display(), order.id)))
-    }
+    ) -> impl std::future::Future<Output = Result<PayoutOutcome, SinkError>> + Send;
 }
 
 /// What a payout run did (or, dry, would do).
@@ -117,12 +92,25 @@ impl PayoutSink for CsvSink {
 pub struct PayoutRun {
     /// (node, nano-USD) paid, or that would be.
     pub planned: Vec<(String, i64)>,
-    /// Payouts confirmed.
+    /// Payouts confirmed by this run.
     pub confirmed: u64,
-    /// Payouts voided (their money is back on the node).
+    /// Payouts voided by this run (their money is back on the node).
     pub voided: u64,
-    /// Payouts left reserved by an earlier run and resolved now.
+    /// Of those confirmed or voided, the ones earlier runs had left open.
     pub resolved: u64,
+    /// Payouts still open (submitted, waiting for the sink) when the run ended.
+    pub pending: u64,
+}
+
+/// What one pass over the open payouts did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct OpenPayouts {
+    /// Confirmed.
+    pub confirmed: u64,
+    /// Voided.
+    pub voided: u64,
+    /// Still open.
+    pub pending: u64,
 }
 
 impl Ledger {
@@ -131,8 +119,9 @@ impl Ledger {
     /// pay. `gate` must be a fresh, `ok` reconciliation.
     ///
     /// # Errors
-    /// [`LedgerError::Unreconciled`] when the gate is not ok; database errors (a
-    /// payout interrupted by one stays reserved and is resolved by the next run).
+    /// [`LedgerError::Unreconciled`] when the gate is not ok,
+    /// [`LedgerError::PayoutRunning`] while another run holds the lock; database
+    /// errors (a payout interrupted by one stays open and is finished later).
     pub async fn run_payouts(
         &self,
         gate: &Reconciliation,
@@ -147,30 +136,42 @@ impl Ledger {
         if dry_run {
             return self.pay_nodes(threshold_nano, addresses, sink, true).await;
         }
-        // One run at a time across every server on this ledger: two runs would both
-        // reserve a node's whole balance, or one would void a payout the other is
-        // paying. The lock is the connection's, so a killed server releases it.
+        let lock = self.payout_lock().await?.ok_or(LedgerError::PayoutRunning)?;
+        let run = self.pay_nodes(threshold_nano, addresses, sink, false).await;
+        release(lock).await;
+        run
+    }
+
+    /// Finishes the open payouts `sink` can settle now. Does nothing (and says so with
+    /// `None`) while a payout run holds the lock: that run finishes them.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn settle_open_payouts(
+        &self,
+        sink: &impl PayoutSink,
+    ) -> Result<Option<OpenPayouts>, LedgerError> {
+        let Some(lock) = self.payout_lock().await? else {
+            return Ok(None);
+        };
+        let settled = self.finish_open(sink).await.map(|(open, _)| open);
+        release(lock).await;
+        settled.map(Some)
+    }
+
+    /// Takes the payout lock, or `None` when another run holds it. The lock is the
+    /// connection's, so a killed server releases it.
+    async fn payout_lock(&self) -> Result<Option<deadpool_postgres::Object>, LedgerError> {
         let lock = self.pool.get().await?;
         let got: bool = lock
             .query_one("SELECT pg_try_advisory_lock($1)", &[&PAYOUT_LOCK])
             .await?
             .get(0);
-        if !got {
-            return Err(LedgerError::PayoutRunning);
-        }
-        let run = self.pay_nodes(threshold_nano, addresses, sink, false).await;
-        let unlocked = lock
-            .execute("SELECT pg_advisory_unlock($1)", &[&PAYOUT_LOCK])
-            .await;
-        if unlocked.is_err() {
-            // The lock is held by a broken connection: drop it rather than pool it.
-            let _ = deadpool_postgres::Object::take(lock);
-        }
-        run
+        Ok(got.then_some(lock))
     }
 
-    /// Resolves earlier runs' reserved payouts, then pays (or, dry, plans) each node
-    /// over the threshold.
+    /// Finishes open payouts, then pays (or, dry, plans) each node over the threshold,
+    /// then finishes what the sink settled at once.
     async fn pay_nodes(
         &self,
         threshold_nano: i64,
@@ -180,33 +181,68 @@ impl Ledger {
     ) -> Result<PayoutRun, LedgerError> {
         let mut run = PayoutRun::default();
         if !dry_run {
-            run.resolved = self.resolve_reserved(sink).await?;
+            let (earlier, _) = self.finish_open(sink).await?;
+            run.resolved = earlier.confirmed + earlier.voided;
+            run.confirmed = earlier.confirmed;
+            run.voided = earlier.voided;
         }
+        let step = sink.step_nano().max(1);
+        let mut new = BTreeSet::new();
         for (node, address) in addresses {
             let available = self
                 .balance(&AccountRef::node(node, Asset::NanoUsd))
                 .await?;
-            if available < threshold_nano.max(1) || address.is_empty() {
+            let amount = available - available.rem_euclid(step);
+            if amount < threshold_nano.max(1) || address.is_empty() {
                 continue;
             }
-            run.planned.push((node.clone(), available));
+            run.planned.push((node.clone(), amount));
             if dry_run {
                 continue;
             }
-            let order = self.reserve(node, address, available, sink.name()).await?;
-            match sink.pay(&order).await {
-                Ok(reference) => {
-                    self.finish_payout(&order, Some(&reference)).await?;
-                    run.confirmed += 1;
-                }
-                Err(e) => {
-                    tracing::warn!(payout = order.id, node = %order.node, error = %e, "payout failed; voided");
-                    self.finish_payout(&order, None).await?;
-                    run.voided += 1;
-                }
+            let order = self.reserve(node, address, amount, sink.name()).await?;
+            new.insert(order.id);
+            if !self.submit(&order, sink).await? {
+                run.voided += 1;
             }
         }
+        if !dry_run {
+            let (now, finished) = self.finish_open(sink).await?;
+            run.confirmed += now.confirmed;
+            run.voided += now.voided;
+            run.pending = now.pending;
+            run.resolved += finished.iter().filter(|id| !new.contains(id)).count() as u64;
+        }
         Ok(run)
+    }
+
+    /// Submits `order`: `submitted` with the sink's reference (true), or voided when
+    /// the sink refused it (false).
+    async fn submit(
+        &self,
+        order: &PayoutOrder,
+        sink: &impl PayoutSink,
+    ) -> Result<bool, LedgerError> {
+        match sink.submit(order).await {
+            Ok(reference) => {
+                self.pool
+                    .get()
+                    .await?
+                    .execute(
+                        "UPDATE payouts SET status = 'submitted', reference = $2
+                         WHERE id = $1 AND status = 'reserved'",
+                        &[&order.id, &reference],
+                    )
+                    .await?;
+                Ok(true)
+            }
+            Err(e) => {
+                tracing::warn!(payout = order.id, node = %order.node, error = %e, "payout refused by the sink; voided");
+                self.finish_payout(order, &PayoutOutcome::NotPaid { fee_wei: 0 })
+                    .await?;
+                Ok(false)
+            }
+        }
     }
 
     /// Moves `amount` from the node into payout clearing and records the payout.
@@ -244,61 +280,86 @@ impl Ledger {
         })
     }
 
-    /// Confirms a paid payout (clearing → paid out) or voids an unpaid one (clearing →
-    /// back to the node), once.
+    /// Finishes an open payout once: confirmed (clearing → paid out) or voided
+    /// (clearing → back to the node), with the gas as its own posting. Nothing for
+    /// [`PayoutOutcome::Pending`].
     async fn finish_payout(
         &self,
         order: &PayoutOrder,
-        reference: Option<&str>,
+        outcome: &PayoutOutcome,
     ) -> Result<(), LedgerError> {
-        let (to, status, step) = match reference {
-            Some(_) => (
+        let (to, status, step, reference, fee_wei) = match outcome {
+            PayoutOutcome::Pending => return Ok(()),
+            PayoutOutcome::Paid { reference, fee_wei } => (
                 AccountRef::platform(Platform::PaidOut, Asset::NanoUsd),
                 "confirmed",
                 "confirm",
+                Some(reference.as_str()),
+                *fee_wei,
             ),
-            None => (
+            PayoutOutcome::NotPaid { fee_wei } => (
                 AccountRef::node(&order.node, Asset::NanoUsd),
                 "voided",
                 "void",
+                None,
+                *fee_wei,
             ),
         };
-        let legs = move_legs(clearing(), to, order.amount_nano);
-        let ids = self.ensure_accounts(&legs).await?;
+        let mut postings = vec![Posting {
+            key: format!("payout:{}:{step}", order.id),
+            kind: format!("payout_{step}"),
+            legs: move_legs(clearing(), to, order.amount_nano),
+        }];
+        if fee_wei > 0 {
+            postings.push(Posting {
+                key: format!("payout:{}:gas", order.id),
+                kind: "payout_gas".into(),
+                legs: move_legs(
+                    AccountRef::platform(Platform::Treasury, Asset::GasWei),
+                    AccountRef::platform(Platform::Fees, Asset::GasWei),
+                    fee_wei,
+                ),
+            });
+        }
+        let all_legs: Vec<Leg> = postings.iter().flat_map(|p| p.legs.clone()).collect();
+        let ids = self.ensure_accounts(&all_legs).await?;
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         let open = tx
             .execute(
-                "UPDATE payouts SET status = $2, reference = $3, settled_at = now()
-                 WHERE id = $1 AND status = 'reserved'",
-                &[&order.id, &status, &reference],
+                "UPDATE payouts SET status = $2, reference = coalesce($3, reference),
+                        fee_wei = $4, settled_at = now()
+                 WHERE id = $1 AND status IN ('reserved', 'submitted')",
+                &[&order.id, &status, &reference, &fee_wei],
             )
             .await?;
         if open == 1 {
-            let posting = Posting {
-                key: format!("payout:{}:{step}", order.id),
-                kind: format!("payout_{step}"),
-                legs,
-            };
-            post_in(&tx, &posting, &ids).await?;
+            for posting in &postings {
+                post_in(&tx, posting, &ids).await?;
+            }
         }
         tx.commit().await?;
         Ok(())
     }
 
-    /// Resolves payouts an earlier run left reserved: confirmed when the sink paid
-    /// them, voided when it did not.
-    async fn resolve_reserved(&self, sink: &impl PayoutSink) -> Result<u64, LedgerError> {
+    /// Asks `sink` about every open payout of its own and finishes those it settled;
+    /// returns the counts and the ids finished.
+    async fn finish_open(
+        &self,
+        sink: &impl PayoutSink,
+    ) -> Result<(OpenPayouts, Vec<i64>), LedgerError> {
         let rows = self
             .pool
             .get()
             .await?
             .query(
-                "SELECT id, node, address, amount_nano FROM payouts WHERE status = 'reserved' AND sink = $1",
+                "SELECT id, node, address, amount_nano FROM payouts
+                 WHERE status IN ('reserved', 'submitted') AND sink = $1 ORDER BY id",
                 &[&sink.name()],
             )
             .await?;
-        let mut resolved = 0;
+        let mut open = OpenPayouts::default();
+        let mut finished = Vec::new();
         for r in rows {
             let order = PayoutOrder {
                 id: r.get(0),
@@ -306,16 +367,32 @@ impl Ledger {
                 address: r.get(2),
                 amount_nano: r.get(3),
             };
-            match sink.paid(&order).await {
-                Ok(reference) => self.finish_payout(&order, reference.as_deref()).await?,
-                Err(e) => {
-                    tracing::warn!(payout = order.id, error = %e, "cannot tell whether a reserved payout was paid; left reserved");
-                    continue;
-                }
+            let outcome = sink.outcome(&order).await.unwrap_or_else(|e| {
+                tracing::warn!(payout = order.id, error = %e, "cannot tell where a payout stands; left open");
+                PayoutOutcome::Pending
+            });
+            match outcome {
+                PayoutOutcome::Pending => open.pending += 1,
+                PayoutOutcome::Paid { .. } => open.confirmed += 1,
+                PayoutOutcome::NotPaid { .. } => open.voided += 1,
             }
-            resolved += 1;
+            if outcome != PayoutOutcome::Pending {
+                self.finish_payout(&order, &outcome).await?;
+                finished.push(order.id);
+            }
         }
-        Ok(resolved)
+        Ok((open, finished))
+    }
+}
+
+/// Releases the payout lock; a lock on a broken connection is dropped rather than
+/// pooled.
+async fn release(lock: deadpool_postgres::Object) {
+    let unlocked = lock
+        .execute("SELECT pg_advisory_unlock($1)", &[&PAYOUT_LOCK])
+        .await;
+    if unlocked.is_err() {
+        let _ = deadpool_postgres::Object::take(lock);
     }
 }
 

@@ -269,6 +269,7 @@ pub(crate) async fn account_ids(
     for r in rows {
         let asset = match r.get::<_, &str>(2) {
             "bytes" => Asset::Bytes,
+            "gas_wei" => Asset::GasWei,
             _ => Asset::NanoUsd,
         };
         ids.insert((r.get::<_, String>(1), asset), r.get::<_, i64>(0));
