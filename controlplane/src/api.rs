@@ -22,7 +22,7 @@
 //! | `POST /api/nodes/{id}/revoke` | revokes its token; every server closes its connection |
 //!
 //! | `GET /api/ledger/reconcile` | feeds and settles usage, then reconciles the ledger (JSON) |
-//! | `POST /api/payouts/run` `{"dry_run"}` | pays nodes over the threshold into the payout CSV (409 while the ledger does not reconcile) |
+//! | `POST /api/payouts/run` `{"dry_run"}` | pays nodes over the threshold, on chain or into the payout CSV (409 while the ledger does not reconcile) |
 //! | `GET /api/nodes/{id}/earnings` | carried bytes, earned, bonus, paid, available (nano-USD), last days |
 //! | `GET /api/keys/{id}/usage?from=&to=` | per-minute usage rows (minutes since the epoch; default the last day) |
 //!

@@ -58,6 +58,7 @@ pub(crate) async fn payouts<S: Store>(
         "confirmed": run.confirmed,
         "voided": run.voided,
         "resolved": run.resolved,
+        "pending": run.pending,
     })))
 }
 

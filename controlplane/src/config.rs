@@ -233,9 +233,9 @@ pub struct ServerConfig {
     /// derived from (child `0/i` for invoice `i`). Defaults to none (required with
     /// `chain_rpc`).
     pub deposit_xpub: Option<String>,
-    /// File holding the treasury's private key (hex, owner-only) for on-chain payouts.
-    /// Defaults to none. Reserved: this release has no on-chain payout sink, so
-    /// payouts go to the CSV file and a set value only logs a warning.
+    /// File holding the treasury's private key (64 hex digits, mode 0600): with
+    /// `chain_rpc`, payouts are ERC-20 transfers of the token from this key. Defaults
+    /// to none: payouts are written to `DATA_DIR/payouts.csv` for an operator to pay.
     pub treasury_key_file: Option<PathBuf>,
     /// URL every invoice status change is POSTed to. Defaults to none.
     pub webhook_url: Option<String>,

@@ -23,6 +23,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use turbo_chain::payout::ChainPayouts;
 use turbo_dataplane::control::NodeTableHandle;
 use turbo_ledger::{
     AccountRef, Asset, CsvSink, Ledger, LedgerError, PayoutRun, Reconciliation, RewardPolicy,
@@ -75,6 +76,9 @@ pub struct Money {
     /// The data plane's counters, for the bytes this server billed (set once the data
     /// plane runs).
     pub stats: std::sync::OnceLock<Arc<turbo_dataplane::stats::Stats>>,
+    /// The on-chain payout sink (set when payments start with a treasury key); without
+    /// it payouts go to [`Money::payout_csv`].
+    pub chain_payouts: std::sync::OnceLock<Arc<ChainPayouts>>,
 }
 
 impl Money {
@@ -100,6 +104,7 @@ impl Money {
             payout_csv,
             server_id,
             stats: std::sync::OnceLock::new(),
+            chain_payouts: std::sync::OnceLock::new(),
         })
     }
 
@@ -155,8 +160,8 @@ impl Money {
             .await?)
     }
 
-    /// Runs (or, dry, plans) payouts to every node with a payout address, into the
-    /// CSV sink, after a fresh reconciliation.
+    /// Runs (or, dry, plans) payouts to every node with a payout address, on chain or
+    /// into the CSV file, after a fresh reconciliation.
     ///
     /// # Errors
     /// [`MoneyError`], including a ledger that does not reconcile.
@@ -172,19 +177,23 @@ impl Money {
             .into_iter()
             .filter_map(|n| Some((n.id, n.payout_address?)))
             .collect();
-        let sink = CsvSink {
-            path: self.payout_csv.clone(),
+        let threshold = self.payout_threshold_nano;
+        let run = match self.chain_payouts.get() {
+            Some(chain) => {
+                self.ledger
+                    .run_payouts(&gate, threshold, &addresses, &**chain, dry_run)
+                    .await?
+            }
+            None => {
+                let sink = CsvSink {
+                    path: self.payout_csv.clone(),
+                };
+                self.ledger
+                    .run_payouts(&gate, threshold, &addresses, &sink, dry_run)
+                    .await?
+            }
         };
-        Ok(self
-            .ledger
-            .run_payouts(
-                &gate,
-                self.payout_threshold_nano,
-                &addresses,
-                &sink,
-                dry_run,
-            )
-            .await?)
+        Ok(run)
     }
 
     /// A node's bytes and money.

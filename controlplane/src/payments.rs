@@ -1,7 +1,8 @@
 //! The USDC gateway in the server: the config keys checked at start-up, the key
 //! balances payments are credited to (the store, once per payment), and the loop that
-//! follows the chain and delivers webhooks. Payments need the ledger; without
-//! `chain_rpc` they are off, and say so.
+//! follows the chain, delivers webhooks and settles on-chain payouts (with
+//! `treasury_key_file`). Payments need the ledger; without `chain_rpc` they are off,
+//! and say so.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -10,12 +11,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use alloy::primitives::Address;
+use turbo_chain::payout::{load_treasury_key, ChainPayouts};
 use turbo_chain::rpc::Chain;
 use turbo_chain::webhook::{self, WebhookConfig};
 use turbo_chain::xpub::DepositKeys;
 use turbo_chain::{ChainError, CreditSink, Gateway, GatewayConfig};
 
 use crate::config::ServerConfig;
+use crate::money::Money;
 use crate::store::Store;
 
 /// How often the chain is followed and due webhooks are sent.
@@ -30,6 +33,12 @@ pub(crate) fn validate(cfg: &ServerConfig) -> Result<(), (&'static str, String)>
         return Err(("webhook_secret", "required with webhook_url".into()));
     }
     let Some(rpc) = &cfg.chain_rpc else {
+        if cfg.treasury_key_file.is_some() {
+            return Err((
+                "treasury_key_file",
+                "on-chain payouts need chain_rpc".into(),
+            ));
+        }
         return Ok(());
     };
     if !rpc.starts_with("http://") && !rpc.starts_with("https://") {
@@ -76,23 +85,18 @@ impl<S: Store> CreditSink for StoreCredits<S> {
     }
 }
 
-/// Starts the gateway when `cfg.chain_rpc` is set (the config was validated).
+/// Starts the gateway when `cfg.chain_rpc` is set (the config was validated), and,
+/// with `treasury_key_file`, the on-chain payout sink `money` pays through.
 ///
 /// # Errors
-/// When the chain cannot be reached, is not `chain_id`, or the token does not answer.
+/// When the chain cannot be reached, is not `chain_id`, the token does not answer, or
+/// the treasury key is unusable.
 pub(crate) async fn start<S: Store>(
     cfg: &ServerConfig,
-    ledger: Option<&turbo_ledger::Ledger>,
+    money: Option<&Money>,
     store: Arc<S>,
 ) -> Result<Option<Arc<Gateway>>, ChainError> {
-    if let Some(path) = &cfg.treasury_key_file {
-        tracing::warn!(
-            path = %path.display(),
-            "treasury_key_file is set, but this release has no on-chain payout sink: \
-             payouts still go to DATA_DIR/payouts.csv"
-        );
-    }
-    let (Some(rpc), Some(ledger)) = (&cfg.chain_rpc, ledger) else {
+    let (Some(rpc), Some(money)) = (&cfg.chain_rpc, money) else {
         tracing::info!("no chain_rpc: payments (invoices, USDC) are off");
         return Ok(None);
     };
@@ -109,7 +113,26 @@ pub(crate) async fn start<S: Store>(
         price_nano_per_gb: cfg.price_usd_per_gb.nano()?,
         deposit,
     };
+    let ledger = &money.ledger;
     let chain = Chain::connect(rpc, token, None).await?;
+    let payouts = match &cfg.treasury_key_file {
+        Some(path) => {
+            let key = load_treasury_key(path)?;
+            let payouts = ChainPayouts::new(
+                chain.clone(),
+                ledger.pool().clone(),
+                cfg.chain_id,
+                cfg.confirmations,
+                key,
+            )
+            .await?;
+            tracing::info!(treasury = %payouts.sender(), "payouts go on chain");
+            let payouts = Arc::new(payouts);
+            let _ = money.chain_payouts.set(payouts.clone());
+            Some(payouts)
+        }
+        None => None,
+    };
     let gateway =
         Gateway::start(chain, ledger.clone(), config, Arc::new(StoreCredits(store))).await?;
     let gateway = Arc::new(gateway);
@@ -121,14 +144,20 @@ pub(crate) async fn start<S: Store>(
         }),
         _ => None,
     };
-    tokio::spawn(run(gateway.clone(), ledger.clone(), hooks));
+    tokio::spawn(run(gateway.clone(), ledger.clone(), hooks, payouts));
     tracing::info!(chain_id = cfg.chain_id, %token, decimals = gateway.decimals(), "payments on");
     Ok(Some(gateway))
 }
 
-/// Follows the chain and delivers webhooks, every [`TICK`], for as long as the server
-/// runs; a failed pass is logged and the next one picks up where it stopped.
-async fn run(gateway: Arc<Gateway>, ledger: turbo_ledger::Ledger, hooks: Option<WebhookConfig>) {
+/// Follows the chain, delivers webhooks and settles submitted payouts, every
+/// [`TICK`], for as long as the server runs; a failed pass is logged and the next one
+/// picks up where it stopped.
+async fn run(
+    gateway: Arc<Gateway>,
+    ledger: turbo_ledger::Ledger,
+    hooks: Option<WebhookConfig>,
+    payouts: Option<Arc<ChainPayouts>>,
+) {
     let http = reqwest::Client::new();
     let mut every = tokio::time::interval(TICK);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -142,6 +171,20 @@ async fn run(gateway: Arc<Gateway>, ledger: turbo_ledger::Ledger, hooks: Option<
         if let Some(hooks) = &hooks {
             if let Err(e) = webhook::deliver_due(ledger.pool(), hooks, &http).await {
                 tracing::warn!(error = %e, "webhook delivery failed");
+            }
+        }
+        if let Some(payouts) = &payouts {
+            match ledger.settle_open_payouts(&**payouts).await {
+                Ok(Some(o)) if o.confirmed + o.voided > 0 => {
+                    tracing::info!(
+                        confirmed = o.confirmed,
+                        voided = o.voided,
+                        pending = o.pending,
+                        "payouts settled"
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "settling payouts failed"),
             }
         }
     }

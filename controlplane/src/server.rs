@@ -190,9 +190,12 @@ impl Server {
         let links = PlaneLinks::new();
         let (control, handle) = start_control_plane(&runtime, cfg, &server_id, &links)?;
         let money = start_money(&runtime, cfg, &control, &server_id, links.table.clone())?;
-        let ledger = money.as_ref().map(|m| &m.ledger);
         let payments = runtime
-            .block_on(crate::payments::start(cfg, ledger, control.store.clone()))
+            .block_on(crate::payments::start(
+                cfg,
+                money.as_deref(),
+                control.store.clone(),
+            ))
             .map_err(ServerError::Payments)?;
         let dataplane = Dataplane::start(
             dataplane_config(cfg, &cert, &server_id, links.known_keys)?,

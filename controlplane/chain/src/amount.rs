@@ -209,7 +209,11 @@ mod tests {
         assert_eq!(payout_step_nano(6), Ok(1000));
         assert_eq!(payout_step_nano(18), Ok(1));
         assert_eq!(units_for_payout(25_000_000_000, 6), Some(25_000_000));
-        assert_eq!(units_for_payout(25_000_000_001, 6), None, "not a whole unit");
+        assert_eq!(
+            units_for_payout(25_000_000_001, 6),
+            None,
+            "not a whole unit"
+        );
         assert_eq!(units_for_payout(1, 18), Some(1_000_000_000));
         assert_eq!(units_for_payout(0, 6), None);
         assert_eq!(units_for_payout(-1000, 6), None);

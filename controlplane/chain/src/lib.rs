@@ -74,6 +74,9 @@ pub enum ChainError {
     /// A stored row does not parse (hand-edited or from a newer build).
     #[error("payments database holds a malformed {0}")]
     Corrupt(String),
+    /// The treasury key (for payouts) is unusable.
+    #[error(transparent)]
+    Treasury(#[from] payout::TreasuryError),
     /// An invoice's validity is outside what is accepted.
     #[error("ttl_seconds must be 1..=604800")]
     Ttl,

@@ -188,10 +188,7 @@ impl ChainPayouts {
             .estimate_gas(tx.clone())
             .await
             .map_err(|e| sink_error(format!("the transfer would fail: {e}")))?;
-        let fees = provider
-            .estimate_eip1559_fees()
-            .await
-            .map_err(sink_error)?;
+        let fees = provider.estimate_eip1559_fees().await.map_err(sink_error)?;
         let pending = provider
             .get_transaction_count(self.sender)
             .pending()
@@ -327,7 +324,11 @@ impl ChainPayouts {
                 .map_err(sink_error)?;
             if used > tx.nonce {
                 self.record(id, "replaced", None, 0).await?;
-                tracing::warn!(payout = id, nonce = tx.nonce, "payout nonce used by another transaction");
+                tracing::warn!(
+                    payout = id,
+                    nonce = tx.nonce,
+                    "payout nonce used by another transaction"
+                );
                 return Ok(PayoutOutcome::NotPaid { fee_wei: 0 });
             }
         }

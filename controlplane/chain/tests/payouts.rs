@@ -77,7 +77,11 @@ async fn setup() -> Setup {
         ("n3", 45 * USD + 999),
     ] {
         earn(&ledger, node, earned).await;
-        runners.push((node.to_owned(), PrivateKeySigner::random().address(), earned));
+        runners.push((
+            node.to_owned(),
+            PrivateKeySigner::random().address(),
+            earned,
+        ));
     }
     let _: serde_json::Value = evm
         .provider
@@ -105,8 +109,8 @@ async fn setup() -> Setup {
 }
 
 fn write_owner_only(path: &Path, text: &str) {
-    use std::os::unix::fs::OpenOptionsExt;
     use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .truncate(true)
@@ -192,7 +196,11 @@ impl Setup {
         for (node, address, earned) in &self.runners {
             let paid = earned - earned % 1000;
             let units = U256::from(paid / 1000);
-            assert_eq!(self.token_balance(*address).await, units, "{node} paid once");
+            assert_eq!(
+                self.token_balance(*address).await,
+                units,
+                "{node} paid once"
+            );
             let left = self
                 .ledger
                 .balance(&AccountRef::node(node, Asset::NanoUsd))
@@ -201,7 +209,10 @@ impl Setup {
             assert_eq!(left, earned - paid, "{node}: only the dust stays");
             total += paid;
         }
-        assert_eq!(self.platform(Platform::PaidOut, Asset::NanoUsd).await, total);
+        assert_eq!(
+            self.platform(Platform::PaidOut, Asset::NanoUsd).await,
+            total
+        );
         assert_eq!(
             self.platform(Platform::PayoutClearing, Asset::NanoUsd)
                 .await,
@@ -219,7 +230,10 @@ impl Setup {
     async fn gas_of_confirmed(&self) -> i64 {
         let client = self.ledger.pool().get().await.expect("db");
         let rows = client
-            .query("SELECT reference FROM payouts WHERE status = 'confirmed'", &[])
+            .query(
+                "SELECT reference FROM payouts WHERE status = 'confirmed'",
+                &[],
+            )
             .await
             .expect("refs");
         let mut gas = 0i64;
@@ -369,7 +383,8 @@ async fn a_payer_killed_after_submitting_pays_nobody_twice() {
 async fn a_payer_killed_mid_batch_pays_nobody_twice() {
     let s = setup().await;
     let worker = s.spawn_worker();
-    s.kill_when(worker, "sign its first transfer", FirstSigned).await;
+    s.kill_when(worker, "sign its first transfer", FirstSigned)
+        .await;
     let first = s.run().await;
     s.mine(CONFIRMATIONS).await;
     let second = s.run().await;

@@ -23,8 +23,8 @@ mod rewards;
 mod settle;
 
 pub use account::{AccountRef, Asset, Platform};
-pub use earnings::{month_start, DayEarnings, Earnings};
 pub use csv_sink::CsvSink;
+pub use earnings::{month_start, DayEarnings, Earnings};
 pub use payout::{OpenPayouts, PayoutOrder, PayoutOutcome, PayoutRun, PayoutSink, SinkError};
 pub use policy::{DayReward, PolicyError, RewardPolicy, StabilityTier, BYTES_PER_GB};
 pub use posting::{Leg, Posted, Posting};

@@ -136,7 +136,10 @@ impl Ledger {
         if dry_run {
             return self.pay_nodes(threshold_nano, addresses, sink, true).await;
         }
-        let lock = self.payout_lock().await?.ok_or(LedgerError::PayoutRunning)?;
+        let lock = self
+            .payout_lock()
+            .await?
+            .ok_or(LedgerError::PayoutRunning)?;
         let run = self.pay_nodes(threshold_nano, addresses, sink, false).await;
         release(lock).await;
         run

@@ -140,3 +140,104 @@ fn a_paid_invoice_buys_traffic_once() {
     assert_eq!(reconcile["mismatch_bytes"], 0, "{reconcile}");
     assert!(after < balance, "the traffic was billed");
 }
+
+/// A runner is paid on chain: a server with `treasury_key_file` (owner-only), a node
+/// invited with a payout address and $25.0000005 earned; `POST /api/payouts/run` pays
+/// it $25 in the token from the treasury once, the sub-micro-dollar dust stays, and a
+/// second run pays nothing.
+#[test]
+fn a_runner_is_paid_on_chain_once() {
+    use alloy::primitives::U256;
+    use alloy::providers::Provider;
+    use alloy::signers::local::PrivateKeySigner;
+    use std::os::unix::fs::OpenOptionsExt;
+    use turbo_ledger::{AccountRef, Asset, Leg, Posting};
+
+    let rt = runtime();
+    let pg = Postgres::start();
+    let evm = rt.block_on(Evm::start());
+    let treasury = PrivateKeySigner::random();
+    let funded: Result<Value, _> = rt.block_on(evm.provider.raw_request(
+        "anvil_setBalance".into(),
+        (treasury.address(), U256::from(10u128.pow(20))),
+    ));
+    funded.expect("gas for the treasury");
+    rt.block_on(evm.mint(treasury.address(), 100 * UNITS));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key_file = dir.path().join("treasury.key");
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(&key_file)
+        .and_then(|mut f| {
+            std::io::Write::write_all(&mut f, hex::encode(treasury.to_bytes()).as_bytes())
+        })
+        .expect("key file");
+    let ledger_url = rt.block_on(pg.database());
+    let mut opts = Options::new("legacy");
+    opts.node = false;
+    opts.config = format!(
+        "ledger = \"{ledger_url}\"\nchain_rpc = \"{}\"\nchain_id = 31337\n\
+         usdc_contract = \"{}\"\nconfirmations = 1\ndeposit_xpub = \"{}\"\n\
+         treasury_key_file = \"{}\"\n",
+        evm.url,
+        evm.token,
+        xpub(),
+        key_file.display()
+    );
+    let net = Net::start_with(opts);
+    let runner = PrivateKeySigner::random().address();
+    let invite = net.api_post(
+        "/api/nodes/invite",
+        serde_json::json!({"payout_address": runner.to_string()}),
+    );
+    let node = invite["node_id"].as_str().expect("node id").to_owned();
+    let earned = 25_000_000_500_i64;
+    let ledger = rt
+        .block_on(turbo_ledger::Ledger::connect(&ledger_url))
+        .expect("ledger");
+    let reward = Posting {
+        key: format!("e2e-reward:{node}"),
+        kind: "reward".into(),
+        legs: vec![
+            Leg {
+                account: AccountRef::platform(
+                    turbo_ledger::Platform::RewardsExpense,
+                    Asset::NanoUsd,
+                ),
+                amount: -earned,
+            },
+            Leg {
+                account: AccountRef::node(&node, Asset::NanoUsd),
+                amount: earned,
+            },
+        ],
+    };
+    rt.block_on(ledger.post(&reward)).expect("reward");
+
+    let run = net.api_post("/api/payouts/run", serde_json::json!({}));
+    assert_eq!(
+        run["planned"],
+        serde_json::json!([{"node": node, "amount_nano_usd": 25_000_000_000_i64}])
+    );
+    assert_eq!(n(&run, "confirmed") + n(&run, "pending"), 1, "{run}");
+    let chain = rt
+        .block_on(turbo_chain::rpc::Chain::connect(&evm.url, evm.token, None))
+        .expect("chain");
+    let paid = wait_for("the runner's transfer to confirm", || {
+        let e = net.api_get(&format!("/api/nodes/{node}/earnings"));
+        (e["paid_nano_usd"] == 25_000_000_000_i64).then_some(e)
+    });
+    assert_eq!(paid["available_nano_usd"], 500, "the dust stays: {paid}");
+    let balance = rt.block_on(chain.balance_of(runner)).expect("balance");
+    assert_eq!(balance, U256::from(25 * UNITS), "paid in the token, once");
+    let again = net.api_post("/api/payouts/run", serde_json::json!({}));
+    assert_eq!(again["planned"], serde_json::json!([]), "{again}");
+    rt.block_on(evm.mine(2));
+    let balance = rt.block_on(chain.balance_of(runner)).expect("balance");
+    assert_eq!(balance, U256::from(25 * UNITS));
+    let audit = rt.block_on(ledger.audit()).expect("audit");
+    assert!(audit.is_sound(), "{audit:?}");
+}
