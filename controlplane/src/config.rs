@@ -216,8 +216,8 @@ pub struct ServerConfig {
     pub rewards: turbo_ledger::RewardPolicy,
     /// Smallest payout, in nano-USD. Defaults to `20000000000` ($20).
     pub payout_threshold_nano_usd: i64,
-    /// JSON-RPC URL of the chain USDC payments arrive on (`http(s)://`). Defaults to
-    /// none: payments are off (invoices answer 503).
+    /// JSON-RPC URL of the chain USDC payments arrive on (`http(s)://` or `ws(s)://`).
+    /// Defaults to none: payments are off (invoices answer 503).
     pub chain_rpc: Option<String>,
     /// The chain's id, checked against `chain_rpc` at start-up. Defaults to `1`.
     pub chain_id: u64,

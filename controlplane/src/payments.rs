@@ -41,8 +41,11 @@ pub(crate) fn validate(cfg: &ServerConfig) -> Result<(), (&'static str, String)>
         }
         return Ok(());
     };
-    if !rpc.starts_with("http://") && !rpc.starts_with("https://") {
-        return Err(("chain_rpc", "must be an http:// or https:// URL".into()));
+    if !turbo_chain::rpc::is_rpc_url(rpc) {
+        return Err((
+            "chain_rpc",
+            "must be an http://, https://, ws:// or wss:// URL".into(),
+        ));
     }
     if cfg.ledger.is_none() {
         return Err(("chain_rpc", "payments need the ledger (--ledger)".into()));

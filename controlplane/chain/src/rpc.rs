@@ -35,9 +35,16 @@ pub enum RpcError {
     /// The endpoint's answer made no sense (a missing field, an undecodable value).
     #[error("chain RPC answered nonsense: {0}")]
     Malformed(String),
-    /// The RPC URL is not http(s) (websocket endpoints are not built in).
-    #[error("chain_rpc {0:?} is not an http:// or https:// URL")]
+    /// The RPC URL is not http(s) or ws(s).
+    #[error("chain_rpc {0:?} is not an http://, https://, ws:// or wss:// URL")]
     Url(String),
+}
+
+/// Whether `url` has a scheme [`Chain::connect`] takes.
+pub fn is_rpc_url(url: &str) -> bool {
+    ["http://", "https://", "ws://", "wss://"]
+        .iter()
+        .any(|s| url.starts_with(s))
 }
 
 /// A block header, as the follower keeps it.
@@ -76,18 +83,17 @@ pub struct Chain {
 }
 
 impl Chain {
-    /// Connects to `url` (http or https) for `token`; with `signer`, transactions are
-    /// signed by it.
+    /// Connects to `url` (http, https, ws or wss; a websocket reconnects by itself
+    /// when it drops) for `token`; with `signer`, transactions are signed by it.
     ///
     /// # Errors
-    /// [`RpcError`] when the URL is unusable.
+    /// [`RpcError`] when the URL is unusable or a websocket cannot be opened.
     pub async fn connect(
         url: &str,
         token: Address,
         signer: Option<PrivateKeySigner>,
     ) -> Result<Chain, RpcError> {
-        let scheme_ok = ["http://", "https://"].iter().any(|s| url.starts_with(s));
-        if !scheme_ok {
+        if !is_rpc_url(url) {
             return Err(RpcError::Url(url.into()));
         }
         let builder = ProviderBuilder::new();

@@ -39,14 +39,22 @@ struct Setup {
 }
 
 async fn setup(confirmations: u64) -> Setup {
+    setup_on(confirmations, false).await
+}
+
+/// [`setup`], following the chain over a websocket when `ws`.
+async fn setup_on(confirmations: u64, ws: bool) -> Setup {
     let pg = Postgres::start();
     let ledger = Ledger::connect(&pg.database().await).await.expect("ledger");
     let evm = Evm::start().await;
     let payer = evm.accounts[1];
     evm.mint(payer, 1_000 * UNITS).await;
-    let chain = Chain::connect(&evm.url, evm.token, None)
-        .await
-        .expect("chain");
+    let url = if ws {
+        evm.url.replace("http://", "ws://")
+    } else {
+        evm.url.clone()
+    };
+    let chain = Chain::connect(&url, evm.token, None).await.expect("chain");
     let config = GatewayConfig {
         chain_id: 31337,
         token: evm.token,
@@ -148,6 +156,17 @@ async fn an_invoice_paid_in_full_is_credited_once() {
     }
     assert_eq!(s.balances.of("k1"), 25_000_000_000);
     assert_eq!(s.key_bytes("k1").await, 25_000_000_000);
+    s.assert_sound().await;
+}
+
+#[tokio::test]
+async fn a_payment_is_followed_over_a_websocket() {
+    let s = setup_on(2, true).await;
+    let (inv, address) = s.invoice("k1", 7).await;
+    s.evm.pay(s.payer, address, 7 * UNITS).await;
+    s.evm.mine(1).await;
+    assert_eq!(s.status(&inv.id).await, "credited");
+    assert_eq!(s.balances.of("k1"), 7_000_000_000);
     s.assert_sound().await;
 }
 
