@@ -2,6 +2,7 @@
 //! addresses (one per chain, transaction and log index), the recent block headers the
 //! follower checks parent hashes against, and the webhook outbox.
 
+use std::collections::HashMap;
 use std::str::FromStr;
 
 use alloy::primitives::{Address, B256};
@@ -304,6 +305,26 @@ pub(crate) async fn payments_of(
     );
     let rows = db.query(&sql, &[&invoice_id]).await?;
     rows.iter().map(payment_row).collect()
+}
+
+/// The payments to every invoice still watched on `chain_id` (those a reorg removed
+/// included), by invoice: one query however many invoices are watched.
+pub(crate) async fn payments_of_watched(
+    db: &impl GenericClient,
+    chain_id: u64,
+) -> Result<HashMap<String, Vec<PaymentRow>>, ChainError> {
+    let sql = format!(
+        "SELECT {PAYMENT_COLUMNS} FROM chain_payments p JOIN invoices i ON i.id = p.invoice_id \
+         WHERE i.chain_id = $1 AND i.created_at > now() - make_interval(days => $2) \
+         ORDER BY p.block_number, p.log_index"
+    );
+    let rows = db.query(&sql, &[&(chain_id as i64), &WATCH_DAYS]).await?;
+    let mut by_invoice: HashMap<String, Vec<PaymentRow>> = HashMap::new();
+    for r in &rows {
+        let p = payment_row(r)?;
+        by_invoice.entry(p.invoice_id.clone()).or_default().push(p);
+    }
+    Ok(by_invoice)
 }
 
 /// Canonical payments on `chain_id` with at least `confirmations` at `head` whose

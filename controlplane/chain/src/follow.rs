@@ -233,14 +233,16 @@ impl Gateway {
     async fn update_statuses(&self, report: &mut TickReport) -> Result<(), ChainError> {
         let client = self.ledger.pool().get().await?;
         let now = now_secs();
+        let mut all_payments = db::payments_of_watched(&**client, self.config.chain_id).await?;
         for inv in db::watched(&**client, self.config.chain_id).await? {
             let terms = Terms {
                 amount_units: inv.amount_units,
                 expires_at: inv.expires_at,
                 confirmations: inv.confirmations,
             };
-            let payments: Vec<invoice::Payment> = db::payments_of(&**client, &inv.id)
-                .await?
+            let payments: Vec<invoice::Payment> = all_payments
+                .remove(&inv.id)
+                .unwrap_or_default()
                 .iter()
                 // A credited payment stays counted even if a deep reorg removed it.
                 .filter(|p| p.canonical || p.credited_bytes.is_some())
