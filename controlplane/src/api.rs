@@ -25,6 +25,11 @@
 //! | `POST /api/payouts/run` `{"dry_run"}` | pays nodes over the threshold, on chain or into the payout CSV (409 while the ledger does not reconcile) |
 //! | `GET /api/nodes/{id}/earnings` | carried bytes, earned, bonus, paid, available (nano-USD), last days |
 //! | `GET /api/keys/{id}/usage?from=&to=` | per-minute usage rows (minutes since the epoch; default the last day) |
+//! | `POST /api/users` `{"email","role"}` | a dashboard account with a one-time password (shown once) |
+//! | `GET /api/users` | dashboard accounts |
+//!
+//! The dashboard's pages (`/`, `/signup`, `/login`, `/keys`, `/nodes`, `/admin`,
+//! `/events`) are served here too ([`crate::web`]).
 //!
 //! The money routes answer 503 on a server without `--ledger`.
 //!
@@ -42,6 +47,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use turbo_proto::join::JoinString;
 
+use crate::accounts::AccountError;
 use crate::secrets;
 use crate::service::ControlPlane;
 use crate::size::parse_size;
@@ -65,6 +71,14 @@ pub struct ApiState<S> {
     pub money: Option<Arc<crate::money::Money>>,
     /// The USDC gateway, when the server has `chain_rpc`.
     pub payments: Option<Arc<turbo_chain::Gateway>>,
+    /// Dashboard accounts.
+    pub accounts: Arc<dyn crate::accounts::AccountStore>,
+    /// Mark dashboard cookies `Secure` (the dashboard is served over TLS).
+    pub secure_cookies: bool,
+    /// The HTTP proxy's address as customers reach it (`host:port`), for proxy lines.
+    pub proxy_http: String,
+    /// The SOCKS5 proxy's address as customers reach it.
+    pub proxy_socks: String,
 }
 
 /// An API failure, rendered as `{"error": ...}`.
@@ -91,6 +105,9 @@ pub enum ApiError {
     /// The gateway failed or refused.
     #[error("{0}")]
     Payments(#[from] turbo_chain::ChainError),
+    /// The account store failed or refused.
+    #[error("{0}")]
+    Accounts(#[from] crate::accounts::AccountError),
 }
 
 impl IntoResponse for ApiError {
@@ -109,6 +126,11 @@ impl IntoResponse for ApiError {
             ApiError::Money(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::PaymentsOff => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Payments(e) => crate::api_payments::status(e),
+            ApiError::Accounts(e) => match e {
+                AccountError::EmailTaken | AccountError::BadEmail => StatusCode::BAD_REQUEST,
+                AccountError::NoUser => StatusCode::NOT_FOUND,
+                AccountError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            },
         };
         (status, Json(json!({ "error": self.to_string() }))).into_response()
     }
@@ -235,6 +257,10 @@ pub fn router<S: Store>(state: Arc<ApiState<S>>) -> Router {
             get(crate::api_money::reconcile::<S>),
         )
         .route("/api/payouts/run", post(crate::api_money::payouts::<S>))
+        .route(
+            "/api/users",
+            post(crate::api_users::create::<S>).get(crate::api_users::list::<S>),
+        )
         .route("/api/invoices", post(crate::api_payments::create::<S>))
         .route("/api/invoices/{id}", get(crate::api_payments::show::<S>))
         .route(
@@ -245,6 +271,7 @@ pub fn router<S: Store>(state: Arc<ApiState<S>>) -> Router {
             "/api/keys/{id}/usage",
             get(crate::api_money::key_usage::<S>),
         )
+        .merge(crate::web::router::<S>())
         .with_state(state)
 }
 
@@ -340,16 +367,21 @@ async fn invite<S: Store>(
     }
     .checked()?;
     let (node, token) = st.control.store.create_node(payout.as_deref()).await?;
-    let join = JoinString {
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "join": join_string(&st, token), "node_id": node.id })),
+    ))
+}
+
+/// The join string a node with `token` starts with.
+pub(crate) fn join_string<S>(st: &ApiState<S>, token: String) -> String {
+    JoinString {
         token,
         host: st.public_host.clone(),
         port: st.public_port,
         pin: Some(st.pin),
-    };
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({ "join": join.to_string(), "node_id": node.id })),
-    ))
+    }
+    .to_string()
 }
 
 async fn list_nodes<S: Store>(
@@ -408,7 +440,7 @@ async fn revoke_node<S: Store>(
 }
 
 /// A node as the API shows it: its identity, and its live connection on this server.
-fn node_json<S: Store>(
+pub(crate) fn node_json<S: Store>(
     st: &ApiState<S>,
     n: &crate::store::NodeRecord,
     l: Option<&crate::service::LiveNode>,
@@ -461,6 +493,12 @@ mod tests {
             metrics_per_node: false,
             money: None,
             payments: None,
+            accounts: Arc::new(
+                crate::accounts::memory::MemoryAccounts::open(None).expect("accounts"),
+            ),
+            secure_cookies: false,
+            proxy_http: "127.0.0.1:8080".into(),
+            proxy_socks: "127.0.0.1:1080".into(),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

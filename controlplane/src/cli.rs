@@ -62,6 +62,9 @@ pub struct RunArgs {
     /// Show per-node series on /metrics without the admin token [default: false].
     #[arg(long, env = "TURBO_METRICS_PER_NODE")]
     pub metrics_per_node: Option<bool>,
+    /// Mark dashboard cookies Secure (browsers come over HTTPS) [default: false].
+    #[arg(long, env = "TURBO_WEB_SECURE_COOKIES")]
+    pub web_secure_cookies: Option<bool>,
     /// Share of a node's streams one key may hold, 0 or 1 = no share [default: 0.25].
     #[arg(long, env = "TURBO_KEY_NODE_SHARE")]
     pub key_node_share: Option<f64>,
@@ -140,6 +143,7 @@ impl RunArgs {
             cores,
             driver,
             metrics_per_node,
+            web_secure_cookies,
             key_node_share,
             key_idle_tunnels,
             udp_offload,

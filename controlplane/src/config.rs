@@ -246,6 +246,9 @@ pub struct ServerConfig {
     /// countries) without the admin token. Defaults to `false`: only a scrape with the
     /// admin bearer token sees them; the aggregate series are public.
     pub metrics_per_node: bool,
+    /// Mark the dashboard's cookies `Secure`: set it when browsers reach the API
+    /// through HTTPS (a TLS proxy in front of `api_listen`). Defaults to `false`.
+    pub web_secure_cookies: bool,
 }
 
 impl Default for ServerConfig {
@@ -295,6 +298,7 @@ impl Default for ServerConfig {
             score_reliability_weight: 0.4,
             geoip: None,
             metrics_per_node: false,
+            web_secure_cookies: false,
             ledger: None,
             rewards: turbo_ledger::RewardPolicy::default(),
             payout_threshold_nano_usd: 20_000_000_000,

@@ -4,9 +4,11 @@
 //! [`turbo_dataplane::control`] messages.
 #![warn(missing_docs)]
 
+pub mod accounts;
 pub mod api;
 mod api_money;
 mod api_payments;
+mod api_users;
 pub mod cli;
 pub mod config;
 pub mod geoip;
@@ -22,3 +24,4 @@ pub mod service;
 pub mod size;
 pub mod store;
 pub mod tls;
+pub mod web;

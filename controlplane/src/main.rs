@@ -57,6 +57,32 @@ enum Cmd {
         #[command(subcommand)]
         cmd: InvoicesCmd,
     },
+    /// Dashboard accounts.
+    Users {
+        #[command(subcommand)]
+        cmd: UsersCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum UsersCmd {
+    /// Make an account; prints its id, email and role, and a one-time password as the
+    /// last word.
+    Create {
+        /// Its email (sign-in name).
+        #[arg(long)]
+        email: String,
+        /// What it may do.
+        #[arg(long, value_enum)]
+        role: turbo_controlplane::accounts::Role,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// List accounts (JSON).
+    List {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -302,6 +328,7 @@ fn main() -> Result<()> {
             }
         }
         Cmd::Invoices { cmd } => invoices(cmd)?,
+        Cmd::Users { cmd } => users(cmd)?,
         Cmd::Payouts {
             cmd: PayoutsCmd::Run { dry_run, api },
         } => println!(
@@ -311,6 +338,26 @@ fn main() -> Result<()> {
                 serde_json::json!({ "dry_run": dry_run })
             )?
         ),
+    }
+    Ok(())
+}
+
+/// `turbo-server users …`.
+fn users(cmd: UsersCmd) -> Result<()> {
+    match cmd {
+        UsersCmd::Create { email, role, api } => {
+            let body = serde_json::json!({ "email": email, "role": role.as_str() });
+            let v = api.post("/api/users", body)?;
+            let field = |f: &str| v[f].as_str().unwrap_or_default().to_owned();
+            println!(
+                "created {} {} ({}); one-time password: {}",
+                field("role"),
+                field("email"),
+                field("id"),
+                field("password")
+            );
+        }
+        UsersCmd::List { api } => println!("{}", api.get("/api/users")?),
     }
     Ok(())
 }

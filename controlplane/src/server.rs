@@ -65,6 +65,9 @@ pub enum ServerError {
     /// The USDC gateway could not start (chain unreachable, wrong chain, no token).
     #[error("payments: {0}")]
     Payments(turbo_chain::ChainError),
+    /// The dashboard's account store could not be opened.
+    #[error("accounts: {0}")]
+    Accounts(crate::accounts::AccountError),
     /// The API listener could not be bound.
     #[error("binding API on {addr}: {source}")]
     ApiBind {
@@ -210,12 +213,16 @@ impl Server {
         let api_state = Arc::new(ApiState {
             control: control.clone(),
             admin_token,
-            public_host: host,
+            public_host: host.clone(),
             public_port: port,
             pin: cert.pin,
             metrics_per_node: cfg.metrics_per_node,
             money,
             payments,
+            accounts: runtime.block_on(open_accounts(cfg))?,
+            secure_cookies: cfg.web_secure_cookies,
+            proxy_http: customer_addr(cfg.http_listen, &host),
+            proxy_socks: customer_addr(cfg.socks_listen, &host),
         });
         let (api_addr, listener) = bind_api(&runtime, cfg)?;
         let router = api::router(api_state.clone());
@@ -272,6 +279,34 @@ fn public_host_port(cfg: &ServerConfig) -> Result<(String, u16), ServerError> {
             ))
         })
         .ok_or_else(|| ServerError::PublicAddr(public.clone()))
+}
+
+/// The dashboard's accounts, on the same backend as the store.
+async fn open_accounts(
+    cfg: &ServerConfig,
+) -> Result<Arc<dyn crate::accounts::AccountStore>, ServerError> {
+    use crate::accounts::{memory::MemoryAccounts, redis::RedisAccounts};
+    let accounts: Arc<dyn crate::accounts::AccountStore> = if cfg.store == "memory" {
+        let path = cfg.data_dir.join("accounts.json");
+        Arc::new(MemoryAccounts::open(Some(path)).map_err(ServerError::Accounts)?)
+    } else {
+        Arc::new(
+            RedisAccounts::connect(&cfg.store)
+                .await
+                .map_err(ServerError::Accounts)?,
+        )
+    };
+    Ok(accounts)
+}
+
+/// Where customers reach a proxy listener: its address, with the public host when it
+/// listens on every interface.
+fn customer_addr(listen: std::net::SocketAddr, public_host: &str) -> String {
+    if listen.ip().is_unspecified() {
+        format!("{public_host}:{}", listen.port())
+    } else {
+        listen.to_string()
+    }
 }
 
 /// The configured certificate, or one generated for loopback and the public host.

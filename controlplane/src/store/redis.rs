@@ -585,4 +585,4 @@ impl Store for RedisStore {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -9,6 +9,7 @@ mod fixtures;
 mod abuse;
 mod admin_limits;
 mod credits;
+mod dashboard;
 mod data_path;
 mod demo;
 mod disputes;

@@ -7,14 +7,14 @@ use std::time::{Duration, Instant};
 use super::*;
 
 /// A private `redis-server` on a free port; killed on drop.
-struct Server {
+pub(crate) struct Server {
     child: Child,
     port: u16,
     _dir: tempfile::TempDir,
 }
 
 impl Server {
-    fn start() -> Server {
+    pub(crate) fn start() -> Server {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("free port")
@@ -39,7 +39,7 @@ impl Server {
         }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
 

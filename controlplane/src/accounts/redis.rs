@@ -1,0 +1,253 @@
+//! Accounts on Redis, shared by every server on it.
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `turbo:user:{id}` | string | the user, as JSON |
+//! | `turbo:useremail:{email}` | string | the user id (claimed with `SET NX`: one account per email) |
+//! | `turbo:users` | set | every user id |
+//! | `turbo:owner:{key\|node}:{id}` | string | the owning user id |
+//! | `turbo:owned:{user}:{key\|node}` | set | what the user owns |
+//! | `turbo:websession:{sha256 hex}` | string | the session (JSON), expiring after [`SESSION_TTL_SECS`] of disuse |
+//! | `turbo:loginfail:{email}` | string | failed sign-ins, expiring [`LOGIN_WINDOW_SECS`] after the first |
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::AsyncCommands;
+use std::time::Duration;
+
+use super::{
+    new_user_id, normalise_email, AccountError, AccountFuture, AccountStore, Owned, Role, User,
+    WebSession, LOGIN_WINDOW_SECS, SESSION_TTL_SECS,
+};
+use crate::store::now_unix;
+
+/// Accounts on Redis.
+#[derive(Clone)]
+pub struct RedisAccounts {
+    conn: ConnectionManager,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> AccountError {
+    AccountError::Unavailable(e.to_string())
+}
+
+impl RedisAccounts {
+    /// Connects to `url`.
+    ///
+    /// # Errors
+    /// [`AccountError::Unavailable`].
+    pub async fn connect(url: &str) -> Result<RedisAccounts, AccountError> {
+        let client = redis::Client::open(url).map_err(unavailable)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_number_of_retries(2);
+        let conn = ConnectionManager::new_with_config(client, config)
+            .await
+            .map_err(unavailable)?;
+        Ok(RedisAccounts { conn })
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+}
+
+fn parse<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, AccountError> {
+    serde_json::from_str(text).map_err(|e| unavailable(format!("malformed account record: {e}")))
+}
+
+impl AccountStore for RedisAccounts {
+    fn create_user<'a>(
+        &'a self,
+        email: &'a str,
+        role: Role,
+        hash: String,
+    ) -> AccountFuture<'a, User> {
+        Box::pin(async move {
+            let email = normalise_email(email)?;
+            let user = User {
+                id: new_user_id(),
+                email,
+                role,
+                password_hash: hash,
+                created: now_unix(),
+            };
+            let mut c = self.conn();
+            let claimed: bool = redis::cmd("SET")
+                .arg(format!("turbo:useremail:{}", user.email))
+                .arg(&user.id)
+                .arg("NX")
+                .query_async::<Option<String>>(&mut c)
+                .await
+                .map_err(unavailable)?
+                .is_some();
+            if !claimed {
+                return Err(AccountError::EmailTaken);
+            }
+            let json = serde_json::to_string(&user).map_err(unavailable)?;
+            redis::pipe()
+                .atomic()
+                .set(format!("turbo:user:{}", user.id), json)
+                .sadd("turbo:users", &user.id)
+                .query_async::<()>(&mut c)
+                .await
+                .map_err(unavailable)?;
+            Ok(user)
+        })
+    }
+
+    fn user<'a>(&'a self, id: &'a str) -> AccountFuture<'a, User> {
+        Box::pin(async move {
+            let text: Option<String> = self
+                .conn()
+                .get(format!("turbo:user:{id}"))
+                .await
+                .map_err(unavailable)?;
+            parse(&text.ok_or(AccountError::NoUser)?)
+        })
+    }
+
+    fn user_by_email<'a>(&'a self, email: &'a str) -> AccountFuture<'a, Option<User>> {
+        Box::pin(async move {
+            let Ok(email) = normalise_email(email) else {
+                return Ok(None);
+            };
+            let id: Option<String> = self
+                .conn()
+                .get(format!("turbo:useremail:{email}"))
+                .await
+                .map_err(unavailable)?;
+            match id {
+                Some(id) => match self.user(&id).await {
+                    Ok(u) => Ok(Some(u)),
+                    // Claimed by a sign-up that died before writing the user.
+                    Err(AccountError::NoUser) => Ok(None),
+                    Err(e) => Err(e),
+                },
+                None => Ok(None),
+            }
+        })
+    }
+
+    fn list_users(&self) -> AccountFuture<'_, Vec<User>> {
+        Box::pin(async move {
+            let mut c = self.conn();
+            let ids: Vec<String> = c.smembers("turbo:users").await.map_err(unavailable)?;
+            let mut users = Vec::with_capacity(ids.len());
+            for id in ids {
+                match self.user(&id).await {
+                    Ok(u) => users.push(u),
+                    Err(AccountError::NoUser) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            users.sort_by(|a, b| (a.created, &a.id).cmp(&(b.created, &b.id)));
+            Ok(users)
+        })
+    }
+
+    fn grant<'a>(&'a self, user_id: &'a str, what: Owned, id: &'a str) -> AccountFuture<'a, ()> {
+        Box::pin(async move {
+            self.user(user_id).await?;
+            let kind = what.as_str();
+            redis::pipe()
+                .atomic()
+                .set(format!("turbo:owner:{kind}:{id}"), user_id)
+                .sadd(format!("turbo:owned:{user_id}:{kind}"), id)
+                .query_async::<()>(&mut self.conn())
+                .await
+                .map_err(unavailable)
+        })
+    }
+
+    fn owned<'a>(&'a self, user_id: &'a str, what: Owned) -> AccountFuture<'a, Vec<String>> {
+        Box::pin(async move {
+            let mut ids: Vec<String> = self
+                .conn()
+                .smembers(format!("turbo:owned:{user_id}:{}", what.as_str()))
+                .await
+                .map_err(unavailable)?;
+            ids.sort();
+            Ok(ids)
+        })
+    }
+
+    fn owner_of<'a>(&'a self, what: Owned, id: &'a str) -> AccountFuture<'a, Option<String>> {
+        Box::pin(async move {
+            self.conn()
+                .get(format!("turbo:owner:{}:{id}", what.as_str()))
+                .await
+                .map_err(unavailable)
+        })
+    }
+
+    fn put_session<'a>(
+        &'a self,
+        token_hash: &'a str,
+        session: &'a WebSession,
+    ) -> AccountFuture<'a, ()> {
+        Box::pin(async move {
+            let json = serde_json::to_string(session).map_err(unavailable)?;
+            self.conn()
+                .set_ex(
+                    format!("turbo:websession:{token_hash}"),
+                    json,
+                    SESSION_TTL_SECS,
+                )
+                .await
+                .map_err(unavailable)
+        })
+    }
+
+    fn session<'a>(&'a self, token_hash: &'a str) -> AccountFuture<'a, Option<WebSession>> {
+        Box::pin(async move {
+            let key = format!("turbo:websession:{token_hash}");
+            let mut c = self.conn();
+            let text: Option<String> = redis::cmd("GETEX")
+                .arg(&key)
+                .arg("EX")
+                .arg(SESSION_TTL_SECS)
+                .query_async(&mut c)
+                .await
+                .map_err(unavailable)?;
+            text.map(|t| parse(&t)).transpose()
+        })
+    }
+
+    fn drop_session<'a>(&'a self, token_hash: &'a str) -> AccountFuture<'a, ()> {
+        Box::pin(async move {
+            self.conn()
+                .del(format!("turbo:websession:{token_hash}"))
+                .await
+                .map_err(unavailable)
+        })
+    }
+
+    fn login_failed<'a>(&'a self, email: &'a str) -> AccountFuture<'a, u32> {
+        Box::pin(async move {
+            let key = format!("turbo:loginfail:{}", email.to_ascii_lowercase());
+            let (n, _): (u32, bool) = redis::pipe()
+                .atomic()
+                .incr(&key, 1)
+                .cmd("EXPIRE")
+                .arg(&key)
+                .arg(LOGIN_WINDOW_SECS)
+                .arg("NX")
+                .query_async(&mut self.conn())
+                .await
+                .map_err(unavailable)?;
+            Ok(n)
+        })
+    }
+
+    fn login_failures<'a>(&'a self, email: &'a str) -> AccountFuture<'a, u32> {
+        Box::pin(async move {
+            let n: Option<u32> = self
+                .conn()
+                .get(format!("turbo:loginfail:{}", email.to_ascii_lowercase()))
+                .await
+                .map_err(unavailable)?;
+            Ok(n.unwrap_or(0))
+        })
+    }
+}

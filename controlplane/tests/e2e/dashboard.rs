@@ -1,0 +1,207 @@
+//! The dashboard's accounts and their boundaries, over real HTTP: a customer never
+//! sees or revokes another customer's keys, a runner another runner's nodes, and roles
+//! keep to their pages; forms without their CSRF token are refused with 403; 20 wrong
+//! passwords lock sign-in for that email (and only that one); session cookies carry
+//! HttpOnly, SameSite=Lax and, when configured, Secure; `users create` prints a
+//! one-time password that signs in.
+
+use crate::fixtures::web::WebClient;
+use crate::fixtures::{Net, Options};
+
+const PASSWORD: &str = "correct horse battery";
+
+fn net() -> Net {
+    Net::start_with(Options {
+        node: false,
+        ..Options::new("legacy")
+    })
+}
+
+/// The id of the key a `/keys` page just created (the first `k_…` id shown).
+fn created_key_id(body: &str) -> String {
+    let at = body.find("<code>k_").expect("a key id on the page") + "<code>".len();
+    body[at..at + body[at..].find('<').expect("end")].to_owned()
+}
+
+#[test]
+fn customers_and_runners_see_only_their_own() {
+    let net = net();
+    let mut alice = WebClient::new(&net.api);
+    let mut bob = WebClient::new(&net.api);
+    alice.sign_up("alice@example.com", PASSWORD, "customer");
+    bob.sign_up("bob@example.com", PASSWORD, "customer");
+    let created = alice.submit("/keys", "/keys", &[("name", "scraper")]);
+    assert_eq!(created.status, 200);
+    assert!(created.body.contains("tk_"), "the key is shown once");
+    let id = created_key_id(&created.body);
+    let again = alice.get("/keys");
+    assert!(
+        again.body.contains(&id) && !again.body.contains("tk_"),
+        "shown once only"
+    );
+
+    let bobs = bob.get("/keys");
+    assert!(!bobs.body.contains(&id), "bob does not see alice's key");
+    let csrf = bobs.csrf().expect("csrf");
+    let revoke = bob.post(&format!("/keys/{id}/revoke"), &[("csrf", &csrf)]);
+    assert_eq!(revoke.status, 404, "another's key is not there");
+    assert_eq!(net.api_get(&format!("/api/keys/{id}"))["revoked"], false);
+    let own = alice.submit("/keys", &format!("/keys/{id}/revoke"), &[]);
+    assert_eq!(own.status, 303);
+    assert_eq!(net.api_get(&format!("/api/keys/{id}"))["revoked"], true);
+
+    let mut carol = WebClient::new(&net.api);
+    let mut dave = WebClient::new(&net.api);
+    carol.sign_up("carol@example.com", PASSWORD, "runner");
+    dave.sign_up("dave@example.com", PASSWORD, "runner");
+    let added = carol.submit("/nodes", "/nodes", &[]);
+    assert!(
+        added.body.contains("turbo-node run --join "),
+        "{}",
+        added.body
+    );
+    let node = {
+        let at = added.body.find("<code>n_").expect("node id") + "<code>".len();
+        added.body[at..at + added.body[at..].find('<').expect("end")].to_owned()
+    };
+    assert!(
+        !dave.get("/nodes").body.contains(&node),
+        "dave does not see carol's node"
+    );
+    for path in ["/keys", "/admin"] {
+        assert_eq!(carol.get(path).status, 403, "a runner on {path}");
+    }
+    for path in ["/nodes", "/admin"] {
+        assert_eq!(alice.get(path).status, 403, "a customer on {path}");
+    }
+    let mut stranger = WebClient::new(&net.api);
+    for path in ["/keys", "/nodes", "/admin", "/events"] {
+        let p = stranger.get(path);
+        assert_eq!(
+            (p.status, p.location.as_deref()),
+            (303, Some("/login")),
+            "{path}"
+        );
+    }
+}
+
+#[test]
+fn forms_without_their_csrf_token_are_refused() {
+    let net = net();
+    let mut alice = WebClient::new(&net.api);
+    alice.sign_up("alice@example.com", PASSWORD, "customer");
+    assert_eq!(alice.post("/keys", &[("name", "x")]).status, 403);
+    assert_eq!(
+        alice
+            .post("/keys", &[("name", "x"), ("csrf", "forged")])
+            .status,
+        403
+    );
+    assert_eq!(alice.post("/logout", &[]).status, 403);
+    assert!(
+        !alice.get("/keys").body.contains("<code>k_"),
+        "no key was made"
+    );
+    let mut anon = WebClient::new(&net.api);
+    let page = anon.post(
+        "/signup",
+        &[
+            ("email", "x@example.com"),
+            ("password", PASSWORD),
+            ("csrf", "forged"),
+        ],
+    );
+    assert_eq!(page.status, 403, "sign-up without the form cookie");
+    let page = anon.post(
+        "/login",
+        &[("email", "alice@example.com"), ("password", PASSWORD)],
+    );
+    assert_eq!(page.status, 403, "sign-in without a token");
+}
+
+#[test]
+fn twenty_wrong_passwords_lock_that_email() {
+    let net = net();
+    let mut alice = WebClient::new(&net.api);
+    alice.sign_up("alice@example.com", PASSWORD, "customer");
+    let mut bob = WebClient::new(&net.api);
+    bob.sign_up("bob@example.com", PASSWORD, "customer");
+    let mut attacker = WebClient::new(&net.api);
+    for i in 0..20 {
+        let page = attacker.sign_in("alice@example.com", &format!("guess number {i}"));
+        assert_eq!(page.status, 401, "attempt {i}");
+        assert!(page.body.contains("wrong email or password"));
+    }
+    let locked = attacker.sign_in("alice@example.com", PASSWORD);
+    assert_eq!(locked.status, 429, "locked even with the right password");
+    let mut fresh = WebClient::new(&net.api);
+    assert_eq!(fresh.sign_in("Alice@Example.com", PASSWORD).status, 429);
+    let mut other = WebClient::new(&net.api);
+    let page = other.sign_in("bob@example.com", PASSWORD);
+    assert_eq!(
+        (page.status, page.location.as_deref()),
+        (303, Some("/keys"))
+    );
+}
+
+#[test]
+fn session_cookies_carry_their_flags() {
+    let net = net();
+    let mut alice = WebClient::new(&net.api);
+    let page = alice.sign_up("alice@example.com", PASSWORD, "customer");
+    let session = page
+        .set_cookies
+        .iter()
+        .find(|c| c.starts_with("turbo_session="))
+        .expect("a session cookie");
+    for flag in ["HttpOnly", "SameSite=Lax", "Path=/"] {
+        assert!(session.contains(flag), "{flag} in {session}");
+    }
+    assert!(!session.contains("Secure"), "plain HTTP: no Secure");
+    let out = alice.submit("/keys", "/logout", &[]);
+    assert_eq!(out.location.as_deref(), Some("/login"));
+    assert_eq!(alice.get("/keys").status, 303, "signed out");
+
+    let secure = Net::start_with(Options {
+        node: false,
+        config: "web_secure_cookies = true\n".into(),
+        ..Options::new("legacy")
+    });
+    let mut bob = WebClient::new(&secure.api);
+    let page = bob.sign_up("bob@example.com", PASSWORD, "customer");
+    assert!(
+        page.set_cookies.iter().all(|c| c.contains("; Secure")),
+        "{:?}",
+        page.set_cookies
+    );
+}
+
+#[test]
+fn users_create_prints_a_one_time_password_that_signs_in() {
+    let net = net();
+    let out = net.cli(&[
+        "users",
+        "create",
+        "--email",
+        "ops@example.com",
+        "--role",
+        "admin",
+    ]);
+    let password = out.split_whitespace().last().expect("a last word");
+    assert_eq!(password.len(), 20, "{out}");
+    let mut ops = WebClient::new(&net.api);
+    let page = ops.sign_in("ops@example.com", password);
+    assert_eq!(
+        (page.status, page.location.as_deref()),
+        (303, Some("/admin"))
+    );
+    let admin = ops.get("/admin");
+    assert_eq!(admin.status, 200);
+    assert!(admin.body.contains("<title>Network · Turbo</title>"));
+    let listed = net.api_get("/api/users");
+    assert_eq!(listed[0]["email"], "ops@example.com");
+    assert!(
+        listed[0].get("password_hash").is_none(),
+        "no hashes in the API"
+    );
+}
