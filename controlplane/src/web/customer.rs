@@ -191,8 +191,8 @@ pub(crate) async fn create_key<S: Store>(
 
 /// Copy-paste lines for a new key.
 fn proxy_lines<S>(st: &ApiState<S>, secret: &str) -> NewKey {
-    let http = format!("http://country-any:{secret}@{}", st.proxy_http);
-    let socks = format!("socks5h://country-any:{secret}@{}", st.proxy_socks);
+    let http = format!("http://user:{secret}@{}", st.proxy_http);
+    let socks = format!("socks5h://user:{secret}@{}", st.proxy_socks);
     NewKey {
         secret: secret.to_owned(),
         curl: format!("curl -x {http} https://example.com"),
@@ -200,7 +200,7 @@ fn proxy_lines<S>(st: &ApiState<S>, secret: &str) -> NewKey {
             "requests.get(\"https://example.com\", proxies={{\"https\": \"{http}\", \"http\": \"{http}\"}})"
         ),
         playwright: format!(
-            "browser = playwright.chromium.launch(proxy={{\"server\": \"http://{}\", \"username\": \"country-any\", \"password\": \"{secret}\"}})",
+            "browser = playwright.chromium.launch(proxy={{\"server\": \"http://{}\", \"username\": \"user\", \"password\": \"{secret}\"}})",
             st.proxy_http
         ),
     }

@@ -205,3 +205,47 @@ fn users_create_prints_a_one_time_password_that_signs_in() {
         "no hashes in the API"
     );
 }
+
+#[test]
+fn pages_are_small_titled_and_locked_down() {
+    let net = net();
+    let mut alice = WebClient::new(&net.api);
+    let assets: usize = ["/static/app.css", "/static/live.js"]
+        .iter()
+        .map(|p| alice.get(p).body.len())
+        .sum();
+    let mut pages = vec![alice.get("/signup"), alice.get("/login")];
+    alice.sign_up("alice@example.com", PASSWORD, "customer");
+    pages.push(alice.submit("/keys", "/keys", &[("name", "k")]));
+    let mut carol = WebClient::new(&net.api);
+    carol.sign_up("carol@example.com", PASSWORD, "runner");
+    pages.push(carol.submit("/nodes", "/nodes", &[]));
+    for page in &pages {
+        assert_eq!(page.status, 200);
+        let title = page.body.find("<title>").map(|i| &page.body[i..i + 40]);
+        assert!(
+            title.is_some_and(|t| t.contains(" · Turbo</title>")),
+            "{title:?}"
+        );
+        assert!(page.body.contains("<html lang=\"en\">"));
+        assert!(page
+            .body
+            .contains("name=\"viewport\" content=\"width=device-width"));
+        assert!(
+            !page.body.contains("http://")
+                || page.body.contains("user:tk_")
+                || page.body.contains("turbo://"),
+            "no off-site assets"
+        );
+        assert!(
+            page.body.len() + assets < 150_000,
+            "{} bytes",
+            page.body.len() + assets
+        );
+    }
+    let raw = ureq::get(&format!("{}/keys", net.api))
+        .call()
+        .expect("redirect followed to login");
+    let csp = raw.header("content-security-policy").expect("a CSP header");
+    assert!(csp.contains("default-src 'self'"), "{csp}");
+}

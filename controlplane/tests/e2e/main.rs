@@ -8,6 +8,7 @@ mod fixtures;
 
 mod abuse;
 mod admin_limits;
+mod browser;
 mod credits;
 mod dashboard;
 mod data_path;

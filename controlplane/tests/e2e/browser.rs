@@ -1,0 +1,121 @@
+//! The dashboard in a real headless Chromium: a customer signs up, creates a key (shown
+//! once), and watches its balance and live throughput move while curl relays through
+//! the key, without a reload; a runner adds a node with the join command the page
+//! gives and watches it come online, without a reload. Each flow saves a screenshot
+//! under `target/screenshots/` and checks it is not blank.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::fixtures::browser::Browser;
+use crate::fixtures::targets::FileServer;
+use crate::fixtures::{curl, random_bytes, Net, Options};
+
+const PASSWORD: &str = "correct horse battery";
+const BODY: usize = 300_000;
+
+/// Polls `f` every 100 ms for up to 30 s.
+fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn sign_up(b: &Browser, api: &str, email: &str, runner: bool) {
+    b.goto(&format!("{api}/signup"));
+    b.fill("#email", email);
+    b.fill("#password", PASSWORD);
+    if runner {
+        b.js("document.querySelector('input[value=runner]').click(); return 1");
+    }
+    b.click_button("Sign up");
+}
+
+#[test]
+fn a_customer_watches_their_balance_move_live() {
+    let net = Net::start("legacy");
+    let target = FileServer::start(Arc::new(random_bytes(BODY, 3))).addr;
+    let b = Browser::start();
+    sign_up(&b, &net.api, "alice@example.com", false);
+    assert!(b.url().ends_with("/keys"), "{}", b.url());
+    b.fill("#name", "scraper");
+    b.click_button("Create key");
+    let secret = b.text("#secret").expect("the key, shown once");
+    assert!(secret.starts_with("tk_"), "{secret}");
+    let id = b.text("td code").expect("the key id");
+    net.api_post(
+        &format!("/api/keys/{id}/credits"),
+        serde_json::json!({"credits": "10MB"}),
+    );
+    let cell = format!("[data-balance=\"{id}\"]");
+    eventually("the top-up to show without a reload", || {
+        (b.text(&cell)? == "10.0 MB").then_some(())
+    });
+    b.js("window.turboNoReload = 42; return 1");
+    // The page's own curl line, as a customer would paste it.
+    let lines = b.text("#curl-lines").expect("curl lines");
+    let proxy = lines
+        .split_whitespace()
+        .find(|w| w.starts_with("http://user:"))
+        .expect("an http proxy URL")
+        .to_owned();
+    assert!(
+        proxy.contains(&secret) && proxy.ends_with(&net.http.to_string()),
+        "{proxy}"
+    );
+    for _ in 0..3 {
+        let out = curl(&[
+            "-s",
+            "-f",
+            "--proxy",
+            &proxy,
+            &format!("http://127.0.0.1:{}/f", target.port()),
+        ]);
+        assert_eq!(out.stdout.len(), BODY, "relayed through the new key");
+    }
+    let shown = eventually("the balance to go down live", || {
+        let t = b.text(&cell)?;
+        (t != "10.0 MB").then_some(t)
+    });
+    assert!(shown.ends_with("MB") || shown.ends_with("KB"), "{shown}");
+    let rate = b.text("#rate").expect("rate");
+    assert_ne!(rate, "waiting for traffic", "the live chart moved");
+    assert_eq!(b.js("return window.turboNoReload"), 42, "no reload");
+    b.screenshot("customer-keys");
+}
+
+#[test]
+fn a_runner_watches_their_node_come_online() {
+    let mut net = Net::start_with(Options {
+        node: false,
+        ..Options::new("legacy")
+    });
+    let b = Browser::start();
+    sign_up(&b, &net.api, "carol@example.com", true);
+    assert!(b.url().ends_with("/nodes"), "{}", b.url());
+    b.click_button("Add a node");
+    let command = b.text("#join-command").expect("a join command");
+    let join = command
+        .strip_prefix("turbo-node run --join ")
+        .expect("the command")
+        .to_owned();
+    let id = b.text("td code").expect("the node id");
+    let cell = format!("[data-online=\"{id}\"]");
+    assert_eq!(b.text(&cell).as_deref(), Some("offline"));
+    b.js("window.turboNoReload = 7; return 1");
+    let node = net
+        .node_command(&join, &net.node_state(&id))
+        .spawn()
+        .expect("spawn turbo-node");
+    net.nodes.push((id.clone(), node));
+    eventually("the node to show online without a reload", || {
+        (b.text(&cell)? == "online").then_some(())
+    });
+    assert_eq!(b.js("return window.turboNoReload"), 7, "no reload");
+    b.screenshot("runner-nodes");
+}
