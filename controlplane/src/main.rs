@@ -445,7 +445,11 @@ fn demo(args: RunArgs) -> Result<()> {
         println!("  curl -x http://demo:{key}@{h} http://{target}/");
     }
     println!(
-        "\nAPI: http://{} (admin token in {}/admin-token)\n",
+        "\nDashboard: http://{}/signup (sign up as a customer or a runner)",
+        server.api
+    );
+    println!(
+        "API: http://{} (admin token in {}/admin-token)\n",
         server.api,
         cfg.data_dir.display()
     );

@@ -87,6 +87,15 @@ fn a_customer_watches_their_balance_move_live() {
     assert_ne!(rate, "waiting for traffic", "the live chart moved");
     assert_eq!(b.js("return window.turboNoReload"), 42, "no reload");
     b.screenshot("customer-keys");
+    // A phone's width: nothing makes the page scroll sideways.
+    b.rt.block_on(b.client.set_window_size(360, 800))
+        .expect("resize");
+    let width = b.js("return document.documentElement.scrollWidth");
+    assert!(
+        width.as_u64().is_some_and(|w| w <= 360),
+        "page is {width} px wide at 360"
+    );
+    b.screenshot("customer-keys-360");
 }
 
 #[test]
