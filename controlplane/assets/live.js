@@ -1,7 +1,7 @@
 // Turbo dashboard: live figures from /events (server-sent events), no framework.
 (function () {
   "use strict";
-  if (!window.EventSource || !document.querySelector("[data-balance], [data-online], #live-chart")) return;
+  if (!window.EventSource || !document.querySelector("[data-balance], [data-online], [data-invoice], #live-chart")) return;
   var units = ["B", "KB", "MB", "GB", "TB"];
   function human(n) {
     var u = 0;
@@ -50,6 +50,20 @@
       });
       document.querySelectorAll('[data-streams="' + id + '"]').forEach(function (el) {
         el.textContent = nodes[id].streams === null ? "—" : nodes[id].streams;
+      });
+    });
+  });
+  events.addEventListener("invoices", function (e) {
+    var invoices = JSON.parse(e.data) || {};
+    Object.keys(invoices).forEach(function (id) {
+      document.querySelectorAll('[data-invoice="' + id + '"]').forEach(function (el) {
+        el.textContent = invoices[id].status;
+      });
+      document.querySelectorAll('[data-paid="' + id + '"]').forEach(function (el) {
+        el.textContent = invoices[id].paid_units;
+      });
+      document.querySelectorAll('[data-credited="' + id + '"]').forEach(function (el) {
+        el.textContent = invoices[id].credited;
       });
     });
   });

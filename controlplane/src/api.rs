@@ -79,6 +79,8 @@ pub struct ApiState<S> {
     pub proxy_http: String,
     /// The SOCKS5 proxy's address as customers reach it.
     pub proxy_socks: String,
+    /// The price per GB invoices lock, as configured (`1.0`), for the buy page.
+    pub price_per_gb: String,
 }
 
 /// An API failure, rendered as `{"error": ...}`.
@@ -499,6 +501,7 @@ mod tests {
             secure_cookies: false,
             proxy_http: "127.0.0.1:8080".into(),
             proxy_socks: "127.0.0.1:1080".into(),
+            price_per_gb: "1.0".into(),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

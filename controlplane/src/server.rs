@@ -223,6 +223,11 @@ impl Server {
             secure_cookies: cfg.web_secure_cookies,
             proxy_http: customer_addr(cfg.http_listen, &host),
             proxy_socks: customer_addr(cfg.socks_listen, &host),
+            price_per_gb: cfg
+                .price_usd_per_gb
+                .nano()
+                .map(turbo_chain::amount::format_usd)
+                .unwrap_or_default(),
         });
         let (api_addr, listener) = bind_api(&runtime, cfg)?;
         let router = api::router(api_state.clone());

@@ -101,6 +101,8 @@ pub enum Owned {
     Key,
     /// A node (runners).
     Node,
+    /// An invoice (customers).
+    Invoice,
 }
 
 impl Owned {
@@ -108,6 +110,7 @@ impl Owned {
         match self {
             Owned::Key => "key",
             Owned::Node => "node",
+            Owned::Invoice => "invoice",
         }
     }
 }

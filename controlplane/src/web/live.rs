@@ -1,10 +1,11 @@
 //! `GET /events`: the viewer's live figures as server-sent events. Each second the
-//! viewer's keys' balances and bytes used (`balances`) and nodes' online state and
-//! streams (`nodes`) are read from the store (shared by every server on one Redis) and
-//! sent when they changed. An event is produced only when the browser takes the last
+//! viewer's keys' balances and bytes used (`balances`), nodes' online state and streams
+//! (`nodes`) and invoices' status (`invoices`) are read from the store (shared by every
+//! server on one Redis) and the payments database, and sent when they changed. An event is produced only when the browser takes the last
 //! one, so a slow browser skips ahead to the newest figures instead of queueing them.
 //! A comment every 15 s keeps idle connections open.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,10 +30,15 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 struct Watch<S> {
     st: Arc<ApiState<S>>,
     viewer: Viewer,
-    last: (Value, Value),
-    queued: Option<Value>,
+    /// The last figures sent, by event name.
+    last: [Value; 3],
+    /// Changed figures not yet sent.
+    queued: VecDeque<Event>,
     first: bool,
 }
+
+/// The events, in the order of [`Watch::last`].
+const NAMES: [&str; 3] = ["balances", "nodes", "invoices"];
 
 impl<S: Store> Watch<S> {
     /// The viewer's keys: id → {balance, used}.
@@ -43,10 +49,8 @@ impl<S: Store> Watch<S> {
         let map: serde_json::Map<String, Value> = keys
             .iter()
             .map(|k| {
-                (
-                    k.id.clone(),
-                    json!({"balance": k.balance(), "used": k.bytes_up + k.bytes_down}),
-                )
+                let figures = json!({"balance": k.balance(), "used": k.bytes_up + k.bytes_down});
+                (k.id.clone(), figures)
             })
             .collect();
         Value::Object(map)
@@ -72,33 +76,49 @@ impl<S: Store> Watch<S> {
         Value::Object(map)
     }
 
-    /// The next event: figures that changed since the last one sent (the first pass
-    /// sends both).
-    async fn next(mut self) -> (Event, Self) {
-        if let Some(nodes) = self.queued.take() {
-            let event = Event::default().event("nodes").data(nodes.to_string());
-            self.last.1 = nodes;
-            return (event, self);
+    /// The viewer's invoices: id → {status, paid_units}.
+    async fn invoices(&self) -> Value {
+        let Some(gateway) = &self.st.payments else {
+            return Value::Null;
+        };
+        let ids = self
+            .st
+            .accounts
+            .owned(&self.viewer.user.id, Owned::Invoice)
+            .await
+            .unwrap_or_default();
+        let mut map = serde_json::Map::new();
+        for id in ids {
+            if let Ok(inv) = gateway.invoice(&id).await {
+                let credited = super::human_bytes(u64::try_from(inv.credited_bytes).unwrap_or(0));
+                let figures = json!({"status": inv.status, "paid_units": inv.paid_units, "credited": credited});
+                map.insert(id, figures);
+            }
         }
+        Value::Object(map)
+    }
+
+    /// The next event: figures that changed since they were last sent (the first pass
+    /// sends all).
+    async fn next(mut self) -> (Event, Self) {
         loop {
+            if let Some(event) = self.queued.pop_front() {
+                return (event, self);
+            }
             if !std::mem::replace(&mut self.first, false) {
                 tokio::time::sleep(EVERY).await;
             }
-            let (balances, nodes) = (self.balances().await, self.nodes().await);
-            if balances != self.last.0 {
-                let event = Event::default()
-                    .event("balances")
-                    .data(balances.to_string());
-                self.last.0 = balances;
-                if nodes != self.last.1 {
-                    self.queued = Some(nodes);
+            let now = [
+                self.balances().await,
+                self.nodes().await,
+                self.invoices().await,
+            ];
+            for ((name, last), figures) in NAMES.iter().zip(&mut self.last).zip(now) {
+                if *last != figures {
+                    self.queued
+                        .push_back(Event::default().event(*name).data(figures.to_string()));
+                    *last = figures;
                 }
-                return (event, self);
-            }
-            if nodes != self.last.1 {
-                let event = Event::default().event("nodes").data(nodes.to_string());
-                self.last.1 = nodes;
-                return (event, self);
             }
         }
     }
@@ -113,8 +133,8 @@ pub(crate) async fn events<S: Store>(
     let watch = Watch {
         st,
         viewer,
-        last: (Value::Null, Value::Null),
-        queued: None,
+        last: [Value::Bool(false), Value::Bool(false), Value::Bool(false)],
+        queued: VecDeque::new(),
         first: true,
     };
     let events = stream::unfold(watch, |w| async move {

@@ -5,6 +5,7 @@
 //! - [`auth`]: sign-up, sign-in (throttled per email), sign-out.
 //! - [`customer`]: a customer's keys (create, shown once with proxy lines; revoke),
 //!   balances and per-minute usage.
+//! - [`buy`]: buying credits with USDC (an invoice with its QR code and live status).
 //! - [`runner`]: a runner's nodes and the "add a node" join command.
 //! - [`admin`]: the network overview.
 //! - [`live`]: server-sent events with the viewer's balances and nodes.
@@ -26,6 +27,7 @@ use crate::store::{Store, StoreError};
 
 pub(crate) mod admin;
 pub(crate) mod auth;
+pub(crate) mod buy;
 pub(crate) mod customer;
 pub(crate) mod live;
 pub(crate) mod runner;
@@ -49,6 +51,9 @@ pub enum WebError {
     /// Too many failed sign-ins for this email.
     #[error("too many failed sign-ins for this email: try again in 15 minutes")]
     Locked,
+    /// Payments (USDC) are off on this server.
+    #[error("payments are off on this server (no chain_rpc)")]
+    PaymentsOff,
     /// The form's input is unusable (said in the message).
     #[error("{0}")]
     BadInput(String),
@@ -82,6 +87,7 @@ impl IntoResponse for WebError {
             WebError::Forbidden => (StatusCode::FORBIDDEN, "Forbidden"),
             WebError::Locked => (StatusCode::TOO_MANY_REQUESTS, "Sign-in locked"),
             WebError::BadInput(_) => (StatusCode::BAD_REQUEST, "Bad request"),
+            WebError::PaymentsOff => (StatusCode::SERVICE_UNAVAILABLE, "Payments off"),
             WebError::Accounts(AccountError::EmailTaken | AccountError::BadEmail) => {
                 (StatusCode::BAD_REQUEST, "Bad request")
             }
@@ -151,6 +157,8 @@ pub fn router<S: Store>() -> Router<Arc<ApiState<S>>> {
             "/nodes",
             get(runner::nodes::<S>).post(runner::add_node::<S>),
         )
+        .route("/buy", get(buy::form::<S>).post(buy::create::<S>))
+        .route("/invoices/{id}", get(buy::show::<S>))
         .route("/admin", get(admin::overview::<S>))
         .route("/events", get(live::events::<S>))
         .route(

@@ -128,3 +128,73 @@ fn a_runner_watches_their_node_come_online() {
     assert_eq!(b.js("return window.turboNoReload"), 7, "no reload");
     b.screenshot("runner-nodes");
 }
+
+#[test]
+fn a_customer_buys_credits_and_watches_the_invoice_turn_credited() {
+    use crate::fixtures::evm::Evm;
+    use crate::fixtures::postgres::Postgres;
+    use crate::fixtures::web::WebClient;
+    use crate::payments::{runtime, xpub, UNITS};
+
+    let rt = runtime();
+    let pg = Postgres::start();
+    let evm = rt.block_on(Evm::start());
+    let payer = evm.accounts[1];
+    rt.block_on(evm.mint(payer, 100 * UNITS));
+    let mut opts = Options::new("legacy");
+    opts.node = false;
+    opts.config = format!(
+        "ledger = \"{}\"\nchain_rpc = \"{}\"\nchain_id = 31337\nusdc_contract = \"{}\"\n\
+         confirmations = 2\nprice_usd_per_gb = 1.0\ndeposit_xpub = \"{}\"\n",
+        rt.block_on(pg.database()),
+        evm.url,
+        evm.token,
+        xpub()
+    );
+    let net = Net::start_with(opts);
+    let b = Browser::start();
+    sign_up(&b, &net.api, "alice@example.com", false);
+    b.fill("#name", "wallet");
+    b.click_button("Create key");
+    let key = b.text("td code").expect("the key id");
+    b.goto(&format!("{}/buy", net.api));
+    b.fill("#usd", "25");
+    b.click_button("Create invoice");
+    let url = b.url();
+    let id = url.rsplit('/').next().expect("invoice id").to_owned();
+    assert!(id.starts_with("inv_"), "{url}");
+    let cell = format!("[data-invoice=\"{id}\"]");
+    assert_eq!(b.text(&cell).as_deref(), Some("new"));
+    let qr =
+        b.js("const i = document.querySelector('img.qr'); return i.complete && i.naturalWidth");
+    assert!(
+        qr.as_u64().is_some_and(|w| w > 0),
+        "the QR code renders: {qr}"
+    );
+    let address = b.text("#address").expect("deposit address");
+
+    let mut mallory = WebClient::new(&net.api);
+    mallory.sign_up("mallory@example.com", PASSWORD, "customer");
+    assert_eq!(
+        mallory.get(&format!("/invoices/{id}")).status,
+        404,
+        "not hers"
+    );
+    let csrf = mallory.get("/buy").csrf().expect("csrf");
+    let foreign = mallory.post("/buy", &[("key", &key), ("usd", "5"), ("csrf", &csrf)]);
+    assert_eq!(foreign.status, 404, "no invoice for another's key");
+
+    b.js("window.turboNoReload = 25; return 1");
+    rt.block_on(evm.pay(payer, address.parse().expect("address"), 25 * UNITS));
+    rt.block_on(evm.mine(1));
+    eventually("the invoice to turn credited without a reload", || {
+        (b.text(&cell)? == "credited").then_some(())
+    });
+    eventually("the credited bytes to show", || {
+        (b.text(&format!("[data-credited=\"{id}\"]"))? == "25.0 GB").then_some(())
+    });
+    assert_eq!(b.js("return window.turboNoReload"), 25, "no reload");
+    b.screenshot("customer-invoice");
+    let balance = net.api_get(&format!("/api/keys/{key}"))["balance"].as_u64();
+    assert_eq!(balance, Some(25_000_000_000), "$25 at $1/GB, once");
+}

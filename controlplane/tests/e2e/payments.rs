@@ -15,17 +15,17 @@ use crate::fixtures::targets::FileServer;
 use crate::fixtures::{random_bytes, wait_for, Net, Options};
 
 /// One dollar in the test token's units (6 decimals).
-const UNITS: u64 = 1_000_000;
+pub(crate) const UNITS: u64 = 1_000_000;
 const BODY: usize = 200_000;
 
-fn runtime() -> tokio::runtime::Runtime {
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime")
 }
 
-fn xpub() -> String {
+pub(crate) fn xpub() -> String {
     let path = "m/44'/60'/0'".parse().expect("path");
     let account = XPrv::derive_from_path(&[9u8; 64], &path).expect("account key");
     account.public_key().to_string(Prefix::XPUB)
