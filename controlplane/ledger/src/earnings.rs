@@ -36,7 +36,50 @@ pub struct Earnings {
     pub days: Vec<DayEarnings>,
 }
 
+/// One payout of a node, as a runner sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PayoutView {
+    /// The payout's id.
+    pub id: i64,
+    /// nano-USD.
+    pub amount_nano: i64,
+    /// `reserved`, `submitted`, `confirmed` or `voided`.
+    pub status: String,
+    /// The sink's reference (the transaction hash on chain).
+    pub reference: Option<String>,
+    /// Unix seconds.
+    pub created_unix: i64,
+}
+
 impl Ledger {
+    /// `node`'s last 50 payouts, newest first.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn payouts_of(&self, node: &str) -> Result<Vec<PayoutView>, LedgerError> {
+        let rows = self
+            .pool
+            .get()
+            .await?
+            .query(
+                "SELECT id, amount_nano, status, reference,
+                        extract(epoch FROM created_at)::bigint
+                 FROM payouts WHERE node = $1 ORDER BY id DESC LIMIT 50",
+                &[&node],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| PayoutView {
+                id: r.get(0),
+                amount_nano: r.get(1),
+                status: r.get(2),
+                reference: r.get(3),
+                created_unix: r.get(4),
+            })
+            .collect())
+    }
+
     /// `node`'s earnings.
     ///
     /// # Errors

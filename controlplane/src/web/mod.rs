@@ -7,6 +7,7 @@
 //!   balances and per-minute usage.
 //! - [`buy`]: buying credits with USDC (an invoice with its QR code and live status).
 //! - [`runner`]: a runner's nodes and the "add a node" join command.
+//! - [`earnings`]: one node's earnings by day, payouts and payout address.
 //! - [`admin`]: the network overview.
 //! - [`live`]: server-sent events with the viewer's balances and nodes.
 //!
@@ -29,6 +30,7 @@ pub(crate) mod admin;
 pub(crate) mod auth;
 pub(crate) mod buy;
 pub(crate) mod customer;
+pub(crate) mod earnings;
 pub(crate) mod live;
 pub(crate) mod runner;
 pub(crate) mod session;
@@ -159,6 +161,8 @@ pub fn router<S: Store>() -> Router<Arc<ApiState<S>>> {
         )
         .route("/buy", get(buy::form::<S>).post(buy::create::<S>))
         .route("/invoices/{id}", get(buy::show::<S>))
+        .route("/nodes/{id}", get(earnings::show::<S>))
+        .route("/nodes/{id}/payout", post(earnings::set_payout::<S>))
         .route("/admin", get(admin::overview::<S>))
         .route("/events", get(live::events::<S>))
         .route(

@@ -11,6 +11,7 @@ use axum::response::Response;
 use axum::Form;
 
 use super::auth::CsrfOnly;
+use super::earnings::usd;
 use super::session::{self, Viewer};
 use super::{human_bytes, render, WebError};
 use crate::accounts::{Owned, Role};
@@ -45,15 +46,6 @@ async fn runner(st: &ApiState<impl Store>, headers: &HeaderMap) -> Result<Viewer
         Role::Runner | Role::Admin => Ok(viewer),
         Role::Customer => Err(WebError::Forbidden),
     }
-}
-
-/// Dollars from nano-USD, to the cent.
-fn usd(nano: i64) -> String {
-    format!(
-        "${}.{:02}",
-        nano / 1_000_000_000,
-        (nano % 1_000_000_000) / 10_000_000
-    )
 }
 
 /// The viewer's nodes as rows.

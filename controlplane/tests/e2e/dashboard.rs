@@ -249,3 +249,55 @@ fn pages_are_small_titled_and_locked_down() {
     let csp = raw.header("content-security-policy").expect("a CSP header");
     assert!(csp.contains("default-src 'self'"), "{csp}");
 }
+
+#[test]
+fn a_runner_sets_the_payout_address_of_their_own_node_only() {
+    let pg = crate::fixtures::postgres::Postgres::start();
+    let rt = crate::payments::runtime();
+    let net = Net::start_with(Options {
+        node: false,
+        config: format!("ledger = \"{}\"\n", rt.block_on(pg.database())),
+        ..Options::new("legacy")
+    });
+    let mut carol = WebClient::new(&net.api);
+    carol.sign_up("carol@example.com", PASSWORD, "runner");
+    let added = carol.submit("/nodes", "/nodes", &[]);
+    let at = added.body.find("<code>n_").expect("node id") + "<code>".len();
+    let node = added.body[at..at + added.body[at..].find('<').expect("end")].to_owned();
+    let page = carol.get(&format!("/nodes/{node}"));
+    assert_eq!(page.status, 200);
+    for text in [
+        "Earnings",
+        "Paid out",
+        "No rewarded day yet",
+        "No payouts yet",
+        "$20.00",
+    ] {
+        assert!(page.body.contains(text), "{text} on the node page");
+    }
+    let address = "0x00000000000000000000000000000000000000aa";
+    let set = carol.submit(
+        &format!("/nodes/{node}"),
+        &format!("/nodes/{node}/payout"),
+        &[("payout_address", address)],
+    );
+    assert_eq!(set.status, 303);
+    assert_eq!(
+        net.api_get(&format!("/api/nodes/{node}"))["payout_address"],
+        address
+    );
+
+    let mut dave = WebClient::new(&net.api);
+    dave.sign_up("dave@example.com", PASSWORD, "runner");
+    assert_eq!(dave.get(&format!("/nodes/{node}")).status, 404);
+    let csrf = dave.get("/nodes").csrf().expect("csrf");
+    let hijack = dave.post(
+        &format!("/nodes/{node}/payout"),
+        &[("payout_address", "0xdave"), ("csrf", &csrf)],
+    );
+    assert_eq!(hijack.status, 404, "not his node");
+    assert_eq!(
+        net.api_get(&format!("/api/nodes/{node}"))["payout_address"],
+        address
+    );
+}

@@ -1,0 +1,180 @@
+//! One node's page for its runner: earnings (base and bonus, paid, available), the
+//! last days itemised, payouts with their transaction ids, and the payout address
+//! (settable here; the threshold is the server's).
+
+use std::sync::Arc;
+
+use askama::Template;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use axum::Form;
+use serde::Deserialize;
+
+use super::session::{self, Viewer};
+use super::{render, see_other, WebError};
+use crate::accounts::{Owned, Role};
+use crate::api::ApiState;
+use crate::store::Store;
+
+/// One rewarded day.
+pub(crate) struct DayRow {
+    pub(crate) date: String,
+    pub(crate) carried: String,
+    pub(crate) base: String,
+    pub(crate) bonus: String,
+}
+
+/// One payout.
+pub(crate) struct PayoutRow {
+    pub(crate) amount: String,
+    pub(crate) status: String,
+    pub(crate) reference: String,
+}
+
+#[derive(Template)]
+#[template(path = "node.html")]
+struct NodePage {
+    title: &'static str,
+    viewer: Viewer,
+    id: String,
+    payout_address: String,
+    threshold: String,
+    money: Option<(String, String, String, String)>,
+    days: Vec<DayRow>,
+    payouts: Vec<PayoutRow>,
+}
+
+/// Dollars from nano-USD, to the cent (rounded down).
+pub(crate) fn usd(nano: i64) -> String {
+    format!(
+        "${}.{:02}",
+        nano / 1_000_000_000,
+        (nano % 1_000_000_000).abs() / 10_000_000
+    )
+}
+
+/// `YYYY-MM-DD` of a day number (days since 1970-01-01), by the civil-from-days
+/// algorithm.
+fn date(day: i64) -> String {
+    let z = day + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// The viewer, who must own node `id` (or be an admin); 404 otherwise.
+async fn owner(
+    st: &ApiState<impl Store>,
+    headers: &HeaderMap,
+    id: &str,
+) -> Result<Viewer, WebError> {
+    let viewer = session::require(&*st.accounts, headers).await?;
+    let owner = st.accounts.owner_of(Owned::Node, id).await?;
+    if owner.as_deref() != Some(viewer.user.id.as_str()) && viewer.user.role != Role::Admin {
+        return Err(WebError::NotFound);
+    }
+    Ok(viewer)
+}
+
+/// `GET /nodes/{id}`.
+pub(crate) async fn show<S: Store>(
+    State(st): State<Arc<ApiState<S>>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, WebError> {
+    let viewer = owner(&st, &headers, &id).await?;
+    let node = st.control.store.node(&id).await?;
+    let (mut money, mut days, mut payouts, mut threshold) =
+        (None, Vec::new(), Vec::new(), String::new());
+    if let Some(m) = &st.money {
+        threshold = usd(m.payout_threshold_nano);
+        if let Ok(e) = m.ledger.earnings(&id).await {
+            money = Some((
+                usd(e.earned_nano),
+                usd(e.bonus_nano),
+                usd(e.paid_nano),
+                usd(e.available_nano),
+            ));
+            days = e
+                .days
+                .iter()
+                .map(|d| DayRow {
+                    date: date(d.day),
+                    carried: super::human_bytes(u64::try_from(d.carried_bytes).unwrap_or(0)),
+                    base: usd(d.base_nano_usd),
+                    bonus: usd(d.bonus_nano_usd),
+                })
+                .collect();
+        }
+        payouts = m
+            .ledger
+            .payouts_of(&id)
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| PayoutRow {
+                amount: usd(p.amount_nano),
+                status: p.status,
+                reference: p.reference.unwrap_or_default(),
+            })
+            .collect();
+    }
+    Ok(render(NodePage {
+        title: "Node",
+        viewer,
+        id,
+        payout_address: node.payout_address.unwrap_or_default(),
+        threshold,
+        money,
+        days,
+        payouts,
+    }))
+}
+
+/// The payout address form.
+#[derive(Deserialize)]
+pub(crate) struct PayoutForm {
+    payout_address: String,
+    #[serde(default)]
+    csrf: Option<String>,
+}
+
+/// `POST /nodes/{id}/payout`: sets where the runner is paid.
+pub(crate) async fn set_payout<S: Store>(
+    State(st): State<Arc<ApiState<S>>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(form): Form<PayoutForm>,
+) -> Result<Response, WebError> {
+    let viewer = owner(&st, &headers, &id).await?;
+    session::check_csrf(&viewer.csrf, form.csrf.as_deref())?;
+    let address = form.payout_address.trim();
+    let printable = address.bytes().all(|b| b.is_ascii_graphic());
+    if address.is_empty() || address.len() > 128 || !printable {
+        return Err(WebError::BadInput(
+            "a payout address has 1 to 128 printable ASCII characters".into(),
+        ));
+    }
+    st.control.store.set_node_payout(&id, address).await?;
+    tracing::info!(user = %viewer.user.id, node = %id, "payout address set from the dashboard");
+    Ok(see_other(&format!("/nodes/{id}")))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn days_are_dates() {
+        assert_eq!(super::date(0), "1970-01-01");
+        assert_eq!(super::date(20_790), "2026-12-03");
+        assert_eq!(super::date(11_016), "2000-02-29");
+        assert_eq!(super::usd(25_000_000_500), "$25.00");
+        assert_eq!(super::usd(1_990_000_000), "$1.99");
+    }
+}
