@@ -56,6 +56,48 @@ struct KeysPage {
     new_key: Option<NewKey>,
     chart: Option<Vec<Bar>>,
     chart_peak: String,
+    outcomes: Vec<(String, u64)>,
+    countries: Vec<(String, u64)>,
+}
+
+/// Closed connections the breakdowns look at (the newest, across all keys).
+const RECENT_CONNECTIONS: usize = 2000;
+
+/// The viewer's recent connections counted by outcome and by the country of the node
+/// that carried them (as this server knows it), most frequent first.
+async fn breakdowns<S: Store>(
+    st: &ApiState<S>,
+    keys: &[KeyRecord],
+) -> (Vec<(String, u64)>, Vec<(String, u64)>) {
+    let mine: std::collections::HashSet<&str> = keys.iter().map(|k| k.id.as_str()).collect();
+    let records = st
+        .control
+        .store
+        .recent_connections(RECENT_CONNECTIONS)
+        .await
+        .unwrap_or_default();
+    let live = st.control.live_nodes();
+    let (mut outcomes, mut countries) = (BTreeMap::new(), BTreeMap::new());
+    for r in &records {
+        let field = |name: &str| r.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+        if !field("key").is_some_and(|k| mine.contains(k)) {
+            continue;
+        }
+        *outcomes
+            .entry(field("outcome").unwrap_or("?").to_owned())
+            .or_insert(0u64) += 1;
+        let country = field("node")
+            .and_then(|n| live.get(n))
+            .and_then(|l| l.country)
+            .map_or("unknown".to_owned(), |c| c.to_string());
+        *countries.entry(country).or_insert(0u64) += 1;
+    }
+    let sorted = |m: BTreeMap<String, u64>| {
+        let mut v: Vec<(String, u64)> = m.into_iter().collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        v
+    };
+    (sorted(outcomes), sorted(countries))
 }
 
 /// The viewer, who must be a customer (or an admin).
@@ -133,6 +175,7 @@ async fn keys_page<S: Store>(
 ) -> Result<Response, WebError> {
     let keys = owned_keys(st, &viewer.user.id).await?;
     let chart = usage_chart(st, &keys).await;
+    let (outcomes, countries) = breakdowns(st, &keys).await;
     let (chart, chart_peak) = match chart {
         Some((bars, peak)) => (Some(bars), peak),
         None => (None, String::new()),
@@ -144,6 +187,8 @@ async fn keys_page<S: Store>(
         new_key,
         chart,
         chart_peak,
+        outcomes,
+        countries,
     }))
 }
 

@@ -87,6 +87,13 @@ fn a_customer_watches_their_balance_move_live() {
     assert_ne!(rate, "waiting for traffic", "the live chart moved");
     assert_eq!(b.js("return window.turboNoReload"), 42, "no reload");
     b.screenshot("customer-keys");
+    // After a reload, the recent connections are counted by outcome and country.
+    let outcomes = eventually("the connections to be counted", || {
+        b.goto(&format!("{}/keys", net.api));
+        let t = b.text("#outcomes")?;
+        t.contains('3').then_some(t)
+    });
+    assert!(outcomes.contains("Outcome"), "{outcomes}");
     // A phone's width: nothing makes the page scroll sideways.
     b.rt.block_on(b.client.set_window_size(360, 800))
         .expect("resize");

@@ -198,6 +198,8 @@ fn users_create_prints_a_one_time_password_that_signs_in() {
     let admin = ops.get("/admin");
     assert_eq!(admin.status, 200);
     assert!(admin.body.contains("<title>Network · Turbo</title>"));
+    assert!(admin.body.contains("ops@example.com"), "the users list");
+    assert!(admin.body.contains(&net.key_id), "the keys list");
     let listed = net.api_get("/api/users");
     assert_eq!(listed[0]["email"], "ops@example.com");
     assert!(
