@@ -103,6 +103,7 @@ fn a_customer_watches_their_balance_move_live() {
         "page is {width} px wide at 360"
     );
     b.screenshot("customer-keys-360");
+    b.assert_no_console_errors();
 }
 
 #[test]
@@ -112,6 +113,13 @@ fn a_runner_watches_their_node_come_online() {
         ..Options::new("legacy")
     });
     let b = Browser::start();
+    b.goto(&format!("{}/login", net.api));
+    b.js("console.error('console probe'); return 1");
+    let probe = b.console_errors();
+    assert!(
+        format!("{probe:?}").contains("console probe"),
+        "the console is read: {probe:?}"
+    );
     sign_up(&b, &net.api, "carol@example.com", true);
     assert!(b.url().ends_with("/nodes"), "{}", b.url());
     b.click_button("Add a node");
@@ -134,6 +142,7 @@ fn a_runner_watches_their_node_come_online() {
     });
     assert_eq!(b.js("return window.turboNoReload"), 7, "no reload");
     b.screenshot("runner-nodes");
+    b.assert_no_console_errors();
 }
 
 #[test]
@@ -202,6 +211,7 @@ fn a_customer_buys_credits_and_watches_the_invoice_turn_credited() {
     });
     assert_eq!(b.js("return window.turboNoReload"), 25, "no reload");
     b.screenshot("customer-invoice");
+    b.assert_no_console_errors();
     let balance = net.api_get(&format!("/api/keys/{key}"))["balance"].as_u64();
     assert_eq!(balance, Some(25_000_000_000), "$25 at $1/GB, once");
 }
