@@ -37,6 +37,11 @@
       document.querySelectorAll('[data-used="' + id + '"]').forEach(function (el) {
         el.textContent = human(keys[id].used);
       });
+      if (keys[id].revoked) {
+        document.querySelectorAll('[data-state="' + id + '"]').forEach(function (el) {
+          el.textContent = "revoked";
+        });
+      }
     });
     samples.push([Date.now() / 1000, used]);
     if (samples.length > 120) samples.shift();

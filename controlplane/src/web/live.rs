@@ -49,7 +49,11 @@ impl<S: Store> Watch<S> {
         let map: serde_json::Map<String, Value> = keys
             .iter()
             .map(|k| {
-                let figures = json!({"balance": k.balance(), "used": k.bytes_up + k.bytes_down});
+                let figures = json!({
+                    "balance": k.balance(),
+                    "used": k.bytes_up + k.bytes_down,
+                    "revoked": k.revoked,
+                });
                 (k.id.clone(), figures)
             })
             .collect();

@@ -34,6 +34,15 @@ fn sign_up(b: &Browser, api: &str, email: &str, runner: bool) {
         b.js("document.querySelector('input[value=runner]').click(); return 1");
     }
     b.click_button("Sign up");
+    eventually("signing up to land", || {
+        (!b.url().ends_with("/signup")).then_some(())
+    });
+}
+
+/// Clicks `label` and waits for `css` on the page it leads to.
+fn click_and_wait(b: &Browser, label: &str, css: &str) -> String {
+    b.click_button(label);
+    eventually(&format!("{css} after {label}"), || b.text(css))
 }
 
 #[test]
@@ -44,8 +53,7 @@ fn a_customer_watches_their_balance_move_live() {
     sign_up(&b, &net.api, "alice@example.com", false);
     assert!(b.url().ends_with("/keys"), "{}", b.url());
     b.fill("#name", "scraper");
-    b.click_button("Create key");
-    let secret = b.text("#secret").expect("the key, shown once");
+    let secret = click_and_wait(&b, "Create key", "#secret");
     assert!(secret.starts_with("tk_"), "{secret}");
     let id = b.text("td code").expect("the key id");
     net.api_post(
@@ -103,6 +111,23 @@ fn a_customer_watches_their_balance_move_live() {
         "page is {width} px wide at 360"
     );
     b.screenshot("customer-keys-360");
+    // The keyboard reaches the form's button from its field.
+    b.rt.block_on(async {
+        let name = b.client.find(fantoccini::Locator::Css("#name")).await?;
+        name.click().await?;
+        name.send_keys("\u{E004}").await
+    })
+    .expect("tab");
+    let focused = b.js("return document.activeElement.textContent");
+    assert_eq!(
+        focused, "Create key",
+        "Tab moves from the name to the button"
+    );
+    // A revocation by the operator shows without a reload.
+    net.api_post(&format!("/api/keys/{id}/revoke"), serde_json::json!({}));
+    eventually("the revocation to show", || {
+        (b.text(&format!("[data-state=\"{id}\"]"))? == "revoked").then_some(())
+    });
     b.assert_no_console_errors();
 }
 
@@ -122,8 +147,7 @@ fn a_runner_watches_their_node_come_online() {
     );
     sign_up(&b, &net.api, "carol@example.com", true);
     assert!(b.url().ends_with("/nodes"), "{}", b.url());
-    b.click_button("Add a node");
-    let command = b.text("#join-command").expect("a join command");
+    let command = click_and_wait(&b, "Add a node", "#join-command");
     let join = command
         .strip_prefix("turbo-node run --join ")
         .expect("the command")
@@ -171,11 +195,11 @@ fn a_customer_buys_credits_and_watches_the_invoice_turn_credited() {
     let b = Browser::start();
     sign_up(&b, &net.api, "alice@example.com", false);
     b.fill("#name", "wallet");
-    b.click_button("Create key");
+    click_and_wait(&b, "Create key", "#secret");
     let key = b.text("td code").expect("the key id");
     b.goto(&format!("{}/buy", net.api));
     b.fill("#usd", "25");
-    b.click_button("Create invoice");
+    click_and_wait(&b, "Create invoice", "#address");
     let url = b.url();
     let id = url.rsplit('/').next().expect("invoice id").to_owned();
     assert!(id.starts_with("inv_"), "{url}");

@@ -303,3 +303,33 @@ fn a_runner_sets_the_payout_address_of_their_own_node_only() {
         address
     );
 }
+
+#[test]
+fn a_session_works_on_every_server_of_one_redis() {
+    let redis = crate::fixtures::redis::Redis::start();
+    let opts = Options {
+        node: false,
+        ..Options::redis("legacy", &redis)
+    };
+    let a = Net::start_with(opts.clone());
+    let b = a.peer_with(opts);
+    let mut on_a = WebClient::new(&a.api);
+    on_a.sign_up("alice@example.com", PASSWORD, "customer");
+    let created = on_a.submit("/keys", "/keys", &[("name", "shared")]);
+    let id = created_key_id(&created.body);
+    let mut on_b = WebClient::new(&b.api);
+    on_b.cookies = on_a.cookies.clone();
+    let page = on_b.get("/keys");
+    assert_eq!(
+        page.status, 200,
+        "the session made on one server works on the other"
+    );
+    assert!(page.body.contains(&id), "the same keys");
+    let mut again = WebClient::new(&b.api);
+    let signed_in = again.sign_in("alice@example.com", PASSWORD);
+    assert_eq!(
+        signed_in.location.as_deref(),
+        Some("/keys"),
+        "the account is shared"
+    );
+}
