@@ -193,13 +193,8 @@ impl Server {
         let links = PlaneLinks::new();
         let (control, handle) = start_control_plane(&runtime, cfg, &server_id, &links)?;
         let money = start_money(&runtime, cfg, &control, &server_id, links.table.clone())?;
-        let payments = runtime
-            .block_on(crate::payments::start(
-                cfg,
-                money.as_deref(),
-                control.store.clone(),
-            ))
-            .map_err(ServerError::Payments)?;
+        let payments = crate::payments::start(cfg, money.as_deref(), control.store.clone());
+        let payments = runtime.block_on(payments).map_err(ServerError::Payments)?;
         let dataplane = Dataplane::start(
             dataplane_config(cfg, &cert, &server_id, links.known_keys)?,
             handle,
@@ -223,11 +218,7 @@ impl Server {
             secure_cookies: cfg.web_secure_cookies,
             proxy_http: customer_addr(cfg.http_listen, &host),
             proxy_socks: customer_addr(cfg.socks_listen, &host),
-            price_per_gb: cfg
-                .price_usd_per_gb
-                .nano()
-                .map(turbo_chain::amount::format_usd)
-                .unwrap_or_default(),
+            price_per_gb: price_per_gb(cfg),
         });
         let (api_addr, listener) = bind_api(&runtime, cfg)?;
         let router = api::router(api_state.clone());
@@ -302,6 +293,14 @@ async fn open_accounts(
         )
     };
     Ok(accounts)
+}
+
+/// The configured price per GB, as the buy page shows it (`1`, `0.5`).
+fn price_per_gb(cfg: &ServerConfig) -> String {
+    cfg.price_usd_per_gb
+        .nano()
+        .map(turbo_chain::amount::format_usd)
+        .unwrap_or_default()
 }
 
 /// Where customers reach a proxy listener: its address, with the public host when it

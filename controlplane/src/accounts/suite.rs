@@ -56,6 +56,13 @@ async fn suite(store: &dyn AccountStore) {
     assert_eq!(ids.len(), 2);
     assert!(ids.contains(&a.id) && ids.contains(&b.id));
 
+    ownership(store, &a.id, &b.id).await;
+    sessions_and_throttle(store, &a.id).await;
+}
+
+async fn ownership(store: &dyn AccountStore, a: &str, b: &str) {
+    let a = store.user(a).await.expect("a");
+    let b = store.user(b).await.expect("b");
     store.grant(&a.id, Owned::Key, "k_1").await.expect("grant");
     store.grant(&a.id, Owned::Key, "k_2").await.expect("grant");
     store.grant(&b.id, Owned::Node, "n_1").await.expect("grant");
@@ -81,7 +88,10 @@ async fn suite(store: &dyn AccountStore) {
         None,
         "kinds apart"
     );
+}
 
+async fn sessions_and_throttle(store: &dyn AccountStore, a: &str) {
+    let a = store.user(a).await.expect("a");
     let session = WebSession {
         user_id: a.id.clone(),
         csrf: "c".repeat(32),

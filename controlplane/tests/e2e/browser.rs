@@ -111,6 +111,13 @@ fn a_customer_watches_their_balance_move_live() {
         "page is {width} px wide at 360"
     );
     b.screenshot("customer-keys-360");
+    keyboard_and_revocation(&b, &net, &id);
+    b.assert_no_console_errors();
+}
+
+/// On the keys page: Tab moves from the name field to its button, and a revocation by
+/// the operator shows without a reload.
+fn keyboard_and_revocation(b: &Browser, net: &Net, id: &str) {
     // The keyboard reaches the form's button from its field.
     b.rt.block_on(async {
         let name = b.client.find(fantoccini::Locator::Css("#name")).await?;
@@ -123,12 +130,10 @@ fn a_customer_watches_their_balance_move_live() {
         focused, "Create key",
         "Tab moves from the name to the button"
     );
-    // A revocation by the operator shows without a reload.
     net.api_post(&format!("/api/keys/{id}/revoke"), serde_json::json!({}));
     eventually("the revocation to show", || {
         (b.text(&format!("[data-state=\"{id}\"]"))? == "revoked").then_some(())
     });
-    b.assert_no_console_errors();
 }
 
 #[test]

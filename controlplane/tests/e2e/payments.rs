@@ -141,6 +141,43 @@ fn a_paid_invoice_buys_traffic_once() {
     assert!(after < balance, "the traffic was billed");
 }
 
+/// The treasury key in an owner-only file under `dir`.
+fn write_key(
+    dir: &std::path::Path,
+    key: &alloy::signers::local::PrivateKeySigner,
+) -> std::path::PathBuf {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join("treasury.key");
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, hex::encode(key.to_bytes()).as_bytes()))
+        .expect("key file");
+    path
+}
+
+/// `nano` of rewards booked to `node`.
+fn reward(node: &str, nano: i64) -> turbo_ledger::Posting {
+    use turbo_ledger::{AccountRef, Asset, Leg, Platform};
+    turbo_ledger::Posting {
+        key: format!("e2e-reward:{node}"),
+        kind: "reward".into(),
+        legs: vec![
+            Leg {
+                account: AccountRef::platform(Platform::RewardsExpense, Asset::NanoUsd),
+                amount: -nano,
+            },
+            Leg {
+                account: AccountRef::node(node, Asset::NanoUsd),
+                amount: nano,
+            },
+        ],
+    }
+}
+
 /// A runner is paid on chain: a server with `treasury_key_file` (owner-only), a node
 /// invited with a payout address and $25.0000005 earned; `POST /api/payouts/run` pays
 /// it $25 in the token from the treasury once, the sub-micro-dollar dust stays, and a
@@ -150,8 +187,6 @@ fn a_runner_is_paid_on_chain_once() {
     use alloy::primitives::U256;
     use alloy::providers::Provider;
     use alloy::signers::local::PrivateKeySigner;
-    use std::os::unix::fs::OpenOptionsExt;
-    use turbo_ledger::{AccountRef, Asset, Leg, Posting};
 
     let rt = runtime();
     let pg = Postgres::start();
@@ -164,17 +199,7 @@ fn a_runner_is_paid_on_chain_once() {
     funded.expect("gas for the treasury");
     rt.block_on(evm.mint(treasury.address(), 100 * UNITS));
     let dir = tempfile::tempdir().expect("tempdir");
-    let key_file = dir.path().join("treasury.key");
-    std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .mode(0o600)
-        .open(&key_file)
-        .and_then(|mut f| {
-            std::io::Write::write_all(&mut f, hex::encode(treasury.to_bytes()).as_bytes())
-        })
-        .expect("key file");
+    let key_file = write_key(dir.path(), &treasury);
     let ledger_url = rt.block_on(pg.database());
     let mut opts = Options::new("legacy");
     opts.node = false;
@@ -198,24 +223,8 @@ fn a_runner_is_paid_on_chain_once() {
     let ledger = rt
         .block_on(turbo_ledger::Ledger::connect(&ledger_url))
         .expect("ledger");
-    let reward = Posting {
-        key: format!("e2e-reward:{node}"),
-        kind: "reward".into(),
-        legs: vec![
-            Leg {
-                account: AccountRef::platform(
-                    turbo_ledger::Platform::RewardsExpense,
-                    Asset::NanoUsd,
-                ),
-                amount: -earned,
-            },
-            Leg {
-                account: AccountRef::node(&node, Asset::NanoUsd),
-                amount: earned,
-            },
-        ],
-    };
-    rt.block_on(ledger.post(&reward)).expect("reward");
+    rt.block_on(ledger.post(&reward(&node, earned)))
+        .expect("reward");
 
     let run = net.api_post("/api/payouts/run", serde_json::json!({}));
     assert_eq!(
