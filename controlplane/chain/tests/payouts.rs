@@ -21,7 +21,7 @@ use fixtures::{Evm, Postgres};
 use serde::{Deserialize, Serialize};
 use turbo_chain::payout::{load_treasury_key, ChainPayouts, TreasuryError};
 use turbo_chain::rpc::Chain;
-use turbo_ledger::{AccountRef, Asset, Ledger, LedgerError, Leg, Platform, Posting};
+use turbo_ledger::{AccountRef, Asset, Ledger, LedgerError, Platform};
 
 const USD: i64 = 1_000_000_000;
 /// One dollar in the test token's units (6 decimals).
@@ -123,21 +123,10 @@ fn write_owner_only(path: &Path, text: &str) {
 
 /// Books `nano` of rewards to `node`.
 async fn earn(ledger: &Ledger, node: &str, nano: i64) {
-    let posting = Posting {
-        key: format!("test-reward:{node}"),
-        kind: "reward".into(),
-        legs: vec![
-            Leg {
-                account: AccountRef::platform(Platform::RewardsExpense, Asset::NanoUsd),
-                amount: -nano,
-            },
-            Leg {
-                account: AccountRef::node(node, Asset::NanoUsd),
-                amount: nano,
-            },
-        ],
-    };
-    ledger.post(&posting).await.expect("reward");
+    ledger
+        .post(&fixtures::reward_posting(node, nano))
+        .await
+        .expect("reward");
 }
 
 /// The payout sink, as a (re)started server builds it.

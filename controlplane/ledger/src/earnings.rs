@@ -208,7 +208,7 @@ pub fn month_start(day: i64) -> i64 {
 
 /// (year, month, day of month) of `day` days since 1970-01-01, proleptic Gregorian
 /// (the days-to-civil algorithm: eras of 400 years, years starting in March).
-fn civil(day: i64) -> (i64, i64, i64) {
+pub fn civil(day: i64) -> (i64, i64, i64) {
     let z = day + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);

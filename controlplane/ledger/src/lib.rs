@@ -24,7 +24,7 @@ mod settle;
 
 pub use account::{AccountRef, Asset, Platform};
 pub use csv_sink::CsvSink;
-pub use earnings::{month_start, DayEarnings, Earnings, PayoutView};
+pub use earnings::{civil, month_start, DayEarnings, Earnings, PayoutView};
 pub use payout::{OpenPayouts, PayoutOrder, PayoutOutcome, PayoutRun, PayoutSink, SinkError};
 pub use policy::{DayReward, PolicyError, RewardPolicy, StabilityTier, BYTES_PER_GB};
 pub use posting::{Leg, Posted, Posting};

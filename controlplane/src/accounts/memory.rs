@@ -10,10 +10,9 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    new_user_id, normalise_email, AccountError, AccountFuture, AccountStore, Owned, Role, User,
-    WebSession, LOGIN_WINDOW_SECS, SESSION_TTL_SECS,
+    normalise_email, AccountError, AccountFuture, AccountStore, Owned, Role, User, WebSession,
+    LOGIN_WINDOW_SECS, SESSION_TTL_SECS,
 };
-use crate::store::now_unix;
 
 /// What the file keeps.
 #[derive(Default, Serialize, Deserialize)]
@@ -99,13 +98,7 @@ impl AccountStore for MemoryAccounts {
             if st.saved.users.values().any(|u| u.email == email) {
                 return Err(AccountError::EmailTaken);
             }
-            let user = User {
-                id: new_user_id(),
-                email,
-                role,
-                password_hash: hash,
-                created: now_unix(),
-            };
+            let user = User::new(email, role, hash);
             st.saved.users.insert(user.id.clone(), user.clone());
             if let Err(e) = self.save(&st.saved) {
                 st.saved.users.remove(&user.id);

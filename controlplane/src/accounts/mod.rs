@@ -93,6 +93,19 @@ pub struct User {
     pub created: u64,
 }
 
+impl User {
+    /// A new user with a fresh id, created now; `email` must be normalised.
+    pub(crate) fn new(email: String, role: Role, password_hash: String) -> User {
+        User {
+            id: format!("u_{:016x}", rand::random::<u64>()),
+            email,
+            role,
+            password_hash,
+            created: crate::store::now_unix(),
+        }
+    }
+}
+
 /// What a user can own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -189,9 +202,4 @@ pub fn normalise_email(email: &str) -> Result<String, AccountError> {
     } else {
         Err(AccountError::BadEmail)
     }
-}
-
-/// A new user id.
-pub(crate) fn new_user_id() -> String {
-    format!("u_{:016x}", rand::random::<u64>())
 }

@@ -15,10 +15,9 @@ use redis::AsyncCommands;
 use std::time::Duration;
 
 use super::{
-    new_user_id, normalise_email, AccountError, AccountFuture, AccountStore, Owned, Role, User,
-    WebSession, LOGIN_WINDOW_SECS, SESSION_TTL_SECS,
+    normalise_email, AccountError, AccountFuture, AccountStore, Owned, Role, User, WebSession,
+    LOGIN_WINDOW_SECS, SESSION_TTL_SECS,
 };
-use crate::store::now_unix;
 
 /// Accounts on Redis.
 #[derive(Clone)]
@@ -65,13 +64,7 @@ impl AccountStore for RedisAccounts {
     ) -> AccountFuture<'a, User> {
         Box::pin(async move {
             let email = normalise_email(email)?;
-            let user = User {
-                id: new_user_id(),
-                email,
-                role,
-                password_hash: hash,
-                created: now_unix(),
-            };
+            let user = User::new(email, role, hash);
             let mut c = self.conn();
             let claimed: bool = redis::cmd("SET")
                 .arg(format!("turbo:useremail:{}", user.email))

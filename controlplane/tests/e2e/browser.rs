@@ -179,7 +179,7 @@ fn a_customer_buys_credits_and_watches_the_invoice_turn_credited() {
     use crate::fixtures::evm::Evm;
     use crate::fixtures::postgres::Postgres;
     use crate::fixtures::web::WebClient;
-    use crate::payments::{runtime, xpub, UNITS};
+    use crate::payments::{chain_config, runtime, UNITS};
 
     let rt = runtime();
     let pg = Postgres::start();
@@ -188,14 +188,7 @@ fn a_customer_buys_credits_and_watches_the_invoice_turn_credited() {
     rt.block_on(evm.mint(payer, 100 * UNITS));
     let mut opts = Options::new("legacy");
     opts.node = false;
-    opts.config = format!(
-        "ledger = \"{}\"\nchain_rpc = \"{}\"\nchain_id = 31337\nusdc_contract = \"{}\"\n\
-         confirmations = 2\nprice_usd_per_gb = 1.0\ndeposit_xpub = \"{}\"\n",
-        rt.block_on(pg.database()),
-        evm.url,
-        evm.token,
-        xpub()
-    );
+    opts.config = chain_config(&rt.block_on(pg.database()), &evm);
     let net = Net::start_with(opts);
     let b = Browser::start();
     sign_up(&b, &net.api, "alice@example.com", false);

@@ -31,6 +31,18 @@ pub(crate) fn xpub() -> String {
     account.public_key().to_string(Prefix::XPUB)
 }
 
+/// Server config for payments on `evm` with the ledger at `ledger` (2 confirmations,
+/// $1/GB).
+pub(crate) fn chain_config(ledger: &str, evm: &Evm) -> String {
+    format!(
+        "ledger = \"{ledger}\"\nchain_rpc = \"{}\"\nchain_id = 31337\nusdc_contract = \"{}\"\n\
+         confirmations = 2\nprice_usd_per_gb = 1.0\ndeposit_xpub = \"{}\"\n",
+        evm.url,
+        evm.token,
+        xpub()
+    )
+}
+
 fn n(v: &Value, field: &str) -> u64 {
     v[field]
         .as_u64()
@@ -59,13 +71,8 @@ fn a_paid_invoice_buys_traffic_once() {
     let mut opts = Options::new("legacy");
     opts.credits = "10KB";
     opts.config = format!(
-        "lease_checkpoint = \"300ms\"\nlease_idle_release = \"300ms\"\n\
-         ledger = \"{}\"\nchain_rpc = \"{}\"\nchain_id = 31337\nusdc_contract = \"{}\"\n\
-         confirmations = 2\nprice_usd_per_gb = 1.0\ndeposit_xpub = \"{}\"\n",
-        rt.block_on(pg.database()),
-        evm.url,
-        evm.token,
-        xpub()
+        "lease_checkpoint = \"300ms\"\nlease_idle_release = \"300ms\"\n{}",
+        chain_config(&rt.block_on(pg.database()), &evm)
     );
     let net = Net::start_with(opts);
     let target = FileServer::start(Arc::new(random_bytes(BODY, 8))).addr;
@@ -159,25 +166,6 @@ fn write_key(
     path
 }
 
-/// `nano` of rewards booked to `node`.
-fn reward(node: &str, nano: i64) -> turbo_ledger::Posting {
-    use turbo_ledger::{AccountRef, Asset, Leg, Platform};
-    turbo_ledger::Posting {
-        key: format!("e2e-reward:{node}"),
-        kind: "reward".into(),
-        legs: vec![
-            Leg {
-                account: AccountRef::platform(Platform::RewardsExpense, Asset::NanoUsd),
-                amount: -nano,
-            },
-            Leg {
-                account: AccountRef::node(node, Asset::NanoUsd),
-                amount: nano,
-            },
-        ],
-    }
-}
-
 /// A runner is paid on chain: a server with `treasury_key_file` (owner-only), a node
 /// invited with a payout address and $25.0000005 earned; `POST /api/payouts/run` pays
 /// it $25 in the token from the treasury once, the sub-micro-dollar dust stays, and a
@@ -223,7 +211,7 @@ fn a_runner_is_paid_on_chain_once() {
     let ledger = rt
         .block_on(turbo_ledger::Ledger::connect(&ledger_url))
         .expect("ledger");
-    rt.block_on(ledger.post(&reward(&node, earned)))
+    rt.block_on(ledger.post(&crate::fixtures::evm::reward_posting(&node, earned)))
         .expect("reward");
 
     let run = net.api_post("/api/payouts/run", serde_json::json!({}));
