@@ -3,7 +3,7 @@
 //! | key | type | holds |
 //! |---|---|---|
 //! | `turbo:user:{id}` | string | the user, as JSON |
-//! | `turbo:useremail:{email}` | string | the user id (claimed with `SET NX`: one account per email) |
+//! | `turbo:useremail:{email}` | string | the user id (one account per email; created with the user in one script) |
 //! | `turbo:users` | set | every user id |
 //! | `turbo:owner:{key\|node}:{id}` | string | the owning user id |
 //! | `turbo:owned:{user}:{key\|node}` | set | what the user owns |
@@ -18,6 +18,20 @@ use super::{
     normalise_email, AccountError, AccountFuture, AccountStore, Owned, Role, User, WebSession,
     LOGIN_WINDOW_SECS, SESSION_TTL_SECS,
 };
+
+/// Creates a user atomically: claims the email (unless a live user holds it), writes
+/// the user and lists it. KEYS: email claim, user, user set; ARGV: id, user JSON.
+/// Returns 0 when the email is taken.
+const CREATE_USER_LUA: &str = r"
+local holder = redis.call('GET', KEYS[1])
+if holder and redis.call('EXISTS', 'turbo:user:' .. holder) == 1 then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('SET', KEYS[2], ARGV[2])
+redis.call('SADD', KEYS[3], ARGV[1])
+return 1
+";
 
 /// Accounts on Redis.
 #[derive(Clone)]
@@ -65,26 +79,19 @@ impl AccountStore for RedisAccounts {
         Box::pin(async move {
             let email = normalise_email(email)?;
             let user = User::new(email, role, hash);
-            let mut c = self.conn();
-            let claimed: bool = redis::cmd("SET")
-                .arg(format!("turbo:useremail:{}", user.email))
-                .arg(&user.id)
-                .arg("NX")
-                .query_async::<Option<String>>(&mut c)
-                .await
-                .map_err(unavailable)?
-                .is_some();
-            if !claimed {
-                return Err(AccountError::EmailTaken);
-            }
             let json = serde_json::to_string(&user).map_err(unavailable)?;
-            redis::pipe()
-                .atomic()
-                .set(format!("turbo:user:{}", user.id), json)
-                .sadd("turbo:users", &user.id)
-                .query_async::<()>(&mut c)
+            let created: i32 = redis::Script::new(CREATE_USER_LUA)
+                .key(format!("turbo:useremail:{}", user.email))
+                .key(format!("turbo:user:{}", user.id))
+                .key("turbo:users")
+                .arg(&user.id)
+                .arg(json)
+                .invoke_async(&mut self.conn())
                 .await
                 .map_err(unavailable)?;
+            if created == 0 {
+                return Err(AccountError::EmailTaken);
+            }
             Ok(user)
         })
     }
