@@ -203,16 +203,21 @@ struct Payout {
     payout_address: Option<String>,
 }
 
+/// What a payout address must be (the API and the dashboard say it alike).
+pub(crate) const PAYOUT_ADDRESS_RULE: &str =
+    "payout_address must be 1 to 128 printable ASCII characters";
+
+/// Whether `a` is a payout address the store takes.
+pub(crate) fn valid_payout_address(a: &str) -> bool {
+    !a.is_empty() && a.len() <= 128 && a.chars().all(|c| c.is_ascii_graphic())
+}
+
 impl Payout {
-    /// The address, if given, checked: 1 to 128 printable ASCII characters.
+    /// The address, if given, checked with [`valid_payout_address`].
     fn checked(self) -> Result<Option<String>, ApiError> {
         match self.payout_address {
-            Some(a)
-                if a.is_empty() || a.len() > 128 || !a.chars().all(|c| c.is_ascii_graphic()) =>
-            {
-                Err(ApiError::BadRequest(
-                    "payout_address must be 1 to 128 printable ASCII characters".into(),
-                ))
+            Some(a) if !valid_payout_address(&a) => {
+                Err(ApiError::BadRequest(PAYOUT_ADDRESS_RULE.into()))
             }
             other => Ok(other),
         }

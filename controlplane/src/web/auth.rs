@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Form;
 use serde::Deserialize;
 
-use super::session::{self, Viewer};
+use super::session;
 use super::{render, see_other, WebError};
 use crate::accounts::{password, Role, MAX_LOGIN_FAILURES};
 use crate::api::ApiState;
@@ -42,22 +42,13 @@ pub(crate) struct Credentials {
     csrf: Option<String>,
 }
 
-/// Where a viewer lands.
-fn landing(viewer: &Viewer) -> &'static str {
-    match viewer.user.role {
-        Role::Customer => "/keys",
-        Role::Runner => "/nodes",
-        Role::Admin => "/admin",
-    }
-}
-
 /// `GET /`: the viewer's landing page, or the sign-in page.
 pub(crate) async fn home<S: Store>(
     State(st): State<Arc<ApiState<S>>>,
     headers: HeaderMap,
 ) -> Result<Response, WebError> {
     match session::viewer(&*st.accounts, &headers).await? {
-        Some(v) => Ok(see_other(landing(&v))),
+        Some(v) => Ok(see_other(session::landing(v.user.role))),
         None => Ok(see_other("/login")),
     }
 }
@@ -140,11 +131,7 @@ pub(crate) async fn signup<S: Store>(
     };
     tracing::info!(user = %user.id, role = role.as_str(), "account created");
     let cookies = session::start(&*st.accounts, &user, st.secure_cookies).await?;
-    let to = match role {
-        Role::Runner => "/nodes",
-        _ => "/keys",
-    };
-    Ok((cookies, see_other(to)).into_response())
+    Ok((cookies, see_other(session::landing(role))).into_response())
 }
 
 /// `POST /login`.
@@ -172,12 +159,7 @@ pub(crate) async fn login<S: Store>(
         return Ok(auth_page(&st, &headers, false, form.email, Some(why)));
     };
     let cookies = session::start(&*st.accounts, &user, st.secure_cookies).await?;
-    let to = match user.role {
-        Role::Customer => "/keys",
-        Role::Runner => "/nodes",
-        Role::Admin => "/admin",
-    };
-    Ok((cookies, see_other(to)).into_response())
+    Ok((cookies, see_other(session::landing(user.role))).into_response())
 }
 
 /// The CSRF field of a signed-in form.

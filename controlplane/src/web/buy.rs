@@ -40,20 +40,12 @@ struct InvoicePage {
     credited: String,
 }
 
-async fn customer(st: &ApiState<impl Store>, headers: &HeaderMap) -> Result<Viewer, WebError> {
-    let viewer = session::require(&*st.accounts, headers).await?;
-    match viewer.user.role {
-        Role::Customer | Role::Admin => Ok(viewer),
-        Role::Runner => Err(WebError::Forbidden),
-    }
-}
-
 /// `GET /buy`.
 pub(crate) async fn form<S: Store>(
     State(st): State<Arc<ApiState<S>>>,
     headers: HeaderMap,
 ) -> Result<Response, WebError> {
-    let viewer = customer(&st, &headers).await?;
+    let viewer = session::require_role(&*st.accounts, &headers, Role::Customer).await?;
     let keys = owned_keys(&st, &viewer.user.id)
         .await?
         .into_iter()
@@ -84,13 +76,10 @@ pub(crate) async fn create<S: Store>(
     headers: HeaderMap,
     Form(form): Form<Buy>,
 ) -> Result<Response, WebError> {
-    let viewer = customer(&st, &headers).await?;
+    let viewer = session::require_role(&*st.accounts, &headers, Role::Customer).await?;
     session::check_csrf(&viewer.csrf, form.csrf.as_deref())?;
     let gateway = st.payments.as_ref().ok_or(WebError::PaymentsOff)?;
-    let owner = st.accounts.owner_of(Owned::Key, &form.key).await?;
-    if owner.as_deref() != Some(viewer.user.id.as_str()) {
-        return Err(WebError::NotFound);
-    }
+    session::check_owner(&*st.accounts, &viewer, Owned::Key, &form.key).await?;
     let usd =
         turbo_chain::amount::parse_usd(&form.usd).map_err(|e| WebError::BadInput(e.to_string()))?;
     let invoice = gateway
@@ -122,11 +111,8 @@ pub(crate) async fn show<S: Store>(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, WebError> {
-    let viewer = customer(&st, &headers).await?;
-    let owner = st.accounts.owner_of(Owned::Invoice, &id).await?;
-    if owner.as_deref() != Some(viewer.user.id.as_str()) && viewer.user.role != Role::Admin {
-        return Err(WebError::NotFound);
-    }
+    let viewer = session::require_role(&*st.accounts, &headers, Role::Customer).await?;
+    session::check_owner(&*st.accounts, &viewer, Owned::Invoice, &id).await?;
     let gateway = st.payments.as_ref().ok_or(WebError::PaymentsOff)?;
     let invoice = gateway.invoice(&id).await.map_err(|_| WebError::NotFound)?;
     Ok(render(InvoicePage {

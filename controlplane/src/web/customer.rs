@@ -100,15 +100,6 @@ async fn breakdowns<S: Store>(
     (sorted(outcomes), sorted(countries))
 }
 
-/// The viewer, who must be a customer (or an admin).
-async fn customer(st: &ApiState<impl Store>, headers: &HeaderMap) -> Result<Viewer, WebError> {
-    let viewer = session::require(&*st.accounts, headers).await?;
-    match viewer.user.role {
-        Role::Customer | Role::Admin => Ok(viewer),
-        Role::Runner => Err(WebError::Forbidden),
-    }
-}
-
 fn row(k: &KeyRecord) -> KeyRow {
     KeyRow {
         id: k.id.clone(),
@@ -197,7 +188,7 @@ pub(crate) async fn keys<S: Store>(
     State(st): State<Arc<ApiState<S>>>,
     headers: HeaderMap,
 ) -> Result<Response, WebError> {
-    let viewer = customer(&st, &headers).await?;
+    let viewer = session::require_role(&*st.accounts, &headers, Role::Customer).await?;
     keys_page(&st, viewer, None).await
 }
 
@@ -216,7 +207,7 @@ pub(crate) async fn create_key<S: Store>(
     headers: HeaderMap,
     Form(form): Form<CreateKey>,
 ) -> Result<Response, WebError> {
-    let viewer = customer(&st, &headers).await?;
+    let viewer = session::require_role(&*st.accounts, &headers, Role::Customer).await?;
     session::check_csrf(&viewer.csrf, form.csrf.as_deref())?;
     let name = form.name.trim();
     let name = if name.is_empty() { "key" } else { name };
@@ -266,12 +257,9 @@ pub(crate) async fn revoke_key<S: Store>(
     Path(id): Path<String>,
     Form(form): Form<super::auth::CsrfOnly>,
 ) -> Result<Response, WebError> {
-    let viewer = customer(&st, &headers).await?;
+    let viewer = session::require_role(&*st.accounts, &headers, Role::Customer).await?;
     session::check_csrf(&viewer.csrf, form.csrf())?;
-    let owner = st.accounts.owner_of(Owned::Key, &id).await?;
-    if owner.as_deref() != Some(viewer.user.id.as_str()) && viewer.user.role != Role::Admin {
-        return Err(WebError::NotFound);
-    }
+    session::check_owner(&*st.accounts, &viewer, Owned::Key, &id).await?;
     st.control.store.revoke_key(&id).await?;
     tracing::info!(user = %viewer.user.id, key = %id, "key revoked from the dashboard");
     Ok(see_other("/keys"))

@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use super::session::{self, Viewer};
 use super::{render, see_other, WebError};
-use crate::accounts::{Owned, Role};
+use crate::accounts::Owned;
 use crate::api::ApiState;
 use crate::store::Store;
 
@@ -67,10 +67,7 @@ async fn owner(
     id: &str,
 ) -> Result<Viewer, WebError> {
     let viewer = session::require(&*st.accounts, headers).await?;
-    let owner = st.accounts.owner_of(Owned::Node, id).await?;
-    if owner.as_deref() != Some(viewer.user.id.as_str()) && viewer.user.role != Role::Admin {
-        return Err(WebError::NotFound);
-    }
+    session::check_owner(&*st.accounts, &viewer, Owned::Node, id).await?;
     Ok(viewer)
 }
 
@@ -147,11 +144,8 @@ pub(crate) async fn set_payout<S: Store>(
     let viewer = owner(&st, &headers, &id).await?;
     session::check_csrf(&viewer.csrf, form.csrf.as_deref())?;
     let address = form.payout_address.trim();
-    let printable = address.bytes().all(|b| b.is_ascii_graphic());
-    if address.is_empty() || address.len() > 128 || !printable {
-        return Err(WebError::BadInput(
-            "a payout address has 1 to 128 printable ASCII characters".into(),
-        ));
+    if !crate::api::valid_payout_address(address) {
+        return Err(WebError::BadInput(crate::api::PAYOUT_ADDRESS_RULE.into()));
     }
     st.control.store.set_node_payout(&id, address).await?;
     tracing::info!(user = %viewer.user.id, node = %id, "payout address set from the dashboard");

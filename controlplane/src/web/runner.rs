@@ -40,14 +40,6 @@ struct NodesPage {
     money: bool,
 }
 
-async fn runner(st: &ApiState<impl Store>, headers: &HeaderMap) -> Result<Viewer, WebError> {
-    let viewer = session::require(&*st.accounts, headers).await?;
-    match viewer.user.role {
-        Role::Runner | Role::Admin => Ok(viewer),
-        Role::Customer => Err(WebError::Forbidden),
-    }
-}
-
 /// The viewer's nodes as rows.
 pub(crate) async fn node_rows<S: Store>(
     st: &ApiState<S>,
@@ -109,7 +101,7 @@ pub(crate) async fn nodes<S: Store>(
     State(st): State<Arc<ApiState<S>>>,
     headers: HeaderMap,
 ) -> Result<Response, WebError> {
-    let viewer = runner(&st, &headers).await?;
+    let viewer = session::require_role(&*st.accounts, &headers, Role::Runner).await?;
     nodes_page(&st, viewer, None).await
 }
 
@@ -119,7 +111,7 @@ pub(crate) async fn add_node<S: Store>(
     headers: HeaderMap,
     Form(form): Form<CsrfOnly>,
 ) -> Result<Response, WebError> {
-    let viewer = runner(&st, &headers).await?;
+    let viewer = session::require_role(&*st.accounts, &headers, Role::Runner).await?;
     session::check_csrf(&viewer.csrf, form.csrf())?;
     let (node, token) = st.control.store.create_node(None).await?;
     st.accounts

@@ -8,7 +8,7 @@ use axum::http::header::{COOKIE, SET_COOKIE};
 use axum::http::{HeaderMap, HeaderValue};
 
 use super::WebError;
-use crate::accounts::{AccountStore, User, WebSession, SESSION_TTL_SECS};
+use crate::accounts::{AccountStore, Owned, Role, User, WebSession, SESSION_TTL_SECS};
 use crate::secrets;
 
 /// The session cookie.
@@ -116,6 +116,50 @@ pub(crate) async fn require(
     headers: &HeaderMap,
 ) -> Result<Viewer, WebError> {
     viewer(accounts, headers).await?.ok_or(WebError::SignIn)
+}
+
+/// The viewer, whose role must be `role` or admin.
+///
+/// # Errors
+/// [`WebError::SignIn`] without a session, [`WebError::Forbidden`] for another role.
+pub(crate) async fn require_role(
+    accounts: &dyn AccountStore,
+    headers: &HeaderMap,
+    role: Role,
+) -> Result<Viewer, WebError> {
+    let viewer = require(accounts, headers).await?;
+    if viewer.user.role == role || viewer.user.role == Role::Admin {
+        Ok(viewer)
+    } else {
+        Err(WebError::Forbidden)
+    }
+}
+
+/// Checks that `viewer` owns `what` `id` (admins own everything).
+///
+/// # Errors
+/// [`WebError::NotFound`] otherwise: the same answer as for one that does not exist.
+pub(crate) async fn check_owner(
+    accounts: &dyn AccountStore,
+    viewer: &Viewer,
+    what: Owned,
+    id: &str,
+) -> Result<(), WebError> {
+    let owner = accounts.owner_of(what, id).await?;
+    if owner.as_deref() == Some(viewer.user.id.as_str()) || viewer.user.role == Role::Admin {
+        Ok(())
+    } else {
+        Err(WebError::NotFound)
+    }
+}
+
+/// Where `role` lands after signing in.
+pub(crate) fn landing(role: Role) -> &'static str {
+    match role {
+        Role::Customer => "/keys",
+        Role::Runner => "/nodes",
+        Role::Admin => "/admin",
+    }
 }
 
 /// Checks a form's CSRF token against the expected one, in constant time.
