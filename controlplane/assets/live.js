@@ -43,18 +43,28 @@
         });
       }
     });
+    sample(used);
+  });
+  // Balances arrive only when usage moves: while none come, the rate falls to zero.
+  function sample(used) {
     samples.push([Date.now() / 1000, used]);
     if (samples.length > 120) samples.shift();
     drawRate();
-  });
+  }
+  setInterval(function () {
+    var last = samples[samples.length - 1];
+    if (last && Date.now() / 1000 - last[0] >= 2) sample(last[1]);
+  }, 2000);
   events.addEventListener("nodes", function (e) {
     var nodes = JSON.parse(e.data);
     Object.keys(nodes).forEach(function (id) {
       document.querySelectorAll('[data-online="' + id + '"]').forEach(function (el) {
         if (el.textContent !== "revoked") el.textContent = nodes[id].online ? "online" : "offline";
       });
-      document.querySelectorAll('[data-streams="' + id + '"]').forEach(function (el) {
-        el.textContent = nodes[id].streams === null ? "—" : nodes[id].streams;
+      ["streams", "country", "score", "latency", "reliability"].forEach(function (field) {
+        document.querySelectorAll("[data-" + field + '="' + id + '"]').forEach(function (el) {
+          el.textContent = nodes[id][field] === null ? "—" : nodes[id][field];
+        });
       });
     });
   });

@@ -81,6 +81,8 @@ pub struct ApiState<S> {
     pub proxy_socks: String,
     /// The price per GB invoices lock, as configured (`1.0`), for the buy page.
     pub price_per_gb: String,
+    /// Node presence and the live feed, shared by the servers on one store.
+    pub live: Arc<crate::live::LiveBus>,
 }
 
 /// An API failure, rendered as `{"error": ...}`.
@@ -507,6 +509,7 @@ mod tests {
             proxy_http: "127.0.0.1:8080".into(),
             proxy_socks: "127.0.0.1:1080".into(),
             price_per_gb: "1.0".into(),
+            live: Arc::new(crate::live::LiveBus::Memory(Default::default())),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

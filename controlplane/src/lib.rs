@@ -12,6 +12,7 @@ mod api_users;
 pub mod cli;
 pub mod config;
 pub mod geoip;
+pub mod live;
 pub mod metrics;
 pub mod money;
 pub mod overload;

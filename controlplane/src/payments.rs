@@ -18,6 +18,7 @@ use turbo_chain::xpub::DepositKeys;
 use turbo_chain::{ChainError, CreditSink, Gateway, GatewayConfig};
 
 use crate::config::ServerConfig;
+use crate::live::{LiveBus, LiveEvent};
 use crate::money::Money;
 use crate::store::Store;
 
@@ -98,6 +99,7 @@ pub(crate) async fn start<S: Store>(
     cfg: &ServerConfig,
     money: Option<&Money>,
     store: Arc<S>,
+    live: Arc<LiveBus>,
 ) -> Result<Option<Arc<Gateway>>, ChainError> {
     let (Some(rpc), Some(money)) = (&cfg.chain_rpc, money) else {
         tracing::info!("no chain_rpc: payments (invoices, USDC) are off");
@@ -147,12 +149,13 @@ pub(crate) async fn start<S: Store>(
         }),
         _ => None,
     };
-    tokio::spawn(run(gateway.clone(), ledger.clone(), hooks, payouts));
+    tokio::spawn(run(gateway.clone(), ledger.clone(), hooks, payouts, live));
     tracing::info!(chain_id = cfg.chain_id, %token, decimals = gateway.decimals(), "payments on");
     Ok(Some(gateway))
 }
 
-/// Follows the chain, delivers webhooks and settles submitted payouts, every
+/// Follows the chain (publishing invoices whose status changed), delivers webhooks
+/// and settles submitted payouts, every
 /// [`TICK`], for as long as the server runs; a failed pass is logged and the next one
 /// picks up where it stopped.
 async fn run(
@@ -160,6 +163,7 @@ async fn run(
     ledger: turbo_ledger::Ledger,
     hooks: Option<WebhookConfig>,
     payouts: Option<Arc<ChainPayouts>>,
+    live: Arc<LiveBus>,
 ) {
     let http = reqwest::Client::new();
     let mut every = tokio::time::interval(TICK);
@@ -167,8 +171,16 @@ async fn run(
     loop {
         every.tick().await;
         match gateway.tick().await {
-            Ok(r) if r.blocks > 0 || r.credited > 0 => tracing::debug!(?r, "chain followed"),
-            Ok(_) => {}
+            Ok(r) => {
+                if r.blocks > 0 || r.credited > 0 {
+                    tracing::debug!(?r, "chain followed");
+                }
+                for id in r.changed_invoices {
+                    if let Err(e) = live.publish(&LiveEvent::Invoice(id)).await {
+                        tracing::debug!(error = %e, "invoice change not published");
+                    }
+                }
+            }
             Err(e) => tracing::warn!(error = %e, "following the chain failed"),
         }
         if let Some(hooks) = &hooks {

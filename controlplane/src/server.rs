@@ -193,7 +193,18 @@ impl Server {
         let links = PlaneLinks::new();
         let (control, handle) = start_control_plane(&runtime, cfg, &server_id, &links)?;
         let money = start_money(&runtime, cfg, &control, &server_id, links.table.clone())?;
-        let payments = crate::payments::start(cfg, money.as_deref(), control.store.clone());
+        let live = Arc::new(
+            runtime
+                .block_on(crate::live::LiveBus::open(&cfg.store))
+                .map_err(ServerError::Store)?,
+        );
+        runtime.spawn(crate::live::report::run(
+            control.clone(),
+            live.clone(),
+            server_id.clone(),
+        ));
+        let payments =
+            crate::payments::start(cfg, money.as_deref(), control.store.clone(), live.clone());
         let payments = runtime.block_on(payments).map_err(ServerError::Payments)?;
         let dataplane = Dataplane::start(
             dataplane_config(cfg, &cert, &server_id, links.known_keys)?,
@@ -219,6 +230,7 @@ impl Server {
             proxy_http: customer_addr(cfg.http_listen, &host),
             proxy_socks: customer_addr(cfg.socks_listen, &host),
             price_per_gb: price_per_gb(cfg),
+            live,
         });
         let (api_addr, listener) = bind_api(&runtime, cfg)?;
         let router = api::router(api_state.clone());

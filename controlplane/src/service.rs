@@ -3,7 +3,7 @@
 //! publishes the [`NodeTable`] snapshot the cores route with, relays key events to the
 //! cores, reclaims expired leases, and writes one feature record per closed connection.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,6 +67,8 @@ pub struct ControlPlane<S> {
     key_events: broadcast::Sender<KeyEvent>,
     settings: ControlSettings,
     metrics: std::sync::OnceLock<Arc<Metrics>>,
+    /// Keys whose lease moved since [`ControlPlane::take_touched_keys`] last ran.
+    touched: std::sync::Mutex<HashSet<Arc<str>>>,
 }
 
 impl<S: Store> ControlPlane<S> {
@@ -84,6 +86,7 @@ impl<S: Store> ControlPlane<S> {
             key_events,
             settings,
             metrics: std::sync::OnceLock::new(),
+            touched: std::sync::Mutex::default(),
         }
     }
 
@@ -100,6 +103,12 @@ impl<S: Store> ControlPlane<S> {
     /// Connected nodes, by id.
     pub fn live_nodes(&self) -> HashMap<Arc<str>, LiveNode> {
         self.registry.live()
+    }
+
+    /// The keys whose usage or lease moved since the last call (for live pages).
+    pub fn take_touched_keys(&self) -> Vec<String> {
+        let mut touched = self.touched.lock().unwrap_or_else(|p| p.into_inner());
+        touched.drain().map(|k| k.to_string()).collect()
     }
 
     /// Number of connected nodes.
@@ -263,6 +272,10 @@ impl<S: Store> ControlPlane<S> {
         let metrics = self.metrics();
         match result {
             Ok(answer) => {
+                if answer.granted > 0 || request.usage.bytes() > 0 {
+                    let mut touched = self.touched.lock().unwrap_or_else(|p| p.into_inner());
+                    touched.insert(request.key_id.clone());
+                }
                 if let (Some(m), true) = (metrics, answer.granted > 0) {
                     m.lease_grants.inc();
                     m.lease_granted_bytes.inc_by(answer.granted);

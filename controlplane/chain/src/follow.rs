@@ -24,7 +24,7 @@ const MAX_BLOCKS_PER_TICK: u64 = 256;
 const KEEP_BLOCKS: u64 = 512;
 
 /// What one [`Gateway::tick`] did.
-#[derive(Debug, Default, Clone, Copy, Serialize, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Serialize, PartialEq, Eq)]
 pub struct TickReport {
     /// The chain's head.
     pub head: u64,
@@ -40,6 +40,8 @@ pub struct TickReport {
     pub deferred: u64,
     /// Invoices whose status changed.
     pub status_changes: u64,
+    /// Their ids.
+    pub changed_invoices: Vec<String>,
 }
 
 fn now_secs() -> i64 {
@@ -266,6 +268,7 @@ impl Gateway {
             if db::set_status(self.ledger.pool(), &inv.id, status.as_str(), body).await? {
                 info!(invoice = %inv.id, from = %inv.status, to = %status, "invoice status");
                 report.status_changes += 1;
+                report.changed_invoices.push(inv.id.clone());
             }
         }
         Ok(())

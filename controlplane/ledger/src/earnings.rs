@@ -163,6 +163,49 @@ impl Ledger {
         Ok((today_nano, posted.max(0) as u64 + today_nano))
     }
 
+    /// Bytes `node` carried today and this calendar month (UTC, today included), as
+    /// the settled usage records them.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn node_bytes(&self, node: &str, today: i64) -> Result<(u64, u64), LedgerError> {
+        let row = self
+            .pool
+            .get()
+            .await?
+            .query_one(
+                "SELECT coalesce(sum(up + down) FILTER (WHERE minute >= $2), 0)::bigint,
+                        coalesce(sum(up + down), 0)::bigint
+                 FROM usage_minute WHERE node = $1 AND minute >= $3",
+                &[&node, &(today * 1440), &(month_start(today) * 1440)],
+            )
+            .await?;
+        let bytes = |i: usize| u64::try_from(row.get::<_, i64>(i)).unwrap_or(0);
+        Ok((bytes(0), bytes(1)))
+    }
+
+    /// Bytes per second the whole network carried over the `minutes` whole minutes
+    /// before `now_minute` (minutes since the Unix epoch), as the settled usage
+    /// records them.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn throughput(&self, now_minute: i64, minutes: i64) -> Result<u64, LedgerError> {
+        let minutes = minutes.max(1);
+        let bytes: i64 = self
+            .pool
+            .get()
+            .await?
+            .query_one(
+                "SELECT coalesce(sum(up + down), 0)::bigint FROM usage_minute
+                 WHERE minute >= $1 AND minute < $2",
+                &[&(now_minute - minutes), &now_minute],
+            )
+            .await?
+            .get(0);
+        Ok(u64::try_from(bytes / (minutes * 60)).unwrap_or(0))
+    }
+
     /// `key_id`'s usage per minute and node, for minutes in `from..to` (minutes since
     /// the Unix epoch), at most 10,000 rows.
     ///

@@ -46,10 +46,10 @@ use super::{
 use crate::secrets::{self, SecretHash};
 
 mod credits;
-mod events;
+pub(crate) mod events;
 mod lua;
 mod usage;
-use events::subscriber;
+use events::{subscriber, Channel};
 use lua::{LEASE_LUA, RECLAIM_LUA, SESSION_LUA, SET_NODE_FIELD_LUA};
 
 const EVENTS: &str = "turbo:events";
@@ -100,12 +100,19 @@ impl RedisStore {
             .map_err(unavailable)?;
         let (events, _) = broadcast::channel(1024);
         let errors = Arc::new(AtomicU64::new(0));
-        let mut pubsub = client.get_async_pubsub().await.map_err(unavailable)?;
-        pubsub.subscribe(EVENTS).await.map_err(unavailable)?;
+        let pubsub = events::subscribe(&client, EVENTS)
+            .await
+            .map_err(unavailable)?;
         let (stop, stopped) = oneshot::channel();
+        let channel = Channel {
+            name: EVENTS,
+            parse: events::key_event,
+            resync: KeyEvent::Resync,
+        };
         tokio::spawn(subscriber(
             client,
             pubsub,
+            channel,
             events.clone(),
             errors.clone(),
             stopped,

@@ -1,6 +1,6 @@
-//! The admin's pages: the network overview (users, keys, nodes, nodes online on this
-//! server, bytes relayed, revenue, payouts due and the ledger's reconciliation) and the
-//! lists of users, keys and nodes.
+//! The admin's pages: the network overview (users, keys, nodes, nodes online on any
+//! server, bytes relayed, throughput, revenue, payouts due and the ledger's
+//! reconciliation) and the lists of users, keys and nodes.
 
 use std::sync::Arc;
 
@@ -31,7 +31,10 @@ struct AdminPage {
     nodes: Vec<Row>,
 }
 
-/// The ledger's figures: revenue, payouts due (nodes at or over the threshold) and
+/// Minutes the throughput figure averages over.
+const THROUGHPUT_MINUTES: i64 = 5;
+
+/// The ledger's figures: throughput (all servers, as settled), revenue, payouts due (nodes at or over the threshold) and
 /// reconciliation.
 async fn money_figures<S: Store>(
     st: &ApiState<S>,
@@ -56,12 +59,19 @@ async fn money_figures<S: Store>(
             due = (due.0 + 1, due.1 + available);
         }
     }
+    let now_minute = i64::try_from(crate::store::now_unix() / 60).unwrap_or(0);
+    let throughput = m
+        .ledger
+        .throughput(now_minute, THROUGHPUT_MINUTES)
+        .await
+        .map_or_else(|e| e.to_string(), |b| format!("{}/s", human_bytes(b)));
     let reconciliation = match m.reconcile(&*st.control.store).await {
         Ok(r) if r.ok => "ok".to_owned(),
         Ok(r) => format!("mismatch of {} bytes", r.mismatch_bytes),
         Err(e) => format!("failed: {e}"),
     };
     vec![
+        ("Throughput, last 5 min", throughput),
         ("Revenue", revenue),
         ("Payouts due", format!("{} nodes, {}", due.0, usd(due.1))),
         ("Ledger", reconciliation),
@@ -80,14 +90,14 @@ pub(crate) async fn overview<S: Store>(
     let users = st.accounts.list_users().await?;
     let keys = st.control.store.list_keys().await?;
     let nodes = st.control.store.list_nodes().await?;
-    let live = st.control.live_nodes();
+    let live = st.live.presence(None, crate::store::now_unix()).await?;
     let relayed: u64 = keys.iter().map(|k| k.bytes_up + k.bytes_down).sum();
     let node_ids: Vec<String> = nodes.iter().map(|n| n.id.clone()).collect();
     let mut figures = vec![
         ("Users", users.len().to_string()),
         ("Keys", keys.len().to_string()),
         ("Nodes", nodes.len().to_string()),
-        ("Online on this server", live.len().to_string()),
+        ("Nodes online", live.len().to_string()),
         ("Relayed", human_bytes(relayed)),
     ];
     figures.extend(money_figures(&st, &node_ids).await);
@@ -110,7 +120,7 @@ pub(crate) async fn overview<S: Store>(
     let nodes = nodes
         .iter()
         .map(|n| {
-            let state = match (n.revoked, live.contains_key(n.id.as_str())) {
+            let state = match (n.revoked, live.contains_key(&n.id)) {
                 (true, _) => "revoked",
                 (false, true) => "online",
                 (false, false) => "offline",

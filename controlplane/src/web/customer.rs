@@ -16,7 +16,7 @@ use super::session::{self, Viewer};
 use super::{human_bytes, render, see_other, WebError};
 use crate::accounts::{Owned, Role};
 use crate::api::ApiState;
-use crate::store::{KeyRecord, Store, StoreError};
+use crate::store::{FeatureFields, KeyRecord, Store, StoreError};
 
 /// Minutes of usage the chart shows.
 const CHART_MINUTES: i64 = 60;
@@ -64,7 +64,7 @@ struct KeysPage {
 const RECENT_CONNECTIONS: usize = 2000;
 
 /// The viewer's recent connections counted by outcome and by the country of the node
-/// that carried them (as this server knows it), most frequent first.
+/// that carried them (while it is online, on any server), most frequent first.
 async fn breakdowns<S: Store>(
     st: &ApiState<S>,
     keys: &[KeyRecord],
@@ -76,20 +76,31 @@ async fn breakdowns<S: Store>(
         .recent_connections(RECENT_CONNECTIONS)
         .await
         .unwrap_or_default();
-    let live = st.control.live_nodes();
+    let field = |r: &'_ FeatureFields, name: &str| {
+        r.iter().find(|(k, _)| k == name).map(|(_, v)| v.to_owned())
+    };
+    let records: Vec<_> = records
+        .iter()
+        .filter(|r| field(r, "key").is_some_and(|k| mine.contains(k.as_str())))
+        .collect();
+    let nodes: std::collections::BTreeSet<String> =
+        records.iter().filter_map(|r| field(r, "node")).collect();
+    let nodes: Vec<String> = nodes.into_iter().collect();
+    let live = st
+        .live
+        .presence(Some(&nodes), crate::store::now_unix())
+        .await
+        .unwrap_or_default();
     let (mut outcomes, mut countries) = (BTreeMap::new(), BTreeMap::new());
-    for r in &records {
+    for r in records {
         let field = |name: &str| r.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
-        if !field("key").is_some_and(|k| mine.contains(k)) {
-            continue;
-        }
         *outcomes
             .entry(field("outcome").unwrap_or("?").to_owned())
             .or_insert(0u64) += 1;
         let country = field("node")
             .and_then(|n| live.get(n))
-            .and_then(|l| l.country)
-            .map_or("unknown".to_owned(), |c| c.to_string());
+            .and_then(|p| p.country.clone())
+            .unwrap_or_else(|| "unknown".to_owned());
         *countries.entry(country).or_insert(0u64) += 1;
     }
     let sorted = |m: BTreeMap<String, u64>| {

@@ -54,6 +54,16 @@ pub(crate) fn usd(nano: i64) -> String {
     )
 }
 
+/// Dollars from nano-USD, to the micro-dollar (rounded down): a runner's earnings
+/// are small amounts, a day of a few GB is cents.
+pub(crate) fn usd_micro(nano: i64) -> String {
+    format!(
+        "${}.{:06}",
+        nano / 1_000_000_000,
+        (nano % 1_000_000_000).abs() / 1_000
+    )
+}
+
 /// `YYYY-MM-DD` of a day number (days since 1970-01-01).
 fn date(day: i64) -> String {
     let (y, m, d) = turbo_ledger::civil(day);
@@ -85,10 +95,10 @@ pub(crate) async fn show<S: Store>(
         threshold = usd(m.payout_threshold_nano);
         if let Ok(e) = m.ledger.earnings(&id).await {
             money = Some((
-                usd(e.earned_nano),
-                usd(e.bonus_nano),
-                usd(e.paid_nano),
-                usd(e.available_nano),
+                usd_micro(e.earned_nano),
+                usd_micro(e.bonus_nano),
+                usd_micro(e.paid_nano),
+                usd_micro(e.available_nano),
             ));
             days = e
                 .days
@@ -96,8 +106,8 @@ pub(crate) async fn show<S: Store>(
                 .map(|d| DayRow {
                     date: date(d.day),
                     carried: super::human_bytes(u64::try_from(d.carried_bytes).unwrap_or(0)),
-                    base: usd(d.base_nano_usd),
-                    bonus: usd(d.bonus_nano_usd),
+                    base: usd_micro(d.base_nano_usd),
+                    bonus: usd_micro(d.bonus_nano_usd),
                 })
                 .collect();
         }
@@ -108,7 +118,7 @@ pub(crate) async fn show<S: Store>(
             .unwrap_or_default()
             .into_iter()
             .map(|p| PayoutRow {
-                amount: usd(p.amount_nano),
+                amount: usd_micro(p.amount_nano),
                 status: p.status,
                 reference: p.reference.unwrap_or_default(),
             })
@@ -161,5 +171,7 @@ mod tests {
         assert_eq!(super::date(11_016), "2000-02-29");
         assert_eq!(super::usd(25_000_000_500), "$25.00");
         assert_eq!(super::usd(1_990_000_000), "$1.99");
+        assert_eq!(super::usd_micro(90_123), "$0.000090");
+        assert_eq!(super::usd_micro(25_000_000_500), "$25.000000");
     }
 }

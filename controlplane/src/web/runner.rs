@@ -1,5 +1,5 @@
-//! A runner's pages: their nodes (online on this server, country, score, streams,
-//! bytes carried, earnings with the ledger) and "add a node", which makes a node
+//! A runner's pages: their nodes (online on any server, country, score with its L and
+//! R parts, streams, bytes today, this month and in all, earnings with the ledger) and "add a node", which makes a node
 //! owned by the runner and shows its join command once.
 
 use std::sync::Arc;
@@ -11,11 +11,11 @@ use axum::response::Response;
 use axum::Form;
 
 use super::auth::CsrfOnly;
-use super::earnings::usd;
+use super::earnings::usd_micro;
 use super::session::{self, Viewer};
 use super::{human_bytes, render, WebError};
 use crate::accounts::{Owned, Role};
-use crate::api::{join_string, node_json, ApiState};
+use crate::api::{join_string, ApiState};
 use crate::store::{Store, StoreError};
 
 /// One node as the page lists it.
@@ -23,8 +23,11 @@ pub(crate) struct NodeRow {
     pub(crate) id: String,
     pub(crate) online: bool,
     pub(crate) country: String,
-    pub(crate) score: String,
+    /// Score S, and its latency (L) and reliability (R) parts.
+    pub(crate) score: [String; 3],
     pub(crate) streams: String,
+    pub(crate) today: String,
+    pub(crate) month: String,
     pub(crate) carried: String,
     pub(crate) earned: String,
     pub(crate) revoked: bool,
@@ -40,38 +43,54 @@ struct NodesPage {
     money: bool,
 }
 
-/// The viewer's nodes as rows.
+/// The ledger's figures for one node: bytes today, this month, and earned in all.
+async fn ledger_figures(money: &crate::money::Money, id: &str, today: i64) -> [String; 3] {
+    let (day, month) = money.ledger.node_bytes(id, today).await.unwrap_or_default();
+    let earned = money
+        .ledger
+        .earnings(id)
+        .await
+        .map(|e| usd_micro(e.earned_nano + e.bonus_nano))
+        .unwrap_or_default();
+    [human_bytes(day), human_bytes(month), earned]
+}
+
+/// The viewer's nodes as rows: online state and score from the presence every server
+/// reports, so any server shows them alike.
 pub(crate) async fn node_rows<S: Store>(
     st: &ApiState<S>,
     user_id: &str,
 ) -> Result<Vec<NodeRow>, WebError> {
-    let live = st.control.live_nodes();
+    let ids = st.accounts.owned(user_id, Owned::Node).await?;
+    let now = crate::store::now_unix();
+    let presence = st.live.presence(Some(&ids), now).await?;
+    let today = i64::try_from(now / 86_400).unwrap_or(0);
+    let dash = || "—".to_owned();
     let mut rows = Vec::new();
-    for id in st.accounts.owned(user_id, Owned::Node).await? {
+    for id in ids {
         let node = match st.control.store.node(&id).await {
             Ok(n) => n,
             Err(StoreError::NotFound(_)) => continue,
             Err(e) => return Err(e.into()),
         };
-        let v = node_json(st, &node, live.get(id.as_str()));
-        let earned = match &st.money {
-            Some(m) => m
-                .ledger
-                .earnings(&id)
-                .await
-                .map(|e| usd(e.earned_nano + e.bonus_nano))
-                .unwrap_or_default(),
-            None => String::new(),
+        let [today, month, earned] = match &st.money {
+            Some(m) => ledger_figures(m, &id, today).await,
+            None => [dash(), dash(), String::new()],
         };
+        let p = presence.get(&id);
+        let part =
+            |f: fn(&crate::live::Presence) -> f64| p.map_or_else(dash, |p| format!("{:.2}", f(p)));
         rows.push(NodeRow {
-            online: v["connected"] == true,
-            country: v["country"].as_str().unwrap_or("—").to_owned(),
-            score: v["score"]
-                .as_f64()
-                .map_or("—".into(), |s| format!("{s:.2}")),
-            streams: v["active_streams"]
-                .as_u64()
-                .map_or("—".into(), |s| s.to_string()),
+            online: p.is_some(),
+            country: p.and_then(|p| p.country.clone()).unwrap_or_else(dash),
+            score: [
+                part(|p| p.score),
+                part(|p| p.latency),
+                part(|p| p.reliability),
+            ],
+            streams: p.map_or_else(dash, |p| format!("{} / {}", p.streams, p.max_streams)),
+            today,
+            month,
             carried: human_bytes(node.bytes_carried),
             earned,
             revoked: node.revoked,

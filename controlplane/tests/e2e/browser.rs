@@ -1,7 +1,8 @@
 //! The dashboard in a real headless Chromium: a customer signs up, creates a key (shown
 //! once), and watches its balance and live throughput move while curl relays through
 //! the key, without a reload; a runner adds a node with the join command the page
-//! gives and watches it come online, without a reload. Each flow saves a screenshot
+//! gives, watches it come online without a reload, and after the day's settlement
+//! sees the day itemised on the node's page. Each flow saves a screenshot
 //! under `target/screenshots/` and checks it is not blank.
 
 use std::sync::Arc;
@@ -138,9 +139,13 @@ fn keyboard_and_revocation(b: &Browser, net: &Net, id: &str) {
 }
 
 #[test]
-fn a_runner_watches_their_node_come_online() {
+fn a_runner_watches_their_node_come_online_and_sees_its_earnings() {
+    let pg = crate::fixtures::postgres::Postgres::start();
+    let rt = crate::payments::runtime();
+    let ledger_url = rt.block_on(pg.database());
     let mut net = Net::start_with(Options {
         node: false,
+        config: format!("ledger = \"{ledger_url}\"\n"),
         ..Options::new("legacy")
     });
     let b = Browser::start();
@@ -170,8 +175,85 @@ fn a_runner_watches_their_node_come_online() {
     eventually("the node to show online without a reload", || {
         (b.text(&cell)? == "online").then_some(())
     });
+    let score = b.text(&format!("[data-score=\"{id}\"]")).expect("score");
+    assert!(score.parse::<f64>().is_ok(), "a live score: {score}");
     assert_eq!(b.js("return window.turboNoReload"), 7, "no reload");
     b.screenshot("runner-nodes");
+    b.assert_no_console_errors();
+    let carried = carry_and_settle(&net, &id);
+    rewarded_day_shows(&b, &net, &rt, &ledger_url, &id, carried);
+}
+
+/// Relays three bodies through the runner's node and waits for the ledger to hold
+/// every byte of them; returns the bytes the node carried.
+fn carry_and_settle(net: &Net, node: &str) -> u64 {
+    let target = FileServer::start(Arc::new(random_bytes(BODY, 4))).addr;
+    for _ in 0..3 {
+        let out = curl(&[
+            "-s",
+            "-f",
+            "--proxy",
+            &net.proxy_url("http"),
+            &format!("http://127.0.0.1:{}/f", target.port()),
+        ]);
+        assert_eq!(out.stdout.len(), BODY, "relayed through the runner's node");
+    }
+    eventually("the ledger to settle the node's bytes", || {
+        let r = net.api_get("/api/ledger/reconcile");
+        let e = net.api_get(&format!("/api/nodes/{node}/earnings"));
+        let carried = e["carried_bytes"].as_u64()?;
+        let settled = r["ok"] == true && r["unsettled_bytes"] == 0;
+        (settled && carried >= 3 * BODY as u64).then_some(carried)
+    })
+}
+
+/// Runs the day's settlement (as the server does after midnight UTC) and checks the
+/// runner's node page itemises it: the day, its bytes, base ($0.10/GB) and bonus.
+fn rewarded_day_shows(
+    b: &Browser,
+    net: &Net,
+    rt: &tokio::runtime::Runtime,
+    ledger_url: &str,
+    node: &str,
+    carried: u64,
+) {
+    let ledger = rt
+        .block_on(turbo_ledger::Ledger::connect(ledger_url))
+        .expect("ledger");
+    let version = rt
+        .block_on(ledger.adopt_policy(&turbo_ledger::RewardPolicy::default()))
+        .expect("the server's policy");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let today = (now / 86_400) as i64;
+    let rewarded = rt
+        .block_on(ledger.reward_day(today, version))
+        .expect("reward the day");
+    assert_eq!(rewarded.nodes, 1, "{rewarded:?}");
+    b.goto(&format!("{}/nodes/{node}", net.api));
+    let row = eventually("the rewarded day", || {
+        let cells = b.js("const r = document.querySelector('table tbody tr'); \
+             return r ? Array.from(r.cells).map(c => c.textContent) : null");
+        cells.as_array().cloned()
+    });
+    let (y, m, d) = turbo_ledger::civil(today);
+    let nano = carried / 10;
+    let base = format!(
+        "${}.{:06}",
+        nano / 1_000_000_000,
+        nano % 1_000_000_000 / 1000
+    );
+    assert_eq!(row[0], format!("{y:04}-{m:02}-{d:02}"), "{row:?}");
+    assert_eq!(row[2], base.as_str(), "base at $0.10/GB: {row:?}");
+    assert!(
+        row[3].as_str().is_some_and(|t| t.starts_with('$')),
+        "{row:?}"
+    );
+    let shown = b.text("#available").expect("available");
+    assert!(shown.starts_with('$') && shown != "$0.000000", "{shown}");
+    b.screenshot("runner-earnings");
     b.assert_no_console_errors();
 }
 

@@ -24,6 +24,7 @@ mod join_routable;
 mod lanes;
 mod ledger;
 mod limits;
+mod live;
 mod lockouts;
 mod malformed;
 mod nat_rebind;

@@ -1,4 +1,5 @@
-//! Key events from every server: the `turbo:events` subscriber.
+//! Redis PUB/SUB channels turned into broadcast channels: `turbo:events` (key and node
+//! events, [`KeyEvent`]) and, for the dashboard, `turbo:live` ([`crate::live`]).
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -9,14 +10,46 @@ use tokio::sync::{broadcast, oneshot};
 use tracing::{debug, warn};
 use turbo_dataplane::control::KeyEvent;
 
-use super::EVENTS;
+/// One subscribed channel: its name, how its messages read, and what to send after a
+/// reconnection (events may have been missed meanwhile).
+pub(crate) struct Channel<E> {
+    /// The Redis channel.
+    pub(crate) name: &'static str,
+    /// A message's event, or `None` to ignore it.
+    pub(crate) parse: fn(&str) -> Option<E>,
+    /// Sent after the subscription was restored.
+    pub(crate) resync: E,
+}
 
-/// Forwards `turbo:events` into `events`, reconnecting after failures (then sending
-/// [`KeyEvent::Resync`], since events may have been missed), until `stop` fires.
-pub(super) async fn subscriber(
+/// `turbo:events` as [`KeyEvent`]s.
+pub(crate) fn key_event(text: &str) -> Option<KeyEvent> {
+    Some(match text.split_once(' ')? {
+        ("revoke", id) => KeyEvent::Revoked(id.into()),
+        ("credit", id) => KeyEvent::ToppedUp(id.into()),
+        ("revoke-node", id) => KeyEvent::NodeRevoked(id.into()),
+        ("create", tag) => KeyEvent::Created(u64::from_str_radix(tag, 16).ok()?),
+        _ => return None,
+    })
+}
+
+/// Subscribes to `channel.name`; returns once the subscription is live, so nothing
+/// published afterwards is missed.
+pub(crate) async fn subscribe(
+    client: &redis::Client,
+    name: &str,
+) -> Result<redis::aio::PubSub, redis::RedisError> {
+    let mut pubsub = client.get_async_pubsub().await?;
+    pubsub.subscribe(name).await?;
+    Ok(pubsub)
+}
+
+/// Forwards `channel` into `events`, reconnecting after failures (then sending
+/// `channel.resync`), until `stop` fires.
+pub(crate) async fn subscriber<E: Clone + Send>(
     client: redis::Client,
     mut pubsub: redis::aio::PubSub,
-    events: broadcast::Sender<KeyEvent>,
+    channel: Channel<E>,
+    events: broadcast::Sender<E>,
     errors: Arc<AtomicU64>,
     mut stop: oneshot::Receiver<()>,
 ) {
@@ -30,22 +63,17 @@ pub(super) async fn subscriber(
                     msg = messages.next() => {
                         let Some(msg) = msg else { break };
                         let text: String = msg.get_payload().unwrap_or_default();
-                        let event = match text.split_once(' ') {
-                            Some(("revoke", id)) => KeyEvent::Revoked(id.into()),
-                            Some(("credit", id)) => KeyEvent::ToppedUp(id.into()),
-                            Some(("revoke-node", id)) => KeyEvent::NodeRevoked(id.into()),
-                            Some(("create", tag)) => match u64::from_str_radix(tag, 16) {
-                                Ok(tag) => KeyEvent::Created(tag),
-                                Err(_) => continue,
-                            },
-                            _ => continue,
-                        };
-                        let _ = events.send(event);
+                        if let Some(event) = (channel.parse)(&text) {
+                            let _ = events.send(event);
+                        }
                     }
                 }
             }
         }
-        warn!("Redis event subscription lost; reconnecting");
+        warn!(
+            channel = channel.name,
+            "Redis subscription lost; reconnecting"
+        );
         loop {
             errors.fetch_add(1, Relaxed);
             tokio::select! {
@@ -53,17 +81,13 @@ pub(super) async fn subscriber(
                 _ = tokio::time::sleep(backoff) => {}
             }
             backoff = (backoff * 2).min(Duration::from_secs(2));
-            let again = async {
-                let mut p = client.get_async_pubsub().await?;
-                p.subscribe(EVENTS).await?;
-                Ok::<_, redis::RedisError>(p)
-            };
+            let again = subscribe(&client, channel.name);
             match tokio::time::timeout(Duration::from_secs(2), again).await {
                 Ok(Ok(p)) => {
                     pubsub = p;
                     backoff = Duration::from_millis(100);
-                    debug!("Redis event subscription restored");
-                    let _ = events.send(KeyEvent::Resync);
+                    debug!(channel = channel.name, "Redis subscription restored");
+                    let _ = events.send(channel.resync.clone());
                     break;
                 }
                 Ok(Err(e)) => debug!(error = %e, "Redis resubscribe failed"),

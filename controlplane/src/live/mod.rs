@@ -1,0 +1,195 @@
+//! Live state for the dashboard, shared by every server on one store:
+//! - **presence**: which nodes are online, on which server, with their score parts and
+//!   open streams. Each server reports its own nodes ([`report`]); an entry its server
+//!   stops refreshing goes stale at `until` and is ignored, then swept.
+//! - **the feed**: what changed, published by the server that saw it and delivered to
+//!   every server's `/events` ([`crate::web::live`]): usage ticks, nodes up and down,
+//!   invoice states. Key revocations and top-ups travel on the store's own key events.
+//!
+//! The memory bus is the demo's (one server); the Redis bus shares both through Redis.
+//! The feed is at-most-once (Redis PUB/SUB): a lost subscription sends
+//! [`LiveEvent::Resync`], and pages re-read everything.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+use crate::store::StoreError;
+
+mod memory;
+mod redis;
+pub mod report;
+#[cfg(test)]
+mod suite;
+
+pub use memory::MemoryBus;
+pub use redis::RedisBus;
+
+/// A change pages follow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LiveEvent {
+    /// These keys' usage moved (one tick per server per second at most).
+    Usage(Vec<String>),
+    /// A node came online or went offline.
+    Node {
+        /// The node.
+        id: String,
+        /// Whether it is online now.
+        online: bool,
+    },
+    /// An invoice's status changed.
+    Invoice(String),
+    /// Events may have been missed: re-read everything.
+    Resync,
+}
+
+impl LiveEvent {
+    /// The event as one line: `usage <id>…`, `node <id> up|down`, `invoice <id>`.
+    pub fn encode(&self) -> String {
+        match self {
+            LiveEvent::Usage(ids) => format!("usage {}", ids.join(" ")),
+            LiveEvent::Node { id, online } => {
+                format!("node {id} {}", if *online { "up" } else { "down" })
+            }
+            LiveEvent::Invoice(id) => format!("invoice {id}"),
+            LiveEvent::Resync => "resync".into(),
+        }
+    }
+
+    /// Reads [`LiveEvent::encode`]'s line; `None` for anything else.
+    pub fn decode(text: &str) -> Option<LiveEvent> {
+        let mut words = text.split(' ');
+        let event = match words.next()? {
+            "usage" => LiveEvent::Usage(words.map(str::to_owned).collect()),
+            "node" => {
+                let id = words.next()?.to_owned();
+                let online = match words.next()? {
+                    "up" => true,
+                    "down" => false,
+                    _ => return None,
+                };
+                LiveEvent::Node { id, online }
+            }
+            "invoice" => LiveEvent::Invoice(words.next()?.to_owned()),
+            "resync" => LiveEvent::Resync,
+            _ => return None,
+        };
+        Some(event)
+    }
+}
+
+/// One online node, as its server reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Presence {
+    /// The server it is connected to.
+    pub server: String,
+    /// The country it is routed under.
+    pub country: Option<String>,
+    /// Its score S.
+    pub score: f64,
+    /// The latency part L.
+    pub latency: f64,
+    /// The reliability part R.
+    pub reliability: f64,
+    /// Streams open on it.
+    pub streams: u32,
+    /// Streams it accepts.
+    pub max_streams: u32,
+    /// Connected since, Unix seconds.
+    pub since: u64,
+    /// Unix seconds after which the entry is stale: its server stopped refreshing it.
+    pub until: u64,
+}
+
+/// Either bus, chosen with the store.
+pub enum LiveBus {
+    /// In this process only.
+    Memory(MemoryBus),
+    /// Shared through Redis.
+    Redis(RedisBus),
+}
+
+impl LiveBus {
+    /// The bus for the store named by `spec`: `memory`, or a `redis://` URL.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when Redis cannot be reached.
+    pub async fn open(spec: &str) -> Result<LiveBus, StoreError> {
+        if spec == "memory" {
+            Ok(LiveBus::Memory(MemoryBus::default()))
+        } else {
+            Ok(LiveBus::Redis(RedisBus::connect(spec).await?))
+        }
+    }
+
+    /// The feed from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<LiveEvent> {
+        match self {
+            LiveBus::Memory(b) => b.subscribe(),
+            LiveBus::Redis(b) => b.subscribe(),
+        }
+    }
+
+    /// Sends `event` to every server's subscribers (this one's included).
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`].
+    pub async fn publish(&self, event: &LiveEvent) -> Result<(), StoreError> {
+        match self {
+            LiveBus::Memory(b) => {
+                b.publish(event);
+                Ok(())
+            }
+            LiveBus::Redis(b) => b.publish(event).await,
+        }
+    }
+
+    /// Records `server`'s online nodes and removes `offline` ones (only where `server`
+    /// still holds them: a node that moved to another server keeps that one's entry).
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`].
+    pub async fn report(
+        &self,
+        server: &str,
+        online: &[(String, Presence)],
+        offline: &[String],
+    ) -> Result<(), StoreError> {
+        match self {
+            LiveBus::Memory(b) => {
+                b.report(server, online, offline);
+                Ok(())
+            }
+            LiveBus::Redis(b) => b.report(server, online, offline).await,
+        }
+    }
+
+    /// The online nodes among `ids` at Unix second `now` (`None`: all of them).
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`].
+    pub async fn presence(
+        &self,
+        ids: Option<&[String]>,
+        now: u64,
+    ) -> Result<HashMap<String, Presence>, StoreError> {
+        let all = match self {
+            LiveBus::Memory(b) => b.presence(ids),
+            LiveBus::Redis(b) => b.presence(ids).await?,
+        };
+        Ok(all.into_iter().filter(|(_, p)| p.until > now).collect())
+    }
+
+    /// Removes entries stale since before `before` (their server died); returns how
+    /// many.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`].
+    pub async fn sweep(&self, before: u64) -> Result<u64, StoreError> {
+        match self {
+            LiveBus::Memory(b) => Ok(b.sweep(before)),
+            LiveBus::Redis(b) => b.sweep(before).await,
+        }
+    }
+}

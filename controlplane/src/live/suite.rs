@@ -1,0 +1,112 @@
+//! What every [`LiveBus`] must do, run against the memory bus and a real
+//! `redis-server` (two buses on one Redis stand for two servers).
+
+use std::time::Duration;
+
+use super::{LiveBus, LiveEvent, Presence};
+
+fn entry(server: &str, streams: u32, until: u64) -> Presence {
+    Presence {
+        server: server.into(),
+        country: Some("us".into()),
+        score: 0.75,
+        latency: 0.5,
+        reliability: 1.0,
+        streams,
+        max_streams: 64,
+        since: 1_000,
+        until,
+    }
+}
+
+async fn next(rx: &mut tokio::sync::broadcast::Receiver<LiveEvent>) -> LiveEvent {
+    tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .expect("an event within 5 s")
+        .expect("the feed is open")
+}
+
+/// `a` and `b` share one store (the same bus for the memory backend).
+async fn run(a: &LiveBus, b: &LiveBus) {
+    // The feed reaches subscribers of both.
+    let (mut rx_a, mut rx_b) = (a.subscribe(), b.subscribe());
+    let events = [
+        LiveEvent::Usage(vec!["k1".into(), "k2".into()]),
+        LiveEvent::Node {
+            id: "n1".into(),
+            online: true,
+        },
+        LiveEvent::Invoice("inv_1".into()),
+    ];
+    for e in &events {
+        a.publish(e).await.expect("publish");
+    }
+    for e in &events {
+        assert_eq!(&next(&mut rx_a).await, e);
+        assert_eq!(&next(&mut rx_b).await, e);
+    }
+
+    // Presence written by one is read by the other; stale entries are not online.
+    let now = 10_000;
+    let online = [
+        ("n1".to_owned(), entry("s-a", 3, now + 10)),
+        ("n2".to_owned(), entry("s-a", 0, now - 1)),
+    ];
+    a.report("s-a", &online, &[]).await.expect("report");
+    let ids = ["n1".to_owned(), "n2".to_owned(), "n3".to_owned()];
+    let seen = b.presence(Some(&ids), now).await.expect("presence");
+    assert_eq!(seen.len(), 1, "n2 is stale, n3 unknown: {seen:?}");
+    assert_eq!(seen["n1"], online[0].1);
+    assert_eq!(b.presence(None, now).await.expect("all").len(), 1);
+    assert!(b.presence(Some(&[]), now).await.expect("none").is_empty());
+
+    // n1 moves to server b; a's late "offline" for it does not remove b's entry.
+    b.report("s-b", &[("n1".into(), entry("s-b", 1, now + 10))], &[])
+        .await
+        .expect("report b");
+    a.report("s-a", &[], &["n1".into()]).await.expect("gone a");
+    let seen = a.presence(None, now).await.expect("presence");
+    assert_eq!(seen["n1"].server, "s-b");
+    b.report("s-b", &[], &["n1".into()]).await.expect("gone b");
+    assert!(a.presence(None, now).await.expect("presence").is_empty());
+
+    // The sweep removes entries stale before its bound, and only those.
+    a.report("s-a", &[("n4".into(), entry("s-a", 0, now + 100))], &[])
+        .await
+        .expect("report");
+    assert_eq!(b.sweep(now).await.expect("sweep"), 1, "n2 is swept");
+    assert_eq!(b.sweep(now).await.expect("sweep again"), 0);
+    assert_eq!(a.presence(None, now).await.expect("presence").len(), 1);
+}
+
+#[test]
+fn events_read_back_and_junk_is_ignored() {
+    for e in [
+        LiveEvent::Usage(vec!["k1".into()]),
+        LiveEvent::Node {
+            id: "n".into(),
+            online: false,
+        },
+        LiveEvent::Invoice("i".into()),
+        LiveEvent::Resync,
+    ] {
+        assert_eq!(LiveEvent::decode(&e.encode()), Some(e));
+    }
+    for junk in ["", "node", "node n sideways", "invoice", "payday x"] {
+        assert_eq!(LiveEvent::decode(junk), None, "{junk:?}");
+    }
+}
+
+#[tokio::test]
+async fn memory_bus() {
+    let bus = LiveBus::open("memory").await.expect("memory");
+    run(&bus, &bus).await;
+}
+
+#[tokio::test]
+async fn redis_bus_shared_by_two_servers() {
+    let server = crate::store::redis::tests::Server::start();
+    let a = LiveBus::open(&server.url()).await.expect("a");
+    let b = LiveBus::open(&server.url()).await.expect("b");
+    run(&a, &b).await;
+}
