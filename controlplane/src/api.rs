@@ -515,7 +515,13 @@ mod tests {
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
-        tokio::spawn(async move { axum::serve(listener, router(state)).await });
+        tokio::spawn(async move {
+            axum::serve(
+                listener,
+                router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .await
+        });
         let base = format!("http://{addr}");
         let result = tokio::task::spawn_blocking(move || {
             let health = ureq::get(&format!("{base}/healthz"))

@@ -236,7 +236,12 @@ impl Server {
         let router = api::router(api_state.clone());
         spawn_housekeeping(&runtime, cfg, &control, &dataplane);
         runtime.spawn(async move {
-            if let Err(e) = axum::serve(listener, router).await {
+            if let Err(e) = axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .await
+            {
                 tracing::error!(error = %e, "API server failed");
             }
         });

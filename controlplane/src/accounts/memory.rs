@@ -217,13 +217,13 @@ impl AccountStore for MemoryAccounts {
         })
     }
 
-    fn login_failed<'a>(&'a self, email: &'a str) -> AccountFuture<'a, u32> {
+    fn throttle_hit<'a>(&'a self, subject: &'a str) -> AccountFuture<'a, u32> {
         Box::pin(async move {
             let mut st = self.lock();
             let now = Instant::now();
             let entry = st
                 .failures
-                .entry(email.to_ascii_lowercase())
+                .entry(subject.to_ascii_lowercase())
                 .or_insert((0, now));
             if now.duration_since(entry.1) >= ttl(LOGIN_WINDOW_SECS) {
                 *entry = (0, now);
@@ -233,10 +233,10 @@ impl AccountStore for MemoryAccounts {
         })
     }
 
-    fn login_failures<'a>(&'a self, email: &'a str) -> AccountFuture<'a, u32> {
+    fn throttle_count<'a>(&'a self, subject: &'a str) -> AccountFuture<'a, u32> {
         Box::pin(async move {
             let st = self.lock();
-            Ok(match st.failures.get(&email.to_ascii_lowercase()) {
+            Ok(match st.failures.get(&subject.to_ascii_lowercase()) {
                 Some((n, at)) if at.elapsed() < ttl(LOGIN_WINDOW_SECS) => *n,
                 _ => 0,
             })

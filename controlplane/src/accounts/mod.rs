@@ -23,6 +23,8 @@ mod suite;
 
 /// Failed sign-ins for one email that lock its sign-in.
 pub const MAX_LOGIN_FAILURES: u32 = 20;
+/// Sign-ups one IP address may make per window.
+pub const MAX_SIGNUPS_PER_IP: u32 = 10;
 /// How long failed sign-ins are remembered (and a lock lasts), in seconds.
 pub const LOGIN_WINDOW_SECS: u64 = 15 * 60;
 /// How long a browser session lives without use, in seconds.
@@ -172,11 +174,12 @@ pub trait AccountStore: Send + Sync + 'static {
     fn session<'a>(&'a self, token_hash: &'a str) -> AccountFuture<'a, Option<WebSession>>;
     /// Ends a session.
     fn drop_session<'a>(&'a self, token_hash: &'a str) -> AccountFuture<'a, ()>;
-    /// Counts a failed sign-in for `email`; returns the failures within
-    /// [`LOGIN_WINDOW_SECS`] of the first.
-    fn login_failed<'a>(&'a self, email: &'a str) -> AccountFuture<'a, u32>;
-    /// Failed sign-ins for `email` in the current window.
-    fn login_failures<'a>(&'a self, email: &'a str) -> AccountFuture<'a, u32>;
+    /// Counts one attempt of `subject` (`login:<email>` for a failed sign-in,
+    /// `signup:<ip>` for a sign-up); returns its attempts within [`LOGIN_WINDOW_SECS`]
+    /// of the first.
+    fn throttle_hit<'a>(&'a self, subject: &'a str) -> AccountFuture<'a, u32>;
+    /// The attempts of `subject` in the current window.
+    fn throttle_count<'a>(&'a self, subject: &'a str) -> AccountFuture<'a, u32>;
 }
 
 /// `email` trimmed and lower-cased, if it looks like an address (one `@`, a dot in

@@ -8,7 +8,7 @@
 //! | `turbo:owner:{key\|node}:{id}` | string | the owning user id |
 //! | `turbo:owned:{user}:{key\|node}` | set | what the user owns |
 //! | `turbo:websession:{sha256 hex}` | string | the session (JSON), expiring after [`SESSION_TTL_SECS`] of disuse |
-//! | `turbo:loginfail:{email}` | string | failed sign-ins, expiring [`LOGIN_WINDOW_SECS`] after the first |
+//! | `turbo:throttle:{subject}` | string | attempts (`login:{email}` failed sign-ins, `signup:{ip}` sign-ups), expiring [`LOGIN_WINDOW_SECS`] after the first |
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::AsyncCommands;
@@ -223,9 +223,9 @@ impl AccountStore for RedisAccounts {
         })
     }
 
-    fn login_failed<'a>(&'a self, email: &'a str) -> AccountFuture<'a, u32> {
+    fn throttle_hit<'a>(&'a self, subject: &'a str) -> AccountFuture<'a, u32> {
         Box::pin(async move {
-            let key = format!("turbo:loginfail:{}", email.to_ascii_lowercase());
+            let key = format!("turbo:throttle:{}", subject.to_ascii_lowercase());
             let (n, _): (u32, bool) = redis::pipe()
                 .atomic()
                 .incr(&key, 1)
@@ -240,11 +240,11 @@ impl AccountStore for RedisAccounts {
         })
     }
 
-    fn login_failures<'a>(&'a self, email: &'a str) -> AccountFuture<'a, u32> {
+    fn throttle_count<'a>(&'a self, subject: &'a str) -> AccountFuture<'a, u32> {
         Box::pin(async move {
             let n: Option<u32> = self
                 .conn()
-                .get(format!("turbo:loginfail:{}", email.to_ascii_lowercase()))
+                .get(format!("turbo:throttle:{}", subject.to_ascii_lowercase()))
                 .await
                 .map_err(unavailable)?;
             Ok(n.unwrap_or(0))

@@ -24,7 +24,7 @@ async fn suite(store: &dyn AccountStore) {
         Err(AccountError::BadEmail)
     ));
     let b = store
-        .create_user("bob@example.com", Role::Runner, "h3".into())
+        .create_user("login:bob@example.com", Role::Runner, "h3".into())
         .await
         .expect("bob");
     assert_eq!(store.user(&a.id).await.expect("a"), a);
@@ -102,19 +102,34 @@ async fn sessions_and_throttle(store: &dyn AccountStore, a: &str) {
     store.drop_session("hash1").await.expect("drop");
     assert_eq!(store.session("hash1").await.expect("get"), None);
 
-    assert_eq!(store.login_failures("bob@example.com").await.expect("n"), 0);
+    assert_eq!(
+        store
+            .throttle_count("login:bob@example.com")
+            .await
+            .expect("n"),
+        0
+    );
     for i in 1..=MAX_LOGIN_FAILURES {
         assert_eq!(
-            store.login_failed("Bob@example.com").await.expect("fail"),
+            store
+                .throttle_hit("login:Bob@example.com")
+                .await
+                .expect("fail"),
             i
         );
     }
     assert_eq!(
-        store.login_failures("bob@example.com").await.expect("n"),
+        store
+            .throttle_count("login:bob@example.com")
+            .await
+            .expect("n"),
         MAX_LOGIN_FAILURES
     );
     assert_eq!(
-        store.login_failures("alice@example.com").await.expect("n"),
+        store
+            .throttle_count("login:alice@example.com")
+            .await
+            .expect("n"),
         0,
         "per email"
     );

@@ -1,12 +1,15 @@
 //! Sign-up, sign-in and sign-out. Sign-in is throttled per email: after
 //! [`MAX_LOGIN_FAILURES`] wrong passwords within 15 minutes, that email cannot sign in
 //! (even with the right password) until the window ends. A wrong email and a wrong
-//! password get the same answer, after the same argon2 work.
+//! password get the same answer, after the same argon2 work. Sign-up is throttled per
+//! client address: [`MAX_SIGNUPS_PER_IP`] attempts per 15 minutes, counted before any
+//! argon2 work, so a flood of sign-ups costs the server little.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use askama::Template;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::header::SET_COOKIE;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -15,7 +18,7 @@ use serde::Deserialize;
 
 use super::session;
 use super::{render, see_other, WebError};
-use crate::accounts::{password, Role, MAX_LOGIN_FAILURES};
+use crate::accounts::{password, Role, MAX_LOGIN_FAILURES, MAX_SIGNUPS_PER_IP};
 use crate::api::ApiState;
 use crate::store::Store;
 
@@ -99,10 +102,16 @@ pub(crate) async fn login_form<S: Store>(
 /// `POST /signup`: a customer or runner account, signed in at once.
 pub(crate) async fn signup<S: Store>(
     State(st): State<Arc<ApiState<S>>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Form(form): Form<Credentials>,
 ) -> Result<Response, WebError> {
     session::check_form(&headers, form.csrf.as_deref())?;
+    let subject = format!("signup:{}", peer.ip());
+    if st.accounts.throttle_hit(&subject).await? > MAX_SIGNUPS_PER_IP {
+        tracing::info!(peer = %peer.ip(), "sign-up throttled");
+        return Err(WebError::SignUpsThrottled);
+    }
     let role = match form.role.as_deref().unwrap_or("customer") {
         "customer" => Role::Customer,
         "runner" => Role::Runner,
@@ -142,7 +151,8 @@ pub(crate) async fn login<S: Store>(
 ) -> Result<Response, WebError> {
     session::check_form(&headers, form.csrf.as_deref())?;
     let email = form.email.trim().to_ascii_lowercase();
-    if st.accounts.login_failures(&email).await? >= MAX_LOGIN_FAILURES {
+    let subject = format!("login:{email}");
+    if st.accounts.throttle_count(&subject).await? >= MAX_LOGIN_FAILURES {
         return Err(WebError::Locked);
     }
     let user = st.accounts.user_by_email(&email).await?;
@@ -150,7 +160,7 @@ pub(crate) async fn login<S: Store>(
     let stored = user.as_ref().map_or(decoy, |u| u.password_hash.as_str());
     let matches = password::verify(&form.password, stored).await && user.is_some();
     let Some(user) = user.filter(|_| matches) else {
-        let failures = st.accounts.login_failed(&email).await?;
+        let failures = st.accounts.throttle_hit(&subject).await?;
         tracing::info!(failures, "failed sign-in");
         let why = (
             StatusCode::UNAUTHORIZED,

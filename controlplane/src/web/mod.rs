@@ -53,6 +53,9 @@ pub enum WebError {
     /// Too many failed sign-ins for this email.
     #[error("too many failed sign-ins for this email: try again in 15 minutes")]
     Locked,
+    /// Too many sign-ups from this address.
+    #[error("too many sign-ups from your address: try again in 15 minutes")]
+    SignUpsThrottled,
     /// Payments (USDC) are off on this server.
     #[error("payments are off on this server (no chain_rpc)")]
     PaymentsOff,
@@ -88,6 +91,7 @@ impl IntoResponse for WebError {
             WebError::NotFound => (StatusCode::NOT_FOUND, "Not found"),
             WebError::Forbidden => (StatusCode::FORBIDDEN, "Forbidden"),
             WebError::Locked => (StatusCode::TOO_MANY_REQUESTS, "Sign-in locked"),
+            WebError::SignUpsThrottled => (StatusCode::TOO_MANY_REQUESTS, "Slow down"),
             WebError::BadInput(_) => (StatusCode::BAD_REQUEST, "Bad request"),
             WebError::PaymentsOff => (StatusCode::SERVICE_UNAVAILABLE, "Payments off"),
             WebError::Accounts(AccountError::EmailTaken | AccountError::BadEmail) => {

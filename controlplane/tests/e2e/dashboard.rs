@@ -1,7 +1,8 @@
 //! The dashboard's accounts and their boundaries, over real HTTP: a customer never
 //! sees or revokes another customer's keys, a runner another runner's nodes, and roles
 //! keep to their pages; forms without their CSRF token are refused with 403; 20 wrong
-//! passwords lock sign-in for that email (and only that one); session cookies carry
+//! passwords lock sign-in for that email (and only that one), and ten sign-ups lock
+//! sign-up for that address (and only that one); session cookies carry
 //! HttpOnly, SameSite=Lax and, when configured, Secure; `users create` prints a
 //! one-time password that signs in.
 
@@ -141,6 +142,63 @@ fn twenty_wrong_passwords_lock_that_email() {
     assert_eq!(
         (page.status, page.location.as_deref()),
         (303, Some("/keys"))
+    );
+}
+
+#[test]
+fn a_flood_of_sign_ups_from_one_address_is_throttled() {
+    let net = net();
+    for i in 0..10 {
+        let mut c = WebClient::new(&net.api);
+        c.sign_up(&format!("user{i}@example.com"), PASSWORD, "customer");
+    }
+    let mut eleventh = WebClient::new(&net.api);
+    let csrf = eleventh.get("/signup").csrf().expect("csrf");
+    let page = eleventh.post(
+        "/signup",
+        &[
+            ("email", "user10@example.com"),
+            ("password", PASSWORD),
+            ("csrf", &csrf),
+        ],
+    );
+    assert_eq!(page.status, 429, "the 11th sign-up from 127.0.0.1");
+    assert!(page.body.contains("too many sign-ups"), "{}", page.body);
+    let mut old = WebClient::new(&net.api);
+    assert_eq!(
+        old.sign_in("user0@example.com", PASSWORD).status,
+        303,
+        "signing in is not throttled by sign-ups"
+    );
+    // Another address may still sign up.
+    let jar = tempfile::NamedTempFile::new().expect("jar");
+    let jar = jar.path().to_str().expect("path");
+    let form = crate::fixtures::curl(&["-s", "-c", jar, "-b", jar, &format!("{}/signup", net.api)]);
+    let body = String::from_utf8_lossy(&form.stdout);
+    let field = "name=\"csrf\" value=\"";
+    let at = body.find(field).expect("csrf") + field.len();
+    let csrf = &body[at..at + body[at..].find('"').expect("end")];
+    let fields = format!("email=other%40example.com&password=correct+horse+battery&csrf={csrf}");
+    let code = crate::fixtures::curl(&[
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-c",
+        jar,
+        "-b",
+        jar,
+        "--interface",
+        "127.0.0.2",
+        "-d",
+        &fields,
+        &format!("{}/signup", net.api),
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&code.stdout),
+        "303",
+        "from 127.0.0.2"
     );
 }
 
