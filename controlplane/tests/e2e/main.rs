@@ -7,6 +7,7 @@
 mod fixtures;
 
 mod abuse;
+mod accessible;
 mod admin_limits;
 mod browser;
 mod credits;
