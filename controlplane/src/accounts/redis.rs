@@ -1,12 +1,17 @@
 //! Accounts on Redis, shared by every server on it.
 //!
+//! Keys written together (a user with its email claim, an owner with the owned set)
+//! share the `{acct}` hash tag, so on Redis Cluster they live in one slot and every
+//! script and transaction names only keys of that slot. Sessions and throttles stand
+//! alone and spread over the cluster.
+//!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `turbo:user:{id}` | string | the user, as JSON |
-//! | `turbo:useremail:{email}` | string | the user id (one account per email; created with the user in one script) |
-//! | `turbo:users` | set | every user id |
-//! | `turbo:owner:{key\|node}:{id}` | string | the owning user id |
-//! | `turbo:owned:{user}:{key\|node}` | set | what the user owns |
+//! | `turbo:{acct}:user:<id>` | string | the user, as JSON |
+//! | `turbo:{acct}:useremail:<email>` | string | the user id (one account per email; created with the user in one script) |
+//! | `turbo:{acct}:users` | set | every user id |
+//! | `turbo:{acct}:owner:<key\|node\|invoice>:<id>` | string | the owning user id |
+//! | `turbo:{acct}:owned:<user>:<key\|node\|invoice>` | set | what the user owns |
 //! | `turbo:websession:{sha256 hex}` | string | the session (JSON), expiring after [`SESSION_TTL_SECS`] of disuse |
 //! | `turbo:throttle:{subject}` | string | attempts (`login:{email}` failed sign-ins, `signup:{ip}` sign-ups), expiring [`LOGIN_WINDOW_SECS`] after the first |
 
@@ -19,19 +24,20 @@ use super::{
     LOGIN_WINDOW_SECS, SESSION_TTL_SECS,
 };
 
-/// Creates a user atomically: claims the email (unless a live user holds it), writes
-/// the user and lists it. KEYS: email claim, user, user set; ARGV: id, user JSON.
+/// Creates a user atomically: claims the email (unless it is claimed), writes the user
+/// and lists it. KEYS (one slot): email claim, user, user set; ARGV: id, user JSON.
 /// Returns 0 when the email is taken.
 const CREATE_USER_LUA: &str = r"
-local holder = redis.call('GET', KEYS[1])
-if holder and redis.call('EXISTS', 'turbo:user:' .. holder) == 1 then
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX') then
   return 0
 end
-redis.call('SET', KEYS[1], ARGV[1])
 redis.call('SET', KEYS[2], ARGV[2])
 redis.call('SADD', KEYS[3], ARGV[1])
 return 1
 ";
+
+/// Every user id.
+const USERS: &str = "turbo:{acct}:users";
 
 /// Accounts on Redis.
 #[derive(Clone)]
@@ -81,9 +87,9 @@ impl AccountStore for RedisAccounts {
             let user = User::new(email, role, hash);
             let json = serde_json::to_string(&user).map_err(unavailable)?;
             let created: i32 = redis::Script::new(CREATE_USER_LUA)
-                .key(format!("turbo:useremail:{}", user.email))
-                .key(format!("turbo:user:{}", user.id))
-                .key("turbo:users")
+                .key(format!("turbo:{{acct}}:useremail:{}", user.email))
+                .key(format!("turbo:{{acct}}:user:{}", user.id))
+                .key(USERS)
                 .arg(&user.id)
                 .arg(json)
                 .invoke_async(&mut self.conn())
@@ -100,7 +106,7 @@ impl AccountStore for RedisAccounts {
         Box::pin(async move {
             let text: Option<String> = self
                 .conn()
-                .get(format!("turbo:user:{id}"))
+                .get(format!("turbo:{{acct}}:user:{id}"))
                 .await
                 .map_err(unavailable)?;
             parse(&text.ok_or(AccountError::NoUser)?)
@@ -114,13 +120,13 @@ impl AccountStore for RedisAccounts {
             };
             let id: Option<String> = self
                 .conn()
-                .get(format!("turbo:useremail:{email}"))
+                .get(format!("turbo:{{acct}}:useremail:{email}"))
                 .await
                 .map_err(unavailable)?;
             match id {
                 Some(id) => match self.user(&id).await {
                     Ok(u) => Ok(Some(u)),
-                    // Claimed by a sign-up that died before writing the user.
+                    // A claim whose user is gone (written by hand or by an old version).
                     Err(AccountError::NoUser) => Ok(None),
                     Err(e) => Err(e),
                 },
@@ -132,7 +138,7 @@ impl AccountStore for RedisAccounts {
     fn list_users(&self) -> AccountFuture<'_, Vec<User>> {
         Box::pin(async move {
             let mut c = self.conn();
-            let ids: Vec<String> = c.smembers("turbo:users").await.map_err(unavailable)?;
+            let ids: Vec<String> = c.smembers(USERS).await.map_err(unavailable)?;
             let mut users = Vec::with_capacity(ids.len());
             for id in ids {
                 match self.user(&id).await {
@@ -152,8 +158,8 @@ impl AccountStore for RedisAccounts {
             let kind = what.as_str();
             redis::pipe()
                 .atomic()
-                .set(format!("turbo:owner:{kind}:{id}"), user_id)
-                .sadd(format!("turbo:owned:{user_id}:{kind}"), id)
+                .set(format!("turbo:{{acct}}:owner:{kind}:{id}"), user_id)
+                .sadd(format!("turbo:{{acct}}:owned:{user_id}:{kind}"), id)
                 .query_async::<()>(&mut self.conn())
                 .await
                 .map_err(unavailable)
@@ -164,7 +170,7 @@ impl AccountStore for RedisAccounts {
         Box::pin(async move {
             let mut ids: Vec<String> = self
                 .conn()
-                .smembers(format!("turbo:owned:{user_id}:{}", what.as_str()))
+                .smembers(format!("turbo:{{acct}}:owned:{user_id}:{}", what.as_str()))
                 .await
                 .map_err(unavailable)?;
             ids.sort();
@@ -175,7 +181,7 @@ impl AccountStore for RedisAccounts {
     fn owner_of<'a>(&'a self, what: Owned, id: &'a str) -> AccountFuture<'a, Option<String>> {
         Box::pin(async move {
             self.conn()
-                .get(format!("turbo:owner:{}:{id}", what.as_str()))
+                .get(format!("turbo:{{acct}}:owner:{}:{id}", what.as_str()))
                 .await
                 .map_err(unavailable)
         })
