@@ -161,7 +161,8 @@ impl Money {
     }
 
     /// Runs (or, dry, plans) payouts to every node with a payout address, on chain or
-    /// into the CSV file, after a fresh reconciliation.
+    /// into the CSV file, after a fresh reconciliation. A node whose runner set a
+    /// higher threshold than the server's is paid once its balance reaches that one.
     ///
     /// # Errors
     /// [`MoneyError`], including a ledger that does not reconcile.
@@ -171,13 +172,22 @@ impl Money {
         dry_run: bool,
     ) -> Result<PayoutRun, MoneyError> {
         let gate = self.reconcile(store).await?;
-        let addresses: BTreeMap<String, String> = store
-            .list_nodes()
-            .await?
-            .into_iter()
-            .filter_map(|n| Some((n.id, n.payout_address?)))
-            .collect();
         let threshold = self.payout_threshold_nano;
+        let mut addresses = BTreeMap::new();
+        for node in store.list_nodes().await? {
+            let Some(address) = node.payout_address else {
+                continue;
+            };
+            // A runner who asked to be paid in larger sums waits until they are due.
+            if let Some(own) = node.payout_threshold_nano.filter(|t| *t > threshold) {
+                let account =
+                    turbo_ledger::AccountRef::node(&node.id, turbo_ledger::Asset::NanoUsd);
+                if self.ledger.balance(&account).await? < own {
+                    continue;
+                }
+            }
+            addresses.insert(node.id, address);
+        }
         let run = match self.chain_payouts.get() {
             Some(chain) => {
                 self.ledger

@@ -137,6 +137,9 @@ impl Store for AnyStore {
     async fn set_node_payout(&self, id: &str, address: &str) -> Result<(), StoreError> {
         delegate!(self, s => s.set_node_payout(id, address).await)
     }
+    async fn set_node_threshold(&self, id: &str, nano: Option<i64>) -> Result<(), StoreError> {
+        delegate!(self, s => s.set_node_threshold(id, nano).await)
+    }
     async fn list_nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
         delegate!(self, s => s.list_nodes().await)
     }

@@ -395,6 +395,7 @@ impl Store for MemoryStore {
             id: short_id("n"),
             bytes_carried: 0,
             payout_address: payout_address.map(str::to_owned),
+            payout_threshold_nano: None,
             revoked: false,
             created_unix: now_unix(),
             hash: secrets::hash(&token),
@@ -452,6 +453,19 @@ impl Store for MemoryStore {
                 .get_mut(id)
                 .ok_or_else(|| StoreError::NotFound(id.to_owned()))?;
             n.payout_address = Some(address.to_owned());
+            Ok(())
+        });
+        found?;
+        self.persist(generation).await
+    }
+
+    async fn set_node_threshold(&self, id: &str, nano: Option<i64>) -> Result<(), StoreError> {
+        let (found, generation) = self.change(|t| {
+            let n = t
+                .nodes
+                .get_mut(id)
+                .ok_or_else(|| StoreError::NotFound(id.to_owned()))?;
+            n.payout_threshold_nano = nano.filter(|n| *n > 0);
             Ok(())
         });
         found?;

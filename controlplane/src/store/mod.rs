@@ -87,6 +87,10 @@ pub struct NodeRecord {
     /// Where the runner wants to be paid: set at invite time or through the API, never
     /// by the node itself.
     pub payout_address: Option<String>,
+    /// The least the runner wants paid at once, nano-USD, when above the server's
+    /// threshold (which applies otherwise).
+    #[serde(default)]
+    pub payout_threshold_nano: Option<i64>,
     /// Revoked nodes are refused and disconnected on every server.
     #[serde(default)]
     pub revoked: bool,
@@ -302,6 +306,16 @@ pub trait Store: Send + Sync + 'static {
         &self,
         id: &str,
         address: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Sets the least a node's runner wants paid at once (`None`: the server's
+    /// threshold).
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] or [`StoreError::Unavailable`].
+    fn set_node_threshold(
+        &self,
+        id: &str,
+        nano: Option<i64>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Every node identity.
     ///

@@ -7,7 +7,7 @@
 //! | `turbo:key:{id}` | hash | `name`, `hash` (hex SHA-256 of the secret), `credits` (unleased balance), `leased`, `bytes_up`, `bytes_down`, `connections`, `overdraft`, `revoked` (0/1), `created` |
 //! | `turbo:keyhash:{sha256 hex}` | string | the key id (lookup by the hash of a high-entropy secret) |
 //! | `turbo:keys` | set | every key id |
-//! | `turbo:node:{id}` | hash | `hash`, `bytes_carried`, `created`, `payout` (the runner's payout address), `revoked` (0/1) |
+//! | `turbo:node:{id}` | hash | `hash`, `bytes_carried`, `created`, `payout` (the runner's payout address), `payout_min` (the runner's payout threshold, nano-USD; 0 for the server's), `revoked` (0/1) |
 //! | `turbo:nodehash:{sha256 hex}` | string | the node id |
 //! | `turbo:nodes` | set | every node id |
 //! | `turbo:lease:{lease id}` | hash | `key`, `owner`, `amount` (credit held), `seq`, `granted` (last grant), `status` (`live`/`ended`), `expires` (Unix ms); kept an hour after its TTL so retries stay idempotent |
@@ -48,9 +48,11 @@ use crate::secrets::{self, SecretHash};
 mod credits;
 pub(crate) mod events;
 mod lua;
+mod records;
 mod usage;
 use events::{subscriber, Channel};
 use lua::{LEASE_LUA, RECLAIM_LUA, SESSION_LUA, SET_NODE_FIELD_LUA};
+use records::{parse_key, parse_node};
 
 const EVENTS: &str = "turbo:events";
 const CONNS: &str = "turbo:conns";
@@ -212,69 +214,6 @@ async fn check_persistence(conn: &ConnectionManager) {
              appendonly yes and appendfsync always are set"
         ),
     }
-}
-
-fn field<'a>(fields: &'a [(String, String)], name: &str) -> &'a str {
-    fields
-        .iter()
-        .find(|(k, _)| k == name)
-        .map_or("", |(_, v)| v.as_str())
-}
-
-/// A counter field: an integer, or (written by an older script) a float such as
-/// `1e+17`; 0 when absent or unreadable, never negative.
-fn num(fields: &[(String, String)], name: &str) -> u64 {
-    let v = field(fields, name);
-    v.parse::<u64>()
-        .or_else(|_| v.parse::<i64>().map(|n| n.max(0) as u64))
-        .or_else(|_| {
-            v.parse::<f64>()
-                .map(|f| if f.is_finite() { f.max(0.0) as u64 } else { 0 })
-        })
-        .unwrap_or(0)
-}
-
-fn parse_hash(hex_hash: &str) -> SecretHash {
-    let mut out = [0u8; 32];
-    if let Ok(bytes) = hex::decode(hex_hash) {
-        if bytes.len() == 32 {
-            out.copy_from_slice(&bytes);
-        }
-    }
-    out
-}
-
-fn parse_key(id: &str, f: &[(String, String)]) -> Option<KeyRecord> {
-    if f.is_empty() {
-        return None;
-    }
-    Some(KeyRecord {
-        id: id.to_owned(),
-        name: field(f, "name").to_owned(),
-        credits: num(f, "credits"),
-        leased: num(f, "leased"),
-        bytes_up: num(f, "bytes_up"),
-        bytes_down: num(f, "bytes_down"),
-        connections: num(f, "connections"),
-        overdraft: num(f, "overdraft"),
-        revoked: field(f, "revoked") == "1",
-        created_unix: num(f, "created"),
-        hash: parse_hash(field(f, "hash")),
-    })
-}
-
-fn parse_node(id: &str, f: &[(String, String)]) -> Option<NodeRecord> {
-    if f.is_empty() {
-        return None;
-    }
-    Some(NodeRecord {
-        id: id.to_owned(),
-        bytes_carried: num(f, "bytes_carried"),
-        payout_address: Some(field(f, "payout").to_owned()).filter(|p| !p.is_empty()),
-        revoked: field(f, "revoked") == "1",
-        created_unix: num(f, "created"),
-        hash: parse_hash(field(f, "hash")),
-    })
 }
 
 impl Store for RedisStore {
@@ -495,6 +434,7 @@ impl Store for RedisStore {
             id: short_id("n"),
             bytes_carried: 0,
             payout_address: payout_address.map(str::to_owned),
+            payout_threshold_nano: None,
             revoked: false,
             created_unix: now_unix(),
             hash: secrets::hash(&token),
@@ -546,6 +486,11 @@ impl Store for RedisStore {
 
     async fn set_node_payout(&self, id: &str, address: &str) -> Result<(), StoreError> {
         self.set_node_field(id, "payout", address).await
+    }
+
+    async fn set_node_threshold(&self, id: &str, nano: Option<i64>) -> Result<(), StoreError> {
+        let value = nano.filter(|n| *n > 0).unwrap_or(0).to_string();
+        self.set_node_field(id, "payout_min", &value).await
     }
 
     async fn list_nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {

@@ -200,6 +200,22 @@ async fn node_identities<S: Store>(store: &S) {
         store.set_node_payout("n_none", "x").await,
         Err(StoreError::NotFound(_))
     ));
+    assert_eq!(got.payout_threshold_nano, None, "the server's by default");
+    store
+        .set_node_threshold(&n.id, Some(50_000_000_000))
+        .await
+        .expect("threshold");
+    let got = store.node(&n.id).await.expect("node");
+    assert_eq!(got.payout_threshold_nano, Some(50_000_000_000));
+    store.set_node_threshold(&n.id, None).await.expect("reset");
+    assert_eq!(
+        store.node(&n.id).await.expect("node").payout_threshold_nano,
+        None
+    );
+    assert!(matches!(
+        store.set_node_threshold("n_none", None).await,
+        Err(StoreError::NotFound(_))
+    ));
 
     store.revoke_node(&n.id).await.expect("revoke");
     next_event(&mut rx, &KeyEvent::NodeRevoked(n.id.as_str().into())).await;

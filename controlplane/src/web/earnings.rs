@@ -1,6 +1,6 @@
 //! One node's page for its runner: earnings (base and bonus, paid, available), the
-//! last days itemised, payouts with their transaction ids, and the payout address
-//! (settable here; the threshold is the server's).
+//! last days itemised, payouts with their transaction ids, and the payout settings:
+//! the address, and a threshold of the runner's own at or above the server's.
 
 use std::sync::Arc;
 
@@ -39,7 +39,10 @@ struct NodePage {
     viewer: Viewer,
     id: String,
     payout_address: String,
+    /// The server's threshold.
     threshold: String,
+    /// The runner's own threshold in dollars, or empty for the server's.
+    own_threshold: String,
     money: Option<(String, String, String, String)>,
     days: Vec<DayRow>,
     payouts: Vec<PayoutRow>,
@@ -129,6 +132,10 @@ pub(crate) async fn show<S: Store>(
         viewer,
         id,
         payout_address: node.payout_address.unwrap_or_default(),
+        own_threshold: node
+            .payout_threshold_nano
+            .map(turbo_chain::amount::format_usd)
+            .unwrap_or_default(),
         threshold,
         money,
         days,
@@ -136,15 +143,42 @@ pub(crate) async fn show<S: Store>(
     }))
 }
 
-/// The payout address form.
+/// The payout settings form.
 #[derive(Deserialize)]
 pub(crate) struct PayoutForm {
     payout_address: String,
+    /// Dollars; empty for the server's threshold.
+    #[serde(default)]
+    payout_threshold: String,
     #[serde(default)]
     csrf: Option<String>,
 }
 
-/// `POST /nodes/{id}/payout`: sets where the runner is paid.
+/// Most a runner may ask to wait for before a payout, nano-USD ($100,000).
+const MAX_OWN_THRESHOLD_NANO: i64 = 100_000 * 1_000_000_000;
+
+/// The runner's threshold from the form: `None` for the server's; refused below the
+/// server's or above [`MAX_OWN_THRESHOLD_NANO`].
+fn own_threshold(text: &str, server_nano: i64) -> Result<Option<i64>, WebError> {
+    let text = text.trim().trim_start_matches('$');
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let refuse = || {
+        WebError::BadInput(format!(
+            "the payout threshold is a dollar amount from {} to {}",
+            usd(server_nano),
+            usd(MAX_OWN_THRESHOLD_NANO)
+        ))
+    };
+    let nano = turbo_chain::amount::parse_usd(text).map_err(|_| refuse())?;
+    if nano < server_nano || nano > MAX_OWN_THRESHOLD_NANO {
+        return Err(refuse());
+    }
+    Ok(Some(nano))
+}
+
+/// `POST /nodes/{id}/payout`: sets where the runner is paid, and from how much.
 pub(crate) async fn set_payout<S: Store>(
     State(st): State<Arc<ApiState<S>>>,
     headers: HeaderMap,
@@ -157,8 +191,11 @@ pub(crate) async fn set_payout<S: Store>(
     if !crate::api::valid_payout_address(address) {
         return Err(WebError::BadInput(crate::api::PAYOUT_ADDRESS_RULE.into()));
     }
+    let server_nano = st.money.as_ref().map_or(0, |m| m.payout_threshold_nano);
+    let threshold = own_threshold(&form.payout_threshold, server_nano)?;
     st.control.store.set_node_payout(&id, address).await?;
-    tracing::info!(user = %viewer.user.id, node = %id, "payout address set from the dashboard");
+    st.control.store.set_node_threshold(&id, threshold).await?;
+    tracing::info!(user = %viewer.user.id, node = %id, ?threshold, "payout settings set from the dashboard");
     Ok(see_other(&format!("/nodes/{id}")))
 }
 
@@ -173,5 +210,14 @@ mod tests {
         assert_eq!(super::usd(1_990_000_000), "$1.99");
         assert_eq!(super::usd_micro(90_123), "$0.000090");
         assert_eq!(super::usd_micro(25_000_000_500), "$25.000000");
+        let server = 20_000_000_000;
+        assert_eq!(super::own_threshold(" ", server).ok(), Some(None));
+        assert_eq!(
+            super::own_threshold("$50", server).ok(),
+            Some(Some(50_000_000_000))
+        );
+        for bad in ["10", "abc", "-5", "100001", "1e9"] {
+            assert!(super::own_threshold(bad, server).is_err(), "{bad}");
+        }
     }
 }

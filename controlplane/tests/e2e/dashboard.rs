@@ -314,9 +314,10 @@ fn pages_are_small_titled_and_locked_down() {
 fn a_runner_sets_the_payout_address_of_their_own_node_only() {
     let pg = crate::fixtures::postgres::Postgres::start();
     let rt = crate::payments::runtime();
+    let ledger_url = rt.block_on(pg.database());
     let net = Net::start_with(Options {
         node: false,
-        config: format!("ledger = \"{}\"\n", rt.block_on(pg.database())),
+        config: format!("ledger = \"{ledger_url}\"\n"),
         ..Options::new("legacy")
     });
     let mut carol = WebClient::new(&net.api);
@@ -339,13 +340,14 @@ fn a_runner_sets_the_payout_address_of_their_own_node_only() {
     let set = carol.submit(
         &format!("/nodes/{node}"),
         &format!("/nodes/{node}/payout"),
-        &[("payout_address", address)],
+        &[("payout_address", address), ("payout_threshold", "50")],
     );
     assert_eq!(set.status, 303);
     assert_eq!(
         net.api_get(&format!("/api/nodes/{node}"))["payout_address"],
         address
     );
+    own_threshold_holds_payouts(&net, &rt, &ledger_url, &mut carol, &node);
 
     let mut dave = WebClient::new(&net.api);
     dave.sign_up("dave@example.com", PASSWORD, "runner");
@@ -359,6 +361,48 @@ fn a_runner_sets_the_payout_address_of_their_own_node_only() {
     assert_eq!(
         net.api_get(&format!("/api/nodes/{node}"))["payout_address"],
         address
+    );
+}
+
+/// With $25 earned, a node whose runner asked for $50 at a time is not paid yet; with
+/// the server's $20 it is. A threshold under the server's is refused.
+fn own_threshold_holds_payouts(
+    net: &Net,
+    rt: &tokio::runtime::Runtime,
+    ledger_url: &str,
+    carol: &mut WebClient,
+    node: &str,
+) {
+    let page = carol.get(&format!("/nodes/{node}"));
+    assert!(page.body.contains("value=\"50\""), "the threshold shows");
+    let ledger = rt
+        .block_on(turbo_ledger::Ledger::connect(ledger_url))
+        .expect("ledger");
+    let reward = crate::fixtures::evm::reward_posting(node, 25_000_000_000);
+    rt.block_on(ledger.post(&reward)).expect("reward");
+    let dry = || net.api_post("/api/payouts/run", serde_json::json!({"dry_run": true}));
+    assert_eq!(
+        dry()["planned"],
+        serde_json::json!([]),
+        "held at the runner's $50"
+    );
+    let address = "0x00000000000000000000000000000000000000aa";
+    let low = carol.submit(
+        &format!("/nodes/{node}"),
+        &format!("/nodes/{node}/payout"),
+        &[("payout_address", address), ("payout_threshold", "5")],
+    );
+    assert_eq!(low.status, 400, "under the server's $20");
+    let reset = carol.submit(
+        &format!("/nodes/{node}"),
+        &format!("/nodes/{node}/payout"),
+        &[("payout_address", address), ("payout_threshold", "")],
+    );
+    assert_eq!(reset.status, 303);
+    let planned = dry()["planned"].clone();
+    assert_eq!(
+        planned[0]["node"], node,
+        "paid from the server's $20: {planned}"
     );
 }
 
