@@ -18,6 +18,7 @@
 pub mod http;
 pub mod http_body;
 pub mod join;
+pub mod pairing;
 pub mod params;
 pub mod size;
 pub mod socks5;

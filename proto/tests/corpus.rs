@@ -227,3 +227,8 @@ fn mutated_seeds() {
         }
     }
 }
+
+#[test]
+fn pairing_corpus() {
+    replay("pairing", harness::pairing);
+}

@@ -420,3 +420,24 @@ pub(crate) fn relay_stream(data: &[u8]) {
         }
     }
 }
+
+/// A pairing code as a runner types it, and a poll answer's error code: a code that
+/// parses prints and parses back to itself, is eight letters of the alphabet, and any
+/// text names at most one poll answer, which names it back.
+pub fn pairing(data: &[u8]) {
+    use turbo_proto::pairing::{PollAnswer, UserCode, USER_CODE_ALPHABET, USER_CODE_LEN};
+    let text = String::from_utf8_lossy(data);
+    if let Ok(code) = UserCode::parse(&text) {
+        assert_eq!(code.as_str().len(), USER_CODE_LEN);
+        assert!(code.as_str().bytes().all(|b| USER_CODE_ALPHABET.contains(&b)));
+        assert_eq!(UserCode::parse(&code.to_string()), Ok(code.clone()));
+        assert_eq!(UserCode::parse(code.as_str()), Ok(code));
+    }
+    if let Some(answer) = PollAnswer::from_error_code(&text) {
+        let code = answer.error_code().expect("an error answer");
+        assert_eq!(PollAnswer::from_error_code(code), Some(answer));
+    }
+    if let Some(code) = UserCode::from_random(data) {
+        assert_eq!(UserCode::parse(&code.to_string()), Ok(code));
+    }
+}
