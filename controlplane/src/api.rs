@@ -83,6 +83,10 @@ pub struct ApiState<S> {
     pub price_per_gb: String,
     /// Node presence and the live feed, shared by the servers on one store.
     pub live: Arc<crate::live::LiveBus>,
+    /// Pairing requests (nodes joining from the browser).
+    pub pairings: Arc<crate::pairing::Pairings>,
+    /// How long a pairing code waits for approval.
+    pub pair_ttl: std::time::Duration,
 }
 
 /// An API failure, rendered as `{"error": ...}`.
@@ -266,6 +270,8 @@ pub fn router<S: Store>(state: Arc<ApiState<S>>) -> Router {
             get(crate::api_money::reconcile::<S>),
         )
         .route("/api/payouts/run", post(crate::api_money::payouts::<S>))
+        .route("/api/pair/start", post(crate::pairing::api::start::<S>))
+        .route("/api/pair/poll", post(crate::pairing::api::poll::<S>))
         .route(
             "/api/users",
             post(crate::api_users::create::<S>).get(crate::api_users::list::<S>),
@@ -510,6 +516,8 @@ mod tests {
             proxy_socks: "127.0.0.1:1080".into(),
             price_per_gb: "1.0".into(),
             live: Arc::new(crate::live::LiveBus::Memory(Default::default())),
+            pairings: Arc::new(crate::pairing::Pairings::Memory(Default::default())),
+            pair_ttl: crate::pairing::api::DEFAULT_TTL,
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

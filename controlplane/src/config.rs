@@ -249,6 +249,10 @@ pub struct ServerConfig {
     /// Mark the dashboard's cookies `Secure`: set it when browsers reach the API
     /// through HTTPS (a TLS proxy in front of `api_listen`). Defaults to `false`.
     pub web_secure_cookies: bool,
+    /// How long a node's pairing code (`turbo-node pair`) waits for approval in the
+    /// dashboard. Defaults to `10m`.
+    #[serde(with = "humantime_serde_compat")]
+    pub pair_code_ttl: Duration,
 }
 
 impl Default for ServerConfig {
@@ -299,6 +303,7 @@ impl Default for ServerConfig {
             geoip: None,
             metrics_per_node: false,
             web_secure_cookies: false,
+            pair_code_ttl: Duration::from_secs(600),
             ledger: None,
             rewards: turbo_ledger::RewardPolicy::default(),
             payout_threshold_nano_usd: 20_000_000_000,
@@ -394,6 +399,11 @@ impl ServerConfig {
         }
         if !(8..=10_000).contains(&self.http_max_headers) {
             return invalid("http_max_headers", "must be between 8 and 10000");
+        }
+        if self.pair_code_ttl < Duration::from_secs(1)
+            || self.pair_code_ttl > Duration::from_secs(3600)
+        {
+            return invalid("pair_code_ttl", "must be from 1s to 1h");
         }
         if self.lease_checkpoint.is_zero() || self.lease_checkpoint * 3 > self.lease_ttl {
             return invalid(

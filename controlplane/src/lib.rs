@@ -16,6 +16,7 @@ pub mod live;
 pub mod metrics;
 pub mod money;
 pub mod overload;
+pub mod pairing;
 mod payments;
 pub mod registry;
 pub mod scoring;

@@ -231,6 +231,12 @@ impl Server {
             proxy_socks: customer_addr(cfg.socks_listen, &host),
             price_per_gb: price_per_gb(cfg),
             live,
+            pairings: Arc::new(
+                runtime
+                    .block_on(crate::pairing::Pairings::open(&cfg.store))
+                    .map_err(|e| ServerError::Store(StoreError::Unavailable(e.to_string())))?,
+            ),
+            pair_ttl: cfg.pair_code_ttl,
         });
         let (api_addr, listener) = bind_api(&runtime, cfg)?;
         let router = api::router(api_state.clone());

@@ -100,6 +100,11 @@ impl<S: Store> ControlPlane<S> {
         self.metrics.get()
     }
 
+    /// The GeoIP database, when configured.
+    pub fn geoip(&self) -> Option<&Arc<GeoIp>> {
+        self.settings.geoip.as_ref()
+    }
+
     /// Connected nodes, by id.
     pub fn live_nodes(&self) -> HashMap<Arc<str>, LiveNode> {
         self.registry.live()

@@ -17,6 +17,7 @@ pub mod fault;
 pub mod files;
 pub mod guard;
 pub mod limit;
+pub mod pair;
 pub mod pool;
 pub mod relay;
 pub mod retry;

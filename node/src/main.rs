@@ -29,6 +29,18 @@ enum Cmd {
         #[command(flatten)]
         settings: Settings,
     },
+    /// Join a runner's account from the browser: prints a page and a code to approve,
+    /// waits, and saves the join string (and settings) as `join` does.
+    Pair {
+        /// The server's dashboard address, e.g. https://turbo.example.com.
+        #[arg(long, env = "TURBO_SERVER")]
+        server: String,
+        /// Do not open the page in a browser (it is printed either way).
+        #[arg(long)]
+        no_open: bool,
+        #[command(flatten)]
+        settings: Settings,
+    },
     /// Connect to the server and relay customer traffic until stopped.
     Run(RunArgs),
     /// Start the node at login (systemd user unit, launchd agent or Run key).
@@ -153,6 +165,11 @@ fn config_path() -> anyhow::Result<PathBuf> {
 
 fn check(f: &NodeFile) -> anyhow::Result<()> {
     JoinString::parse(&f.join).context("invalid join string")?;
+    check_settings(f)
+}
+
+/// Checks the settings of `f` (all but the join string).
+fn check_settings(f: &NodeFile) -> anyhow::Result<()> {
     if let Some(r) = &f.max_rate {
         parse_size(r).context("invalid --max-rate")?;
     }
@@ -170,19 +187,17 @@ fn check(f: &NodeFile) -> anyhow::Result<()> {
 pub(crate) fn main() -> anyhow::Result<()> {
     turbo_telemetry::init();
     match Cli::parse().cmd {
-        Cmd::Join { join, settings } => {
-            let f = settings.over(&NodeFile {
-                join,
-                ..Default::default()
-            });
-            check(&f)?;
-            let path = config_path()?;
-            f.write(&path)
-                .with_context(|| format!("writing {}", path.display()))?;
-            println!(
-                "saved {} (owner-only); start with: turbo-node run",
-                path.display()
-            );
+        Cmd::Join { join, settings } => save_join(join, &settings)?,
+        Cmd::Pair {
+            server,
+            no_open,
+            settings,
+        } => {
+            // Checked before asking for a code, so a bad flag costs no pairing.
+            check_settings(&settings.clone().over(&NodeFile::default()))?;
+            let join = turbo_node::pair::pair(&server, !no_open, &mut std::io::stdout())?;
+            println!("paired");
+            save_join(join, &settings)?;
         }
         Cmd::Run(args) => run(args)?,
         Cmd::Install => {
@@ -226,6 +241,23 @@ pub(crate) fn main() -> anyhow::Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+/// Saves `join` with `settings` in `node.toml` (owner-only).
+fn save_join(join: String, settings: &Settings) -> anyhow::Result<()> {
+    let f = settings.clone().over(&NodeFile {
+        join,
+        ..Default::default()
+    });
+    check(&f)?;
+    let path = config_path()?;
+    f.write(&path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    println!(
+        "saved {} (owner-only); start with: turbo-node run",
+        path.display()
+    );
     Ok(())
 }
 

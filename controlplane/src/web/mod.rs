@@ -8,6 +8,7 @@
 //! - [`buy`]: buying credits with USDC (an invoice with its QR code and live status).
 //! - [`runner`]: a runner's nodes and the "add a node" join command.
 //! - [`earnings`]: one node's earnings by day, payouts and payout address.
+//! - [`pair`]: approving or denying a node's pairing request.
 //! - [`admin`]: the network overview.
 //! - [`live`]: server-sent events with the viewer's balances and nodes.
 //!
@@ -32,6 +33,7 @@ pub(crate) mod buy;
 pub(crate) mod customer;
 pub(crate) mod earnings;
 pub(crate) mod live;
+pub(crate) mod pair;
 pub(crate) mod runner;
 pub(crate) mod session;
 
@@ -53,6 +55,12 @@ pub enum WebError {
     /// Too many failed sign-ins for this email.
     #[error("too many failed sign-ins for this email: try again in 15 minutes")]
     Locked,
+    /// No pending pairing request has this code.
+    #[error("no pending pairing request has this code: check it, or run turbo-node pair again")]
+    NoPairing,
+    /// Too many wrong pairing codes.
+    #[error("too many wrong pairing codes: try again in 15 minutes")]
+    PairGuesses,
     /// Too many sign-ups from this address.
     #[error("too many sign-ups from your address: try again in 15 minutes")]
     SignUpsThrottled,
@@ -92,6 +100,8 @@ impl IntoResponse for WebError {
             WebError::Forbidden => (StatusCode::FORBIDDEN, "Forbidden"),
             WebError::Locked => (StatusCode::TOO_MANY_REQUESTS, "Sign-in locked"),
             WebError::SignUpsThrottled => (StatusCode::TOO_MANY_REQUESTS, "Slow down"),
+            WebError::NoPairing => (StatusCode::NOT_FOUND, "No such pairing code"),
+            WebError::PairGuesses => (StatusCode::TOO_MANY_REQUESTS, "Slow down"),
             WebError::BadInput(_) => (StatusCode::BAD_REQUEST, "Bad request"),
             WebError::PaymentsOff => (StatusCode::SERVICE_UNAVAILABLE, "Payments off"),
             WebError::Accounts(AccountError::EmailTaken | AccountError::BadEmail) => {
@@ -168,6 +178,9 @@ pub fn router<S: Store>() -> Router<Arc<ApiState<S>>> {
         .route("/nodes/{id}", get(earnings::show::<S>))
         .route("/nodes/{id}/payout", post(earnings::set_payout::<S>))
         .route("/admin", get(admin::overview::<S>))
+        .route("/pair", get(pair::show::<S>))
+        .route("/pair/approve", post(pair::approve::<S>))
+        .route("/pair/deny", post(pair::deny::<S>))
         .route("/events", get(live::events::<S>))
         .route(
             "/static/app.css",
@@ -192,5 +205,11 @@ pub(crate) fn human_bytes(n: u64) -> String {
         format!("{n} B")
     } else {
         format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+impl From<crate::pairing::PairingError> for WebError {
+    fn from(e: crate::pairing::PairingError) -> Self {
+        WebError::Store(StoreError::Unavailable(e.to_string()))
     }
 }

@@ -33,6 +33,7 @@ mod node_controls;
 mod node_faults;
 mod node_identity;
 mod node_loss;
+mod pairing;
 mod payments;
 mod policy_netns;
 mod routing;

@@ -429,7 +429,10 @@ pub fn pairing(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     if let Ok(code) = UserCode::parse(&text) {
         assert_eq!(code.as_str().len(), USER_CODE_LEN);
-        assert!(code.as_str().bytes().all(|b| USER_CODE_ALPHABET.contains(&b)));
+        assert!(code
+            .as_str()
+            .bytes()
+            .all(|b| USER_CODE_ALPHABET.contains(&b)));
         assert_eq!(UserCode::parse(&code.to_string()), Ok(code.clone()));
         assert_eq!(UserCode::parse(code.as_str()), Ok(code));
     }
