@@ -464,7 +464,7 @@ impl Connection<'_> {
     /// Refuses new streams and tells the server, which stops opening them; the
     /// connection closes once the open streams end or the grace runs out.
     fn begin_drain(&mut self, capped: bool) {
-        let grace = self.cfg.shutdown_grace;
+        let grace = self.shared.status.drain_grace(self.cfg.shutdown_grace);
         self.conn.driver.draining.set(true);
         self.control.queue(ControlMessage::Drain {
             grace_ms: grace.as_millis() as u64,

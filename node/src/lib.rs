@@ -199,12 +199,42 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
             }
         }));
     }
-    let result = run_lanes(&config, &shared, shutdown).await;
+    let result = run_until_shutdown(&config, &shared, shutdown).await;
     for t in tasks {
         t.abort();
     }
     usage.save();
     result
+}
+
+/// Runs the lanes until `shutdown`. Paused by the runner (status socket), the lanes
+/// drain and stay closed until resumed.
+async fn run_until_shutdown(
+    config: &NodeConfig,
+    shared: &Rc<Shared>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), NodeError> {
+    let mut shutdown = pin!(shutdown);
+    let shut = std::cell::Cell::new(false);
+    let status = &shared.status;
+    loop {
+        let stop = async {
+            tokio::select! {
+                _ = shutdown.as_mut() => shut.set(true),
+                _ = status.until_paused(true) => {}
+            }
+        };
+        run_lanes(config, shared, stop).await?;
+        if shut.get() {
+            return Ok(());
+        }
+        status.state.set("paused");
+        tracing::info!("paused: connections drained");
+        tokio::select! {
+            _ = shutdown.as_mut() => return Ok(()),
+            _ = status.until_paused(false) => tracing::info!("resumed"),
+        }
+    }
 }
 
 /// Runs lane 0, then, once the node carries its first stream, one more lane per server

@@ -49,6 +49,10 @@ enum Cmd {
     Uninstall,
     /// Show the running node's state, bytes and score.
     Status,
+    /// Drain the running node's connections and keep it offline until `resume`.
+    Pause,
+    /// Reconnect a paused node.
+    Resume,
 }
 
 /// Settings saved by `join` and overridable on `run`.
@@ -186,7 +190,8 @@ fn check_settings(f: &NodeFile) -> anyhow::Result<()> {
 
 pub(crate) fn main() -> anyhow::Result<()> {
     turbo_telemetry::init();
-    match Cli::parse().cmd {
+    let cmd = Cli::parse().cmd;
+    match cmd {
         Cmd::Join { join, settings } => save_join(join, &settings)?,
         Cmd::Pair {
             server,
@@ -208,6 +213,24 @@ pub(crate) fn main() -> anyhow::Result<()> {
         Cmd::Uninstall => {
             turbo_node::autostart::uninstall()?;
             println!("turbo-node will no longer start at login");
+        }
+        Cmd::Pause | Cmd::Resume => {
+            let word = if matches!(cmd, Cmd::Pause) {
+                "pause"
+            } else {
+                "resume"
+            };
+            let dir = files::state_dir().context("no home directory: set TURBO_NODE_STATE")?;
+            let r = turbo_node::status::command(&turbo_node::status::socket_path(&dir), word)
+                .context("turbo-node is not running (no status socket)")?;
+            println!(
+                "{}",
+                if r.paused {
+                    "paused (draining, then offline)"
+                } else {
+                    "resumed"
+                }
+            );
         }
         Cmd::Status => {
             let dir = files::state_dir().context("no home directory: set TURBO_NODE_STATE")?;

@@ -1,7 +1,12 @@
-//! The runner's view of the node: connection state, server, bytes today and this
-//! month, open streams and the score the server reports. Served as one JSON document
-//! per connection on a Unix socket in the state directory (mode 0600 inside a 0700
-//! directory, so only the runner can open it); `turbo-node status` prints it.
+//! The runner's view of the node and its one control: connection state, server, bytes
+//! today and this month, open streams and the score the server reports, and pausing.
+//! Served on a Unix socket in the state directory (mode 0600 inside a 0700 directory,
+//! so only the runner can open it): a client writes one command line (`status`,
+//! `pause` or `resume`; none within half a second means `status`) and reads one JSON
+//! report. `turbo-node status|pause|resume` and the tray are such clients.
+//!
+//! Pausing drains the node's connections (streams finish, within the shutdown grace)
+//! and keeps it offline until resumed; the daemon keeps running.
 
 use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
@@ -14,8 +19,11 @@ use crate::usage::Usage;
 /// What `turbo-node status` prints.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct StatusReport {
-    /// `connecting`, `connected`, `capped` or `stopping`.
+    /// `connecting`, `connected`, `capped`, `paused` or `stopping`.
     pub state: String,
+    /// Paused by the runner (it may still be draining).
+    #[serde(default)]
+    pub paused: bool,
     /// The server's `host:port`.
     pub server: String,
     /// The node id the server gave.
@@ -78,6 +86,9 @@ impl Drop for LaneGuard<'_> {
     }
 }
 
+/// The least time open streams get to finish when the runner pauses the node.
+pub const PAUSE_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Live status shared by the lanes' connections and the status socket.
 #[derive(Debug, Default)]
 pub struct Status {
@@ -93,6 +104,10 @@ pub struct Status {
     pub earnings_nano: Cell<Option<(u64, u64)>>,
     /// Per lane: open streams and UDP counters.
     pub lanes: RefCell<Vec<LaneStatus>>,
+    /// Paused by the runner.
+    paused: Cell<bool>,
+    /// Woken when `paused` changes.
+    pause_changed: tokio::sync::Notify,
 }
 
 impl Status {
@@ -106,12 +121,46 @@ impl Status {
         f(&mut lanes[i]);
     }
 
+    /// Pauses (drain, then stay offline) or resumes the node.
+    pub fn set_paused(&self, paused: bool) {
+        self.paused.set(paused);
+        self.pause_changed.notify_waiters();
+    }
+
+    /// How long open streams may finish when the node drains: at least
+    /// [`PAUSE_GRACE`] for a pause (the runner wants their traffic to end gently),
+    /// `shutdown_grace` otherwise.
+    pub fn drain_grace(&self, shutdown_grace: std::time::Duration) -> std::time::Duration {
+        if self.paused.get() {
+            shutdown_grace.max(PAUSE_GRACE)
+        } else {
+            shutdown_grace
+        }
+    }
+
+    /// Whether the runner paused the node.
+    pub fn paused(&self) -> bool {
+        self.paused.get()
+    }
+
+    /// Resolves once the node is paused (at once if it is).
+    pub async fn until_paused(&self, paused: bool) {
+        loop {
+            let changed = self.pause_changed.notified();
+            if self.paused.get() == paused {
+                return;
+            }
+            changed.await;
+        }
+    }
+
     /// A snapshot for printing.
     pub fn report(&self, usage: &Usage) -> StatusReport {
         let (today, month) = usage.totals();
         let lanes = self.lanes.borrow();
         StatusReport {
             state: self.state.get().to_owned(),
+            paused: self.paused.get(),
             server: self.server.borrow().clone(),
             node_id: self.node_id.borrow().clone(),
             bytes_today: today,
@@ -135,7 +184,6 @@ pub fn socket_path(state_dir: &Path) -> PathBuf {
 /// Serves status reports on the socket until the task is dropped.
 #[cfg(unix)]
 pub async fn serve(path: PathBuf, status: Rc<Status>, usage: Rc<Usage>) {
-    use tokio::io::AsyncWriteExt;
     if let Some(dir) = path.parent() {
         if crate::files::private_dir(dir).is_err() {
             return;
@@ -153,12 +201,31 @@ pub async fn serve(path: PathBuf, status: Rc<Status>, usage: Rc<Usage>) {
         use std::os::unix::fs::PermissionsExt;
         let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
     }
-    while let Ok((mut s, _)) = listener.accept().await {
-        let report = status.report(&usage);
-        if let Ok(mut text) = serde_json::to_vec(&report) {
-            text.push(b'\n');
-            let _ = s.write_all(&text).await;
-        }
+    while let Ok((s, _)) = listener.accept().await {
+        // One client at a time: each costs at most the command timeout.
+        answer(s, &status, &usage).await;
+    }
+}
+
+/// Reads one command from `s`, applies it, and writes the report.
+#[cfg(unix)]
+async fn answer(mut s: tokio::net::UnixStream, status: &Status, usage: &Usage) {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+    let mut line = String::new();
+    {
+        let mut reader = tokio::io::BufReader::new((&mut s).take(64));
+        let read = reader.read_line(&mut line);
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(500), read).await;
+    }
+    match line.trim() {
+        "pause" => status.set_paused(true),
+        "resume" => status.set_paused(false),
+        _ => {}
+    }
+    let report = status.report(usage);
+    if let Ok(mut text) = serde_json::to_vec(&report) {
+        text.push(b'\n');
+        let _ = s.write_all(&text).await;
     }
 }
 
@@ -166,10 +233,19 @@ pub async fn serve(path: PathBuf, status: Rc<Status>, usage: Rc<Usage>) {
 ///
 /// # Errors
 /// When the node is not running (no socket) or answers garbage.
-#[cfg(unix)]
 pub fn query(path: &Path) -> std::io::Result<StatusReport> {
-    use std::io::Read;
+    command(path, "status")
+}
+
+/// Sends `command` (`status`, `pause` or `resume`) and reads the report after it.
+///
+/// # Errors
+/// When the node is not running (no socket) or answers garbage.
+#[cfg(unix)]
+pub fn command(path: &Path, command: &str) -> std::io::Result<StatusReport> {
+    use std::io::{Read, Write};
     let mut s = std::os::unix::net::UnixStream::connect(path)?;
+    s.write_all(format!("{command}\n").as_bytes())?;
     let mut text = String::new();
     s.read_to_string(&mut text)?;
     serde_json::from_str(&text).map_err(std::io::Error::other)
@@ -184,7 +260,7 @@ pub async fn serve(_path: PathBuf, _status: Rc<Status>, _usage: Rc<Usage>) {}
 /// # Errors
 /// Always, on Windows.
 #[cfg(not(unix))]
-pub fn query(_path: &Path) -> std::io::Result<StatusReport> {
+pub fn command(_path: &Path, _command: &str) -> std::io::Result<StatusReport> {
     Err(std::io::Error::other(
         "turbo-node status is not available on Windows yet",
     ))

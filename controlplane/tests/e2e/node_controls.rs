@@ -1,6 +1,7 @@
 //! The runner's controls and the node's life cycle, end to end: SMTP and blocked
 //! domains refused, rules pushed by the server, the bandwidth cap, the monthly cap,
-//! `join` then `run` with nothing else, `status`, and a server restart.
+//! `join` then `run` with nothing else, `status`, pausing and resuming, and a server
+//! restart.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -279,4 +280,43 @@ fn node_reconnects_after_a_server_restart() {
         after <= before,
         "node file descriptors grew from {before} to {after}"
     );
+}
+
+/// `turbo-node pause|resume` for the node whose state is in `state`: what it printed.
+fn pause_command(state: &std::path::Path, word: &str) -> String {
+    let out = Command::new(bin("turbo-node"))
+        .arg(word)
+        .env("TURBO_NODE_STATE", state)
+        .output()
+        .expect("turbo-node");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn pause_drains_the_node_and_resume_brings_it_back() {
+    let net = Net::start("legacy");
+    let target = targets::echo();
+    let state = net.node_state("main");
+    let mut before = open(&net, "127.0.0.1", target.port());
+    echo_round_trip(&mut before);
+    assert!(pause_command(&state, "pause").starts_with("paused"));
+    // The open stream finishes its work while the node drains.
+    echo_round_trip(&mut before);
+    drop(before);
+    wait_for("the node to go offline, paused", || {
+        let s = node_status(&state);
+        (s.contains("state:          paused") && net.connected_nodes().is_empty()).then_some(())
+    });
+    let code = refusal(&net, "127.0.0.1", target.port());
+    assert_ne!(code, 0, "no node while paused");
+    assert_eq!(pause_command(&state, "resume").trim(), "resumed");
+    wait_for("the node to reconnect", || {
+        (!net.connected_nodes().is_empty()).then_some(())
+    });
+    echo_round_trip(&mut open(&net, "127.0.0.1", target.port()));
 }
