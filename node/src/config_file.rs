@@ -26,6 +26,9 @@ pub struct NodeFile {
     pub block_ports: Vec<u16>,
     /// Blocked domains (and subdomains). Defaults to none.
     pub block_domains: Vec<String>,
+    /// The dashboard's address, saved by `turbo-node pair` for the tray's "Open
+    /// dashboard". Defaults to none.
+    pub dashboard: Option<String>,
 }
 
 impl NodeFile {

@@ -22,6 +22,7 @@ pub mod pool;
 pub mod relay;
 pub mod retry;
 pub mod status;
+pub mod tray;
 pub mod udp;
 pub mod usage;
 

@@ -53,6 +53,9 @@ enum Cmd {
     Pause,
     /// Reconnect a paused node.
     Resume,
+    /// Show the running node in the desktop's tray (state, today's bytes and
+    /// earnings; pause, resume, open the dashboard). Quitting it leaves the node running.
+    Tray,
 }
 
 /// Settings saved by `join` and overridable on `run`.
@@ -192,7 +195,18 @@ pub(crate) fn main() -> anyhow::Result<()> {
     turbo_telemetry::init();
     let cmd = Cli::parse().cmd;
     match cmd {
-        Cmd::Join { join, settings } => save_join(join, &settings)?,
+        Cmd::Join { join, settings } => save_join(join, &settings, None)?,
+        Cmd::Tray => {
+            let dir = files::state_dir().context("no home directory: set TURBO_NODE_STATE")?;
+            let dashboard = config_path()
+                .ok()
+                .and_then(|p| NodeFile::read(&p).ok())
+                .and_then(|f| f.dashboard);
+            turbo_node::tray::run(turbo_node::tray::TrayConfig {
+                socket: turbo_node::status::socket_path(&dir),
+                dashboard,
+            })?;
+        }
         Cmd::Pair {
             server,
             no_open,
@@ -202,7 +216,11 @@ pub(crate) fn main() -> anyhow::Result<()> {
             check_settings(&settings.clone().over(&NodeFile::default()))?;
             let join = turbo_node::pair::pair(&server, !no_open, &mut std::io::stdout())?;
             println!("paired");
-            save_join(join, &settings)?;
+            save_join(
+                join,
+                &settings,
+                Some(server.trim_end_matches('/').to_owned()),
+            )?;
         }
         Cmd::Run(args) => run(args)?,
         Cmd::Install => {
@@ -267,10 +285,12 @@ pub(crate) fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Saves `join` with `settings` in `node.toml` (owner-only).
-fn save_join(join: String, settings: &Settings) -> anyhow::Result<()> {
+/// Saves `join` with `settings` (and the dashboard's address, when paired) in
+/// `node.toml` (owner-only).
+fn save_join(join: String, settings: &Settings, dashboard: Option<String>) -> anyhow::Result<()> {
     let f = settings.clone().over(&NodeFile {
         join,
+        dashboard,
         ..Default::default()
     });
     check(&f)?;

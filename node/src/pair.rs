@@ -96,7 +96,7 @@ fn answer(body: &Value) -> Result<PollAnswer, PairError> {
 }
 
 /// Opens `url` in the desktop's browser, if there is a desktop; never fails.
-fn open_browser(url: &str) {
+pub(crate) fn open_browser(url: &str) {
     let opener = if cfg!(target_os = "macos") {
         Some(("open", vec![url]))
     } else if cfg!(windows) {

@@ -38,6 +38,7 @@ mod payments;
 mod policy_netns;
 mod routing;
 mod soak;
+mod tray;
 mod udp_offload;
 
 /// Declares `$name` as a test under each driver: `io_uring::$name` and
