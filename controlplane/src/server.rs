@@ -170,6 +170,38 @@ fn start_money(
     Ok(Some(money))
 }
 
+/// Serves the API and dashboard, with each request's client address (sign-up and
+/// pairing limits count per address).
+async fn serve_api(listener: tokio::net::TcpListener, router: axum::Router) {
+    let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    if let Err(e) = axum::serve(listener, service).await {
+        tracing::error!(error = %e, "API server failed");
+    }
+}
+
+/// Opens the live bus (presence and the dashboard's feed) and the pairing requests
+/// next to the store, and starts this server's presence reporter.
+fn start_live(
+    runtime: &tokio::runtime::Runtime,
+    cfg: &ServerConfig,
+    control: &Arc<ControlPlane<AnyStore>>,
+    server_id: &Arc<str>,
+) -> Result<(Arc<crate::live::LiveBus>, Arc<crate::pairing::Pairings>), ServerError> {
+    let live = runtime
+        .block_on(crate::live::LiveBus::open(&cfg.store))
+        .map_err(ServerError::Store)?;
+    let live = Arc::new(live);
+    runtime.spawn(crate::live::report::run(
+        control.clone(),
+        live.clone(),
+        server_id.clone(),
+    ));
+    let pairings = runtime
+        .block_on(crate::pairing::Pairings::open(&cfg.store))
+        .map_err(|e| ServerError::Store(StoreError::Unavailable(e.to_string())))?;
+    Ok((live, Arc::new(pairings)))
+}
+
 impl Server {
     /// Starts everything described by `cfg` (already validated).
     ///
@@ -193,16 +225,7 @@ impl Server {
         let links = PlaneLinks::new();
         let (control, handle) = start_control_plane(&runtime, cfg, &server_id, &links)?;
         let money = start_money(&runtime, cfg, &control, &server_id, links.table.clone())?;
-        let live = Arc::new(
-            runtime
-                .block_on(crate::live::LiveBus::open(&cfg.store))
-                .map_err(ServerError::Store)?,
-        );
-        runtime.spawn(crate::live::report::run(
-            control.clone(),
-            live.clone(),
-            server_id.clone(),
-        ));
+        let (live, pairings) = start_live(&runtime, cfg, &control, &server_id)?;
         let payments =
             crate::payments::start(cfg, money.as_deref(), control.store.clone(), live.clone());
         let payments = runtime.block_on(payments).map_err(ServerError::Payments)?;
@@ -231,26 +254,12 @@ impl Server {
             proxy_socks: customer_addr(cfg.socks_listen, &host),
             price_per_gb: price_per_gb(cfg),
             live,
-            pairings: Arc::new(
-                runtime
-                    .block_on(crate::pairing::Pairings::open(&cfg.store))
-                    .map_err(|e| ServerError::Store(StoreError::Unavailable(e.to_string())))?,
-            ),
+            pairings,
             pair_ttl: cfg.pair_code_ttl,
         });
         let (api_addr, listener) = bind_api(&runtime, cfg)?;
-        let router = api::router(api_state.clone());
         spawn_housekeeping(&runtime, cfg, &control, &dataplane);
-        runtime.spawn(async move {
-            if let Err(e) = axum::serve(
-                listener,
-                router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-            )
-            .await
-            {
-                tracing::error!(error = %e, "API server failed");
-            }
-        });
+        runtime.spawn(serve_api(listener, api::router(api_state.clone())));
         let addrs = dataplane.addrs();
         tracing::info!(
             api = %api_addr,

@@ -193,35 +193,14 @@ fn check_settings(f: &NodeFile) -> anyhow::Result<()> {
 
 pub(crate) fn main() -> anyhow::Result<()> {
     turbo_telemetry::init();
-    let cmd = Cli::parse().cmd;
-    match cmd {
+    match Cli::parse().cmd {
         Cmd::Join { join, settings } => save_join(join, &settings, None)?,
-        Cmd::Tray => {
-            let dir = files::state_dir().context("no home directory: set TURBO_NODE_STATE")?;
-            let dashboard = config_path()
-                .ok()
-                .and_then(|p| NodeFile::read(&p).ok())
-                .and_then(|f| f.dashboard);
-            turbo_node::tray::run(turbo_node::tray::TrayConfig {
-                socket: turbo_node::status::socket_path(&dir),
-                dashboard,
-            })?;
-        }
         Cmd::Pair {
             server,
             no_open,
             settings,
-        } => {
-            // Checked before asking for a code, so a bad flag costs no pairing.
-            check_settings(&settings.clone().over(&NodeFile::default()))?;
-            let join = turbo_node::pair::pair(&server, !no_open, &mut std::io::stdout())?;
-            println!("paired");
-            save_join(
-                join,
-                &settings,
-                Some(server.trim_end_matches('/').to_owned()),
-            )?;
-        }
+        } => pair(&server, no_open, &settings)?,
+        Cmd::Tray => tray()?,
         Cmd::Run(args) => run(args)?,
         Cmd::Install => {
             let exe = std::env::current_exe()?;
@@ -232,24 +211,8 @@ pub(crate) fn main() -> anyhow::Result<()> {
             turbo_node::autostart::uninstall()?;
             println!("turbo-node will no longer start at login");
         }
-        Cmd::Pause | Cmd::Resume => {
-            let word = if matches!(cmd, Cmd::Pause) {
-                "pause"
-            } else {
-                "resume"
-            };
-            let dir = files::state_dir().context("no home directory: set TURBO_NODE_STATE")?;
-            let r = turbo_node::status::command(&turbo_node::status::socket_path(&dir), word)
-                .context("turbo-node is not running (no status socket)")?;
-            println!(
-                "{}",
-                if r.paused {
-                    "paused (draining, then offline)"
-                } else {
-                    "resumed"
-                }
-            );
-        }
+        Cmd::Pause => control("pause")?,
+        Cmd::Resume => control("resume")?,
         Cmd::Status => {
             let dir = files::state_dir().context("no home directory: set TURBO_NODE_STATE")?;
             let r = turbo_node::status::query(&turbo_node::status::socket_path(&dir))
@@ -282,6 +245,49 @@ pub(crate) fn main() -> anyhow::Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+/// `turbo-node pair`: pairs from the browser, then saves as `join` does.
+fn pair(server: &str, no_open: bool, settings: &Settings) -> anyhow::Result<()> {
+    // Checked before asking for a code, so a bad flag costs no pairing.
+    check_settings(&settings.clone().over(&NodeFile::default()))?;
+    let join = turbo_node::pair::pair(server, !no_open, &mut std::io::stdout())?;
+    println!("paired");
+    save_join(
+        join,
+        settings,
+        Some(server.trim_end_matches('/').to_owned()),
+    )
+}
+
+/// `turbo-node tray`.
+fn tray() -> anyhow::Result<()> {
+    let dir = files::state_dir().context("no home directory: set TURBO_NODE_STATE")?;
+    let dashboard = config_path()
+        .ok()
+        .and_then(|p| NodeFile::read(&p).ok())
+        .and_then(|f| f.dashboard);
+    turbo_node::tray::run(turbo_node::tray::TrayConfig {
+        socket: turbo_node::status::socket_path(&dir),
+        dashboard,
+    })?;
+    Ok(())
+}
+
+/// `turbo-node pause|resume`: `word` to the running node.
+fn control(word: &str) -> anyhow::Result<()> {
+    let dir = files::state_dir().context("no home directory: set TURBO_NODE_STATE")?;
+    let r = turbo_node::status::command(&turbo_node::status::socket_path(&dir), word)
+        .context("turbo-node is not running (no status socket)")?;
+    println!(
+        "{}",
+        if r.paused {
+            "paused (draining, then offline)"
+        } else {
+            "resumed"
+        }
+    );
     Ok(())
 }
 

@@ -149,7 +149,7 @@ impl<S: Store> Watch<S> {
     /// Re-reads the stale categories and queues those that changed.
     async fn refresh(&mut self) {
         self.refresh_mine().await;
-        for i in 0..NAMES.len() {
+        for (i, name) in NAMES.iter().enumerate() {
             if !std::mem::take(&mut self.stale[i]) {
                 continue;
             }
@@ -160,7 +160,7 @@ impl<S: Store> Watch<S> {
             };
             if self.last[i] != figures {
                 self.queued
-                    .push_back(Event::default().event(NAMES[i]).data(figures.to_string()));
+                    .push_back(Event::default().event(*name).data(figures.to_string()));
                 self.last[i] = figures;
             }
         }

@@ -79,6 +79,9 @@ impl Watcher {
     }
 }
 
+/// A dbusmenu layout node: id, properties, children.
+type MenuNode = (i32, HashMap<String, OwnedValue>, Vec<OwnedValue>);
+
 /// One property of the tray item.
 async fn item_property(conn: &zbus::Connection, item: &str, name: &str) -> String {
     let props = zbus::fdo::PropertiesProxy::builder(conn)
@@ -107,13 +110,11 @@ async fn menu(conn: &zbus::Connection, item: &str) -> Vec<(i32, String, bool)> {
         )
         .await
         .expect("GetLayout");
-    let (_, (_, _, children)): (u32, (i32, HashMap<String, OwnedValue>, Vec<OwnedValue>)) =
-        reply.body().deserialize().expect("layout");
+    let (_, (_, _, children)): (u32, MenuNode) = reply.body().deserialize().expect("layout");
     children
         .into_iter()
         .map(|child| {
-            let (id, props, _): (i32, HashMap<String, OwnedValue>, Vec<OwnedValue>) =
-                child.try_into().expect("a menu item");
+            let (id, props, _): MenuNode = child.try_into().expect("a menu item");
             let text = |k: &str| props.get(k).and_then(|v| String::try_from(v.clone()).ok());
             let enabled = props.get("enabled").and_then(|v| bool::try_from(v).ok());
             (

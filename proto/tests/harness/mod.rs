@@ -424,7 +424,7 @@ pub(crate) fn relay_stream(data: &[u8]) {
 /// A pairing code as a runner types it, and a poll answer's error code: a code that
 /// parses prints and parses back to itself, is eight letters of the alphabet, and any
 /// text names at most one poll answer, which names it back.
-pub fn pairing(data: &[u8]) {
+pub(crate) fn pairing(data: &[u8]) {
     use turbo_proto::pairing::{PollAnswer, UserCode, USER_CODE_ALPHABET, USER_CODE_LEN};
     let text = String::from_utf8_lossy(data);
     if let Ok(code) = UserCode::parse(&text) {
