@@ -15,9 +15,8 @@
 //! | `turbo:websession:{sha256 hex}` | string | the session (JSON), expiring after [`SESSION_TTL_SECS`] of disuse |
 //! | `turbo:throttle:{subject}` | string | attempts (`login:{email}` failed sign-ins, `signup:{ip}` sign-ups), expiring [`LOGIN_WINDOW_SECS`] after the first |
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
-use std::time::Duration;
 
 use super::{
     normalise_email, AccountError, AccountFuture, AccountStore, Owned, Role, User, WebSession,
@@ -55,12 +54,7 @@ impl RedisAccounts {
     /// # Errors
     /// [`AccountError::Unavailable`].
     pub async fn connect(url: &str) -> Result<RedisAccounts, AccountError> {
-        let client = redis::Client::open(url).map_err(unavailable)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
-            .set_number_of_retries(2);
-        let conn = ConnectionManager::new_with_config(client, config)
+        let (_, conn) = crate::store::redis::events::manager(url)
             .await
             .map_err(unavailable)?;
         Ok(RedisAccounts { conn })

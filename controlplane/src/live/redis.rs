@@ -10,9 +10,8 @@
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 use tokio::sync::{broadcast, oneshot};
 
@@ -75,14 +74,7 @@ impl RedisBus {
     /// # Errors
     /// [`StoreError::Unavailable`] when Redis cannot be reached.
     pub async fn connect(url: &str) -> Result<RedisBus, StoreError> {
-        let client = redis::Client::open(url).map_err(unavailable)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
-            .set_number_of_retries(2);
-        let conn = ConnectionManager::new_with_config(client.clone(), config)
-            .await
-            .map_err(unavailable)?;
+        let (client, conn) = events::manager(url).await.map_err(unavailable)?;
         let pubsub = events::subscribe(&client, FEED)
             .await
             .map_err(unavailable)?;

@@ -75,8 +75,9 @@ impl Pairings {
         if spec == "memory" {
             return Ok(Pairings::Memory(Mutex::default()));
         }
-        let client = redis::Client::open(spec).map_err(unavailable)?;
-        let conn = ConnectionManager::new(client).await.map_err(unavailable)?;
+        let (_, conn) = crate::store::redis::events::manager(spec)
+            .await
+            .map_err(unavailable)?;
         Ok(Pairings::Redis(conn))
     }
 

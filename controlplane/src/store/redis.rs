@@ -33,7 +33,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 use tokio::sync::{broadcast, oneshot};
 use tracing::{debug, warn};
@@ -91,15 +91,7 @@ impl RedisStore {
     /// # Errors
     /// [`StoreError::Unavailable`] when Redis cannot be reached.
     pub async fn connect(url: &str) -> Result<RedisStore, StoreError> {
-        let client = redis::Client::open(url).map_err(unavailable)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_with_config(client.clone(), config)
-            .await
-            .map_err(unavailable)?;
+        let (client, conn) = events::manager(url).await.map_err(unavailable)?;
         let (events, _) = broadcast::channel(1024);
         let errors = Arc::new(AtomicU64::new(0));
         let pubsub = events::subscribe(&client, EVENTS)

@@ -118,13 +118,15 @@ pub(crate) async fn show<S: Store>(
     }))
 }
 
-/// Moves the request with code `form.code` from pending to `next`.
+/// Moves the request with code `form.code` from pending to `next`, and says so with
+/// `outcome` (given the device's hostname).
 async fn decide<S: Store>(
     st: &ApiState<S>,
     headers: &HeaderMap,
     form: &Decision,
     next: impl FnOnce(&Viewer) -> PairingState,
-) -> Result<(Viewer, Stored), WebError> {
+    outcome: impl FnOnce(&str) -> String,
+) -> Result<Response, WebError> {
     let viewer = session::require_role(&*st.accounts, headers, Role::Runner).await?;
     session::check_csrf(&viewer.csrf, form.csrf.as_deref())?;
     let (device, seen) = find(st, &viewer, &form.code).await?;
@@ -134,7 +136,13 @@ async fn decide<S: Store>(
         // Decided meanwhile (another tab or server): no longer pending.
         return Err(WebError::NoPairing);
     }
-    Ok((viewer, seen))
+    tracing::info!(user = %viewer.user.id, hostname = %seen.record.hostname, state = ?record.state, "pairing decided");
+    Ok(render(PairPage {
+        title: "Pair a node",
+        viewer,
+        request: None,
+        outcome: Some(outcome(&seen.record.hostname)),
+    }))
 }
 
 /// `POST /pair/approve`.
@@ -143,21 +151,13 @@ pub(crate) async fn approve<S: Store>(
     headers: HeaderMap,
     Form(form): Form<Decision>,
 ) -> Result<Response, WebError> {
-    let (viewer, seen) = decide(&st, &headers, &form, |v| PairingState::Approved {
+    let approved = |v: &Viewer| PairingState::Approved {
         user_id: v.user.id.clone(),
+    };
+    decide(&st, &headers, &form, approved, |host| {
+        format!("Approved: {host} joins as your node within seconds, and shows under Nodes.")
     })
-    .await?;
-    tracing::info!(user = %viewer.user.id, hostname = %seen.record.hostname, "pairing approved");
-    let outcome = format!(
-        "Approved: {} joins as your node within seconds, and shows under Nodes.",
-        seen.record.hostname
-    );
-    Ok(render(PairPage {
-        title: "Pair a node",
-        viewer,
-        request: None,
-        outcome: Some(outcome),
-    }))
+    .await
 }
 
 /// `POST /pair/deny`.
@@ -166,16 +166,12 @@ pub(crate) async fn deny<S: Store>(
     headers: HeaderMap,
     Form(form): Form<Decision>,
 ) -> Result<Response, WebError> {
-    let (viewer, seen) = decide(&st, &headers, &form, |_| PairingState::Denied).await?;
-    tracing::info!(user = %viewer.user.id, hostname = %seen.record.hostname, "pairing denied");
-    let outcome = format!(
-        "Denied: {} was told, and gets no token.",
-        seen.record.hostname
-    );
-    Ok(render(PairPage {
-        title: "Pair a node",
-        viewer,
-        request: None,
-        outcome: Some(outcome),
-    }))
+    decide(
+        &st,
+        &headers,
+        &form,
+        |_| PairingState::Denied,
+        |host| format!("Denied: {host} was told, and gets no token."),
+    )
+    .await
 }

@@ -1,5 +1,7 @@
-//! Redis PUB/SUB channels turned into broadcast channels: `turbo:events` (key and node
-//! events, [`KeyEvent`]) and, for the dashboard, `turbo:live` ([`crate::live`]).
+//! Connections to Redis shared by its users (the store, accounts, the live bus and
+//! pairing): one managed connection with the same timeouts for all, and PUB/SUB
+//! channels turned into broadcast channels: `turbo:events` (key and node events,
+//! [`KeyEvent`]) and, for the dashboard, `turbo:live` ([`crate::live`]).
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -9,6 +11,21 @@ use futures_util::StreamExt;
 use tokio::sync::{broadcast, oneshot};
 use tracing::{debug, warn};
 use turbo_dataplane::control::KeyEvent;
+
+/// A managed connection to `url`'s Redis (reconnecting by itself; 2 s timeouts, two
+/// retries); its client too, for subscriptions.
+pub(crate) async fn manager(
+    url: &str,
+) -> Result<(redis::Client, redis::aio::ConnectionManager), redis::RedisError> {
+    let client = redis::Client::open(url)?;
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(Duration::from_secs(2)))
+        .set_number_of_retries(2)
+        .set_max_delay(Duration::from_millis(500));
+    let conn = redis::aio::ConnectionManager::new_with_config(client.clone(), config).await?;
+    Ok((client, conn))
+}
 
 /// One subscribed channel: its name, how its messages read, and what to send after a
 /// reconnection (events may have been missed meanwhile).
