@@ -59,7 +59,9 @@
     var nodes = JSON.parse(e.data);
     Object.keys(nodes).forEach(function (id) {
       document.querySelectorAll('[data-online="' + id + '"]').forEach(function (el) {
-        if (el.textContent !== "revoked") el.textContent = nodes[id].online ? "online" : "offline";
+        if (el.textContent !== "revoked") {
+          el.textContent = nodes[id].online ? "online" : nodes[id].refused ? "refused: " + nodes[id].refused : "offline";
+        }
       });
       ["streams", "country", "score", "latency", "reliability"].forEach(function (field) {
         document.querySelectorAll("[data-" + field + '="' + id + '"]').forEach(function (el) {

@@ -249,6 +249,12 @@ pub struct ServerConfig {
     /// Mark the dashboard's cookies `Secure`: set it when browsers reach the API
     /// through HTTPS (a TLS proxy in front of `api_listen`). Defaults to `false`.
     pub web_secure_cookies: bool,
+    /// Connected nodes admitted per network (public IPv4 address or IPv6 /64), across
+    /// accounts and servers; 0 for no limit. Defaults to `1`.
+    pub nodes_per_network: u32,
+    /// Count loopback and private addresses too (labs and tests). Defaults to `false`:
+    /// they are exempt.
+    pub nodes_per_network_strict: bool,
     /// How long a node's pairing code (`turbo-node pair`) waits for approval in the
     /// dashboard. Defaults to `10m`.
     #[serde(with = "humantime_serde_compat")]
@@ -304,6 +310,8 @@ impl Default for ServerConfig {
             metrics_per_node: false,
             web_secure_cookies: false,
             pair_code_ttl: Duration::from_secs(600),
+            nodes_per_network: 1,
+            nodes_per_network_strict: false,
             ledger: None,
             rewards: turbo_ledger::RewardPolicy::default(),
             payout_threshold_nano_usd: 20_000_000_000,

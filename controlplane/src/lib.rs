@@ -15,6 +15,7 @@ pub mod geoip;
 pub mod live;
 pub mod metrics;
 pub mod money;
+pub mod netlimit;
 pub mod overload;
 pub mod pairing;
 mod payments;

@@ -192,6 +192,11 @@ impl Registry {
         Ok(replaced)
     }
 
+    /// The address a live node connects from.
+    pub fn peer(&self, node_id: &str) -> Option<SocketAddr> {
+        self.with(|i| i.live.get(node_id).map(|l| l.peer))
+    }
+
     /// Removes a connection of a node that closed, and the node once its last lane is
     /// gone; returns whether the connection was live (it may have been replaced).
     pub fn gone(&self, node_id: &Arc<str>, conn: ConnRef) -> bool {

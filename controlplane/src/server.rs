@@ -191,6 +191,7 @@ fn start_live(
         .block_on(crate::live::LiveBus::open(&cfg.store))
         .map_err(ServerError::Store)?;
     let live = Arc::new(live);
+    control.set_live(live.clone());
     runtime.spawn(crate::live::report::run(
         control.clone(),
         live.clone(),
@@ -414,6 +415,10 @@ fn start_control_plane(
             },
             geoip,
             known_keys: links.known_keys.clone(),
+            network_limit: crate::netlimit::NetworkLimit {
+                per_network: cfg.nodes_per_network,
+                strict: cfg.nodes_per_network_strict,
+            },
         },
     ));
     let (handle, rx) = control_channel();

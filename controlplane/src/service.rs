@@ -19,7 +19,9 @@ use turbo_proto::params::CountryCode;
 use turbo_proto::wire::control::{Hello, RejectCode};
 
 use crate::geoip::GeoIp;
+use crate::live::LiveBus;
 use crate::metrics::Metrics;
+use crate::netlimit::NetworkLimit;
 pub use crate::registry::LiveNode;
 use crate::registry::Registry;
 use crate::scoring::Weights;
@@ -40,6 +42,8 @@ pub struct ControlSettings {
     /// Tags of the existing keys, shared with the data plane's lockout check; kept
     /// here from the store and its key events.
     pub known_keys: KnownKeys,
+    /// Nodes admitted per network.
+    pub network_limit: NetworkLimit,
 }
 
 impl Default for ControlSettings {
@@ -54,6 +58,10 @@ impl Default for ControlSettings {
             weights: Weights::default(),
             geoip: None,
             known_keys: KnownKeys::default(),
+            network_limit: NetworkLimit {
+                per_network: 1,
+                strict: false,
+            },
         }
     }
 }
@@ -67,6 +75,8 @@ pub struct ControlPlane<S> {
     key_events: broadcast::Sender<KeyEvent>,
     settings: ControlSettings,
     metrics: std::sync::OnceLock<Arc<Metrics>>,
+    /// Where nodes claim their network ([`crate::netlimit`]); none: no limit.
+    live: std::sync::OnceLock<Arc<LiveBus>>,
     /// Keys whose lease moved since [`ControlPlane::take_touched_keys`] last ran.
     touched: std::sync::Mutex<HashSet<Arc<str>>>,
 }
@@ -87,6 +97,7 @@ impl<S: Store> ControlPlane<S> {
             settings,
             metrics: std::sync::OnceLock::new(),
             touched: std::sync::Mutex::default(),
+            live: std::sync::OnceLock::new(),
         }
     }
 
@@ -98,6 +109,27 @@ impl<S: Store> ControlPlane<S> {
     /// The metrics, if attached.
     pub fn metrics(&self) -> Option<&Arc<Metrics>> {
         self.metrics.get()
+    }
+
+    /// Attaches the live bus nodes claim their network on.
+    pub fn set_live(&self, live: Arc<LiveBus>) {
+        let _ = self.live.set(live);
+    }
+
+    /// Claims (or refreshes) `node`'s place on `peer`'s network; whether it may stay.
+    pub async fn claim_network(
+        &self,
+        node: &str,
+        peer: std::net::IpAddr,
+    ) -> Result<bool, StoreError> {
+        let Some(live) = self.live.get() else {
+            return Ok(true);
+        };
+        let now_ms = crate::store::now_unix() * 1000;
+        self.settings
+            .network_limit
+            .claim(live, peer, node, now_ms)
+            .await
     }
 
     /// The GeoIP database, when configured.
@@ -246,7 +278,15 @@ impl<S: Store> ControlPlane<S> {
                 let _ = reply.send(self.admit(hello, peer, conn).await);
             }
             ToControl::NodeGone { node_id, conn } => {
-                self.registry.gone(&node_id, conn);
+                let peer = self.registry.peer(&node_id);
+                if self.registry.gone(&node_id, conn) && self.registry.peer(&node_id).is_none() {
+                    if let (Some(live), Some(peer)) = (self.live.get().cloned(), peer) {
+                        let limit = self.settings.network_limit;
+                        tokio::spawn(
+                            async move { limit.release(&live, peer.ip(), &node_id).await },
+                        );
+                    }
+                }
             }
             ToControl::NodeRtt { node_id, rtt } => self.registry.rtt(&node_id, rtt),
             ToControl::Attempt(rec) => self.registry.attempt(&rec),
@@ -399,6 +439,13 @@ impl<S: Store> ControlPlane<S> {
             // Only the operator sets it (invite, API): a hello never does.
             info!(node = %node.id, "payout address in the hello ignored");
         }
+        if !self
+            .claim_network(&node.id, peer.ip())
+            .await
+            .map_err(|_| RejectCode::Unavailable)?
+        {
+            return Err(RejectCode::NetworkTaken);
+        }
         let node_id: Arc<str> = node.id.into();
         let replaced = self
             .registry
@@ -419,153 +466,5 @@ impl<S: Store> ControlPlane<S> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::MemoryStore;
-    use turbo_dataplane::control::{control_channel, ControlHandle, Usage};
-
-    fn hello(token: &str) -> Hello {
-        Hello {
-            version: 1,
-            token: token.into(),
-            agent: "test".into(),
-            country: Some("de".into()),
-            payout_address: None,
-            max_streams: 10,
-            lane: None,
-        }
-    }
-
-    fn start() -> (
-        Arc<MemoryStore>,
-        NodeTableHandle,
-        Arc<ControlPlane<MemoryStore>>,
-        ControlHandle,
-        broadcast::Receiver<KeyEvent>,
-    ) {
-        let store = Arc::new(MemoryStore::default());
-        let table = NodeTableHandle::default();
-        let (events, events_rx) = broadcast::channel(16);
-        let cp = Arc::new(ControlPlane::new(
-            store.clone(),
-            table.clone(),
-            events,
-            ControlSettings::default(),
-        ));
-        let (handle, rx) = control_channel();
-        tokio::spawn(cp.clone().serve(rx));
-        tokio::spawn(cp.clone().forward_key_events());
-        (store, table, cp, handle, events_rx)
-    }
-
-    #[tokio::test]
-    async fn authorizes_by_hash_and_runs_leases() {
-        let (store, _, _, handle, mut events) = start();
-        let peer: SocketAddr = "127.0.0.1:1".parse().expect("addr");
-        let (key, secret) = store.create_key("a", 1000).await.expect("key");
-        let id = handle
-            .authorize(secrets::hash(&secret), peer)
-            .await
-            .expect("grant");
-        assert_eq!(&*id, key.id);
-        assert_eq!(
-            handle.authorize(secrets::hash("tk_nope"), peer).await,
-            Err(AuthDenied::BadKey)
-        );
-        let mut usage = Usage::default();
-        usage.add(&"n_x".into(), 10, true);
-        let first = LeaseRequest {
-            key_id: id.clone(),
-            lease_id: "s/0/1".into(),
-            seq: 1,
-            want: 600,
-            usage: Usage::default(),
-            release: false,
-        };
-        let ans = handle.lease(first.clone()).await.expect("lease");
-        assert_eq!((ans.granted, ans.credits), (600, 400));
-        let release = LeaseRequest {
-            seq: 2,
-            want: 0,
-            usage,
-            release: true,
-            ..first
-        };
-        let ans = handle.lease(release).await.expect("release");
-        assert_eq!((ans.held, ans.credits), (0, 990));
-        let unknown = LeaseRequest {
-            key_id: "k_gone".into(),
-            lease_id: "s/0/2".into(),
-            seq: 1,
-            want: 1,
-            usage: Usage::default(),
-            release: false,
-        };
-        assert_eq!(handle.lease(unknown).await, Err(LeaseError::UnknownKey));
-        store.revoke_key(&key.id).await.expect("revoke");
-        assert_eq!(
-            events.recv().await.expect("event"),
-            KeyEvent::Revoked(key.id.as_str().into()),
-            "revocations reach the cores"
-        );
-        assert_eq!(
-            handle.authorize(secrets::hash(&secret), peer).await,
-            Err(AuthDenied::BadKey)
-        );
-    }
-
-    #[tokio::test]
-    async fn admits_nodes_and_tracks_them_in_order() {
-        let (store, table, cp, handle, _) = start();
-        let peer: SocketAddr = "[::1]:9".parse().expect("addr");
-        let (node, token) = store.create_node(None).await.expect("node");
-        let conn = ConnRef { core: 1, serial: 7 };
-        assert_eq!(
-            handle.admit_node(hello("nt_bad"), peer, conn).await.err(),
-            Some(RejectCode::BadToken)
-        );
-        let adm = handle
-            .admit_node(hello(&token), peer, conn)
-            .await
-            .expect("admit");
-        assert_eq!(&*adm.node_id, node.id);
-        assert_eq!(
-            table.load().routes()[0].country.map(|c| c.to_string()),
-            Some("DE".into())
-        );
-        handle.send(ToControl::NodeRtt {
-            node_id: adm.node_id.clone(),
-            rtt: Duration::from_millis(12),
-        });
-        // A NodeGone for another connection of the same node keeps the route.
-        handle.send(ToControl::NodeGone {
-            node_id: adm.node_id.clone(),
-            conn: ConnRef { core: 0, serial: 7 },
-        });
-        // Node messages are handled in order: this answer proves the ones above ran.
-        let (_, other) = store.create_node(None).await.expect("node");
-        let mut h = hello(&other);
-        h.country = Some("not-a-country".into());
-        handle
-            .admit_node(h, peer, ConnRef { core: 0, serial: 1 })
-            .await
-            .expect("admit");
-        assert_eq!(table.load().routes().len(), 2);
-        let live = cp.live_nodes();
-        assert_eq!(live[&adm.node_id].rtt, Some(Duration::from_millis(12)));
-        assert!(
-            live.values().any(|n| n.country.is_none()),
-            "a bad country is ignored"
-        );
-        handle.send(ToControl::NodeGone {
-            node_id: adm.node_id.clone(),
-            conn,
-        });
-        let (_, third) = store.create_node(None).await.expect("node");
-        handle
-            .admit_node(hello(&third), peer, ConnRef { core: 0, serial: 2 })
-            .await
-            .expect("admit");
-        assert!(!cp.live_nodes().contains_key(&adm.node_id));
-    }
-}
+#[path = "service_tests.rs"]
+mod tests;

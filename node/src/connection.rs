@@ -382,6 +382,7 @@ impl Connection<'_> {
                     return Err(NodeError::Rejected(message));
                 }
                 warn!(?code, %message, "server refused the node");
+                self.shared.status.refusal.replace(Some(message));
             }
             ControlMessage::Ping { seq } => self.control.queue(ControlMessage::Pong { seq }),
             ControlMessage::Drain { grace_ms } => info!(grace_ms, "server is draining"),
@@ -418,6 +419,7 @@ impl Connection<'_> {
         info!(node_id = %w.node_id, lanes = w.lanes, "admitted by server");
         self.control.welcomed = true;
         let shared = self.shared;
+        shared.status.refusal.take();
         shared.lanes.set(w.lanes);
         shared.lanes_changed.notify_one();
         shared
@@ -492,10 +494,12 @@ impl Connection<'_> {
             // A revoked token, or another daemon with this token took over:
             // reconnecting would not help (and would fight the other daemon).
             let fatal = [RejectCode::BadToken, RejectCode::Replaced];
+            let reason = String::from_utf8_lossy(&e.reason).into_owned();
             if e.is_app && fatal.iter().any(|c| *c as u64 == e.error_code) {
-                return Err(NodeError::Rejected(
-                    String::from_utf8_lossy(&e.reason).into_owned(),
-                ));
+                return Err(NodeError::Rejected(reason));
+            }
+            if e.is_app && e.error_code == RejectCode::NetworkTaken as u64 {
+                self.shared.status.refusal.replace(Some(reason));
             }
         }
         Ok(ConnectionEnd::Lost {

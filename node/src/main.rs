@@ -218,6 +218,9 @@ pub(crate) fn main() -> anyhow::Result<()> {
             let r = turbo_node::status::query(&turbo_node::status::socket_path(&dir))
                 .context("turbo-node is not running (no status socket)")?;
             println!("state:          {}", r.state);
+            if let Some(why) = &r.refused {
+                println!("refused:        {why}");
+            }
             println!("server:         {}", r.server);
             println!("node id:        {}", r.node_id.as_deref().unwrap_or("-"));
             println!("today:          {} bytes", r.bytes_today);

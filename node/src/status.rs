@@ -24,6 +24,9 @@ pub struct StatusReport {
     /// Paused by the runner (it may still be draining).
     #[serde(default)]
     pub paused: bool,
+    /// Why the server last refused the node, until it is admitted again.
+    #[serde(default)]
+    pub refused: Option<String>,
     /// The server's `host:port`.
     pub server: String,
     /// The node id the server gave.
@@ -104,6 +107,8 @@ pub struct Status {
     pub earnings_nano: Cell<Option<(u64, u64)>>,
     /// Per lane: open streams and UDP counters.
     pub lanes: RefCell<Vec<LaneStatus>>,
+    /// Why the server last refused the node (cleared when admitted).
+    pub refusal: RefCell<Option<String>>,
     /// Paused by the runner.
     paused: Cell<bool>,
     /// Woken when `paused` changes.
@@ -161,6 +166,7 @@ impl Status {
         StatusReport {
             state: self.state.get().to_owned(),
             paused: self.paused.get(),
+            refused: self.refusal.borrow().clone(),
             server: self.server.borrow().clone(),
             node_id: self.node_id.borrow().clone(),
             bytes_today: today,

@@ -12,6 +12,14 @@ use super::{LiveEvent, Presence};
 pub struct MemoryBus {
     feed: broadcast::Sender<LiveEvent>,
     presence: Mutex<HashMap<String, Presence>>,
+    /// network → node → claim expiry (Unix ms).
+    claims: Mutex<HashMap<String, HashMap<String, u64>>>,
+    /// node → (why, until).
+    refusals: Mutex<HashMap<String, (String, std::time::Instant)>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Default for MemoryBus {
@@ -19,6 +27,8 @@ impl Default for MemoryBus {
         MemoryBus {
             feed: broadcast::channel(super::redis::FEED_CAPACITY).0,
             presence: Mutex::default(),
+            claims: Mutex::default(),
+            refusals: Mutex::default(),
         }
     }
 }
@@ -57,6 +67,44 @@ impl MemoryBus {
                 .filter_map(|id| Some((id.clone(), map.get(id)?.clone())))
                 .collect(),
         })
+    }
+
+    pub(super) fn claim_network(
+        &self,
+        network: &str,
+        node: &str,
+        limit: u32,
+        now_ms: u64,
+        expires_ms: u64,
+    ) -> bool {
+        let mut claims = lock(&self.claims);
+        let holders = claims.entry(network.to_owned()).or_default();
+        holders.retain(|_, until| *until > now_ms);
+        if holders.contains_key(node) || holders.len() < limit as usize {
+            holders.insert(node.to_owned(), expires_ms);
+            return true;
+        }
+        false
+    }
+
+    pub(super) fn release_network(&self, network: &str, node: &str) {
+        if let Some(holders) = lock(&self.claims).get_mut(network) {
+            holders.remove(node);
+        }
+    }
+
+    pub(super) fn note_refusal(&self, node: &str, why: &str, ttl: std::time::Duration) {
+        let until = std::time::Instant::now() + ttl;
+        lock(&self.refusals).insert(node.to_owned(), (why.to_owned(), until));
+    }
+
+    pub(super) fn refusals(&self, ids: &[String]) -> HashMap<String, String> {
+        let now = std::time::Instant::now();
+        let mut refusals = lock(&self.refusals);
+        refusals.retain(|_, (_, until)| *until > now);
+        ids.iter()
+            .filter_map(|id| Some((id.clone(), refusals.get(id)?.0.clone())))
+            .collect()
     }
 
     pub(super) fn sweep(&self, before: u64) -> u64 {

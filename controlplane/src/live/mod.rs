@@ -5,6 +5,8 @@
 //! - **the feed**: what changed, published by the server that saw it and delivered to
 //!   every server's `/events` ([`crate::web::live`]): usage ticks, nodes up and down,
 //!   invoice states. Key revocations and top-ups travel on the store's own key events.
+//! - **network claims** ([`crate::netlimit`]): which nodes hold a place on a network,
+//!   and why a node was last refused, for its runner.
 //!
 //! The memory bus is the demo's (one server); the Redis bus shares both through Redis.
 //! The feed is at-most-once (Redis PUB/SUB): a lost subscription sends
@@ -179,6 +181,72 @@ impl LiveBus {
             LiveBus::Redis(b) => b.presence(ids).await?,
         };
         Ok(all.into_iter().filter(|(_, p)| p.until > now).collect())
+    }
+
+    /// Claims a place for `node` on `network` until `expires_ms` (refreshing its own
+    /// claim), if fewer than `limit` other nodes hold one at `now_ms`; whether it did.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`].
+    pub async fn claim_network(
+        &self,
+        network: &str,
+        node: &str,
+        limit: u32,
+        now_ms: u64,
+        expires_ms: u64,
+    ) -> Result<bool, StoreError> {
+        match self {
+            LiveBus::Memory(b) => Ok(b.claim_network(network, node, limit, now_ms, expires_ms)),
+            LiveBus::Redis(b) => {
+                b.claim_network(network, node, limit, now_ms, expires_ms)
+                    .await
+            }
+        }
+    }
+
+    /// Gives up `node`'s claim on `network`.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`].
+    pub async fn release_network(&self, network: &str, node: &str) -> Result<(), StoreError> {
+        match self {
+            LiveBus::Memory(b) => {
+                b.release_network(network, node);
+                Ok(())
+            }
+            LiveBus::Redis(b) => b.release_network(network, node).await,
+        }
+    }
+
+    /// Notes why `node` was refused, for its runner's pages, for `ttl`.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`].
+    pub async fn note_refusal(
+        &self,
+        node: &str,
+        why: &str,
+        ttl: std::time::Duration,
+    ) -> Result<(), StoreError> {
+        match self {
+            LiveBus::Memory(b) => {
+                b.note_refusal(node, why, ttl);
+                Ok(())
+            }
+            LiveBus::Redis(b) => b.note_refusal(node, why, ttl).await,
+        }
+    }
+
+    /// The noted refusals of `ids`.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`].
+    pub async fn refusals(&self, ids: &[String]) -> Result<HashMap<String, String>, StoreError> {
+        match self {
+            LiveBus::Memory(b) => Ok(b.refusals(ids)),
+            LiveBus::Redis(b) => b.refusals(ids).await,
+        }
     }
 
     /// Removes entries stale since before `before` (their server died); returns how

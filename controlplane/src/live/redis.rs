@@ -4,12 +4,15 @@
 //! |---|---|---|
 //! | `turbo:presence` | hash | node id → [`Presence`] as JSON, written by the node's server |
 //! | `turbo:live` | pub/sub channel | [`LiveEvent::encode`] lines |
+//! | `turbo:net:<network>` | sorted set | nodes holding a place on the network, scored by claim expiry (Unix ms) |
+//! | `turbo:refused:<node>` | string | why the node was last refused, expiring |
 //!
 //! Every command names its one key, so both work on Redis Cluster.
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
+use std::time::Duration;
 
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
@@ -54,12 +57,25 @@ end
 return n
 ";
 
+/// Claims a place for node `ARGV[1]` on network set `KEYS[1]` until `ARGV[4]` (ms), if
+/// it holds one already or fewer than `ARGV[2]` others do at `ARGV[3]` (ms); 1 if so.
+const CLAIM_LUA: &str = r"
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) or redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) then
+  redis.call('ZADD', KEYS[1], ARGV[4], ARGV[1])
+  redis.call('PEXPIRE', KEYS[1], math.max(1, tonumber(ARGV[4]) - tonumber(ARGV[3])))
+  return 1
+end
+return 0
+";
+
 /// Feed and presence in Redis.
 pub struct RedisBus {
     conn: ConnectionManager,
     feed: broadcast::Sender<LiveEvent>,
     gone: Script,
     sweep: Script,
+    claim: Script,
     _stop_subscriber: oneshot::Sender<()>,
 }
 
@@ -99,6 +115,7 @@ impl RedisBus {
             feed,
             gone: Script::new(GONE_LUA),
             sweep: Script::new(SWEEP_LUA),
+            claim: Script::new(CLAIM_LUA),
             _stop_subscriber: stop,
         })
     }
@@ -174,6 +191,69 @@ impl RedisBus {
             .into_iter()
             .filter_map(|(id, v)| Some((id, serde_json::from_str(&v).ok()?)))
             .collect())
+    }
+
+    pub(super) async fn claim_network(
+        &self,
+        network: &str,
+        node: &str,
+        limit: u32,
+        now_ms: u64,
+        expires_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let mut call = self.claim.key(format!("turbo:net:{network}"));
+        call.arg(node).arg(limit).arg(now_ms).arg(expires_ms);
+        let claimed: i64 = call
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(claimed == 1)
+    }
+
+    pub(super) async fn release_network(
+        &self,
+        network: &str,
+        node: &str,
+    ) -> Result<(), StoreError> {
+        let _: i64 = self
+            .conn
+            .clone()
+            .zrem(format!("turbo:net:{network}"), node)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    pub(super) async fn note_refusal(
+        &self,
+        node: &str,
+        why: &str,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .clone()
+            .set_ex(format!("turbo:refused:{node}"), why, ttl.as_secs().max(1))
+            .await
+            .map_err(unavailable)
+    }
+
+    pub(super) async fn refusals(
+        &self,
+        ids: &[String],
+    ) -> Result<HashMap<String, String>, StoreError> {
+        let mut out = HashMap::new();
+        let mut conn = self.conn.clone();
+        // One key per node (they may live on different cluster slots).
+        for id in ids {
+            let why: Option<String> = conn
+                .get(format!("turbo:refused:{id}"))
+                .await
+                .map_err(unavailable)?;
+            if let Some(why) = why {
+                out.insert(id.clone(), why);
+            }
+        }
+        Ok(out)
     }
 
     pub(super) async fn sweep(&self, before: u64) -> Result<u64, StoreError> {

@@ -1,7 +1,8 @@
 //! Each server's reporter: once a second it writes its nodes' presence (all of them
 //! every [`REFRESH_EVERY`] ticks, and at once when one comes or goes), publishes nodes
-//! up and down and the keys whose usage moved, and once a minute sweeps entries their
-//! server stopped refreshing.
+//! up and down and the keys whose usage moved, refreshes its nodes' network claims
+//! ([`crate::netlimit`]), and once a minute sweeps entries their server stopped
+//! refreshing.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
@@ -104,6 +105,9 @@ pub async fn run<S: Store>(control: Arc<ControlPlane<S>>, bus: Arc<LiveBus>, ser
             }
             Err(e) => debug!(error = %e, "presence report failed; retried next tick"),
         }
+        if n % REFRESH_EVERY == 0 {
+            refresh_claims(&control, &live).await;
+        }
         let touched = control.take_touched_keys();
         if !touched.is_empty() {
             publish(&bus, LiveEvent::Usage(touched)).await;
@@ -114,6 +118,17 @@ pub async fn run<S: Store>(control: Arc<ControlPlane<S>>, bus: Arc<LiveBus>, ser
                 Ok(swept) => debug!(swept, "swept stale presence"),
                 Err(e) => debug!(error = %e, "presence sweep failed"),
             }
+        }
+    }
+}
+
+/// Keeps this server's nodes' network claims from lapsing ([`crate::netlimit`]).
+async fn refresh_claims<S: Store>(control: &ControlPlane<S>, live: &HashMap<Arc<str>, LiveNode>) {
+    for (id, node) in live {
+        match control.claim_network(id, node.peer.ip()).await {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(node = %id, "a connected node lost its network claim"),
+            Err(e) => debug!(error = %e, "network claim not refreshed"),
         }
     }
 }

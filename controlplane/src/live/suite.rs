@@ -77,6 +77,56 @@ async fn run(a: &LiveBus, b: &LiveBus) {
     assert_eq!(b.sweep(now).await.expect("sweep"), 1, "n2 is swept");
     assert_eq!(b.sweep(now).await.expect("sweep again"), 0);
     assert_eq!(a.presence(None, now).await.expect("presence").len(), 1);
+    claims(a, b).await;
+}
+
+/// Network claims: `limit` holders at a time, a holder refreshes its own, releases and
+/// lapsed claims free the place; refusals are kept for their runner.
+async fn claims(a: &LiveBus, b: &LiveBus) {
+    let (now, until) = (1_000_000, 1_015_000);
+    let net = "v4:203.0.113.9";
+    assert!(a
+        .claim_network(net, "n1", 1, now, until)
+        .await
+        .expect("claim"));
+    assert!(a
+        .claim_network(net, "n1", 1, now + 1, until + 1)
+        .await
+        .expect("refresh"));
+    assert!(!b
+        .claim_network(net, "n2", 1, now, until)
+        .await
+        .expect("taken"));
+    assert!(b
+        .claim_network(net, "n2", 2, now, until)
+        .await
+        .expect("limit 2"));
+    assert!(b
+        .claim_network("v4:198.51.100.1", "n3", 1, now, until)
+        .await
+        .expect("other net"));
+    a.release_network(net, "n1").await.expect("release");
+    assert!(b
+        .claim_network(net, "n4", 2, now, until)
+        .await
+        .expect("freed"));
+    assert!(
+        b.claim_network(net, "n5", 2, until + 2, until + 9_000)
+            .await
+            .expect("lapsed"),
+        "claims past their expiry do not count"
+    );
+    b.note_refusal(
+        "n5",
+        "another node already runs on this network",
+        Duration::from_secs(60),
+    )
+    .await
+    .expect("note");
+    let ids = ["n5".to_owned(), "n6".to_owned()];
+    let refused = a.refusals(&ids).await.expect("refusals");
+    assert_eq!(refused.len(), 1);
+    assert_eq!(refused["n5"], "another node already runs on this network");
 }
 
 #[test]

@@ -95,6 +95,12 @@ impl<S: Store> Watch<S> {
             .presence(Some(&self.mine.nodes), now)
             .await
             .unwrap_or_default();
+        let refusals = self
+            .st
+            .live
+            .refusals(&self.mine.nodes)
+            .await
+            .unwrap_or_default();
         let map: serde_json::Map<String, Value> = self
             .mine
             .nodes
@@ -103,6 +109,7 @@ impl<S: Store> Watch<S> {
                 let p = presence.get(id);
                 let figures = json!({
                     "online": p.is_some(),
+                    "refused": refusals.get(id),
                     "streams": p.map(|p| format!("{} / {}", p.streams, p.max_streams)),
                     "country": p.and_then(|p| p.country.clone()),
                     "score": p.map(|p| format!("{:.2}", p.score)),

@@ -31,6 +31,8 @@ pub(crate) struct NodeRow {
     pub(crate) carried: String,
     pub(crate) earned: String,
     pub(crate) revoked: bool,
+    /// Why the server last refused it, while that is recent.
+    pub(crate) refused: Option<String>,
 }
 
 #[derive(Template)]
@@ -64,6 +66,7 @@ pub(crate) async fn node_rows<S: Store>(
     let ids = st.accounts.owned(user_id, Owned::Node).await?;
     let now = crate::store::now_unix();
     let presence = st.live.presence(Some(&ids), now).await?;
+    let mut refusals = st.live.refusals(&ids).await?;
     let today = i64::try_from(now / 86_400).unwrap_or(0);
     let dash = || "—".to_owned();
     let mut rows = Vec::new();
@@ -94,6 +97,7 @@ pub(crate) async fn node_rows<S: Store>(
             carried: human_bytes(node.bytes_carried),
             earned,
             revoked: node.revoked,
+            refused: refusals.remove(&id),
             id,
         });
     }

@@ -33,6 +33,7 @@ mod node_controls;
 mod node_faults;
 mod node_identity;
 mod node_loss;
+mod one_per_network;
 mod pairing;
 mod payments;
 mod policy_netns;

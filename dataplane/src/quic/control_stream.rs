@@ -217,6 +217,7 @@ fn admit(core: &Rc<QuicCore>, conn: &Rc<NodeConn>, hello: turbo_proto::wire::con
                 let why = match code {
                     RejectCode::BadToken => "node rejected: token unknown or revoked",
                     RejectCode::Unavailable => "node rejected for now: retry later",
+                    RejectCode::NetworkTaken => "another node already runs on this network",
                     _ => "node rejected",
                 };
                 warn!(?code, why, "node rejected");

@@ -76,6 +76,9 @@ pub enum RejectCode {
     /// Sent as the close code only: a newer connection with the same node token took
     /// over (the node must not reconnect and take it back).
     Replaced = 5,
+    /// Another node already runs on this network (public IPv4 address or IPv6 /64):
+    /// the server admits `nodes_per_network` per network. Retried with backoff.
+    NetworkTaken = 6,
 }
 
 impl RejectCode {
@@ -86,6 +89,7 @@ impl RejectCode {
             3 => RejectCode::Unavailable,
             4 => RejectCode::Protocol,
             5 => RejectCode::Replaced,
+            6 => RejectCode::NetworkTaken,
             other => {
                 return Err(WireError::UnknownValue {
                     field: "reject code",
