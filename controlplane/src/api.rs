@@ -278,6 +278,11 @@ pub fn router<S: Store>(state: Arc<ApiState<S>>) -> Router {
         )
         .route("/api/invoices", post(crate::api_payments::create::<S>))
         .route("/api/invoices/{id}", get(crate::api_payments::show::<S>))
+        .route("/api/nodes/{id}/hold", post(crate::api_money::hold::<S>))
+        .route(
+            "/api/nodes/{id}/release",
+            post(crate::api_money::release::<S>),
+        )
         .route(
             "/api/nodes/{id}/earnings",
             get(crate::api_money::earnings::<S>),
@@ -424,7 +429,16 @@ async fn get_node<S: Store>(
     check_admin(&st, &headers)?;
     let node = st.control.store.node(&id).await?;
     let live = st.control.live_nodes();
-    Ok(Json(node_json(&st, &node, live.get(id.as_str()))))
+    let mut v = node_json(&st, &node, live.get(id.as_str()));
+    if let Some(m) = &st.money {
+        let hold = m
+            .ledger
+            .hold_of(&id)
+            .await
+            .map_err(crate::money::MoneyError::from)?;
+        v["hold"] = json!(hold);
+    }
+    Ok(Json(v))
 }
 
 async fn set_payout<S: Store>(

@@ -77,6 +77,49 @@ pub(crate) async fn earnings<S: Store>(
     Ok(Json(e))
 }
 
+/// `POST /api/nodes/{id}/hold` body.
+#[derive(Deserialize)]
+pub(crate) struct HoldRequest {
+    reason: String,
+}
+
+/// `POST /api/nodes/{id}/hold`: holds the node's earnings (unpaid, kept) for `reason`.
+pub(crate) async fn hold<S: Store>(
+    State(state): State<Arc<ApiState<S>>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Json<HoldRequest>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    check_admin(&state, &headers)?;
+    let Json(req) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let reason = req.reason.trim();
+    if reason.is_empty() || reason.len() > 500 {
+        return Err(ApiError::BadRequest("reason: 1 to 500 characters".into()));
+    }
+    state.control.store.node(&id).await?;
+    let ledger = &money(&state)?.ledger;
+    let new = ledger.hold(&id, reason).await.map_err(MoneyError::from)?;
+    let hold = ledger.hold_of(&id).await.map_err(MoneyError::from)?;
+    Ok(Json(json!({"node": id, "new": new, "hold": hold})))
+}
+
+/// `POST /api/nodes/{id}/release`: releases the node's hold; its earnings are payable
+/// again.
+pub(crate) async fn release<S: Store>(
+    State(state): State<Arc<ApiState<S>>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    check_admin(&state, &headers)?;
+    state.control.store.node(&id).await?;
+    let released = money(&state)?
+        .ledger
+        .release_hold(&id)
+        .await
+        .map_err(MoneyError::from)?;
+    Ok(Json(json!({"node": id, "released": released})))
+}
+
 /// `GET /api/keys/{id}/usage` query.
 #[derive(Deserialize)]
 pub(crate) struct UsageRange {

@@ -224,6 +224,7 @@ impl Money {
             "paid_nano_usd": e.paid_nano,
             "available_nano_usd": e.available_nano,
             "days": e.days,
+            "hold": e.hold,
         }))
     }
 }

@@ -34,6 +34,8 @@ pub struct Earnings {
     pub available_nano: i64,
     /// The last days with rewards, newest first.
     pub days: Vec<DayEarnings>,
+    /// An open hold: the earnings stay, unpaid, until it is released.
+    pub hold: Option<crate::Hold>,
 }
 
 /// One payout of a node, as a runner sees it.
@@ -121,12 +123,14 @@ impl Ledger {
                 bonus_nano_usd: r.get(3),
             })
             .collect();
+        drop(client);
         Ok(Earnings {
             earned_nano: totals.get(0),
             bonus_nano: totals.get(1),
             paid_nano: paid,
             available_nano: available,
             days,
+            hold: self.hold_of(node).await?,
         })
     }
 

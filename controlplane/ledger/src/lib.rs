@@ -14,6 +14,7 @@
 mod account;
 mod csv_sink;
 mod earnings;
+mod holds;
 mod migrate;
 mod payout;
 mod policy;
@@ -25,6 +26,7 @@ mod settle;
 pub use account::{AccountRef, Asset, Platform};
 pub use csv_sink::CsvSink;
 pub use earnings::{civil, month_start, DayEarnings, Earnings, PayoutView};
+pub use holds::Hold;
 pub use payout::{OpenPayouts, PayoutOrder, PayoutOutcome, PayoutRun, PayoutSink, SinkError};
 pub use policy::{DayReward, PolicyError, RewardPolicy, StabilityTier, BYTES_PER_GB};
 pub use posting::{Leg, Posted, Posting};

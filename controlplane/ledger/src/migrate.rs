@@ -195,6 +195,16 @@ CREATE TABLE chain_payouts (
     UNIQUE (chain_id, sender, nonce)
 );
 ",
+    r"
+CREATE TABLE node_holds (
+    id bigserial PRIMARY KEY,
+    node text NOT NULL,
+    reason text NOT NULL,
+    held_at timestamptz NOT NULL DEFAULT now(),
+    released_at timestamptz
+);
+CREATE UNIQUE INDEX node_holds_open ON node_holds (node) WHERE released_at IS NULL;
+",
 ];
 
 /// Applies the migrations `client`'s database lacks.

@@ -191,7 +191,9 @@ impl Ledger {
         }
         let step = sink.step_nano().max(1);
         let mut new = BTreeSet::new();
-        for (node, address) in addresses {
+        // Held nodes keep their balance and are not paid until released.
+        let held = self.held_nodes().await?;
+        for (node, address) in addresses.iter().filter(|(n, _)| !held.contains(*n)) {
             let available = self
                 .balance(&AccountRef::node(node, Asset::NanoUsd))
                 .await?;

@@ -308,3 +308,41 @@ async fn concurrent_payout_runs_pay_once() {
     assert_eq!(paid, 25 * GB);
     assert!(ledger.audit().await.expect("audit").is_sound());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_node_keeps_its_earnings_unpaid_until_released() {
+    let pg = Postgres::start();
+    let (ledger, addresses) = funded(&pg).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sink = CsvSink {
+        path: dir.path().join("payouts.csv"),
+    };
+    assert!(ledger.hold("rich", "altered a canary").await.expect("hold"));
+    assert!(
+        !ledger.hold("rich", "another reason").await.expect("again"),
+        "one open hold; its first reason stands"
+    );
+    let hold = ledger
+        .hold_of("rich")
+        .await
+        .expect("hold_of")
+        .expect("held");
+    assert_eq!(hold.reason, "altered a canary");
+    let gate = ledger.reconcile(None).await.expect("reconcile");
+    let run = ledger
+        .run_payouts(&gate, 20 * GB, &addresses, &sink, false)
+        .await
+        .expect("run");
+    assert!(run.planned.is_empty(), "held: not paid {run:?}");
+    let earnings = ledger.earnings("rich").await.expect("earnings");
+    assert_eq!(earnings.available_nano, 25 * GB, "held, not deleted");
+    assert_eq!(earnings.hold, Some(hold));
+    assert!(ledger.release_hold("rich").await.expect("release"));
+    assert!(!ledger.release_hold("rich").await.expect("again"));
+    let run = ledger
+        .run_payouts(&gate, 20 * GB, &addresses, &sink, false)
+        .await
+        .expect("run");
+    assert_eq!(run.planned, vec![("rich".to_owned(), 25 * GB)]);
+    assert_eq!(earned(&ledger, "rich").await, 0, "paid once released");
+}

@@ -44,6 +44,8 @@ struct NodePage {
     /// The runner's own threshold in dollars, or empty for the server's.
     own_threshold: String,
     money: Option<(String, String, String, String)>,
+    /// Why the earnings are held, if they are.
+    held: Option<String>,
     days: Vec<DayRow>,
     payouts: Vec<PayoutRow>,
 }
@@ -94,9 +96,11 @@ pub(crate) async fn show<S: Store>(
     let node = st.control.store.node(&id).await?;
     let (mut money, mut days, mut payouts, mut threshold) =
         (None, Vec::new(), Vec::new(), String::new());
+    let mut held = None;
     if let Some(m) = &st.money {
         threshold = usd(m.payout_threshold_nano);
         if let Ok(e) = m.ledger.earnings(&id).await {
+            held = e.hold.map(|h| h.reason);
             money = Some((
                 usd_micro(e.earned_nano),
                 usd_micro(e.bonus_nano),
@@ -138,6 +142,7 @@ pub(crate) async fn show<S: Store>(
             .unwrap_or_default(),
         threshold,
         money,
+        held,
         days,
         payouts,
     }))

@@ -365,7 +365,9 @@ fn a_runner_sets_the_payout_address_of_their_own_node_only() {
 }
 
 /// With $25 earned, a node whose runner asked for $50 at a time is not paid yet; with
-/// the server's $20 it is. A threshold under the server's is refused.
+/// the server's $20 it is. A threshold under the server's is refused. An operator's
+/// hold stops the payout, shows its reason to the admin and the runner, and its
+/// release makes the same balance payable again.
 fn own_threshold_holds_payouts(
     net: &Net,
     rt: &tokio::runtime::Runtime,
@@ -404,6 +406,22 @@ fn own_threshold_holds_payouts(
         planned[0]["node"], node,
         "paid from the server's $20: {planned}"
     );
+    let held = net.api_post(
+        &format!("/api/nodes/{node}/hold"),
+        serde_json::json!({"reason": "altered a canary"}),
+    );
+    assert_eq!(held["new"], true);
+    assert_eq!(dry()["planned"], serde_json::json!([]), "held: not paid");
+    let admin_view = net.api_get(&format!("/api/nodes/{node}"));
+    assert_eq!(admin_view["hold"]["reason"], "altered a canary");
+    let page = carol.get(&format!("/nodes/{node}")).body;
+    assert!(
+        page.contains("Held: altered a canary"),
+        "the runner is told why"
+    );
+    let released = net.api_post(&format!("/api/nodes/{node}/release"), serde_json::json!({}));
+    assert_eq!(released["released"], true);
+    assert_eq!(dry()["planned"][0]["node"], node, "payable again");
 }
 
 #[test]
