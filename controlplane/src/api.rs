@@ -494,6 +494,7 @@ pub(crate) fn node_json<S: Store>(
         "attempts_ok": ok,
         "attempts_failed": failed,
         "attempts_disputed": disputed,
+        "demoted": st.control.registry.is_demoted(&n.id),
         "bytes_relayed": n.bytes_carried,
         "payout_address": n.payout_address,
         "created_unix": n.created_unix,

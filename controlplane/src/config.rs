@@ -249,6 +249,13 @@ pub struct ServerConfig {
     /// Mark the dashboard's cookies `Secure`: set it when browsers reach the API
     /// through HTTPS (a TLS proxy in front of `api_listen`). Defaults to `false`.
     pub web_secure_cookies: bool,
+    /// URLs every node is checked against ([`crate::canary`]), each with its content's
+    /// SHA-256 or without (then the content is what two nodes agree on). Defaults to
+    /// none: canaries are off.
+    pub canaries: Vec<crate::canary::CanaryTarget>,
+    /// How often every node fetches every canary. Defaults to `10m`.
+    #[serde(with = "humantime_serde_compat")]
+    pub canary_every: Duration,
     /// Connected nodes admitted per network (public IPv4 address or IPv6 /64), across
     /// accounts and servers; 0 for no limit. Defaults to `1`.
     pub nodes_per_network: u32,
@@ -310,6 +317,8 @@ impl Default for ServerConfig {
             metrics_per_node: false,
             web_secure_cookies: false,
             pair_code_ttl: Duration::from_secs(600),
+            canaries: Vec::new(),
+            canary_every: Duration::from_secs(600),
             nodes_per_network: 1,
             nodes_per_network_strict: false,
             ledger: None,
@@ -407,6 +416,20 @@ impl ServerConfig {
         }
         if !(8..=10_000).contains(&self.http_max_headers) {
             return invalid("http_max_headers", "must be between 8 and 10000");
+        }
+        for c in &self.canaries {
+            let hex = |h: &String| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit());
+            if !(c.url.starts_with("http://") || c.url.starts_with("https://"))
+                || c.sha256.as_ref().is_some_and(|h| !hex(h))
+            {
+                return invalid(
+                    "canaries",
+                    "each needs an http(s):// url and, if any, a 64-hex-digit sha256",
+                );
+            }
+        }
+        if self.canary_every < Duration::from_secs(1) {
+            return invalid("canary_every", "must be at least 1s");
         }
         if self.pair_code_ttl < Duration::from_secs(1)
             || self.pair_code_ttl > Duration::from_secs(3600)

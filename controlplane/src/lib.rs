@@ -9,6 +9,7 @@ pub mod api;
 mod api_money;
 mod api_payments;
 mod api_users;
+pub mod canary;
 pub mod cli;
 pub mod config;
 pub mod geoip;

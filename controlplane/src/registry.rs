@@ -76,6 +76,8 @@ pub struct LaneRefused;
 struct Inner {
     live: HashMap<Arc<str>, LiveNode>,
     stats: HashMap<Arc<str>, NodeStats>,
+    /// Nodes caught cheating (canaries): kept connected, never picked.
+    demoted: std::collections::HashSet<Arc<str>>,
 }
 
 /// Node registry and route publisher.
@@ -192,6 +194,19 @@ impl Registry {
         Ok(replaced)
     }
 
+    /// Stops routing customers to `node_id` (it failed a canary): it stays connected
+    /// but leaves the route table. Returns whether it was not demoted yet.
+    pub fn demote(&self, node_id: &str) -> bool {
+        let fresh = self.with(|i| i.demoted.insert(node_id.into()));
+        self.publish();
+        fresh
+    }
+
+    /// Whether `node_id` was demoted.
+    pub fn is_demoted(&self, node_id: &str) -> bool {
+        self.with(|i| i.demoted.contains(node_id))
+    }
+
     /// The address a live node connects from.
     pub fn peer(&self, node_id: &str) -> Option<SocketAddr> {
         self.with(|i| i.live.get(node_id).map(|l| l.peer))
@@ -287,8 +302,13 @@ impl Registry {
     fn publish(&self) {
         let now = Instant::now();
         let routes = self.with(|i| {
-            let Inner { live, stats } = i;
+            let Inner {
+                live,
+                stats,
+                demoted,
+            } = i;
             live.iter_mut()
+                .filter(|(id, _)| !demoted.contains(*id))
                 .map(|(id, n)| {
                     if let Some(s) = stats.get_mut(id) {
                         n.score = s.score(now, self.weights);

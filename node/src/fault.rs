@@ -21,6 +21,9 @@ pub enum Fault {
     /// Relays normally on a UDP socket with checksums off (`SO_NO_CHECK`), so the real
     /// kernel refuses every GSO send with EINVAL.
     GsoKernelRefuses,
+    /// Answers "connected" without dialing and sends 64 KiB of its own junk (an HTTP
+    /// response of `x`s), as a node that fabricates bytes to be paid for them.
+    Fabricate,
 }
 
 impl Fault {
@@ -33,6 +36,7 @@ impl Fault {
             "ok-never-read-huge-windows" => Fault::OkNeverReadHugeWindows,
             "gso-eio" => Fault::GsoEio,
             "gso-kernel-refuses" => Fault::GsoKernelRefuses,
+            "fabricate" => Fault::Fabricate,
             _ => return None,
         })
     }

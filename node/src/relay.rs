@@ -155,8 +155,15 @@ async fn faulty(io: &mut StreamIo) -> bool {
             RelayReply::ok().encode(&mut ok);
             ok
         }
+        Fault::Fabricate => {
+            let mut junk = Vec::with_capacity(70_000);
+            RelayReply::ok().encode(&mut junk);
+            junk.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Length: 65536\r\n\r\n");
+            junk.resize(junk.len() + 65_536, b'x');
+            junk
+        }
     };
-    let done = current() == Fault::RefuseAll;
+    let done = matches!(current(), Fault::RefuseAll | Fault::Fabricate);
     let sent = io.send_all(&reply, done).await.is_ok();
     if sent && done {
         // A clean refusal, exactly as the real node ends one (no reset behind it).

@@ -10,6 +10,7 @@ mod abuse;
 mod accessible;
 mod admin_limits;
 mod browser;
+mod canaries;
 mod credits;
 mod dashboard;
 mod data_path;
