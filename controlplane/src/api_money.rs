@@ -62,15 +62,25 @@ pub(crate) async fn payouts<S: Store>(
     })))
 }
 
+/// The money features, for an admin call about node `id`, which must exist.
+async fn admin_node<'a, S: Store>(
+    state: &'a ApiState<S>,
+    headers: &HeaderMap,
+    id: &str,
+) -> Result<&'a Arc<Money>, ApiError> {
+    check_admin(state, headers)?;
+    state.control.store.node(id).await?;
+    money(state)
+}
+
 /// `GET /api/nodes/{id}/earnings`.
 pub(crate) async fn earnings<S: Store>(
     State(state): State<Arc<ApiState<S>>>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    check_admin(&state, &headers)?;
-    state.control.store.node(&id).await?;
-    let e = money(&state)?
+    let e = admin_node(&state, &headers, &id)
+        .await?
         .earnings(&id)
         .await
         .map_err(MoneyError::from)?;
@@ -90,14 +100,12 @@ pub(crate) async fn hold<S: Store>(
     Path(id): Path<String>,
     body: Result<Json<HoldRequest>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    check_admin(&state, &headers)?;
+    let ledger = &admin_node(&state, &headers, &id).await?.ledger;
     let Json(req) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let reason = req.reason.trim();
     if reason.is_empty() || reason.len() > 500 {
         return Err(ApiError::BadRequest("reason: 1 to 500 characters".into()));
     }
-    state.control.store.node(&id).await?;
-    let ledger = &money(&state)?.ledger;
     let new = ledger.hold(&id, reason).await.map_err(MoneyError::from)?;
     let hold = ledger.hold_of(&id).await.map_err(MoneyError::from)?;
     Ok(Json(json!({"node": id, "new": new, "hold": hold})))
@@ -110,9 +118,8 @@ pub(crate) async fn release<S: Store>(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    check_admin(&state, &headers)?;
-    state.control.store.node(&id).await?;
-    let released = money(&state)?
+    let released = admin_node(&state, &headers, &id)
+        .await?
         .ledger
         .release_hold(&id)
         .await

@@ -316,7 +316,7 @@ impl Default for ServerConfig {
             geoip: None,
             metrics_per_node: false,
             web_secure_cookies: false,
-            pair_code_ttl: Duration::from_secs(600),
+            pair_code_ttl: crate::pairing::api::DEFAULT_TTL,
             canaries: Vec::new(),
             canary_every: Duration::from_secs(600),
             nodes_per_network: 1,

@@ -279,12 +279,12 @@ impl<S: Store> ControlPlane<S> {
             }
             ToControl::NodeGone { node_id, conn } => {
                 let peer = self.registry.peer(&node_id);
+                // Released here, in order with admissions: a release run later could
+                // drop the claim of the node's next connection.
                 if self.registry.gone(&node_id, conn) && self.registry.peer(&node_id).is_none() {
-                    if let (Some(live), Some(peer)) = (self.live.get().cloned(), peer) {
+                    if let (Some(live), Some(peer)) = (self.live.get(), peer) {
                         let limit = self.settings.network_limit;
-                        tokio::spawn(
-                            async move { limit.release(&live, peer.ip(), &node_id).await },
-                        );
+                        limit.release(live, peer.ip(), &node_id).await;
                     }
                 }
             }

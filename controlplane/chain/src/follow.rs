@@ -39,8 +39,6 @@ pub struct TickReport {
     /// Payments posted whose balance add the store refused this pass (retried).
     pub deferred: u64,
     /// Invoices whose status changed.
-    pub status_changes: u64,
-    /// Their ids.
     pub changed_invoices: Vec<String>,
 }
 
@@ -267,7 +265,6 @@ impl Gateway {
             let body = || webhook::event_body(&inv, status, paid);
             if db::set_status(self.ledger.pool(), &inv.id, status.as_str(), body).await? {
                 info!(invoice = %inv.id, from = %inv.status, to = %status, "invoice status");
-                report.status_changes += 1;
                 report.changed_invoices.push(inv.id.clone());
             }
         }

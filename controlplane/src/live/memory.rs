@@ -25,7 +25,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Default for MemoryBus {
     fn default() -> Self {
         MemoryBus {
-            feed: broadcast::channel(super::redis::FEED_CAPACITY).0,
+            feed: broadcast::channel(super::FEED_CAPACITY).0,
             presence: Mutex::default(),
             claims: Mutex::default(),
             refusals: Mutex::default(),

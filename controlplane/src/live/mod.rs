@@ -28,6 +28,9 @@ mod suite;
 pub use memory::MemoryBus;
 pub use redis::RedisBus;
 
+/// Feed events a subscriber may fall behind by before it skips ahead.
+const FEED_CAPACITY: usize = 1024;
+
 /// A change pages follow.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LiveEvent {

@@ -18,14 +18,12 @@ use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 use tokio::sync::{broadcast, oneshot};
 
-use super::{LiveEvent, Presence};
+use super::{LiveEvent, Presence, FEED_CAPACITY};
 use crate::store::redis::events::{self, subscriber, Channel};
 use crate::store::StoreError;
 
 const FEED: &str = "turbo:live";
 const PRESENCE: &str = "turbo:presence";
-/// Feed events a subscriber may fall behind by before it skips ahead.
-pub(super) const FEED_CAPACITY: usize = 1024;
 
 /// Deletes the nodes `ARGV[2..]` that server `ARGV[1]` holds (or whose entry is
 /// unreadable); returns how many.

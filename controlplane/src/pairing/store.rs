@@ -50,6 +50,17 @@ pub struct MemoryPairings {
     by_code: HashMap<String, String>,
 }
 
+/// The two lookups: a request by its device key, a device key by its user code.
+#[derive(Clone, Copy)]
+enum Table {
+    Device,
+    Code,
+}
+
+fn lock(m: &Mutex<MemoryPairings>) -> std::sync::MutexGuard<'_, MemoryPairings> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn unavailable(e: impl std::fmt::Display) -> PairingError {
     PairingError::Unavailable(e.to_string())
 }
@@ -95,7 +106,7 @@ impl Pairings {
         let json = to_json(record)?;
         match self {
             Pairings::Memory(m) => {
-                let mut m = m.lock().unwrap_or_else(|p| p.into_inner());
+                let mut m = lock(m);
                 if m.by_code.contains_key(&record.user_code) {
                     return Ok(false);
                 }
@@ -124,22 +135,33 @@ impl Pairings {
         }
     }
 
+    /// The raw entry under `key` in `table`.
+    async fn lookup(&self, table: Table, key: &str) -> Result<Option<String>, PairingError> {
+        match self {
+            Pairings::Memory(m) => {
+                let m = lock(m);
+                let map = match table {
+                    Table::Device => &m.by_device,
+                    Table::Code => &m.by_code,
+                };
+                Ok(map.get(key).cloned())
+            }
+            Pairings::Redis(conn) => {
+                let name = match table {
+                    Table::Device => dev_key(key),
+                    Table::Code => code_key(key),
+                };
+                conn.clone().get(name).await.map_err(unavailable)
+            }
+        }
+    }
+
     /// The request of `device`, unless it expired at `now` (Unix seconds).
     ///
     /// # Errors
     /// [`PairingError::Unavailable`].
     pub async fn by_device(&self, device: &str, now: u64) -> Result<Option<Stored>, PairingError> {
-        let raw: Option<String> = match self {
-            Pairings::Memory(m) => {
-                let m = m.lock().unwrap_or_else(|p| p.into_inner());
-                m.by_device.get(device).cloned()
-            }
-            Pairings::Redis(conn) => conn
-                .clone()
-                .get(dev_key(device))
-                .await
-                .map_err(unavailable)?,
-        };
+        let raw = self.lookup(Table::Device, device).await?;
         Ok(raw.and_then(|raw| {
             let record: PairingRecord = serde_json::from_str(&raw).ok()?;
             (record.expires > now).then_some(Stored { record, raw })
@@ -155,17 +177,7 @@ impl Pairings {
         code: &str,
         now: u64,
     ) -> Result<Option<(String, Stored)>, PairingError> {
-        let device: Option<String> = match self {
-            Pairings::Memory(m) => {
-                let m = m.lock().unwrap_or_else(|p| p.into_inner());
-                m.by_code.get(code).cloned()
-            }
-            Pairings::Redis(conn) => conn
-                .clone()
-                .get(code_key(code))
-                .await
-                .map_err(unavailable)?,
-        };
+        let device = self.lookup(Table::Code, code).await?;
         let Some(device) = device else {
             return Ok(None);
         };
@@ -186,7 +198,7 @@ impl Pairings {
         let json = to_json(next)?;
         match self {
             Pairings::Memory(m) => {
-                let mut m = m.lock().unwrap_or_else(|p| p.into_inner());
+                let mut m = lock(m);
                 match m.by_device.get_mut(device) {
                     Some(current) if *current == seen.raw => {
                         *current = json;
@@ -211,7 +223,7 @@ impl Pairings {
     /// Drops expired requests from memory (Redis expires them by itself).
     pub fn sweep(&self, now: u64) {
         if let Pairings::Memory(m) = self {
-            let mut m = m.lock().unwrap_or_else(|p| p.into_inner());
+            let mut m = lock(m);
             m.by_device.retain(|_, raw| {
                 serde_json::from_str::<PairingRecord>(raw).is_ok_and(|r| r.expires > now)
             });
