@@ -108,6 +108,9 @@ pub(crate) async fn hold<S: Store>(
     }
     let new = ledger.hold(&id, reason).await.map_err(MoneyError::from)?;
     let hold = ledger.hold_of(&id).await.map_err(MoneyError::from)?;
+    if let Some(h) = &hold {
+        state.control.registry.set_hold(&id, Some(&h.reason));
+    }
     Ok(Json(json!({"node": id, "new": new, "hold": hold})))
 }
 
@@ -124,6 +127,7 @@ pub(crate) async fn release<S: Store>(
         .release_hold(&id)
         .await
         .map_err(MoneyError::from)?;
+    state.control.registry.set_hold(&id, None);
     Ok(Json(json!({"node": id, "released": released})))
 }
 

@@ -8,6 +8,11 @@
 //! on the node's page. A node that merely fails to connect is not judged: targets and
 //! networks fail honestly.
 //!
+//! A target may also say how long it `takes`: the operator's canary endpoint waits on
+//! purpose before it answers. A node whose answer comes back sooner than that, even
+//! with the right content, never reached the target (it replayed a copy, or made the
+//! answer up): it answered faster than the network allows, and is caught the same way.
+//!
 //! Canary traffic is billed to the canary key, never to a customer.
 
 use std::collections::HashMap;
@@ -31,6 +36,11 @@ pub struct CanaryTarget {
     /// agree on.
     #[serde(default)]
     pub sha256: Option<String>,
+    /// The least time the target takes to answer (e.g. `"300ms"`: it waits that long
+    /// on purpose); an answer through a node that comes sooner is caught. Defaults to
+    /// none (no timing check).
+    #[serde(default, with = "crate::config::optional_duration")]
+    pub takes: Option<Duration>,
 }
 
 /// The most of a canary's body read.
@@ -41,8 +51,9 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(15);
 /// What one fetch through one node gave.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Fetched {
-    /// A body with this SHA-256 (hex) and length.
-    Body(String, u64),
+    /// A body with this SHA-256 (hex) and length, whose response head arrived after
+    /// this long.
+    Body(String, u64, Duration),
     /// A reply that is not HTTP (garbled or fabricated).
     Garbled(String),
     /// No answer (refused, timed out, no route): not judged.
@@ -78,13 +89,15 @@ fn fetch(proxy: SocketAddr, secret: &str, session: &str, url: &str) -> Fetched {
     let request = agent
         .get(url)
         .set("Proxy-Authorization", &format!("Basic {auth}"));
+    let started = std::time::Instant::now();
     match request.call() {
         Ok(r) => {
+            let answered = started.elapsed();
             let mut body = Vec::new();
             let mut reader = std::io::Read::take(r.into_reader(), MAX_BODY);
             let read = std::io::Read::read_to_end(&mut reader, &mut body);
             match read {
-                Ok(n) => Fetched::Body(hex::encode(Sha256::digest(&body)), n as u64),
+                Ok(n) => Fetched::Body(hex::encode(Sha256::digest(&body)), n as u64, answered),
                 Err(e) => Fetched::Garbled(format!("body unreadable: {e}")),
             }
         }
@@ -104,7 +117,7 @@ fn fetch(proxy: SocketAddr, secret: &str, session: &str, url: &str) -> Fetched {
 fn consensus(results: &HashMap<String, Fetched>) -> Option<String> {
     let mut votes: HashMap<&str, usize> = HashMap::new();
     for f in results.values() {
-        if let Fetched::Body(hash, _) = f {
+        if let Fetched::Body(hash, ..) = f {
             *votes.entry(hash).or_default() += 1;
         }
     }
@@ -118,15 +131,24 @@ fn consensus(results: &HashMap<String, Fetched>) -> Option<String> {
     }
 }
 
-/// Why `fetched` differs from the `expected` content, if it does.
-fn verdict(url: &str, expected: &str, fetched: &Fetched) -> Option<String> {
+/// Why `fetched` is not an honest answer from `target`, whose content is `expected`:
+/// other content, garbage, or an answer sooner than the target ever gives one.
+fn verdict(target: &CanaryTarget, expected: &str, fetched: &Fetched) -> Option<String> {
+    let url = &target.url;
     match fetched {
-        Fetched::Body(hash, _) if hash == expected => None,
-        Fetched::Body(hash, len) => Some(format!(
+        Fetched::Body(hash, len, _) if hash != expected => Some(format!(
             "canary {url}: answered {len} bytes of other content (sha256 {}…, expected {}…)",
             &hash[..12],
             &expected[..12.min(expected.len())]
         )),
+        Fetched::Body(_, _, after) => target.takes.filter(|takes| after < takes).map(|takes| {
+            format!(
+                "canary {url}: answered in {} ms, faster than the network allows (the \
+                 target takes {} ms): it never reached the target",
+                after.as_millis(),
+                takes.as_millis()
+            )
+        }),
         Fetched::Garbled(why) => Some(format!("canary {url}: answered garbage ({why})")),
         Fetched::Failed => None,
     }
@@ -163,8 +185,9 @@ impl<S: Store> Canaries<S> {
             tracing::warn!(node, why, "node failed a canary: demoted");
         }
         if let Some(m) = &self.money {
-            if let Err(e) = m.ledger.hold(node, why).await {
-                tracing::warn!(node, error = %e, "could not hold the node's earnings");
+            match m.ledger.hold(node, why).await {
+                Ok(_) => self.control.registry.set_hold(node, Some(why)),
+                Err(e) => tracing::warn!(node, error = %e, "could not hold the node's earnings"),
             }
         }
     }
@@ -190,7 +213,7 @@ impl<S: Store> Canaries<S> {
                 continue;
             };
             for (node, fetched) in &results {
-                if let Some(why) = verdict(&target.url, &expected, fetched) {
+                if let Some(why) = verdict(target, &expected, fetched) {
                     self.catch(node, &why).await;
                 }
             }
@@ -213,7 +236,15 @@ mod tests {
     use super::*;
 
     fn body(h: &str) -> Fetched {
-        Fetched::Body(h.repeat(16), 10)
+        Fetched::Body(h.repeat(16), 10, Duration::from_millis(500))
+    }
+
+    fn target(takes: Option<u64>) -> CanaryTarget {
+        CanaryTarget {
+            url: "u".into(),
+            sha256: None,
+            takes: takes.map(Duration::from_millis),
+        }
     }
 
     #[test]
@@ -231,14 +262,25 @@ mod tests {
 
     #[test]
     fn only_other_content_is_judged() {
-        let good = "aaaa".repeat(16);
-        assert_eq!(verdict("u", &good, &body("aaaa")), None);
-        assert!(verdict("u", &good, &body("bbbb")).is_some_and(|w| w.contains("other content")));
-        assert!(verdict("u", &good, &Fetched::Garbled("x".into())).is_some());
+        let (good, t) = ("aaaa".repeat(16), target(None));
+        assert_eq!(verdict(&t, &good, &body("aaaa")), None);
+        assert!(verdict(&t, &good, &body("bbbb")).is_some_and(|w| w.contains("other content")));
+        assert!(verdict(&t, &good, &Fetched::Garbled("x".into())).is_some());
         assert_eq!(
-            verdict("u", &good, &Fetched::Failed),
+            verdict(&t, &good, &Fetched::Failed),
             None,
             "failures are not fraud"
+        );
+    }
+
+    #[test]
+    fn an_answer_sooner_than_the_target_gives_one_is_caught() {
+        let good = "aaaa".repeat(16);
+        assert_eq!(verdict(&target(Some(400)), &good, &body("aaaa")), None);
+        let why = verdict(&target(Some(600)), &good, &body("aaaa")).expect("caught");
+        assert!(
+            why.contains("answered in 500 ms") && why.contains("takes 600 ms"),
+            "{why}"
         );
     }
 }

@@ -341,6 +341,28 @@ impl Default for ServerConfig {
 }
 
 /// Durations as humantime strings (`"5s"`, `"250ms"`).
+/// An optional humantime duration (`"300ms"`), for `#[serde(with)]`.
+pub(crate) mod optional_duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|s| humantime::parse_duration(&s).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+
+    pub(crate) fn serialize<S: Serializer>(v: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(d) => s.serialize_str(&humantime::format_duration(*d).to_string()),
+            None => s.serialize_none(),
+        }
+    }
+}
+
 mod humantime_serde_compat {
     use std::time::Duration;
 
@@ -421,10 +443,12 @@ impl ServerConfig {
             let hex = |h: &String| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit());
             if !(c.url.starts_with("http://") || c.url.starts_with("https://"))
                 || c.sha256.as_ref().is_some_and(|h| !hex(h))
+                || c.takes.is_some_and(|t| t > Duration::from_secs(10))
             {
                 return invalid(
                     "canaries",
-                    "each needs an http(s):// url and, if any, a 64-hex-digit sha256",
+                    "each needs an http(s):// url and, if any, a 64-hex-digit sha256 and \
+                     takes of at most 10s",
                 );
             }
         }

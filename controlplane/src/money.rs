@@ -245,8 +245,14 @@ fn record(e: &UsageEntry) -> UsageRecord {
     }
 }
 
-/// Runs the feeder, uptime and rewards until the process ends.
-pub async fn run<S: Store>(money: Arc<Money>, store: Arc<S>, nodes: NodeTableHandle) {
+/// Runs the feeder, uptime and rewards until the process ends; `tell_holds` hears
+/// which nodes are held, and why, every 10 s.
+pub async fn run<S: Store>(
+    money: Arc<Money>,
+    store: Arc<S>,
+    nodes: NodeTableHandle,
+    tell_holds: impl Fn(HashMap<String, String>) + Send + 'static,
+) {
     let mut uptime: HashMap<(Arc<str>, i64), i64> = HashMap::new();
     let mut last = Instant::now();
     for tick in 0u64.. {
@@ -283,6 +289,10 @@ pub async fn run<S: Store>(money: Arc<Money>, store: Arc<S>, nodes: NodeTableHan
         }
         if tick % EARNINGS_EVERY == 0 {
             report_earnings(&money, &nodes, day).await;
+            match money.ledger.held_nodes().await {
+                Ok(holds) => tell_holds(holds),
+                Err(e) => tracing::debug!(error = %e, "holds not read"),
+            }
         }
     }
 }

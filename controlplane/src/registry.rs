@@ -78,6 +78,8 @@ struct Inner {
     stats: HashMap<Arc<str>, NodeStats>,
     /// Nodes caught cheating (canaries): kept connected, never picked.
     demoted: std::collections::HashSet<Arc<str>>,
+    /// Why nodes' earnings are held, as the ledger says; told to those connected.
+    holds: HashMap<Arc<str>, Arc<str>>,
 }
 
 /// Node registry and route publisher.
@@ -202,6 +204,42 @@ impl Registry {
         fresh
     }
 
+    /// Records why `node_id`'s earnings are held (`None`: they are not), so that it
+    /// is told; republishes only on a change.
+    pub fn set_hold(&self, node_id: &str, reason: Option<&str>) {
+        let changed = self.with(|i| match reason {
+            Some(r) if i.holds.get(node_id).map(|h| &**h) != Some(r) => {
+                i.holds.insert(node_id.into(), r.into());
+                true
+            }
+            Some(_) => false,
+            None => i.holds.remove(node_id).is_some(),
+        });
+        if changed {
+            self.publish();
+        }
+    }
+
+    /// Replaces every hold with `holds` (node id to reason), as the ledger lists them.
+    pub fn set_holds(&self, holds: HashMap<String, String>) {
+        let changed = self.with(|i| {
+            let same = i.holds.len() == holds.len()
+                && holds
+                    .iter()
+                    .all(|(n, r)| i.holds.get(n.as_str()).map(|h| &**h) == Some(r.as_str()));
+            if !same {
+                i.holds = holds
+                    .into_iter()
+                    .map(|(n, r)| (n.into(), r.into()))
+                    .collect();
+            }
+            !same
+        });
+        if changed {
+            self.publish();
+        }
+    }
+
     /// Whether `node_id` was demoted.
     pub fn is_demoted(&self, node_id: &str) -> bool {
         self.with(|i| i.demoted.contains(node_id))
@@ -301,13 +339,20 @@ impl Registry {
 
     fn publish(&self) {
         let now = Instant::now();
-        let routes = self.with(|i| {
+        let (routes, holds) = self.with(|i| {
             let Inner {
                 live,
                 stats,
                 demoted,
+                holds,
             } = i;
-            live.iter_mut()
+            let held = holds
+                .iter()
+                .filter(|(id, _)| live.contains_key(*id))
+                .map(|(id, why)| (id.clone(), why.clone()))
+                .collect::<HashMap<_, _>>();
+            let routes = live
+                .iter_mut()
                 .filter(|(id, _)| !demoted.contains(*id))
                 .map(|(id, n)| {
                     if let Some(s) = stats.get_mut(id) {
@@ -326,9 +371,11 @@ impl Registry {
                         earnings: n.earnings.clone(),
                     }
                 })
-                .collect::<Vec<_>>()
+                .collect::<Vec<_>>();
+            (routes, held)
         });
-        self.table.store(Arc::new(NodeTable::new(routes)));
+        self.table
+            .store(Arc::new(NodeTable::new(routes).with_holds(holds)));
     }
 }
 

@@ -166,6 +166,10 @@ fn start_money(
         money.clone(),
         control.store.clone(),
         nodes,
+        {
+            let control = control.clone();
+            move |holds| control.registry.set_holds(holds)
+        },
     ));
     Ok(Some(money))
 }

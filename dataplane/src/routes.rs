@@ -130,6 +130,8 @@ pub struct NodeTable {
     routes: Vec<NodeRoute>,
     all: Weighted,
     by_country: HashMap<CountryCode, Weighted>,
+    /// Why connected nodes' earnings are held (demoted ones too, which have no route).
+    holds: HashMap<Arc<str>, Arc<str>>,
 }
 
 impl NodeTable {
@@ -148,7 +150,20 @@ impl NodeTable {
             routes,
             all,
             by_country,
+            holds: HashMap::new(),
         }
+    }
+
+    /// This table, telling connected nodes why their earnings are held.
+    #[must_use]
+    pub fn with_holds(mut self, holds: HashMap<Arc<str>, Arc<str>>) -> Self {
+        self.holds = holds;
+        self
+    }
+
+    /// Why `node_id`'s earnings are held, if they are.
+    pub fn hold(&self, node_id: &str) -> Option<&Arc<str>> {
+        self.holds.get(node_id)
     }
 
     /// Every route, sorted by node id.

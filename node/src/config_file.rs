@@ -26,6 +26,9 @@ pub struct NodeFile {
     pub block_ports: Vec<u16>,
     /// Blocked domains (and subdomains). Defaults to none.
     pub block_domains: Vec<String>,
+    /// Otherwise-forbidden ranges the node may reach (`--allow-cidr`, labs and tests
+    /// only), e.g. `10.9.0.0/16`. Defaults to none.
+    pub allow_cidrs: Vec<String>,
     /// The dashboard's address, saved by `turbo-node pair` for the tray's "Open
     /// dashboard". Defaults to none.
     pub dashboard: Option<String>,

@@ -8,13 +8,10 @@
 //! (The `session` of [`Lane`] is the id one node run gives all its lanes, not a
 //! customer's sticky session.)
 
-use std::collections::HashSet;
-use std::future::Future;
-use std::net::SocketAddr;
-use std::ops::ControlFlow;
-use std::pin::Pin;
-use std::rc::Rc;
-use std::time::Duration;
+use std::{
+    collections::HashSet, future::Future, net::SocketAddr, ops::ControlFlow, pin::Pin, rc::Rc,
+    time::Duration,
+};
 
 use sha2::Digest as _;
 use subtle::ConstantTimeEq;
@@ -405,10 +402,12 @@ impl Connection<'_> {
                 today_nano,
                 month_nano,
             } => {
-                self.shared
-                    .status
-                    .earnings_nano
-                    .set(Some((today_nano, month_nano)));
+                let earnings = Some((today_nano, month_nano));
+                self.shared.status.earnings_nano.set(earnings);
+            }
+            ControlMessage::Held { reason } => {
+                let held = (!reason.is_empty()).then_some(reason);
+                *self.shared.status.held.borrow_mut() = held;
             }
             _ => {}
         }

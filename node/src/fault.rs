@@ -24,6 +24,10 @@ pub enum Fault {
     /// Answers "connected" without dialing and sends 64 KiB of its own junk (an HTTP
     /// response of `x`s), as a node that fabricates bytes to be paid for them.
     Fabricate,
+    /// Answers "connected" without dialing and sends a saved copy of a real answer
+    /// (`TURBO_NODE_FAULT=replay:<file>`), as a node that replays a cached canary
+    /// instead of reaching the target: right content, too soon.
+    Replay,
 }
 
 impl Fault {
@@ -37,6 +41,7 @@ impl Fault {
             "gso-eio" => Fault::GsoEio,
             "gso-kernel-refuses" => Fault::GsoKernelRefuses,
             "fabricate" => Fault::Fabricate,
+            r if r.starts_with("replay:") => Fault::Replay,
             _ => return None,
         })
     }
@@ -82,5 +87,15 @@ pub fn current() -> Fault {
             Some(f) => f,
             None => panic!("unknown TURBO_NODE_FAULT {raw:?}"),
         }
+    })
+}
+
+/// The saved answer [`Fault::Replay`] sends (the file after `replay:`; read once).
+pub fn replayed() -> &'static [u8] {
+    static SAVED: OnceLock<Vec<u8>> = OnceLock::new();
+    SAVED.get_or_init(|| {
+        let raw = std::env::var("TURBO_NODE_FAULT").unwrap_or_default();
+        let path = raw.strip_prefix("replay:").expect("a replay fault");
+        std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e}"))
     })
 }

@@ -87,6 +87,10 @@ struct Settings {
         value_delimiter = ','
     )]
     block_domains: Vec<String>,
+    /// Let the node reach this otherwise-forbidden range (labs and tests only; server
+    /// rules still win). Repeatable.
+    #[arg(long = "allow-cidr", env = "TURBO_ALLOW_CIDR", value_delimiter = ',')]
+    allow_cidrs: Vec<ipnet::IpNet>,
 }
 
 /// `--congestion-control` values.
@@ -133,9 +137,6 @@ struct RunArgs {
         default_value = "cubic"
     )]
     congestion_control: Congestion,
-    /// Let the node reach this otherwise-forbidden range (labs and tests only).
-    #[arg(long = "allow-cidr", env = "TURBO_ALLOW_CIDR", value_delimiter = ',')]
-    allow_cidr: Vec<ipnet::IpNet>,
     /// CA file to verify the server with, when the join string has no pin.
     #[arg(long, env = "TURBO_CA_FILE")]
     ca_file: Option<PathBuf>,
@@ -162,6 +163,8 @@ impl Settings {
         f.monthly_cap = self.monthly_cap.or(f.monthly_cap);
         f.block_ports.extend(self.block_ports);
         f.block_domains.extend(self.block_domains);
+        f.allow_cidrs
+            .extend(self.allow_cidrs.iter().map(ToString::to_string));
         f
     }
 }
@@ -183,12 +186,24 @@ fn check_settings(f: &NodeFile) -> anyhow::Result<()> {
     if let Some(c) = &f.monthly_cap {
         parse_size(c).context("invalid --monthly-cap")?;
     }
+    allowed_ranges(f)?;
     if let Some(p) = &f.payout_address {
         if p.is_empty() || p.len() > 128 || !p.chars().all(|c| c.is_ascii_graphic()) {
             bail!("--payout-address must be 1 to 128 printable ASCII characters");
         }
     }
     Ok(())
+}
+
+/// The saved and given `--allow-cidr` ranges, parsed.
+fn allowed_ranges(f: &NodeFile) -> anyhow::Result<Vec<ipnet::IpNet>> {
+    f.allow_cidrs
+        .iter()
+        .map(|r| {
+            r.parse()
+                .with_context(|| format!("invalid --allow-cidr {r:?}"))
+        })
+        .collect()
 }
 
 pub(crate) fn main() -> anyhow::Result<()> {
@@ -241,6 +256,9 @@ pub(crate) fn main() -> anyhow::Result<()> {
                     usd(month)
                 ),
                 None => println!("earnings:       not reported (the server has no ledger)"),
+            }
+            if let Some(why) = &r.held {
+                println!("held:           earnings unpaid until released: {why}");
             }
             println!(
                 "udp offload:    {} datagrams in GSO batches, {} fallbacks",
@@ -325,7 +343,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     check(&f)?;
     let join = JoinString::parse(&f.join).context("invalid join string")?;
     let mut config = NodeConfig::new(join);
-    config.allow_cidrs = args.allow_cidr;
+    config.allow_cidrs = allowed_ranges(&f)?;
     config.ca_file = args.ca_file;
     config.country = f.country;
     config.payout_address = f.payout_address;

@@ -162,8 +162,17 @@ async fn faulty(io: &mut StreamIo) -> bool {
             junk.resize(junk.len() + 65_536, b'x');
             junk
         }
+        Fault::Replay => {
+            let mut copy = Vec::with_capacity(4 + crate::fault::replayed().len());
+            RelayReply::ok().encode(&mut copy);
+            copy.extend_from_slice(crate::fault::replayed());
+            copy
+        }
     };
-    let done = matches!(current(), Fault::RefuseAll | Fault::Fabricate);
+    let done = matches!(
+        current(),
+        Fault::RefuseAll | Fault::Fabricate | Fault::Replay
+    );
     let sent = io.send_all(&reply, done).await.is_ok();
     if sent && done {
         // A clean refusal, exactly as the real node ends one (no reset behind it).

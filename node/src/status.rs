@@ -54,6 +54,9 @@ pub struct StatusReport {
     /// (`None` from a server without a ledger).
     #[serde(default)]
     pub earnings_nano: Option<(u64, u64)>,
+    /// Why the server holds the node's earnings (unpaid, kept), if it does.
+    #[serde(default)]
+    pub held: Option<String>,
 }
 
 /// One lane's share of the status.
@@ -105,6 +108,8 @@ pub struct Status {
     pub score: Cell<Option<f64>>,
     /// Last earnings from the server: (today, this month), nano-USD.
     pub earnings_nano: Cell<Option<(u64, u64)>>,
+    /// Why the server holds the node's earnings, as it last said.
+    pub held: RefCell<Option<String>>,
     /// Per lane: open streams and UDP counters.
     pub lanes: RefCell<Vec<LaneStatus>>,
     /// Why the server last refused the node (cleared when admitted).
@@ -175,6 +180,7 @@ impl Status {
             active_streams: lanes.iter().map(|l| l.active).sum(),
             score: self.score.get(),
             earnings_nano: self.earnings_nano.get(),
+            held: self.held.borrow().clone(),
             udp_gso_segments: lanes.iter().map(|l| l.udp.gso_segments).sum(),
             udp_offload_fallbacks: lanes.iter().map(|l| l.udp.offload_fallbacks).sum(),
             lanes: lanes.iter().filter(|l| l.connected).count() as u8,

@@ -49,7 +49,11 @@ pub fn view(report: Option<&StatusReport>) -> View {
                     today % 1_000_000_000 / 1000
                 )
             });
-            format!("today: {} bytes{earned}", r.bytes_today)
+            let held = r
+                .held
+                .as_ref()
+                .map_or(String::new(), |why| format!(" (earnings held: {why})"));
+            format!("today: {} bytes{earned}{held}", r.bytes_today)
         }
     };
     View {
@@ -113,5 +117,10 @@ mod tests {
         assert_eq!(view(Some(&r)).icon, "dialog-warning");
         r.state = "connecting".into();
         assert_eq!(view(Some(&r)).state, "offline");
+        r.held = Some("failed a canary".into());
+        assert_eq!(
+            view(Some(&r)).today,
+            "today: 1234 bytes, $0.000090 (earnings held: failed a canary)"
+        );
     }
 }

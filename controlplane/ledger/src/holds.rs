@@ -77,17 +77,22 @@ impl Ledger {
         }))
     }
 
-    /// Every node with an open hold.
+    /// Every node with an open hold, and why.
     ///
     /// # Errors
     /// Database errors.
-    pub async fn held_nodes(&self) -> Result<std::collections::HashSet<String>, LedgerError> {
+    pub async fn held_nodes(
+        &self,
+    ) -> Result<std::collections::HashMap<String, String>, LedgerError> {
         let rows = self
             .pool
             .get()
             .await?
-            .query("SELECT node FROM node_holds WHERE released_at IS NULL", &[])
+            .query(
+                "SELECT node, reason FROM node_holds WHERE released_at IS NULL",
+                &[],
+            )
             .await?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 }

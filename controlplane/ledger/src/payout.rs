@@ -193,7 +193,7 @@ impl Ledger {
         let mut new = BTreeSet::new();
         // Held nodes keep their balance and are not paid until released.
         let held = self.held_nodes().await?;
-        for (node, address) in addresses.iter().filter(|(n, _)| !held.contains(*n)) {
+        for (node, address) in addresses.iter().filter(|(n, _)| !held.contains_key(*n)) {
             let available = self
                 .balance(&AccountRef::node(node, Asset::NanoUsd))
                 .await?;

@@ -112,13 +112,8 @@ fn billed_once(driver: &'static str, store: Option<&Redis>) {
         nano % 1_000_000_000 / 1000
     );
     wait_for("the node's status to show today's earnings", || {
-        let out = std::process::Command::new(crate::fixtures::bin("turbo-node"))
-            .arg("status")
-            .env("TURBO_NODE_STATE", net.node_state("main"))
-            .output()
-            .expect("turbo-node status");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        text.lines()
+        net.node_status("main")
+            .lines()
             .any(|l| l.starts_with("earnings:") && l.contains(&want))
             .then_some(())
     });

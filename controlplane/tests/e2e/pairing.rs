@@ -27,9 +27,15 @@ struct Pairing {
 
 impl Pairing {
     fn start(net: &Net, dir: &Path, name: &str) -> Pairing {
+        Pairing::start_with(net, dir, name, &[])
+    }
+
+    /// Starts `turbo-node pair` with `flags` (the join flags it saves).
+    fn start_with(net: &Net, dir: &Path, name: &str, flags: &[&str]) -> Pairing {
         let config = dir.join(format!("{name}.toml"));
         let mut child = Command::new(bin("turbo-node"))
             .args(["pair", "--no-open", "--server", &net.api])
+            .args(flags)
             .env("TURBO_NODE_CONFIG", &config)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -100,7 +106,10 @@ fn a_node_pairs_from_the_browser_and_joins_its_runner() {
     let mut net = node_net("");
     let dir = tempfile::tempdir().expect("dir");
     let mut carol = runner(&net, "carol@example.com");
-    let pairing = Pairing::start(&net, dir.path(), "desk");
+    // The join flags are saved with the join string: the node below runs from the
+    // file alone, and reaches the loopback echo target only through `--allow-cidr`.
+    let flags = ["--allow-cidr", "127.0.0.0/8", "--max-streams", "64"];
+    let pairing = Pairing::start_with(&net, dir.path(), "desk", &flags);
     let page = carol.get(&pairing.page);
     assert_eq!(page.status, 200, "{}", page.body);
     let hostname = whoami::hostname().expect("hostname");
@@ -142,9 +151,14 @@ fn a_node_pairs_from_the_browser_and_joins_its_runner() {
     let nodes = carol.get("/nodes");
     let at = nodes.body.find("<code>n_").expect("the node is carol's") + "<code>".len();
     let id = nodes.body[at..at + nodes.body[at..].find('<').expect("end")].to_owned();
-    let state = net.node_state(&id);
-    let node = net
-        .node_command(&join, &state)
+    assert!(saved.contains("allow_cidrs = [\"127.0.0.0/8\"]"), "{saved}");
+    assert!(saved.contains("max_streams = 64"), "{saved}");
+    assert!(join.starts_with("turbo://"), "{saved}");
+    let node = Command::new(bin("turbo-node"))
+        .arg("run")
+        .env("TURBO_NODE_CONFIG", &config)
+        .env("TURBO_NODE_STATE", net.node_state(&id))
+        .stdin(Stdio::null())
         .spawn()
         .expect("turbo-node run");
     net.nodes.push((id.clone(), node));
@@ -159,6 +173,7 @@ fn a_node_pairs_from_the_browser_and_joins_its_runner() {
     }
     let dave = runner(&net, "dave@example.com").get("/nodes");
     assert!(!dave.body.contains(&id), "not dave's");
+    net.echo_once(crate::fixtures::targets::echo().port());
 }
 
 #[test]

@@ -20,6 +20,8 @@ pub(crate) struct ControlStream {
     pub(super) last_rtt_report: Option<Instant>,
     /// The node's own counters (informational only).
     pub(crate) stats: NodeStats,
+    /// The node was last told its earnings are held (so a release is told too).
+    pub(super) told_held: bool,
 }
 
 impl ControlStream {

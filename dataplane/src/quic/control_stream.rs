@@ -130,6 +130,7 @@ fn handle(core: &Rc<QuicCore>, conn: &Rc<NodeConn>, msg: ControlMessage) {
         | ControlMessage::Unknown { .. }
         | ControlMessage::Score { .. }
         | ControlMessage::Earnings { .. }
+        | ControlMessage::Held { .. }
         | ControlMessage::Policy(_) => {}
         ControlMessage::Stats(stats) => conn.control.borrow_mut().stats = stats,
         ControlMessage::Delivered {
@@ -148,15 +149,17 @@ fn handle(core: &Rc<QuicCore>, conn: &Rc<NodeConn>, msg: ControlMessage) {
     }
 }
 
-/// Tells the node its score as the control plane last published it, and its earnings
-/// once the ledger has reported them.
+/// Tells the node its score as the control plane last published it, its earnings
+/// once the ledger has reported them, and whether they are held (a demoted node has no
+/// route, but still hears of its hold).
 fn send_score(core: &QuicCore, conn: &NodeConn) {
     let Some(node_id) = conn.node_id.borrow().clone() else {
         return;
     };
-    if let Some(route) = core.nodes.load().get(&node_id) {
+    let table = core.nodes.load();
+    let mut control = conn.control.borrow_mut();
+    if let Some(route) = table.get(&node_id) {
         let milli = (route.score.clamp(0.0, 1.0) * 1000.0).round() as u32;
-        let mut control = conn.control.borrow_mut();
         control.queue(&ControlMessage::Score { milli });
         let e = &route.earnings;
         if e.known.load(Relaxed) {
@@ -165,6 +168,13 @@ fn send_score(core: &QuicCore, conn: &NodeConn) {
                 month_nano: e.month_nano.load(Relaxed),
             });
         }
+    }
+    let hold = table.hold(&node_id);
+    if hold.is_some() || control.told_held {
+        control.queue(&ControlMessage::Held {
+            reason: hold.map(|r| r.to_string()).unwrap_or_default(),
+        });
+        control.told_held = hold.is_some();
     }
 }
 

@@ -186,6 +186,13 @@ pub enum ControlMessage {
         /// This month (UTC), today included.
         month_nano: u64,
     },
+    /// Server -> node: the node's earnings are held (not paid out) for `reason`, as
+    /// an operator or a failed canary decided; an empty reason lifts a hold told
+    /// before.
+    Held {
+        /// Why, for the runner (at most 256 bytes); empty when no longer held.
+        reason: String,
+    },
     /// A frame type this build does not know; skipped.
     Unknown {
         /// The frame type byte.
@@ -204,6 +211,7 @@ const T_POLICY: u8 = 8;
 const T_SCORE: u8 = 9;
 const T_DELIVERED: u8 = 10;
 const T_EARNINGS: u8 = 11;
+const T_HELD: u8 = 12;
 
 impl ControlMessage {
     /// Appends the framed message to `out`.
@@ -265,6 +273,10 @@ impl ControlMessage {
                 put_varint(&mut body, *month_nano);
                 T_EARNINGS
             }
+            ControlMessage::Held { reason } => {
+                put_bytes(&mut body, reason.as_bytes());
+                T_HELD
+            }
             ControlMessage::Unknown { kind } => *kind,
         };
         out.push(kind);
@@ -302,6 +314,9 @@ impl ControlMessage {
             T_EARNINGS => ControlMessage::Earnings {
                 today_nano: r.varint("earnings today")?,
                 month_nano: r.varint("earnings month")?,
+            },
+            T_HELD => ControlMessage::Held {
+                reason: r.string("hold reason", 256)?,
             },
             other => ControlMessage::Unknown { kind: other },
         };

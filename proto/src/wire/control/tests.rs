@@ -55,6 +55,12 @@ fn samples() -> Vec<ControlMessage> {
             today_nano: 12_345,
             month_nano: 1 << 40,
         },
+        ControlMessage::Held {
+            reason: "canary http://c.example/: other content".into(),
+        },
+        ControlMessage::Held {
+            reason: String::new(),
+        },
         ControlMessage::Delivered {
             stream: 13,
             bytes: 1 << 40,
