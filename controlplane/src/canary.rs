@@ -154,6 +154,39 @@ fn verdict(target: &CanaryTarget, expected: &str, fetched: &Fetched) -> Option<S
     }
 }
 
+/// Starts this server's canaries when the config names targets: a canary key of its
+/// own, fetching through its own HTTP proxy (`proxy`; none: no canaries).
+///
+/// # Errors
+/// The canary key could not be created.
+pub(crate) fn start<S: Store>(
+    runtime: &tokio::runtime::Runtime,
+    cfg: &crate::config::ServerConfig,
+    control: &Arc<ControlPlane<S>>,
+    money: Option<Arc<Money>>,
+    proxy: Option<SocketAddr>,
+    server_id: &str,
+) -> Result<(), crate::store::StoreError> {
+    let Some(mut proxy) = proxy.filter(|_| !cfg.canaries.is_empty()) else {
+        return Ok(());
+    };
+    if proxy.ip().is_unspecified() {
+        proxy.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let name = format!("canary {server_id}");
+    let (key, secret) = runtime.block_on(control.store.create_key(&name, 1 << 40))?;
+    let canaries = Canaries {
+        control: control.clone(),
+        money,
+        targets: cfg.canaries.clone(),
+        proxy,
+        key: (key.id, secret),
+    };
+    runtime.spawn(canaries.run(cfg.canary_every));
+    tracing::info!(targets = cfg.canaries.len(), every = ?cfg.canary_every, "canaries on");
+    Ok(())
+}
+
 impl<S: Store> Canaries<S> {
     /// Fetches `url` through `node`, pinning the canary session to it first; `None`
     /// when the session did not stay on it (the node left, or was full).

@@ -1,10 +1,14 @@
 //! `turbo-server` configuration: a serde TOML file, overridden by command-line flags and
 //! their `TURBO_*` environment twins, validated once at start-up.
 
+mod durations;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use durations::humantime_serde_compat;
+pub(crate) use durations::optional_duration;
 use serde::Deserialize;
 
 /// Configuration problems found at start-up.
@@ -341,39 +345,6 @@ impl Default for ServerConfig {
 }
 
 /// Durations as humantime strings (`"5s"`, `"250ms"`).
-/// An optional humantime duration (`"300ms"`), for `#[serde(with)]`.
-pub(crate) mod optional_duration {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<Option<Duration>, D::Error> {
-        Option::<String>::deserialize(d)?
-            .map(|s| humantime::parse_duration(&s).map_err(serde::de::Error::custom))
-            .transpose()
-    }
-
-    pub(crate) fn serialize<S: Serializer>(v: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match v {
-            Some(d) => s.serialize_str(&humantime::format_duration(*d).to_string()),
-            None => s.serialize_none(),
-        }
-    }
-}
-
-mod humantime_serde_compat {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer};
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let s = String::deserialize(d)?;
-        humantime::parse_duration(&s).map_err(serde::de::Error::custom)
-    }
-}
-
 impl ServerConfig {
     /// Reads a TOML file.
     ///
@@ -580,6 +551,19 @@ mod tests {
             ..Default::default()
         };
         assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn canary_timings_parse_and_are_bounded() {
+        let table = |takes: &str| {
+            format!("[[canaries]]\nurl = \"http://c.example/\"\ntakes = \"{takes}\"\n")
+        };
+        let ok: ServerConfig = toml::from_str(&table("300ms")).expect("parse");
+        assert_eq!(ok.canaries[0].takes, Some(Duration::from_millis(300)));
+        ok.validate().expect("300ms is fine");
+        let slow: ServerConfig = toml::from_str(&table("11s")).expect("parse");
+        assert!(slow.validate().is_err(), "longer than a fetch may wait");
+        assert!(toml::from_str::<ServerConfig>(&table("soon")).is_err());
     }
 }
 

@@ -174,37 +174,6 @@ fn start_money(
     Ok(Some(money))
 }
 
-/// Starts this server's canaries ([`crate::canary`]) when the config names targets:
-/// a canary key of its own, fetching through its own HTTP proxy.
-fn start_canaries(
-    runtime: &tokio::runtime::Runtime,
-    cfg: &ServerConfig,
-    control: &Arc<ControlPlane<AnyStore>>,
-    money: Option<Arc<Money>>,
-    dataplane: &Dataplane,
-    server_id: &Arc<str>,
-) -> Result<(), ServerError> {
-    let Some(mut proxy) = dataplane.addrs().http.filter(|_| !cfg.canaries.is_empty()) else {
-        return Ok(());
-    };
-    if proxy.ip().is_unspecified() {
-        proxy.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-    }
-    let name = format!("canary {server_id}");
-    let created = crate::store::Store::create_key(&*control.store, &name, 1 << 40);
-    let (key, secret) = runtime.block_on(created)?;
-    let canaries = crate::canary::Canaries {
-        control: control.clone(),
-        money,
-        targets: cfg.canaries.clone(),
-        proxy,
-        key: (key.id, secret),
-    };
-    runtime.spawn(canaries.run(cfg.canary_every));
-    tracing::info!(targets = cfg.canaries.len(), every = ?cfg.canary_every, "canaries on");
-    Ok(())
-}
-
 /// Serves the API and dashboard, with each request's client address (sign-up and
 /// pairing limits count per address).
 async fn serve_api(listener: tokio::net::TcpListener, router: axum::Router) {
@@ -293,14 +262,9 @@ impl Server {
             pairings,
             pair_ttl: cfg.pair_code_ttl,
         });
-        start_canaries(
-            &runtime,
-            cfg,
-            &control,
-            api_state.money.clone(),
-            &dataplane,
-            &server_id,
-        )?;
+        let money = api_state.money.clone();
+        let proxy = dataplane.addrs().http;
+        crate::canary::start(&runtime, cfg, &control, money, proxy, &server_id)?;
         let (api_addr, listener) = bind_api(&runtime, cfg)?;
         spawn_housekeeping(&runtime, cfg, &control, &dataplane);
         runtime.spawn(serve_api(listener, api::router(api_state.clone())));
