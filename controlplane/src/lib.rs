@@ -13,6 +13,7 @@ pub mod canary;
 pub mod cli;
 pub mod config;
 pub mod geoip;
+pub mod integrity;
 pub mod live;
 pub mod metrics;
 pub mod money;

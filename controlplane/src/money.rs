@@ -245,21 +245,22 @@ fn record(e: &UsageEntry) -> UsageRecord {
     }
 }
 
-/// Runs the feeder, uptime and rewards until the process ends; `tell_holds` hears
-/// which nodes are held, and why, every 10 s.
+/// Runs the feeder, uptime and rewards until the process ends. Every 10 s it holds
+/// the suspects the registry found ([`crate::integrity`]) and tells it which nodes
+/// are held, and why.
 pub async fn run<S: Store>(
     money: Arc<Money>,
-    store: Arc<S>,
+    control: Arc<crate::service::ControlPlane<S>>,
     nodes: NodeTableHandle,
-    tell_holds: impl Fn(HashMap<String, String>) + Send + 'static,
 ) {
+    let (store, registry) = (&control.store, &control.registry);
     let mut uptime: HashMap<(Arc<str>, i64), i64> = HashMap::new();
     let mut last = Instant::now();
     for tick in 0u64.. {
         tokio::time::sleep(TICK).await;
         let elapsed = last.elapsed().as_secs_f64().round() as i64;
         last = Instant::now();
-        if let Err(e) = money.feed(&*store).await {
+        if let Err(e) = money.feed(&**store).await {
             tracing::warn!(error = %e, "usage feed failed; retrying");
         }
         if let Err(e) = money.settle().await {
@@ -289,8 +290,13 @@ pub async fn run<S: Store>(
         }
         if tick % EARNINGS_EVERY == 0 {
             report_earnings(&money, &nodes, day).await;
+            for (node, why) in registry.take_suspects() {
+                if let Err(e) = money.ledger.hold(&node, &why).await {
+                    tracing::warn!(node, error = %e, "could not hold a suspect's earnings");
+                }
+            }
             match money.ledger.held_nodes().await {
-                Ok(holds) => tell_holds(holds),
+                Ok(holds) => registry.set_holds(holds),
                 Err(e) => tracing::debug!(error = %e, "holds not read"),
             }
         }

@@ -80,6 +80,10 @@ struct Inner {
     demoted: std::collections::HashSet<Arc<str>>,
     /// Why nodes' earnings are held, as the ledger says; told to those connected.
     holds: HashMap<Arc<str>, Arc<str>>,
+    /// Traffic integrity tallies ([`crate::integrity`]).
+    integrity: crate::integrity::Integrity,
+    /// Suspects found by the integrity signals, not yet held in the ledger.
+    unheld_suspects: Vec<(String, String)>,
 }
 
 /// Node registry and route publisher.
@@ -240,6 +244,26 @@ impl Registry {
         }
     }
 
+    /// Counts a closed connection in its node's integrity signals; a node that
+    /// becomes a suspect is demoted at once, told why, and queued for a ledger hold
+    /// ([`Registry::take_suspects`]). Returns the reason, then.
+    pub fn note_connection(&self, record: &turbo_dataplane::control::ConnRecord) -> Option<String> {
+        let why = self.with(|i| {
+            let why = i.integrity.note(record)?;
+            let node = record.node_id.to_string();
+            i.unheld_suspects.push((node, why.clone()));
+            Some(why)
+        })?;
+        self.demote(&record.node_id);
+        self.set_hold(&record.node_id, Some(&why));
+        Some(why)
+    }
+
+    /// The suspects found since the last call, with their reasons, to hold.
+    pub fn take_suspects(&self) -> Vec<(String, String)> {
+        self.with(|i| std::mem::take(&mut i.unheld_suspects))
+    }
+
     /// Whether `node_id` was demoted.
     pub fn is_demoted(&self, node_id: &str) -> bool {
         self.with(|i| i.demoted.contains(node_id))
@@ -345,6 +369,8 @@ impl Registry {
                 stats,
                 demoted,
                 holds,
+                integrity,
+                ..
             } = i;
             let held = holds
                 .iter()
@@ -364,7 +390,7 @@ impl Registry {
                         node_id: id.clone(),
                         country: n.country,
                         conns: conns.into(),
-                        weight: n.score.weight,
+                        weight: n.score.weight * integrity.weight_factor(id),
                         score: n.score.total,
                         max_streams: n.max_streams,
                         active: n.active.clone(),

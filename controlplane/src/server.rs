@@ -162,15 +162,7 @@ fn start_money(
         ))
         .map_err(ServerError::Ledger)?;
     let money = Arc::new(money);
-    runtime.spawn(crate::money::run(
-        money.clone(),
-        control.store.clone(),
-        nodes,
-        {
-            let control = control.clone();
-            move |holds| control.registry.set_holds(holds)
-        },
-    ));
+    runtime.spawn(crate::money::run(money.clone(), control.clone(), nodes));
     Ok(Some(money))
 }
 

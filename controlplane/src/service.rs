@@ -401,6 +401,9 @@ impl<S: Store> ControlPlane<S> {
     async fn record(&self, record: ConnRecord) {
         self.registry
             .carried(&record.node_id, record.bytes_up + record.bytes_down);
+        if let Some(why) = self.registry.note_connection(&record) {
+            tracing::warn!(node = %record.node_id, why, "traffic integrity: node demoted");
+        }
         if let Some(m) = self.metrics() {
             m.connection_closed(&record);
         }

@@ -232,6 +232,10 @@ pub struct ConnRecord {
     pub gap_max_us: u64,
     /// Standard deviation of the gaps, microseconds.
     pub gap_std_us: u64,
+    /// The customer's first upload was a TLS handshake record (a ClientHello).
+    pub tls: bool,
+    /// Bytes the customer sent after its first upload (counted by the server).
+    pub uploaded_after_first: u64,
     /// How it ended.
     pub outcome: RelayStatus,
 }

@@ -28,6 +28,10 @@ pub enum Fault {
     /// (`TURBO_NODE_FAULT=replay:<file>`), as a node that replays a cached canary
     /// instead of reaching the target: right content, too soon.
     Replay,
+    /// Relays normally, but corrupts one byte of each TLS handshake record the target
+    /// sends first (its ServerHello), as a node that intercepts or garbles TLS: every
+    /// customer's handshake fails and they close right after it.
+    TamperTls,
 }
 
 impl Fault {
@@ -42,6 +46,7 @@ impl Fault {
             "gso-kernel-refuses" => Fault::GsoKernelRefuses,
             "fabricate" => Fault::Fabricate,
             r if r.starts_with("replay:") => Fault::Replay,
+            "tamper-tls" => Fault::TamperTls,
             _ => return None,
         })
     }
@@ -98,4 +103,12 @@ pub fn replayed() -> &'static [u8] {
         let path = raw.strip_prefix("replay:").expect("a replay fault");
         std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e}"))
     })
+}
+
+/// Corrupts a target's first TLS handshake bytes ([`Fault::TamperTls`]): one byte of
+/// the ServerHello's random, so the handshake's transcripts disagree.
+pub fn tamper_download(buf: &mut [u8]) {
+    if current() == Fault::TamperTls && buf.len() > 20 && buf[0] == 0x16 && buf[1] == 0x03 {
+        buf[20] ^= 0xff;
+    }
 }

@@ -148,7 +148,7 @@ async fn relay(
 async fn faulty(io: &mut StreamIo) -> bool {
     use crate::fault::{current, Fault};
     let reply = match current() {
-        Fault::None | Fault::GsoEio | Fault::GsoKernelRefuses => return false,
+        Fault::None | Fault::GsoEio | Fault::GsoKernelRefuses | Fault::TamperTls => return false,
         Fault::RefuseAll => refusal(RelayStatus::ConnectionRefused, "connection refused".into()),
         Fault::OkNeverRead | Fault::OkNeverReadHugeWindows => {
             let mut ok = Vec::with_capacity(4);
@@ -320,6 +320,8 @@ async fn from_target(
         if let Some(cap) = &shared.limits.down {
             cap.take(n).await;
         }
+        #[cfg(feature = "fault-injection")]
+        crate::fault::tamper_download(&mut buf);
         if n >= crate::pool::BUF_SIZE / 4 {
             io.send_owned(buf.freeze(), false).await?;
         } else {

@@ -375,6 +375,8 @@ pub fn feature_fields(r: &ConnRecord) -> FeatureFields {
         f("gap_mean_us", r.gap_mean_us.to_string()),
         f("gap_max_us", r.gap_max_us.to_string()),
         f("gap_std_us", r.gap_std_us.to_string()),
+        f("tls", u8::from(r.tls).to_string()),
+        f("up_after_first", r.uploaded_after_first.to_string()),
         f("outcome", r.outcome.reason().to_owned()),
     ]
 }

@@ -542,6 +542,8 @@ async fn feature_records_keep_order<S: Store>(store: &S) {
             gap_mean_us: 5,
             gap_max_us: 9,
             gap_std_us: 2,
+            tls: port == 1003,
+            uploaded_after_first: 7,
             outcome: RelayStatus::Ok,
         };
         store.record_connection(&rec, 1000).await.expect("xadd");
@@ -562,6 +564,8 @@ async fn feature_records_keep_order<S: Store>(store: &S) {
     assert_eq!(get("bytes_down").as_deref(), Some("1003"));
     assert_eq!(get("outcome").as_deref(), Some("ok"));
     assert_eq!(get("connect_ms").as_deref(), Some("3"));
+    assert_eq!(get("tls").as_deref(), Some("1"));
+    assert_eq!(get("up_after_first").as_deref(), Some("7"));
 }
 
 #[cfg(test)]

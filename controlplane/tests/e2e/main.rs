@@ -22,6 +22,7 @@ mod failures;
 mod fair_share;
 mod hostile_peers;
 mod http_keepalive;
+mod integrity;
 mod join_routable;
 mod lanes;
 mod ledger;

@@ -35,6 +35,10 @@ pub(super) struct Counters<'a> {
     /// Counts the tunnel as idle in its key's share until its first byte.
     idle: RefCell<Option<IdleTunnel>>,
     idle_marked: Cell<bool>,
+    /// The customer's first upload looked like a TLS handshake record.
+    tls: Cell<bool>,
+    /// Bytes in the customer's first upload read (a ClientHello, over TLS).
+    first_upload: Cell<u64>,
 }
 
 impl<'a> Counters<'a> {
@@ -57,6 +61,8 @@ impl<'a> Counters<'a> {
             connected_after: Cell::new(None),
             idle: RefCell::new(None),
             idle_marked: Cell::new(false),
+            tls: Cell::new(false),
+            first_upload: Cell::new(0),
         }
     }
 
@@ -150,6 +156,24 @@ impl<'a> Counters<'a> {
     pub(super) fn add_up(&self, n: usize) {
         self.note_read(true);
         self.sent_up.set(self.sent_up.get() + n as u64);
+    }
+
+    /// Looks at the customer's first upload (once): a TLS handshake record (content
+    /// type 22, version 3.x) marks the tunnel as TLS. Costs nothing after the first.
+    pub(super) fn note_upload(&self, data: &[u8]) {
+        if self.reads_up.get() == 0 && self.first_upload.get() == 0 {
+            self.tls
+                .set(matches!(data, [0x16, 0x03, minor, ..] if *minor <= 0x04));
+            self.first_upload.set(data.len() as u64);
+        }
+    }
+
+    /// Whether the tunnel carried TLS, and how many bytes the customer sent after its
+    /// first upload (after the ClientHello, over TLS): counted here, not as the node
+    /// reports them.
+    pub(super) fn tls_upload(&self) -> (bool, u64) {
+        let after = self.sent_up.get().saturating_sub(self.first_upload.get());
+        (self.tls.get(), after)
     }
 
     /// The tunnel moved a byte: it stops counting as idle.

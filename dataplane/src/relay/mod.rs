@@ -310,6 +310,7 @@ fn report_closed(
     outcome: RelayStatus,
 ) {
     let (gap_mean_us, gap_std_us) = counters.gap_stats();
+    let (tls, uploaded_after_first) = counters.tls_upload();
     let started_unix_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -329,6 +330,8 @@ fn report_closed(
         gap_mean_us,
         gap_max_us: counters.gap_max_us.get(),
         gap_std_us,
+        tls,
+        uploaded_after_first,
         outcome,
     }));
 }

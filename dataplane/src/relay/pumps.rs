@@ -127,6 +127,7 @@ pub(super) async fn pump_up<K: Kick>(
                 return Err(e.into());
             }
         };
+        counters.note_upload(&buf[..n]);
         let (paid, exhausted) = counters.account.pay(n).await;
         if paid > 0 {
             counters.add_up(paid);
