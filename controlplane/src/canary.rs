@@ -43,6 +43,17 @@ pub struct CanaryTarget {
     pub takes: Option<Duration>,
 }
 
+impl CanaryTarget {
+    /// Whether the settings are usable: an http(s) URL, a hex SHA-256 if any, and
+    /// `takes` well within a fetch's timeout.
+    pub fn is_valid(&self) -> bool {
+        let hex = |h: &String| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit());
+        (self.url.starts_with("http://") || self.url.starts_with("https://"))
+            && self.sha256.as_ref().is_none_or(hex)
+            && self.takes.is_none_or(|t| t <= Duration::from_secs(10))
+    }
+}
+
 /// The most of a canary's body read.
 const MAX_BODY: u64 = 8 << 20;
 /// How long one fetch may take.

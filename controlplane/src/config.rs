@@ -345,6 +345,14 @@ impl Default for ServerConfig {
 }
 
 /// Durations as humantime strings (`"5s"`, `"250ms"`).
+/// A [`ConfigError::Invalid`] for `field`.
+fn invalid(field: &'static str, reason: &str) -> Result<(), ConfigError> {
+    Err(ConfigError::Invalid {
+        field,
+        reason: reason.to_owned(),
+    })
+}
+
 impl ServerConfig {
     /// Reads a TOML file.
     ///
@@ -366,12 +374,6 @@ impl ServerConfig {
     /// # Errors
     /// [`ConfigError::Invalid`] naming the first bad setting.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |field, reason: &str| {
-            Err(ConfigError::Invalid {
-                field,
-                reason: reason.to_owned(),
-            })
-        };
         if self.store != "memory" && !self.store.starts_with("redis://") {
             return invalid("store", "must be `memory` or a redis:// URL");
         }
@@ -410,18 +412,16 @@ impl ServerConfig {
         if !(8..=10_000).contains(&self.http_max_headers) {
             return invalid("http_max_headers", "must be between 8 and 10000");
         }
-        for c in &self.canaries {
-            let hex = |h: &String| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit());
-            if !(c.url.starts_with("http://") || c.url.starts_with("https://"))
-                || c.sha256.as_ref().is_some_and(|h| !hex(h))
-                || c.takes.is_some_and(|t| t > Duration::from_secs(10))
-            {
-                return invalid(
-                    "canaries",
-                    "each needs an http(s):// url and, if any, a 64-hex-digit sha256 and \
-                     takes of at most 10s",
-                );
-            }
+        if !self
+            .canaries
+            .iter()
+            .all(crate::canary::CanaryTarget::is_valid)
+        {
+            return invalid(
+                "canaries",
+                "each needs an http(s):// url and, if any, a 64-hex-digit sha256 and \
+                 takes of at most 10s",
+            );
         }
         if self.canary_every < Duration::from_secs(1) {
             return invalid("canary_every", "must be at least 1s");
@@ -437,6 +437,11 @@ impl ServerConfig {
                 "must be positive and at most a third of lease_ttl",
             );
         }
+        self.validate_nodes()
+    }
+
+    /// Checks the node-facing values: policies, scoring, liveness, the driver and TLS.
+    fn validate_nodes(&self) -> Result<(), ConfigError> {
         if let Some(bad) = self
             .node_block_cidrs
             .iter()
