@@ -82,10 +82,14 @@ impl NetworkLimit {
         let Some(network) = network_of(ip, self.strict).filter(|_| self.per_network > 0) else {
             return Ok(true);
         };
-        let expires = now_ms + CLAIM_TTL.as_millis() as u64;
-        let admitted = bus
-            .claim_network(&network, node, self.per_network, now_ms, expires)
-            .await?;
+        let claim = crate::live::NetworkClaim {
+            network: &network,
+            node,
+            limit: self.per_network,
+            now_ms,
+            expires_ms: now_ms + CLAIM_TTL.as_millis() as u64,
+        };
+        let admitted = bus.claim_network(&claim).await?;
         if !admitted {
             tracing::info!(node, %network, "node refused: its network has its nodes");
             bus.note_refusal(node, REFUSED, REFUSAL_TTL).await?;

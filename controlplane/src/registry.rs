@@ -224,9 +224,13 @@ impl Registry {
         }
     }
 
-    /// Replaces every hold with `holds` (node id to reason), as the ledger lists them.
-    pub fn set_holds(&self, holds: HashMap<String, String>) {
+    /// Replaces every hold with `holds` (node id to reason), as the ledger lists them,
+    /// keeping those of suspects not yet held there.
+    pub fn set_holds(&self, mut holds: HashMap<String, String>) {
         let changed = self.with(|i| {
+            for (node, why) in &i.unheld_suspects {
+                holds.entry(node.clone()).or_insert_with(|| why.clone());
+            }
             let same = i.holds.len() == holds.len()
                 && holds
                     .iter()

@@ -211,6 +211,9 @@ pub struct ConnRecord {
     pub frontend: &'static str,
     /// The target port.
     pub target_port: u16,
+    /// The target's identity: its host and port hashed with this server process's
+    /// random key (comparable within one server run, never readable as a name).
+    pub target_id: u64,
     /// When the customer connected, Unix milliseconds.
     pub started_unix_ms: u64,
     /// How long the connection lived.

@@ -32,6 +32,9 @@ pub enum Fault {
     /// sends first (its ServerHello), as a node that intercepts or garbles TLS: every
     /// customer's handshake fails and they close right after it.
     TamperTls,
+    /// Relays normally, but sends 64 KiB of its own after the target's last byte, as
+    /// a node that pads downloads to be paid for more.
+    PadDownload,
 }
 
 impl Fault {
@@ -47,6 +50,7 @@ impl Fault {
             "fabricate" => Fault::Fabricate,
             r if r.starts_with("replay:") => Fault::Replay,
             "tamper-tls" => Fault::TamperTls,
+            "pad-download" => Fault::PadDownload,
             _ => return None,
         })
     }
@@ -111,4 +115,11 @@ pub fn tamper_download(buf: &mut [u8]) {
     if current() == Fault::TamperTls && buf.len() > 20 && buf[0] == 0x16 && buf[1] == 0x03 {
         buf[20] ^= 0xff;
     }
+}
+
+/// The bytes [`Fault::PadDownload`] adds after the target's last one, if that is the
+/// fault.
+pub fn download_padding() -> Option<&'static [u8]> {
+    static PAD: [u8; 65_536] = [b'x'; 65_536];
+    (current() == Fault::PadDownload).then_some(&PAD[..])
 }

@@ -148,7 +148,11 @@ async fn relay(
 async fn faulty(io: &mut StreamIo) -> bool {
     use crate::fault::{current, Fault};
     let reply = match current() {
-        Fault::None | Fault::GsoEio | Fault::GsoKernelRefuses | Fault::TamperTls => return false,
+        Fault::None
+        | Fault::GsoEio
+        | Fault::GsoKernelRefuses
+        | Fault::TamperTls
+        | Fault::PadDownload => return false,
         Fault::RefuseAll => refusal(RelayStatus::ConnectionRefused, "connection refused".into()),
         Fault::OkNeverRead | Fault::OkNeverReadHugeWindows => {
             let mut ok = Vec::with_capacity(4);
@@ -314,6 +318,10 @@ async fn from_target(
             Err(e) => return Err(e.into()),
         };
         if n == 0 {
+            #[cfg(feature = "fault-injection")]
+            if let Some(pad) = crate::fault::download_padding() {
+                io.send_all(pad, false).await?;
+            }
             io.send_all(&[], true).await?;
             return Ok(());
         }

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use tokio::sync::broadcast;
 
-use super::{LiveEvent, Presence};
+use super::{LiveEvent, NetworkClaim, Presence};
 
 /// Feed and presence in memory.
 pub struct MemoryBus {
@@ -69,19 +69,12 @@ impl MemoryBus {
         })
     }
 
-    pub(super) fn claim_network(
-        &self,
-        network: &str,
-        node: &str,
-        limit: u32,
-        now_ms: u64,
-        expires_ms: u64,
-    ) -> bool {
+    pub(super) fn claim_network(&self, c: &NetworkClaim<'_>) -> bool {
         let mut claims = lock(&self.claims);
-        let holders = claims.entry(network.to_owned()).or_default();
-        holders.retain(|_, until| *until > now_ms);
-        if holders.contains_key(node) || holders.len() < limit as usize {
-            holders.insert(node.to_owned(), expires_ms);
+        let holders = claims.entry(c.network.to_owned()).or_default();
+        holders.retain(|_, until| *until > c.now_ms);
+        if holders.contains_key(c.node) || holders.len() < c.limit as usize {
+            holders.insert(c.node.to_owned(), c.expires_ms);
             return true;
         }
         false

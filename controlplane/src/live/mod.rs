@@ -107,6 +107,21 @@ pub struct Presence {
     pub until: u64,
 }
 
+/// A node's claim of a place on a network ([`LiveBus::claim_network`]).
+#[derive(Debug, Clone, Copy)]
+pub struct NetworkClaim<'a> {
+    /// The network: `v4:<address>` or `v6:<prefix>/64`.
+    pub network: &'a str,
+    /// The claiming node.
+    pub node: &'a str,
+    /// Most holders at once.
+    pub limit: u32,
+    /// Now, Unix ms: claims that lapsed by then do not count.
+    pub now_ms: u64,
+    /// Until when this claim holds, Unix ms.
+    pub expires_ms: u64,
+}
+
 /// Either bus, chosen with the store.
 pub enum LiveBus {
     /// In this process only.
@@ -186,25 +201,15 @@ impl LiveBus {
         Ok(all.into_iter().filter(|(_, p)| p.until > now).collect())
     }
 
-    /// Claims a place for `node` on `network` until `expires_ms` (refreshing its own
-    /// claim), if fewer than `limit` other nodes hold one at `now_ms`; whether it did.
+    /// Claims a place for `claim.node` on its network (refreshing its own claim), if
+    /// fewer than `claim.limit` other nodes hold one; whether it did.
     ///
     /// # Errors
     /// [`StoreError::Unavailable`].
-    pub async fn claim_network(
-        &self,
-        network: &str,
-        node: &str,
-        limit: u32,
-        now_ms: u64,
-        expires_ms: u64,
-    ) -> Result<bool, StoreError> {
+    pub async fn claim_network(&self, claim: &NetworkClaim<'_>) -> Result<bool, StoreError> {
         match self {
-            LiveBus::Memory(b) => Ok(b.claim_network(network, node, limit, now_ms, expires_ms)),
-            LiveBus::Redis(b) => {
-                b.claim_network(network, node, limit, now_ms, expires_ms)
-                    .await
-            }
+            LiveBus::Memory(b) => Ok(b.claim_network(claim)),
+            LiveBus::Redis(b) => b.claim_network(claim).await,
         }
     }
 

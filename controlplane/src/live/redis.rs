@@ -18,7 +18,7 @@ use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 use tokio::sync::{broadcast, oneshot};
 
-use super::{LiveEvent, Presence, FEED_CAPACITY};
+use super::{LiveEvent, NetworkClaim, Presence, FEED_CAPACITY};
 use crate::store::redis::events::{self, subscriber, Channel};
 use crate::store::StoreError;
 
@@ -191,16 +191,12 @@ impl RedisBus {
             .collect())
     }
 
-    pub(super) async fn claim_network(
-        &self,
-        network: &str,
-        node: &str,
-        limit: u32,
-        now_ms: u64,
-        expires_ms: u64,
-    ) -> Result<bool, StoreError> {
-        let mut call = self.claim.key(format!("turbo:net:{network}"));
-        call.arg(node).arg(limit).arg(now_ms).arg(expires_ms);
+    pub(super) async fn claim_network(&self, c: &NetworkClaim<'_>) -> Result<bool, StoreError> {
+        let mut call = self.claim.key(format!("turbo:net:{}", c.network));
+        call.arg(c.node)
+            .arg(c.limit)
+            .arg(c.now_ms)
+            .arg(c.expires_ms);
         let claimed: i64 = call
             .invoke_async(&mut self.conn.clone())
             .await

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::{LiveBus, LiveEvent, Presence};
+use super::{LiveBus, LiveEvent, NetworkClaim, Presence};
 
 fn entry(server: &str, streams: u32, until: u64) -> Presence {
     Presence {
@@ -80,38 +80,54 @@ async fn run(a: &LiveBus, b: &LiveBus) {
     claims(a, b).await;
 }
 
+fn claim<'a>(
+    network: &'a str,
+    node: &'a str,
+    limit: u32,
+    now: u64,
+    until: u64,
+) -> NetworkClaim<'a> {
+    NetworkClaim {
+        network,
+        node,
+        limit,
+        now_ms: now,
+        expires_ms: until,
+    }
+}
+
 /// Network claims: `limit` holders at a time, a holder refreshes its own, releases and
 /// lapsed claims free the place; refusals are kept for their runner.
 async fn claims(a: &LiveBus, b: &LiveBus) {
     let (now, until) = (1_000_000, 1_015_000);
     let net = "v4:203.0.113.9";
     assert!(a
-        .claim_network(net, "n1", 1, now, until)
+        .claim_network(&claim(net, "n1", 1, now, until))
         .await
         .expect("claim"));
     assert!(a
-        .claim_network(net, "n1", 1, now + 1, until + 1)
+        .claim_network(&claim(net, "n1", 1, now + 1, until + 1))
         .await
         .expect("refresh"));
     assert!(!b
-        .claim_network(net, "n2", 1, now, until)
+        .claim_network(&claim(net, "n2", 1, now, until))
         .await
         .expect("taken"));
     assert!(b
-        .claim_network(net, "n2", 2, now, until)
+        .claim_network(&claim(net, "n2", 2, now, until))
         .await
         .expect("limit 2"));
     assert!(b
-        .claim_network("v4:198.51.100.1", "n3", 1, now, until)
+        .claim_network(&claim("v4:198.51.100.1", "n3", 1, now, until))
         .await
         .expect("other net"));
     a.release_network(net, "n1").await.expect("release");
     assert!(b
-        .claim_network(net, "n4", 2, now, until)
+        .claim_network(&claim(net, "n4", 2, now, until))
         .await
         .expect("freed"));
     assert!(
-        b.claim_network(net, "n5", 2, until + 2, until + 9_000)
+        b.claim_network(&claim(net, "n5", 2, until + 2, until + 9_000))
             .await
             .expect("lapsed"),
         "claims past their expiry do not count"

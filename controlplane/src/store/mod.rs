@@ -361,6 +361,7 @@ pub fn feature_fields(r: &ConnRecord) -> FeatureFields {
         f("node", r.node_id.to_string()),
         f("frontend", r.frontend.to_owned()),
         f("port", r.target_port.to_string()),
+        f("target", format!("{:016x}", r.target_id)),
         f("start_ms", r.started_unix_ms.to_string()),
         f("duration_ms", r.duration.as_millis().to_string()),
         f(

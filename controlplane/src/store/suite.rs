@@ -532,6 +532,7 @@ async fn feature_records_keep_order<S: Store>(store: &S) {
             node_id: "n_f".into(),
             frontend: "socks5",
             target_port: port,
+            target_id: 0xab,
             started_unix_ms: 1,
             duration: Duration::from_millis(20),
             time_to_connect: Some(Duration::from_millis(3)),
@@ -565,6 +566,7 @@ async fn feature_records_keep_order<S: Store>(store: &S) {
     assert_eq!(get("outcome").as_deref(), Some("ok"));
     assert_eq!(get("connect_ms").as_deref(), Some("3"));
     assert_eq!(get("tls").as_deref(), Some("1"));
+    assert_eq!(get("target").as_deref(), Some("00000000000000ab"));
     assert_eq!(get("up_after_first").as_deref(), Some("7"));
 }
 

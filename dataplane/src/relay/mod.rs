@@ -302,6 +302,24 @@ pub(crate) async fn run(core: Rc<RelayCore>, job: RelayJob<TcpStream>) {
     report_closed(&core, &plan, &counters, outcome);
 }
 
+/// The target's identity in feature records: a hash of its host (case-folded) and
+/// port, keyed with this process's random secret, so that records can be compared
+/// target by target without naming whom a customer reached.
+fn target_id(target: &turbo_proto::TargetAddr) -> u64 {
+    use std::hash::{BuildHasher, Hash, Hasher};
+    static KEY: std::sync::OnceLock<std::collections::hash_map::RandomState> =
+        std::sync::OnceLock::new();
+    let mut h = KEY.get_or_init(Default::default).build_hasher();
+    match target {
+        turbo_proto::TargetAddr::Ip(addr) => addr.hash(&mut h),
+        turbo_proto::TargetAddr::Domain { host, port } => {
+            host.to_ascii_lowercase().hash(&mut h);
+            port.hash(&mut h);
+        }
+    }
+    h.finish()
+}
+
 /// Tells the control plane how a customer connection went (its feature record).
 fn report_closed(
     core: &RelayCore,
@@ -311,6 +329,7 @@ fn report_closed(
 ) {
     let (gap_mean_us, gap_std_us) = counters.gap_stats();
     let (tls, uploaded_after_first) = counters.tls_upload();
+    let target_id = target_id(&plan.target);
     let started_unix_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -320,6 +339,7 @@ fn report_closed(
         node_id: plan.route.node_id.clone(),
         frontend: plan.reply.frontend(),
         target_port: plan.target.port(),
+        target_id,
         started_unix_ms,
         duration: plan.started.elapsed(),
         time_to_connect: counters.connected_after.get(),
