@@ -292,7 +292,8 @@ pub async fn run<S: Store>(
             report_earnings(&money, &nodes, day).await;
             for (node, why) in registry.take_suspects() {
                 if let Err(e) = money.ledger.hold(&node, &why).await {
-                    tracing::warn!(node, error = %e, "could not hold a suspect's earnings");
+                    tracing::warn!(node, error = %e, "could not hold a suspect's earnings yet");
+                    registry.hold_later(node, why);
                 }
             }
             match money.ledger.held_nodes().await {

@@ -268,6 +268,11 @@ impl Registry {
         self.with(|i| std::mem::take(&mut i.unheld_suspects))
     }
 
+    /// Puts back a suspect whose ledger hold failed, to be tried again.
+    pub fn hold_later(&self, node: String, why: String) {
+        self.with(|i| i.unheld_suspects.push((node, why)));
+    }
+
     /// Whether `node_id` was demoted.
     pub fn is_demoted(&self, node_id: &str) -> bool {
         self.with(|i| i.demoted.contains(node_id))
