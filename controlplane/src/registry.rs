@@ -226,22 +226,19 @@ impl Registry {
 
     /// Replaces every hold with `holds` (node id to reason), as the ledger lists them,
     /// keeping those of suspects not yet held there.
-    pub fn set_holds(&self, mut holds: HashMap<String, String>) {
+    pub fn set_holds(&self, holds: HashMap<String, String>) {
         let changed = self.with(|i| {
+            let mut next: HashMap<Arc<str>, Arc<str>> = holds
+                .into_iter()
+                .map(|(n, r)| (n.into(), r.into()))
+                .collect();
             for (node, why) in &i.unheld_suspects {
-                holds.entry(node.clone()).or_insert_with(|| why.clone());
+                next.entry(node.as_str().into())
+                    .or_insert_with(|| why.as_str().into());
             }
-            let same = i.holds.len() == holds.len()
-                && holds
-                    .iter()
-                    .all(|(n, r)| i.holds.get(n.as_str()).map(|h| &**h) == Some(r.as_str()));
-            if !same {
-                i.holds = holds
-                    .into_iter()
-                    .map(|(n, r)| (n.into(), r.into()))
-                    .collect();
-            }
-            !same
+            let changed = next != i.holds;
+            i.holds = next;
+            changed
         });
         if changed {
             self.publish();

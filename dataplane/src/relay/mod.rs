@@ -313,7 +313,12 @@ fn target_id(target: &turbo_proto::TargetAddr) -> u64 {
     match target {
         turbo_proto::TargetAddr::Ip(addr) => addr.hash(&mut h),
         turbo_proto::TargetAddr::Domain { host, port } => {
-            host.to_ascii_lowercase().hash(&mut h);
+            // Case-folded on the stack: no allocation per connection.
+            let mut folded = [0u8; turbo_proto::target::MAX_DOMAIN_LEN];
+            let name = &mut folded[..host.len().min(turbo_proto::target::MAX_DOMAIN_LEN)];
+            name.copy_from_slice(&host.as_bytes()[..name.len()]);
+            name.make_ascii_lowercase();
+            name.hash(&mut h);
             port.hash(&mut h);
         }
     }
