@@ -126,6 +126,7 @@ impl IntoResponse for ApiError {
             ApiError::Store(StoreError::NotFound(_)) => StatusCode::NOT_FOUND,
             ApiError::Store(StoreError::OverMaximum) => StatusCode::BAD_REQUEST,
             ApiError::Store(StoreError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Store(StoreError::Corrupt(_)) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::MoneyOff => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Money(crate::money::MoneyError::Ledger(
                 turbo_ledger::LedgerError::Unreconciled(_)
@@ -260,6 +261,11 @@ pub fn router<S: Store>(state: Arc<ApiState<S>>) -> Router {
         .route("/api/keys/{id}", get(get_key::<S>))
         .route("/api/keys/{id}/credits", post(top_up::<S>))
         .route("/api/keys/{id}/revoke", post(revoke::<S>))
+        .route("/api/verdicts", get(crate::api_verdicts::list::<S>))
+        .route(
+            "/api/verdicts/{id}/lift",
+            post(crate::api_verdicts::lift::<S>),
+        )
         .route("/api/nodes/invite", post(invite::<S>))
         .route("/api/nodes", get(list_nodes::<S>))
         .route("/api/nodes/{id}", get(get_node::<S>))
@@ -327,7 +333,10 @@ async fn get_key<S: Store>(
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     check_admin(&st, &headers)?;
-    Ok(Json(key_json(&st.control.store.key(&id).await?)))
+    let mut json = key_json(&st.control.store.key(&id).await?);
+    let verdicts = crate::api_verdicts::of_key(&*st.control.store, &id).await?;
+    json["verdicts"] = Value::Array(verdicts);
+    Ok(Json(json))
 }
 
 async fn top_up<S: Store>(

@@ -1,7 +1,8 @@
 //! `turbo-server` configuration: a serde TOML file, overridden by command-line flags and
 //! their `TURBO_*` environment twins, validated once at start-up.
 
-mod durations;
+pub mod check;
+pub(crate) mod durations;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,7 +10,7 @@ use std::time::Duration;
 
 use durations::humantime_serde_compat;
 pub(crate) use durations::optional_duration;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Configuration problems found at start-up.
 #[derive(Debug, thiserror::Error)]
@@ -41,7 +42,7 @@ pub enum ConfigError {
 }
 
 /// `udp_offload` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum UdpOffload {
     /// GRO (and GSO) where the kernel offers it.
@@ -52,7 +53,7 @@ pub enum UdpOffload {
 }
 
 /// `congestion_control` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum CongestionControl {
     /// CUBIC, unpaced (quiche 0.30 paces under BBRv2 only).
@@ -72,7 +73,7 @@ impl From<CongestionControl> for turbo_quic::CongestionControl {
 }
 
 /// Server settings. Every field can be set in the TOML file, by flag, or by env var.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
     /// SOCKS5 listener. Defaults to `0.0.0.0:1080`.
@@ -114,6 +115,9 @@ pub struct ServerConfig {
     /// New tunnels one key may open per second, with a one-second burst (SOCKS5 0x02,
     /// HTTP 429). Defaults to `500`.
     pub new_connections_per_key_per_sec: u32,
+    /// New tunnels per second to one site (registrable domain, or IPv4 /24 / IPv6
+    /// /48) from all customers together, per server; 0 for no cap. Defaults to `1000`.
+    pub site_new_connections_per_sec: u32,
     /// Share of one node's stream limit (`max_streams`) one key may hold, at least one
     /// stream; `0` or `1` disables it. Routing skips nodes where the key holds its
     /// share; when every eligible node is at it, SOCKS5 0x02 / HTTP 429
@@ -218,6 +222,9 @@ pub struct ServerConfig {
     /// +10%/+5%/+2% at 99%/95%/90% uptime over 7 days, streak +1% a day from the third
     /// consecutive day online with traffic, at most +10%.
     pub rewards: turbo_ledger::RewardPolicy,
+    /// Abuse detection: the `[detect]` table ([`crate::detect::DetectConfig`]).
+    /// Defaults to on, with its own defaults.
+    pub detect: crate::detect::DetectConfig,
     /// Smallest payout, in nano-USD. Defaults to `20000000000` ($20).
     pub payout_threshold_nano_usd: i64,
     /// JSON-RPC URL of the chain USDC payments arrive on (`http(s)://` or `ws(s)://`).
@@ -293,6 +300,7 @@ impl Default for ServerConfig {
             max_connections_per_listener: 100_000,
             max_connections_per_key: 2_000,
             new_connections_per_key_per_sec: 500,
+            site_new_connections_per_sec: 1_000,
             key_node_share: 0.25,
             key_idle_tunnels: 64,
             idle_tunnel_timeout: Duration::from_secs(30),
@@ -327,6 +335,7 @@ impl Default for ServerConfig {
             nodes_per_network_strict: false,
             ledger: None,
             rewards: turbo_ledger::RewardPolicy::default(),
+            detect: crate::detect::DetectConfig::default(),
             payout_threshold_nano_usd: 20_000_000_000,
             chain_rpc: None,
             chain_id: 1,
@@ -384,6 +393,9 @@ impl ServerConfig {
         }
         if let Err(e) = self.rewards.validate() {
             return invalid("rewards", &e.to_string());
+        }
+        if let Err(e) = self.detect.validate() {
+            return invalid("detect", &e);
         }
         if self.payout_threshold_nano_usd < 1 {
             return invalid("payout_threshold_nano_usd", "must be positive");
@@ -574,7 +586,7 @@ mod tests {
 
 /// A dollar amount in the config: a TOML number (`1.0`) or string (`"1.0"`), read as
 /// a decimal (the number through its shortest exact text), never as a float.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(untagged)]
 pub enum UsdAmount {
     /// `"1.0"`.

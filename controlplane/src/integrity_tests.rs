@@ -17,6 +17,7 @@ fn tunnel(node: &str, tls: bool, after: u64) -> ConnRecord {
         frontend: "socks5",
         target_port: 443,
         target_id: 1,
+        session_id: 0,
         started_unix_ms: 0,
         duration: Duration::from_millis(30),
         time_to_connect: None,

@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use turbo_controlplane::cli::RunArgs;
+use turbo_controlplane::config::check::ConfigCmd;
 use turbo_controlplane::config::ServerConfig;
 use turbo_controlplane::server::{wait_for_signal, Server};
 use turbo_controlplane::store::Store;
@@ -15,9 +16,17 @@ use turbo_controlplane::store::Store;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `0.1.0 (a1c3677)`: the crate version and the git commit it was built from.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("TURBO_GIT_COMMIT"),
+    ")"
+);
+
 #[derive(Parser)]
 #[command(
-    version,
+    version = VERSION,
     about = "Turbo proxy server: customers in over SOCKS5/HTTP, out through nodes over QUIC"
 )]
 struct Cli {
@@ -32,6 +41,12 @@ enum Cmd {
     /// Run a complete network on loopback: server, one local node, a demo key and a
     /// local target, then print a curl line to try.
     Demo(RunArgs),
+    /// Check a configuration: `config check --config FILE` validates it and prints
+    /// every effective value with its source.
+    Config {
+        #[command(subcommand)]
+        cmd: ConfigCmd,
+    },
     /// Manage customer API keys through the HTTP API.
     Keys {
         #[command(subcommand)]
@@ -61,6 +76,27 @@ enum Cmd {
     Users {
         #[command(subcommand)]
         cmd: UsersCmd,
+    },
+    /// The abuse detector's verdicts.
+    Verdicts {
+        #[command(subcommand)]
+        cmd: VerdictsCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum VerdictsCmd {
+    /// Every verdict kept, newest first (JSON).
+    List {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Ends a verdict now and restores its key's service; prints it (JSON).
+    Lift {
+        /// The verdict's id (`v_…`).
+        id: String,
+        #[command(flatten)]
+        api: ApiArgs,
     },
 }
 
@@ -268,7 +304,11 @@ enum NodesCmd {
 
 fn main() -> Result<()> {
     turbo_telemetry::init();
-    match Cli::parse().cmd {
+    let matches = Cli::command().get_matches();
+    match Cli::from_arg_matches(&matches)
+        .unwrap_or_else(|e| e.exit())
+        .cmd
+    {
         Cmd::Run(args) => {
             let cfg = args.load(ServerConfig::default())?;
             if args.check_config {
@@ -281,6 +321,7 @@ fn main() -> Result<()> {
             server.shutdown();
         }
         Cmd::Demo(args) => demo(args)?,
+        Cmd::Config { cmd } => turbo_controlplane::config::check::run(&cmd, &matches)?,
         Cmd::Keys {
             cmd: KeysCmd::Create { name, credits, api },
         } => {
@@ -329,6 +370,15 @@ fn main() -> Result<()> {
         }
         Cmd::Invoices { cmd } => invoices(cmd)?,
         Cmd::Users { cmd } => users(cmd)?,
+        Cmd::Verdicts {
+            cmd: VerdictsCmd::List { api },
+        } => println!("{}", api.get("/api/verdicts")?),
+        Cmd::Verdicts {
+            cmd: VerdictsCmd::Lift { id, api },
+        } => println!(
+            "{}",
+            api.post(&format!("/api/verdicts/{id}/lift"), serde_json::json!({}))?
+        ),
         Cmd::Payouts {
             cmd: PayoutsCmd::Run { dry_run, api },
         } => println!(

@@ -226,12 +226,10 @@ impl Server {
         let payments =
             crate::payments::start(cfg, money.as_deref(), control.store.clone(), live.clone());
         let payments = runtime.block_on(payments).map_err(ServerError::Payments)?;
-        let dataplane = Dataplane::start(
-            dataplane_config(cfg, &cert, &server_id, links.known_keys)?,
-            handle,
-            links.table,
-            &links.key_events,
-        )?;
+        let site_key = crate::detect::start(&runtime, cfg, &control)?;
+        let mut dp_config = dataplane_config(cfg, &cert, &server_id, links.known_keys)?;
+        dp_config.site_key = site_key;
+        let dataplane = Dataplane::start(dp_config, handle, links.table, &links.key_events)?;
         control.set_metrics(Arc::new(metrics(&dataplane, &control)));
         if let Some(m) = &money {
             let _ = m.stats.set(dataplane.stats());
@@ -464,6 +462,7 @@ fn dataplane_config(
         stateless_reset_key: stateless_reset_key(&cfg.data_dir)?,
         udp_offload: cfg.udp_offload == crate::config::UdpOffload::Auto,
         congestion_control: cfg.congestion_control.into(),
+        site_key: turbo_dataplane::site::SiteKey::random(),
         limits: connection_limits(cfg),
         auth: AuthConfig {
             ttl: cfg.auth_cache_ttl,
@@ -498,6 +497,7 @@ fn connection_limits(cfg: &ServerConfig) -> turbo_dataplane::limits::ConnLimits 
         key_node_share: cfg.key_node_share,
         key_idle_tunnels: cfg.key_idle_tunnels,
         idle_tunnel_timeout: cfg.idle_tunnel_timeout,
+        site_new_conns_per_sec: cfg.site_new_connections_per_sec,
     }
 }
 

@@ -214,7 +214,8 @@ impl<S: Store> ControlPlane<S> {
                 KeyEvent::Revoked(_)
                 | KeyEvent::ToppedUp(_)
                 | KeyEvent::NodeRevoked(_)
-                | KeyEvent::NodeReplaced { .. } => {}
+                | KeyEvent::NodeReplaced { .. }
+                | KeyEvent::Policy { .. } => {}
             }
             let _ = self.key_events.send(ev);
         }
@@ -335,7 +336,9 @@ impl<S: Store> ControlPlane<S> {
                 warn!(key = %request.key_id, error = %e, "lease request failed");
                 Err(match e {
                     StoreError::NotFound(_) => LeaseError::UnknownKey,
-                    StoreError::Unavailable(_) | StoreError::OverMaximum => LeaseError::Unavailable,
+                    StoreError::Unavailable(_)
+                    | StoreError::OverMaximum
+                    | StoreError::Corrupt(_) => LeaseError::Unavailable,
                 })
             }
         }

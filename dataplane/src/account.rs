@@ -334,7 +334,8 @@ impl Accounts {
             KeyEvent::Resync
             | KeyEvent::Created(_)
             | KeyEvent::NodeRevoked(_)
-            | KeyEvent::NodeReplaced { .. } => {}
+            | KeyEvent::NodeReplaced { .. }
+            | KeyEvent::Policy { .. } => {}
         }
     }
 

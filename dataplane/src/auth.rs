@@ -209,7 +209,8 @@ impl AuthCache {
             KeyEvent::ToppedUp(_)
             | KeyEvent::Created(_)
             | KeyEvent::NodeRevoked(_)
-            | KeyEvent::NodeReplaced { .. } => {}
+            | KeyEvent::NodeReplaced { .. }
+            | KeyEvent::Policy { .. } => {}
         }
     }
 

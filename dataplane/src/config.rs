@@ -69,6 +69,9 @@ pub struct DataplaneConfig {
     pub udp_offload: bool,
     /// The congestion controller of node connections.
     pub congestion_control: turbo_quic::CongestionControl,
+    /// Keys the site and session identities of feature records; the servers of one
+    /// network share it.
+    pub site_key: crate::site::SiteKey,
 }
 
 /// How cores cache authorization answers and limit failures.

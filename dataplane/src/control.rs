@@ -211,9 +211,12 @@ pub struct ConnRecord {
     pub frontend: &'static str,
     /// The target port.
     pub target_port: u16,
-    /// The target's identity: its host and port hashed with this server process's
-    /// random key (comparable within one server run, never readable as a name).
+    /// The target's site (registrable domain, or IPv4 /24 / IPv6 /48), hashed with the
+    /// network's shared key ([`crate::site::SiteKey`]): comparable across servers,
+    /// never readable as a name.
     pub target_id: u64,
+    /// The customer's sticky-session id hashed the same way (0: no session).
+    pub session_id: u64,
     /// When the customer connected, Unix milliseconds.
     pub started_unix_ms: u64,
     /// How long the connection lived.
@@ -265,6 +268,13 @@ pub enum KeyEvent {
     ToppedUp(Arc<str>),
     /// A key with this tag ([`crate::known_keys::tag`]) was created.
     Created(crate::known_keys::KeyTag),
+    /// A key's verdict restrictions changed: these replace them (empty: lifted).
+    Policy {
+        /// The key.
+        key_id: Arc<str>,
+        /// Its restrictions now.
+        rules: Arc<[crate::policy::Restriction]>,
+    },
     /// Events may have been missed: drop every cached answer.
     Resync,
 }

@@ -271,6 +271,9 @@ async fn key_events(core: Rc<Core>, mut rx: broadcast::Receiver<KeyEvent>) {
             Err(broadcast::error::RecvError::Lagged(_)) => KeyEvent::Resync,
             Err(broadcast::error::RecvError::Closed) => return,
         };
+        if let KeyEvent::Policy { key_id, rules } = &event {
+            core.relay.gate.policies.set(key_id, rules.clone());
+        }
         core.auth.apply(&event);
         core.relay.accounts.apply(&event);
         close_node_conns(&core, &event);

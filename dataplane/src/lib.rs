@@ -43,6 +43,7 @@ mod frontend;
 pub mod known_keys;
 pub mod limits;
 mod links;
+pub mod policy;
 mod pool;
 mod quic;
 
@@ -51,6 +52,7 @@ pub use quic::reset::ResetKey;
 mod relay;
 pub mod routes;
 mod signal;
+pub mod site;
 mod sockets;
 pub mod stats;
 mod sys;

@@ -39,6 +39,9 @@ pub struct ConnLimits {
     /// A tunnel that moved no byte is cut after this long while its node is under
     /// pressure.
     pub idle_tunnel_timeout: Duration,
+    /// New tunnels per second to one site (registrable domain or network) from all
+    /// customers together (0: no cap).
+    pub site_new_conns_per_sec: u32,
 }
 
 impl Default for ConnLimits {
@@ -54,6 +57,7 @@ impl Default for ConnLimits {
             key_node_share: 0.25,
             key_idle_tunnels: 64,
             idle_tunnel_timeout: Duration::from_secs(30),
+            site_new_conns_per_sec: 1_000,
         }
     }
 }
@@ -81,6 +85,10 @@ pub struct LimitCounters {
     pub key_node_share: AtomicU64,
     /// Tunnels refused: their key held its cap of tunnels that moved no byte.
     pub key_idle_tunnels: AtomicU64,
+    /// Tunnels refused by a verdict (suspended, throttled or blocked site).
+    pub verdicts: AtomicU64,
+    /// Tunnels refused by the per-site cap.
+    pub site_cap: AtomicU64,
     /// Tunnels that never moved a byte, cut early because their node was under pressure.
     pub idle_pressure: Arc<AtomicU64>,
     /// Connections refused because the process was over its memory watermark.
@@ -97,7 +105,7 @@ pub struct LimitCounters {
 
 impl LimitCounters {
     /// `(limit, count)` pairs for export.
-    pub fn all(&self) -> [(&'static str, u64); 16] {
+    pub fn all(&self) -> [(&'static str, u64); 18] {
         [
             ("server_connections", self.server.load(Relaxed)),
             ("listener_connections", self.listener.load(Relaxed)),
@@ -109,6 +117,8 @@ impl LimitCounters {
             ("stalled_node", self.stalled_node.load(Relaxed)),
             ("key_node_share", self.key_node_share.load(Relaxed)),
             ("key_idle_tunnels", self.key_idle_tunnels.load(Relaxed)),
+            ("verdict", self.verdicts.load(Relaxed)),
+            ("site_cap", self.site_cap.load(Relaxed)),
             ("idle_tunnel_pressure", self.idle_pressure.load(Relaxed)),
             ("memory", self.memory.load(Relaxed)),
             ("quic_retry", self.quic_retries.load(Relaxed)),
@@ -143,6 +153,8 @@ pub struct Gate {
     pub counters: LimitCounters,
     /// Per-key shares of node streams and idle tunnels.
     pub(crate) fair: Arc<crate::fairshare::FairShare>,
+    /// Verdict restrictions and the per-site cap.
+    pub policies: crate::policy::Policies,
 }
 
 /// A customer connection's place in the server and listener counts.
@@ -175,6 +187,7 @@ impl Gate {
         );
         Gate {
             fair: Arc::new(fair),
+            policies: crate::policy::Policies::new(limits.site_new_conns_per_sec),
             limits,
             open: AtomicUsize::new(0),
             per_listener: Default::default(),

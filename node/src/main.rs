@@ -13,8 +13,16 @@ use turbo_proto::size::parse_size;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `0.1.0 (a1c3677)`: the crate version and the git commit it was built from.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("TURBO_GIT_COMMIT"),
+    ")"
+);
+
 #[derive(Parser)]
-#[command(version, about = "Turbo node: share your connection, safely, and earn")]
+#[command(version = VERSION, about = "Turbo node: share your connection, safely, and earn")]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,

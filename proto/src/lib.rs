@@ -20,6 +20,7 @@ pub mod http_body;
 pub mod join;
 pub mod pairing;
 pub mod params;
+pub mod reach;
 pub mod size;
 pub mod socks5;
 pub mod status;

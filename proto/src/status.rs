@@ -49,6 +49,15 @@ pub enum RelayStatus {
     KeyRateLimit = 17,
     /// Server side: the server (or this listener) is at its connection limit.
     ServerBusy = 18,
+    /// Server side: a verdict throttles the key (new tunnels per second).
+    KeyThrottled = 19,
+    /// Server side: a verdict suspends the key.
+    KeySuspended = 20,
+    /// Server side: a verdict blocks this target for the key.
+    TargetBlocked = 21,
+    /// Server side: the target receives as many new tunnels from the whole network as
+    /// it may (the per-target cap across all customers).
+    TargetCapped = 22,
 }
 
 impl RelayStatus {
@@ -75,6 +84,10 @@ impl RelayStatus {
             16 => KeyConnectionLimit,
             17 => KeyRateLimit,
             18 => ServerBusy,
+            19 => KeyThrottled,
+            20 => KeySuspended,
+            21 => TargetBlocked,
+            22 => TargetCapped,
             _ => GeneralFailure,
         }
     }
@@ -111,9 +124,8 @@ impl RelayStatus {
         use RelayStatus::*;
         match self {
             Ok => Reply::Succeeded,
-            RefusedByPolicy | NoCredits | KeyRevoked | KeyConnectionLimit | KeyRateLimit => {
-                Reply::NotAllowed
-            }
+            RefusedByPolicy | NoCredits | KeyRevoked | KeyConnectionLimit | KeyRateLimit
+            | KeyThrottled | KeySuspended | TargetBlocked | TargetCapped => Reply::NotAllowed,
             DnsFailure | HostUnreachable => Reply::HostUnreachable,
             ConnectionRefused => Reply::ConnectionRefused,
             Timeout => Reply::TtlExpired,
@@ -131,7 +143,8 @@ impl RelayStatus {
             RefusedByPolicy => 403,
             Timeout => 504,
             NodeOverloaded | NoNodes | CreditUnavailable | CountryUnavailable | ServerBusy => 503,
-            KeyConnectionLimit | KeyRateLimit => 429,
+            KeyConnectionLimit | KeyRateLimit | KeyThrottled | KeySuspended | TargetBlocked
+            | TargetCapped => 429,
             NoCredits => 402,
             KeyRevoked => 407,
             DnsFailure | ConnectionRefused | NetworkUnreachable | HostUnreachable | BadRequest
@@ -158,7 +171,10 @@ impl RelayStatus {
             NoCredits | KeyRevoked => "http_request_denied",
             CreditUnavailable => "proxy_internal_error",
             CountryUnavailable => "destination_unavailable",
-            KeyConnectionLimit | KeyRateLimit | ServerBusy => "connection_limit_reached",
+            KeyConnectionLimit | KeyRateLimit | ServerBusy | KeyThrottled | TargetCapped => {
+                "connection_limit_reached"
+            }
+            KeySuspended | TargetBlocked => "http_request_denied",
         })
     }
 
@@ -185,6 +201,10 @@ impl RelayStatus {
             KeyConnectionLimit => "key_connection_limit",
             KeyRateLimit => "key_rate_limit",
             ServerBusy => "server_busy",
+            KeyThrottled => "key_throttled",
+            KeySuspended => "key_suspended",
+            TargetBlocked => "target_blocked",
+            TargetCapped => "target_capped",
         }
     }
 }
@@ -209,7 +229,7 @@ mod tests {
 
     #[test]
     fn codes_round_trip() {
-        for code in 0..=18u8 {
+        for code in 0..=22u8 {
             let s = RelayStatus::from_code(code);
             if code != 9 {
                 assert_eq!(s.code(), code);

@@ -163,3 +163,55 @@ impl Store for AnyStore {
         delegate!(self, s => s.errors())
     }
 }
+
+impl super::detect::DetectStore for AnyStore {
+    async fn shared_secret(&self, name: &str) -> Result<[u8; 32], StoreError> {
+        delegate!(self, s => s.shared_secret(name).await)
+    }
+    async fn conns_read(
+        &self,
+        group: &str,
+        consumer: &str,
+        pending: bool,
+        count: usize,
+    ) -> Result<Vec<super::detect::StreamEntry>, StoreError> {
+        delegate!(self, s => s.conns_read(group, consumer, pending, count).await)
+    }
+    async fn conns_ack(&self, group: &str, ids: &[String]) -> Result<(), StoreError> {
+        delegate!(self, s => s.conns_ack(group, ids).await)
+    }
+    async fn window_put(
+        &self,
+        window_ms: u64,
+        parts: &[(String, String)],
+    ) -> Result<(), StoreError> {
+        delegate!(self, s => s.window_put(window_ms, parts).await)
+    }
+    async fn window_parts(&self, window_ms: u64) -> Result<Vec<(String, String)>, StoreError> {
+        delegate!(self, s => s.window_parts(window_ms).await)
+    }
+    async fn window_claim(&self, window_ms: u64, owner: &str) -> Result<bool, StoreError> {
+        delegate!(self, s => s.window_claim(window_ms, owner).await)
+    }
+    async fn history_push(&self, rows: &[String], cap: usize) -> Result<(), StoreError> {
+        delegate!(self, s => s.history_push(rows, cap).await)
+    }
+    async fn history(&self, max: usize) -> Result<Vec<String>, StoreError> {
+        delegate!(self, s => s.history(max).await)
+    }
+    async fn model_put(&self, model: &str) -> Result<u64, StoreError> {
+        delegate!(self, s => s.model_put(model).await)
+    }
+    async fn model_latest(&self) -> Result<Option<(u64, String)>, StoreError> {
+        delegate!(self, s => s.model_latest().await)
+    }
+    async fn verdict_put(&self, verdict: &super::detect::Verdict) -> Result<(), StoreError> {
+        delegate!(self, s => s.verdict_put(verdict).await)
+    }
+    async fn verdicts(&self) -> Result<Vec<super::detect::Verdict>, StoreError> {
+        delegate!(self, s => s.verdicts().await)
+    }
+    async fn publish_policy(&self, key_id: &str, rules: &str) -> Result<(), StoreError> {
+        delegate!(self, s => s.publish_policy(key_id, rules).await)
+    }
+}

@@ -58,6 +58,8 @@ struct Tables {
     node_ids_by_hash: HashMap<SecretHash, String>,
     leases: HashMap<String, Lease>,
     connections: VecDeque<FeatureFields>,
+    /// The id the next feature record gets (ids increase from 0).
+    connections_next: u64,
     sessions: HashMap<(String, String), (String, Instant)>,
     /// The usage log: (id, entry), ids increasing from 1.
     usage_log: VecDeque<(u64, UsageEntry)>,
@@ -114,6 +116,7 @@ impl Shared {
 pub struct MemoryStore {
     shared: Arc<Shared>,
     events: broadcast::Sender<KeyEvent>,
+    detect: Mutex<detect::DetectTables>,
 }
 
 impl Default for MemoryStore {
@@ -121,6 +124,7 @@ impl Default for MemoryStore {
         MemoryStore {
             shared: Arc::default(),
             events: broadcast::channel(1024).0,
+            detect: Mutex::default(),
         }
     }
 }
@@ -372,6 +376,7 @@ impl Store for MemoryStore {
         let fields = feature_fields(record);
         self.with(|t| {
             t.connections.push_back(fields);
+            t.connections_next += 1;
             while t.connections.len() as u64 > max_len.max(1) {
                 t.connections.pop_front();
             }
@@ -522,6 +527,7 @@ impl Store for MemoryStore {
     }
 }
 
+mod detect;
 mod lease;
 #[cfg(test)]
 mod tests;

@@ -14,10 +14,12 @@
 //! directly, so a slow server never loses bytes it relayed.
 
 mod any;
+pub mod detect;
 mod memory;
 pub mod redis;
 mod snapshot;
 pub mod suite;
+pub mod suite_detect;
 
 use std::future::Future;
 use std::time::Duration;
@@ -113,6 +115,9 @@ pub enum StoreError {
     /// The balance would exceed [`MAX_BALANCE`]; nothing changed.
     #[error("balance would exceed the maximum of {MAX_BALANCE} bytes (2^53 - 1)")]
     OverMaximum,
+    /// A stored value does not read back (written by something else).
+    #[error("stored value unreadable: {0}")]
+    Corrupt(String),
 }
 
 /// Who holds a lease and for how long it lives without renewal.
@@ -159,7 +164,7 @@ pub const USAGE_LOG_START: &str = "0";
 pub type FeatureFields = Vec<(String, String)>;
 
 /// The operations the control plane needs from a store.
-pub trait Store: Send + Sync + 'static {
+pub trait Store: detect::DetectStore + Send + Sync + 'static {
     /// Creates a key with `credits` bytes; returns it and its secret (shown once).
     /// Durable when it returns (the memory store has written its snapshot).
     ///
@@ -362,6 +367,7 @@ pub fn feature_fields(r: &ConnRecord) -> FeatureFields {
         f("frontend", r.frontend.to_owned()),
         f("port", r.target_port.to_string()),
         f("target", format!("{:016x}", r.target_id)),
+        f("session", format!("{:016x}", r.session_id)),
         f("start_ms", r.started_unix_ms.to_string()),
         f("duration_ms", r.duration.as_millis().to_string()),
         f(

@@ -46,6 +46,7 @@ use super::{
 use crate::secrets::{self, SecretHash};
 
 mod credits;
+mod detect;
 pub(crate) mod events;
 mod lua;
 mod records;

@@ -62,6 +62,7 @@ pub async fn run<S: Store>(store: Arc<S>) {
     amounts_near_the_maximum_are_exact(&*store).await;
     feature_records_keep_order(&*store).await;
     sessions_pin_once(&*store).await;
+    super::suite_detect::run(&*store).await;
 }
 
 /// A payment's credits are added once per operation id, whoever retries.
@@ -533,6 +534,7 @@ async fn feature_records_keep_order<S: Store>(store: &S) {
             frontend: "socks5",
             target_port: port,
             target_id: 0xab,
+            session_id: 0,
             started_unix_ms: 1,
             duration: Duration::from_millis(20),
             time_to_connect: Some(Duration::from_millis(3)),

@@ -200,7 +200,8 @@ impl<S: Store> Watch<S> {
             Ok(KeyEvent::NodeRevoked(id)) => {
                 self.stale[NODES] |= self.mine.nodes.iter().any(|n| **n == *id);
             }
-            Ok(KeyEvent::NodeReplaced { .. }) | Err(RecvError::Closed) => {}
+            Ok(KeyEvent::NodeReplaced { .. } | KeyEvent::Policy { .. })
+            | Err(RecvError::Closed) => {}
             Ok(KeyEvent::Resync) | Err(RecvError::Lagged(_)) => self.stale = [true; 3],
         }
     }

@@ -143,6 +143,20 @@ async fn plan_relay(
             return None;
         }
     };
+    let site = core.cfg.site_key.site(&hs.target);
+    if let Err(refusal) = core.gate.policies.check(&hs.grant.key_id, site, unix_ms()) {
+        let counter = if refusal.status == turbo_proto::RelayStatus::TargetCapped {
+            &core.gate.counters.site_cap
+        } else {
+            &core.gate.counters.verdicts
+        };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let _ = stream
+            .write_all(hs.reply.failure(refusal.status, &refusal.detail))
+            .await;
+        debug!(reason = %refusal.detail, "refused by policy");
+        return None;
+    }
     if let Err(why) = core.gate.fair.check_idle(&hs.grant.key_id) {
         core.gate.count_share_refusal(why);
         let failure = hs.reply.failure(why.status(), &why.to_string());
@@ -174,4 +188,10 @@ async fn plan_relay(
         started,
         _slots: (conn_slot, key_slot),
     })
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }

@@ -302,29 +302,6 @@ pub(crate) async fn run(core: Rc<RelayCore>, job: RelayJob<TcpStream>) {
     report_closed(&core, &plan, &counters, outcome);
 }
 
-/// The target's identity in feature records: a hash of its host (case-folded) and
-/// port, keyed with this process's random secret, so that records can be compared
-/// target by target without naming whom a customer reached.
-fn target_id(target: &turbo_proto::TargetAddr) -> u64 {
-    use std::hash::{BuildHasher, Hash, Hasher};
-    static KEY: std::sync::OnceLock<std::collections::hash_map::RandomState> =
-        std::sync::OnceLock::new();
-    let mut h = KEY.get_or_init(Default::default).build_hasher();
-    match target {
-        turbo_proto::TargetAddr::Ip(addr) => addr.hash(&mut h),
-        turbo_proto::TargetAddr::Domain { host, port } => {
-            // Case-folded on the stack: no allocation per connection.
-            let mut folded = [0u8; turbo_proto::target::MAX_DOMAIN_LEN];
-            let name = &mut folded[..host.len().min(turbo_proto::target::MAX_DOMAIN_LEN)];
-            name.copy_from_slice(&host.as_bytes()[..name.len()]);
-            name.make_ascii_lowercase();
-            name.hash(&mut h);
-            port.hash(&mut h);
-        }
-    }
-    h.finish()
-}
-
 /// Tells the control plane how a customer connection went (its feature record).
 fn report_closed(
     core: &RelayCore,
@@ -334,7 +311,11 @@ fn report_closed(
 ) {
     let (gap_mean_us, gap_std_us) = counters.gap_stats();
     let (tls, uploaded_after_first) = counters.tls_upload();
-    let target_id = target_id(&plan.target);
+    let target_id = core.cfg.site_key.site(&plan.target);
+    let session_id = core
+        .cfg
+        .site_key
+        .session(plan.grant.params.session.as_deref());
     let started_unix_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -345,6 +326,7 @@ fn report_closed(
         frontend: plan.reply.frontend(),
         target_port: plan.target.port(),
         target_id,
+        session_id,
         started_unix_ms,
         duration: plan.started.elapsed(),
         time_to_connect: counters.connected_after.get(),

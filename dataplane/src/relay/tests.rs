@@ -369,15 +369,3 @@ async fn futures_join<A, B>(
 ) -> (A, B) {
     monoio::join!(a, b)
 }
-
-#[test]
-fn a_target_is_named_the_same_whatever_its_case_and_apart_from_other_ports() {
-    use turbo_proto::TargetAddr;
-    let id = |host: &str, port: u16| super::target_id(&TargetAddr::domain(host, port).unwrap());
-    assert_eq!(id("Example.COM", 443), id("example.com", 443));
-    assert_ne!(id("example.com", 443), id("example.com", 80));
-    assert_ne!(id("example.com", 443), id("example.org", 443));
-    let ip = |a: &str| super::target_id(&TargetAddr::Ip(a.parse().unwrap()));
-    assert_eq!(ip("127.0.0.1:80"), ip("127.0.0.1:80"));
-    assert_ne!(ip("127.0.0.1:80"), ip("127.0.0.2:80"));
-}

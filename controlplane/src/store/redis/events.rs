@@ -45,6 +45,10 @@ pub(crate) fn key_event(text: &str) -> Option<KeyEvent> {
         ("credit", id) => KeyEvent::ToppedUp(id.into()),
         ("revoke-node", id) => KeyEvent::NodeRevoked(id.into()),
         ("create", tag) => KeyEvent::Created(u64::from_str_radix(tag, 16).ok()?),
+        ("policy", rest) => {
+            let (key, rules) = rest.split_once(' ').unwrap_or((rest, ""));
+            crate::detect::policy::event(key, rules)?
+        }
         _ => return None,
     })
 }

@@ -1,0 +1,96 @@
+//! From a key's window to a verdict: the strongest rule that fired (or the model's
+//! outlier call), raised one step on the ladder when the key already has a verdict in
+//! force from an earlier window, with its TTL, its features and what drove it.
+
+use serde::{Deserialize, Serialize};
+
+use super::hbos::Model;
+use super::rules::Hit;
+use super::window::Features;
+use super::DetectConfig;
+use crate::store::detect::{Action, Verdict};
+
+/// A scored window as the model's training history keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryRow {
+    /// Window start, Unix ms.
+    pub w: u64,
+    /// The key.
+    pub k: String,
+    /// Its features.
+    pub f: [f64; 13],
+    /// The rule that fired, if any (such windows are left out of training).
+    pub rule: Option<String>,
+}
+
+/// What is known about the window being judged.
+pub struct Window<'a> {
+    /// The key.
+    pub key_id: &'a str,
+    /// Its start, Unix ms.
+    pub start_ms: u64,
+    /// The key's features in it.
+    pub features: &'a Features,
+    /// The rules it broke.
+    pub hits: Vec<Hit>,
+}
+
+/// The verdict for `w`, if any. `active` are the key's verdicts in force now; `model`
+/// the current model and its version.
+pub fn judge(
+    w: Window<'_>,
+    model: Option<(u64, &Model)>,
+    active: &[&Verdict],
+    now_ms: u64,
+    cfg: &DetectConfig,
+) -> Option<Verdict> {
+    let strongest = w.hits.into_iter().max_by_key(|h| h.action);
+    let (reason, mut action, target, drivers) = match strongest {
+        Some(h) => (h.rule.to_owned(), h.action, h.target, h.drivers),
+        None => {
+            let (_, m) = model?;
+            let (score, parts) = m.score(&w.features.values);
+            if score <= m.threshold {
+                return None;
+            }
+            (
+                "outlier".to_owned(),
+                Action::Observe,
+                None,
+                Model::drivers(&parts),
+            )
+        }
+    };
+    let earlier = active
+        .iter()
+        .filter(|v| v.window_unix_ms < w.start_ms)
+        .map(|v| v.action)
+        .max();
+    if let Some(prev) = earlier {
+        action = action.max(prev.escalated());
+    }
+    let ttl = cfg.ttl.as_millis() as u64
+        * match action {
+            Action::Observe | Action::Throttle => 1,
+            Action::BlockTarget | Action::Suspend => 4,
+        };
+    Some(Verdict {
+        id: format!("v_{:012x}", rand::random::<u64>() >> 16),
+        key_id: w.key_id.to_owned(),
+        action,
+        reason,
+        features: w.features.named(),
+        drivers,
+        target: if action == Action::BlockTarget {
+            target
+        } else {
+            None
+        },
+        tunnels_per_sec: (action == Action::Throttle).then_some(cfg.throttle_tunnels_per_sec),
+        window_unix_ms: w.start_ms,
+        created_unix_ms: now_ms,
+        expires_at: now_ms + ttl,
+        model_version: model.map_or(0, |(v, _)| v),
+        lifted_unix_ms: None,
+    })
+}
