@@ -26,6 +26,7 @@ const VERSION: &str = concat!(
 
 #[derive(Parser)]
 #[command(
+    name = "turbo-server",
     version = VERSION,
     about = "Turbo proxy server: customers in over SOCKS5/HTTP, out through nodes over QUIC"
 )]
