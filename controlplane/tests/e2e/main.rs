@@ -36,6 +36,7 @@ mod node_faults;
 mod node_identity;
 mod node_loss;
 mod one_per_network;
+mod packaging;
 mod pairing;
 mod payments;
 mod policy_netns;
