@@ -7,6 +7,8 @@
 pub mod auth;
 pub mod conditions;
 pub mod curl;
+pub mod detect;
+pub mod detect_report;
 pub mod fanin;
 pub mod figure;
 pub mod measure;

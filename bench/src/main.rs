@@ -86,6 +86,23 @@ enum Cmd {
         #[arg(long, default_value_t = 5000)]
         tunnels: usize,
     },
+    /// The abuse detector's evaluation: normal and abusive customers through the real
+    /// server and node; per-pattern precision, recall and time to first action, and the
+    /// false-positive rate on normal customers.
+    Detect {
+        /// Window length, seconds.
+        #[arg(long, default_value_t = 2)]
+        window_secs: u64,
+        /// Warm-up windows (normal traffic only; the model trains on them).
+        #[arg(long, default_value_t = 8)]
+        warmup: u32,
+        /// Windows of abuse.
+        #[arg(long, default_value_t = 4)]
+        attack: u32,
+        /// Run the server on a private Redis instead of the memory store.
+        #[arg(long)]
+        redis: bool,
+    },
     /// Authentication latency, cold and warm cache, memory store and Redis.
     Auth {
         /// Authentications per row.
@@ -169,6 +186,55 @@ fn main() -> anyhow::Result<()> {
             let rows = turbo_bench::auth::run(&cli.bin_dir, samples, cores, &net)?;
             println!("{}{}", turbo_bench::auth::table(&rows), net.describe());
         }
+        Cmd::Detect {
+            window_secs,
+            warmup,
+            attack,
+            redis,
+        } => detect(&cli.bin_dir, window_secs, warmup, attack, redis)?,
+    }
+    Ok(())
+}
+
+/// `turbo-bench detect`.
+fn detect(
+    bin_dir: &std::path::Path,
+    window_secs: u64,
+    warmup: u32,
+    attack: u32,
+    redis: bool,
+) -> anyhow::Result<()> {
+    use turbo_bench::detect::{Api, Eval};
+    let eval = Eval {
+        window: std::time::Duration::from_secs(window_secs),
+        warmup_windows: warmup,
+        attack_windows: attack,
+        ..Eval::quick()
+    };
+    let net = turbo_bench::net::Network::start_configured(
+        bin_dir,
+        2,
+        redis,
+        &[],
+        &Topology::loopback(),
+        &eval.server_toml(),
+    )?;
+    let api = Api {
+        base: net.api.clone(),
+        token: net.admin_token.clone(),
+    };
+    let proxy = net.socks.parse()?;
+    let outcome = turbo_bench::detect::run(proxy, &api, &eval)?;
+    let rows = turbo_bench::detect_report::rows(&outcome);
+    println!(
+        "{} windows of {window_secs} s, abuse from window {}, store {}\n",
+        warmup + attack,
+        warmup + 1,
+        if redis { "redis" } else { "memory" }
+    );
+    println!("{}", turbo_bench::detect_report::table(&rows));
+    for (why, n) in turbo_bench::detect_report::false_positive_reasons(&outcome) {
+        println!("  flagged normal window: {n} × {why}");
     }
     Ok(())
 }

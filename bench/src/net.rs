@@ -138,12 +138,13 @@ fn start_server(
     at: &Listen,
     cores: usize,
     store: &str,
+    extra_toml: &str,
 ) -> Result<Child> {
     // The load generator is one key: lift the per-key limits.
     let config = dir.join("server.toml");
     std::fs::write(
         &config,
-        "max_connections_per_key = 0\nnew_connections_per_key_per_sec = 0\nkey_node_share = 0\nkey_idle_tunnels = 0\n",
+        format!("max_connections_per_key = 0\nnew_connections_per_key_per_sec = 0\nkey_node_share = 0\nkey_idle_tunnels = 0\n{extra_toml}"),
     )?;
     let server = Command::new(binary(bin_dir, "turbo-server")?)
         .args([
@@ -254,6 +255,21 @@ impl Network {
         node_args: &[&str],
         net: &Topology,
     ) -> Result<Network> {
+        Network::start_configured(bin_dir, cores, redis, node_args, net, "")
+    }
+
+    /// Like [`Network::start_with`], with `extra_toml` appended to the server's config.
+    ///
+    /// # Errors
+    /// As [`Network::start_on`].
+    pub fn start_configured(
+        bin_dir: &Path,
+        cores: usize,
+        redis: bool,
+        node_args: &[&str],
+        net: &Topology,
+        extra_toml: &str,
+    ) -> Result<Network> {
         let dir = tempfile::tempdir()?;
         let at = Listen::pick(net)?;
         let (redis, store) = if redis {
@@ -262,7 +278,7 @@ impl Network {
         } else {
             (None, "memory".to_owned())
         };
-        let mut server = start_server(bin_dir, dir.path(), &at, cores, &store)?;
+        let mut server = start_server(bin_dir, dir.path(), &at, cores, &store, extra_toml)?;
         let api = format!("http://{}", at.api);
         let ready = post(
             &api,

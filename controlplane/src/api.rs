@@ -262,6 +262,7 @@ pub fn router<S: Store>(state: Arc<ApiState<S>>) -> Router {
         .route("/api/keys/{id}/credits", post(top_up::<S>))
         .route("/api/keys/{id}/revoke", post(revoke::<S>))
         .route("/api/verdicts", get(crate::api_verdicts::list::<S>))
+        .route("/api/detector", get(crate::api_verdicts::status::<S>))
         .route(
             "/api/verdicts/{id}/lift",
             post(crate::api_verdicts::lift::<S>),

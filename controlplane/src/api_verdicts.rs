@@ -59,3 +59,13 @@ pub(crate) async fn lift<S: Store>(
     let lifted = verdicts::lift(&*st.control.store, &id).await?;
     Ok(Json(verdict_json(&lifted, now_ms())))
 }
+
+/// `GET /api/detector`: what this server's detector has done (records read, windows
+/// scored, verdicts made, model version).
+pub(crate) async fn status<S: Store>(
+    State(st): State<Arc<ApiState<S>>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    check_admin(&st, &headers)?;
+    Ok(Json(st.control.detect.json()))
+}

@@ -79,6 +79,8 @@ pub struct ControlPlane<S> {
     live: std::sync::OnceLock<Arc<LiveBus>>,
     /// Keys whose lease moved since [`ControlPlane::take_touched_keys`] last ran.
     touched: std::sync::Mutex<HashSet<Arc<str>>>,
+    /// What this server's abuse detector has done.
+    pub detect: Arc<crate::detect::Status>,
 }
 
 impl<S: Store> ControlPlane<S> {
@@ -98,6 +100,7 @@ impl<S: Store> ControlPlane<S> {
             metrics: std::sync::OnceLock::new(),
             touched: std::sync::Mutex::default(),
             live: std::sync::OnceLock::new(),
+            detect: Arc::default(),
         }
     }
 

@@ -4,6 +4,9 @@
 //! so each feature's share of the score says why a window stands out. Features are
 //! taken as `sign(x)·ln(1+|x|)` first, so that counts spanning decades bin evenly.
 //!
+//! Beyond the range a histogram was fitted on, the density decays exponentially from
+//! the edge bin, one `e` per bin width.
+//!
 //! Chosen over an isolation forest because it is exact to explain per feature, costs
 //! O(features) per window, trains in one pass and serialises to a few hundred numbers.
 
@@ -71,11 +74,19 @@ impl Histogram {
         Some((((v - lo) / (hi - lo) * BINS as f64) as usize).min(BINS - 1))
     }
 
+    /// The density at `v`. Beyond the fitted range it decays from the edge bin's by
+    /// `e` per bin width, so a value just outside the range is not yet an outlier.
     fn density(&self, v: f64, floor: f64) -> f64 {
-        Self::bin_of(self.lo, self.hi, v)
-            .and_then(|b| self.density.get(b).copied())
-            .unwrap_or(0.0)
-            .max(floor)
+        let width = (self.hi - self.lo) / BINS as f64;
+        let (edge, beyond) = if v < self.lo {
+            (self.density[0], self.lo - v)
+        } else if v > self.hi {
+            (self.density[BINS - 1], v - self.hi)
+        } else {
+            let bin = Self::bin_of(self.lo, self.hi, v).unwrap_or(0);
+            return self.density[bin].max(floor);
+        };
+        (edge * (-beyond / width).exp()).max(floor)
     }
 }
 

@@ -21,6 +21,7 @@ pub mod task;
 pub mod verdicts;
 pub mod window;
 
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -128,6 +129,35 @@ impl DetectConfig {
     }
 }
 
+/// What one server's detector has done, for `GET /api/detector`.
+#[derive(Debug, Default)]
+pub struct Status {
+    /// Feature records read.
+    pub records: AtomicU64,
+    /// Windows this server scored.
+    pub windows_scored: AtomicU64,
+    /// Every window that started before this one has been scored (by some server),
+    /// Unix ms.
+    pub scored_before_ms: AtomicU64,
+    /// Verdicts this server made.
+    pub verdicts: AtomicU64,
+    /// The model version in use (0: none yet).
+    pub model_version: AtomicU64,
+}
+
+impl Status {
+    /// As JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "records": self.records.load(Relaxed),
+            "windows_scored": self.windows_scored.load(Relaxed),
+            "scored_before_ms": self.scored_before_ms.load(Relaxed),
+            "verdicts": self.verdicts.load(Relaxed),
+            "model_version": self.model_version.load(Relaxed),
+        })
+    }
+}
+
 /// Learns the network's shared site key from the store and, when enabled, starts this
 /// server's detector; returns the key for the data plane's feature records.
 ///
@@ -142,7 +172,12 @@ pub fn start(
     let secret = runtime.block_on(control.store.shared_secret("site"))?;
     if cfg.detect.enabled {
         let consumer = consumer_name(&cfg.data_dir)?;
-        let detector = task::Detector::new(control.store.clone(), cfg.detect.clone(), consumer);
+        let detector = task::Detector::new(
+            control.store.clone(),
+            cfg.detect.clone(),
+            consumer,
+            control.detect.clone(),
+        );
         runtime.spawn(detector.run());
     }
     Ok(turbo_dataplane::site::SiteKey::new(&secret))

@@ -70,7 +70,10 @@ pub fn check(p: &Partial, f: &Features, window_ms: u64, cfg: &DetectConfig) -> V
         hits.push(h);
     }
     let slot_secs = window_ms as f64 / 1000.0 / SLOTS as f64;
-    let peak = p.slots.iter().max().copied().unwrap_or(0) as f64 / slot_secs;
+    // The busiest fifth of the window: a page of a few connections is no burst.
+    let span = (SLOTS / 5).max(1);
+    let busiest = p.slots.windows(span).map(|w| w.iter().sum::<u64>()).max();
+    let peak = busiest.unwrap_or(0) as f64 / (slot_secs * span as f64);
     if peak >= cfg.burst_per_sec {
         hits.push(hit(
             "connection_burst",

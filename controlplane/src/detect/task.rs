@@ -3,6 +3,7 @@
 //! only then acknowledge its records, and score the windows this server claims.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,11 +44,17 @@ pub struct Detector<S> {
     pending_done: bool,
     next_window: u64,
     model: Option<(u64, Model, u64)>,
+    status: Arc<super::Status>,
 }
 
 impl<S: Store + DetectStore + 'static> Detector<S> {
     /// A detector reading as `consumer`.
-    pub fn new(store: Arc<S>, cfg: DetectConfig, consumer: String) -> Self {
+    pub fn new(
+        store: Arc<S>,
+        cfg: DetectConfig,
+        consumer: String,
+        status: Arc<super::Status>,
+    ) -> Self {
         let window = cfg.window.as_millis() as u64;
         Detector {
             store,
@@ -58,6 +65,7 @@ impl<S: Store + DetectStore + 'static> Detector<S> {
             // The window before this one may still be unscored (a restart).
             next_window: (now_ms() / window).saturating_sub(1) * window,
             model: None,
+            status,
             cfg,
         }
     }
@@ -69,18 +77,24 @@ impl<S: Store + DetectStore + 'static> Detector<S> {
     /// Runs until the process ends.
     pub async fn run(mut self) {
         let mut events = self.store.events();
-        if let Err(e) = verdicts::publish_all(&*self.store).await {
-            warn!(error = %e, "could not restore the verdicts' restrictions");
-        }
         let tick = (self.cfg.window / 8).clamp(Duration::from_millis(50), Duration::from_secs(1));
         let mut every = tokio::time::interval(tick);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Restrictions in force are published again now and then: a server that just
+        // started (or missed an event) learns them all; repeating one changes nothing.
+        let mut republish =
+            tokio::time::interval((self.cfg.window * 5).max(Duration::from_secs(10)));
         info!(consumer = %self.consumer, window = ?self.cfg.window, "abuse detector running");
         loop {
             tokio::select! {
                 _ = every.tick() => {
                     if let Err(e) = self.step().await {
                         warn!(error = %e, "detector step failed; retrying");
+                    }
+                }
+                _ = republish.tick() => {
+                    if let Err(e) = verdicts::publish_all(&*self.store).await {
+                        warn!(error = %e, "could not publish the verdicts' restrictions");
                     }
                 }
                 event = events.recv() => match event {
@@ -117,6 +131,7 @@ impl<S: Store + DetectStore + 'static> Detector<S> {
                 self.pending_done = true;
             }
             let done = batch.len() < BATCH;
+            self.status.records.fetch_add(batch.len() as u64, Relaxed);
             self.take(batch);
             if done && self.pending_done {
                 break;
@@ -182,8 +197,12 @@ impl<S: Store + DetectStore + 'static> Detector<S> {
             let start = self.next_window;
             if self.store.window_claim(start, &self.consumer).await? {
                 self.score(start).await?;
+                self.status.windows_scored.fetch_add(1, Relaxed);
             }
             self.next_window += w;
+            self.status
+                .scored_before_ms
+                .store(self.next_window, Relaxed);
         }
         Ok(())
     }
@@ -239,6 +258,7 @@ impl<S: Store + DetectStore + 'static> Detector<S> {
         self.store.history_push(&rows, self.cfg.history_cap).await?;
         for v in &made {
             verdicts::record(&*self.store, v).await?;
+            self.status.verdicts.fetch_add(1, Relaxed);
         }
         debug!(
             window = start,
@@ -269,6 +289,7 @@ impl<S: Store + DetectStore + 'static> Detector<S> {
             if self.model.as_ref().is_none_or(|(v, _, _)| *v != version) {
                 if let Ok(stored) = serde_json::from_str::<StoredModel>(&json) {
                     self.model = Some((version, stored.model, stored.trained_unix_ms));
+                    self.status.model_version.store(version, Relaxed);
                 }
             }
         }
@@ -312,6 +333,7 @@ impl<S: Store + DetectStore + 'static> Detector<S> {
             "detector model trained"
         );
         self.model = Some((version, stored.model, now));
+        self.status.model_version.store(version, Relaxed);
         Ok(())
     }
 }
