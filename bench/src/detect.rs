@@ -395,10 +395,24 @@ impl Api {
     }
 }
 
+/// One customer as a run saw it.
+pub struct Seen {
+    /// What it did.
+    pub pattern: Pattern,
+    /// Its key's id.
+    pub key_id: String,
+    /// Its key.
+    pub secret: String,
+    /// Windows (Unix ms / window) in which it completed an exchange.
+    pub windows: BTreeSet<u64>,
+}
+
 /// What a run saw: every customer and every verdict.
 pub struct Outcome {
-    /// (pattern, key id, windows with traffic).
-    pub customers: Vec<(Pattern, String, BTreeSet<u64>)>,
+    /// The customers.
+    pub customers: Vec<Seen>,
+    /// The sites they reached.
+    pub sites: Sites,
     /// The verdicts, as the API lists them.
     pub verdicts: Vec<Value>,
     /// When the abuse started, Unix ms.
@@ -432,7 +446,7 @@ pub fn run(proxy: SocketAddr, api: &Api, e: &Eval) -> Result<Outcome> {
     let end_ms = attack_from_ms + u64::from(e.attack_windows) * window_ms;
     let ctx = Arc::new(Ctx {
         proxy,
-        sites,
+        sites: sites.clone(),
         window_ms,
         attack_from_ms,
         stop: AtomicBool::new(false),
@@ -452,13 +466,16 @@ pub fn run(proxy: SocketAddr, api: &Api, e: &Eval) -> Result<Outcome> {
     api.wait_scored(end_ms, e.window * 10)?;
     let customers = customers
         .iter()
-        .map(|(c, _)| {
-            let windows = c.windows.lock().unwrap_or_else(|p| p.into_inner()).clone();
-            (c.pattern, c.key_id.clone(), windows)
+        .map(|(c, _)| Seen {
+            pattern: c.pattern,
+            key_id: c.key_id.clone(),
+            secret: c.auth.pass.clone(),
+            windows: c.windows.lock().unwrap_or_else(|p| p.into_inner()).clone(),
         })
         .collect();
     Ok(Outcome {
         customers,
+        sites,
         verdicts: api.verdicts()?,
         attack_from_ms,
         window_ms,

@@ -45,7 +45,8 @@ impl Row {
 pub fn rows(o: &Outcome) -> Vec<Row> {
     let mut by_pattern: BTreeMap<Pattern, Row> = BTreeMap::new();
     let attack_window = o.attack_from_ms / o.window_ms;
-    for (pattern, key, windows) in &o.customers {
+    for seen in &o.customers {
+        let (pattern, key, windows) = (&seen.pattern, &seen.key_id, &seen.windows);
         let mine: Vec<&Value> = o
             .verdicts
             .iter()
@@ -102,8 +103,8 @@ pub fn false_positive_reasons(o: &Outcome) -> BTreeMap<String, usize> {
     let normal: Vec<&str> = o
         .customers
         .iter()
-        .filter(|(p, _, _)| !p.is_abuse())
-        .map(|(_, k, _)| k.as_str())
+        .filter(|s| !s.pattern.is_abuse())
+        .map(|s| s.key_id.as_str())
         .collect();
     let mut reasons = BTreeMap::new();
     for v in &o.verdicts {

@@ -1,6 +1,7 @@
 //! From a key's window to a verdict: the strongest rule that fired (or the model's
-//! outlier call), raised one step on the ladder when the key already has a verdict in
-//! force from an earlier window, with its TTL, its features and what drove it.
+//! outlier call), raised one step on the ladder when a verdict in force since before the
+//! window did not stop the key, with its TTL, its features and what drove it. A window
+//! that a verdict made after it began already answers gets no second one.
 
 use serde::{Deserialize, Serialize};
 
@@ -61,13 +62,18 @@ pub fn judge(
             )
         }
     };
-    let earlier = active
-        .iter()
-        .filter(|v| v.window_unix_ms < w.start_ms)
-        .map(|v| v.action)
-        .max();
-    if let Some(prev) = earlier {
+    // A verdict in force since before the window began did not stop the key: one
+    // step up. One that came later already answers this window unless it is milder.
+    let before = active.iter().filter(|v| v.created_unix_ms <= w.start_ms);
+    if let Some(prev) = before.map(|v| v.action).max() {
         action = action.max(prev.escalated());
+    }
+    let covered = active.iter().any(|v| {
+        v.action > action
+            || (v.action == action && (action != Action::BlockTarget || v.target == target))
+    });
+    if covered {
+        return None;
     }
     let ttl = cfg.ttl.as_millis() as u64
         * match action {

@@ -227,8 +227,12 @@ impl<S: Store + DetectStore + 'static> Detector<S> {
         let now = now_ms();
         let model = self.model.as_ref().map(|(v, m, _)| (*v, m));
         let (mut rows, mut made) = (Vec::new(), Vec::new());
-        for (key, part) in &keys {
-            let features = Features::of(part, w, usual.get(key).copied());
+        let mut features: Vec<Features> = keys
+            .iter()
+            .map(|(key, part)| Features::of(part, w, usual.get(key).copied()))
+            .collect();
+        super::window::relative_to_network(&mut features);
+        for ((key, part), features) in keys.iter().zip(features) {
             let hits = rules::check(part, &features, w, &self.cfg);
             let rule = hits.first().map(|h| h.rule.to_owned());
             let active: Vec<_> = all

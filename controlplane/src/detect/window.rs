@@ -211,9 +211,9 @@ pub const NAMES: [&str; 13] = [
     "distinct_ports",
     "failure_ratio",
     "up_down_log_ratio",
-    "duration_p50_ms",
-    "duration_p95_ms",
-    "connect_p50_ms",
+    "duration_p50_vs_network",
+    "duration_p95_vs_network",
+    "connect_p50_vs_network",
     "burstiness",
     "busiest_target_share",
     "nodes",
@@ -226,6 +226,24 @@ pub const NAMES: [&str; 13] = [
 pub struct Features {
     /// Values by [`NAMES`].
     pub values: [f64; 13],
+}
+
+/// Feature indices that measure the network more than the customer (durations and
+/// connect times): taken relative to the window's median over all keys, so that a
+/// slower network does not make every key an outlier.
+const NETWORK_RELATIVE: [usize; 3] = [5, 6, 7];
+
+/// Divides each network-relative feature (plus one) by its median over `all` (plus
+/// one), turning milliseconds into a ratio to the window's typical key.
+pub fn relative_to_network(all: &mut [Features]) {
+    for i in NETWORK_RELATIVE {
+        let mut values: Vec<f64> = all.iter().map(|f| f.values[i]).collect();
+        values.sort_by(f64::total_cmp);
+        let median = values.get(values.len() / 2).copied().unwrap_or(0.0);
+        for f in all.iter_mut() {
+            f.values[i] = (f.values[i] + 1.0) / (median + 1.0);
+        }
+    }
 }
 
 impl Features {

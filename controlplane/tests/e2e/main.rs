@@ -15,6 +15,7 @@ mod credits;
 mod dashboard;
 mod data_path;
 mod demo;
+mod detection;
 mod disputes;
 mod drain;
 mod durability;
