@@ -33,6 +33,8 @@ pub struct Eval {
     pub browsing: usize,
     /// API-like customers.
     pub api: usize,
+    /// Judge by the model alone (the server's hard rules off).
+    pub model_only: bool,
 }
 
 impl Eval {
@@ -44,6 +46,7 @@ impl Eval {
             attack_windows: 4,
             browsing: 12,
             api: 6,
+            model_only: false,
         }
     }
 
@@ -54,8 +57,9 @@ impl Eval {
         format!(
             "[detect]\nwindow = \"{ms}ms\"\ngrace = \"{}ms\"\nmin_history = 100\n\
              stuffing_per_min = 600.0\nburst_per_sec = 30.0\nshared_sessions = 40\n\
-             exfil_bytes_per_min = 1048576\n",
-            ms / 4
+             exfil_bytes_per_min = 1048576\nrules = {}\n",
+            ms / 4,
+            !self.model_only
         )
     }
 }

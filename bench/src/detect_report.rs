@@ -1,7 +1,8 @@
-//! The detector evaluation's figures: per pattern, the windows flagged among the
-//! key's windows with traffic (recall over its attack windows, precision over all its
-//! flagged windows), the first action and when it came; and the false-positive rate on
-//! normal customers.
+//! The detector evaluation's figures: per pattern, recall (attack windows with traffic
+//! that a verdict judged or that fell under one made before they ended) and precision
+//! (the key's verdicts that judged attack windows, over all its verdicts), the first
+//! action and when it came; and the false-positive rate on normal customers (verdicts
+//! over windows with traffic).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -17,19 +18,21 @@ pub struct Row {
     pub pattern: Pattern,
     /// Its windows with traffic (attack windows only, for abuse).
     pub windows: usize,
-    /// Of those, flagged by a verdict.
-    pub flagged: usize,
+    /// Of those, acted on: judged by a verdict, or under one made before they ended.
+    pub covered: usize,
+    /// Verdicts on its keys that judged attack windows.
+    pub on_attack: usize,
     /// Verdicts on its keys in all (warm-up included).
     pub verdicts: usize,
-    /// Its first action after the attack started, and the windows it took (1: the
-    /// first attack window was judged).
+    /// Its first action after the attack started, the windows it took (1: the first
+    /// attack window was judged) and the seconds.
     pub first_action: Option<(String, u64, f64)>,
 }
 
 impl Row {
-    /// Flagged attack windows over attack windows with traffic.
+    /// Attack windows acted on over attack windows with traffic.
     pub fn recall(&self) -> f64 {
-        self.flagged as f64 / self.windows.max(1) as f64
+        self.covered as f64 / self.windows.max(1) as f64
     }
 
     /// Verdicts on attack windows over all the key's verdicts.
@@ -37,7 +40,7 @@ impl Row {
         if self.verdicts == 0 {
             return 1.0;
         }
-        self.flagged as f64 / self.verdicts as f64
+        self.on_attack as f64 / self.verdicts as f64
     }
 }
 
@@ -46,43 +49,49 @@ pub fn rows(o: &Outcome) -> Vec<Row> {
     let mut by_pattern: BTreeMap<Pattern, Row> = BTreeMap::new();
     let attack_window = o.attack_from_ms / o.window_ms;
     for seen in &o.customers {
-        let (pattern, key, windows) = (&seen.pattern, &seen.key_id, &seen.windows);
+        let pattern = seen.pattern;
         let mine: Vec<&Value> = o
             .verdicts
             .iter()
-            .filter(|v| v["key_id"] == key.as_str())
+            .filter(|v| v["key_id"] == seen.key_id.as_str())
             .collect();
         let judged = |v: &Value| v["window_unix_ms"].as_u64().unwrap_or(0) / o.window_ms;
-        let counted: Vec<u64> = windows
+        let created = |v: &Value| v["created_unix_ms"].as_u64().unwrap_or(u64::MAX);
+        let counted: Vec<u64> = seen
+            .windows
             .iter()
             .copied()
             .filter(|w| !pattern.is_abuse() || *w >= attack_window)
             .collect();
-        let flagged = mine
+        let covered = counted
             .iter()
-            .filter(|v| !pattern.is_abuse() || judged(v) >= attack_window)
+            .filter(|&&w| {
+                let end_ms = (w + 1) * o.window_ms;
+                mine.iter()
+                    .any(|v| judged(v) == w || (judged(v) < w && created(v) <= end_ms))
+            })
             .count();
+        let on_attack = mine.iter().filter(|v| judged(v) >= attack_window).count();
         let first = mine
             .iter()
             .filter(|v| judged(v) >= attack_window)
-            .min_by_key(|v| v["created_unix_ms"].as_u64().unwrap_or(u64::MAX))
+            .min_by_key(|v| created(v))
             .map(|v| {
-                let after = v["created_unix_ms"]
-                    .as_u64()
-                    .unwrap_or(0)
-                    .saturating_sub(o.attack_from_ms);
+                let after = created(v).saturating_sub(o.attack_from_ms);
                 let action = v["action"].as_str().unwrap_or("?").to_owned();
                 (action, judged(v) - attack_window + 1, after as f64 / 1000.0)
             });
-        let row = by_pattern.entry(*pattern).or_insert(Row {
-            pattern: *pattern,
+        let row = by_pattern.entry(pattern).or_insert(Row {
+            pattern,
             windows: 0,
-            flagged: 0,
+            covered: 0,
+            on_attack: 0,
             verdicts: 0,
             first_action: None,
         });
         row.windows += counted.len();
-        row.flagged += flagged;
+        row.covered += covered;
+        row.on_attack += on_attack;
         row.verdicts += mine.len();
         if row.first_action.is_none() {
             row.first_action = first;
@@ -119,7 +128,7 @@ pub fn false_positive_reasons(o: &Outcome) -> BTreeMap<String, usize> {
 /// The table `turbo-bench detect` prints.
 pub fn table(rows: &[Row]) -> String {
     let mut out = String::from(
-        "| pattern | windows | flagged | precision | recall | first action | windows to act | seconds to act |\n|---|---|---|---|---|---|---|---|\n",
+        "| pattern | windows | acted on | verdicts | precision | recall | first action | windows to act | seconds to act |\n|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows.iter().filter(|r| r.pattern.is_abuse()) {
         let (action, windows, secs) = r
@@ -130,10 +139,11 @@ pub fn table(rows: &[Row]) -> String {
             });
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {:.2} | {:.2} | {action} | {windows} | {secs} |",
+            "| {} | {} | {} | {} | {:.2} | {:.2} | {action} | {windows} | {secs} |",
             r.pattern.name(),
             r.windows,
-            r.flagged,
+            r.covered,
+            r.verdicts,
             r.precision(),
             r.recall()
         );

@@ -102,6 +102,9 @@ enum Cmd {
         /// Run the server on a private Redis instead of the memory store.
         #[arg(long)]
         redis: bool,
+        /// Turn the hard rules off: the model alone judges.
+        #[arg(long)]
+        model_only: bool,
     },
     /// Authentication latency, cold and warm cache, memory store and Redis.
     Auth {
@@ -191,7 +194,17 @@ fn main() -> anyhow::Result<()> {
             warmup,
             attack,
             redis,
-        } => detect(&cli.bin_dir, window_secs, warmup, attack, redis)?,
+            model_only,
+        } => {
+            let eval = turbo_bench::detect::Eval {
+                window: std::time::Duration::from_secs(window_secs),
+                warmup_windows: warmup,
+                attack_windows: attack,
+                model_only,
+                ..turbo_bench::detect::Eval::quick()
+            };
+            detect(&cli.bin_dir, &eval, redis)?;
+        }
     }
     Ok(())
 }
@@ -199,18 +212,10 @@ fn main() -> anyhow::Result<()> {
 /// `turbo-bench detect`.
 fn detect(
     bin_dir: &std::path::Path,
-    window_secs: u64,
-    warmup: u32,
-    attack: u32,
+    eval: &turbo_bench::detect::Eval,
     redis: bool,
 ) -> anyhow::Result<()> {
-    use turbo_bench::detect::{Api, Eval};
-    let eval = Eval {
-        window: std::time::Duration::from_secs(window_secs),
-        warmup_windows: warmup,
-        attack_windows: attack,
-        ..Eval::quick()
-    };
+    use turbo_bench::detect::Api;
     let net = turbo_bench::net::Network::start_configured(
         bin_dir,
         2,
@@ -224,13 +229,19 @@ fn detect(
         token: net.admin_token.clone(),
     };
     let proxy = net.socks.parse()?;
-    let outcome = turbo_bench::detect::run(proxy, &api, &eval)?;
+    let outcome = turbo_bench::detect::run(proxy, &api, eval)?;
     let rows = turbo_bench::detect_report::rows(&outcome);
     println!(
-        "{} windows of {window_secs} s, abuse from window {}, store {}\n",
-        warmup + attack,
-        warmup + 1,
-        if redis { "redis" } else { "memory" }
+        "{} windows of {} s, abuse from window {}, store {}, {}\n",
+        eval.warmup_windows + eval.attack_windows,
+        eval.window.as_secs(),
+        eval.warmup_windows + 1,
+        if redis { "redis" } else { "memory" },
+        if eval.model_only {
+            "model only (rules off)"
+        } else {
+            "rules and model"
+        }
     );
     println!("{}", turbo_bench::detect_report::table(&rows));
     for (why, n) in turbo_bench::detect_report::false_positive_reasons(&outcome) {

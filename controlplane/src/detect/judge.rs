@@ -100,3 +100,48 @@ pub fn judge(
         lifted_unix_ms: None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::rules::Hit;
+
+    fn hit(action: Action) -> Hit {
+        Hit {
+            rule: "smtp",
+            action,
+            target: Some("00000000000000aa".into()),
+            drivers: vec!["smtp_attempts".into()],
+        }
+    }
+
+    fn decide(action: Action, start_ms: u64, active: &[&Verdict]) -> Option<Verdict> {
+        let features = Features { values: [1.0; 13] };
+        let window = Window {
+            key_id: "k_1",
+            start_ms,
+            features: &features,
+            hits: vec![hit(action)],
+        };
+        judge(window, None, active, 10_000, &DetectConfig::default())
+    }
+
+    #[test]
+    fn the_ladder_climbs_only_past_a_verdict_that_did_not_stop_the_key() {
+        let first = decide(Action::Throttle, 1_000, &[]).expect("a verdict");
+        assert_eq!(first.action, Action::Throttle);
+        assert_eq!(first.tunnels_per_sec, Some(5));
+        assert_eq!(first.expires_at, 10_000 + 15 * 60 * 1000);
+        assert_eq!(first.target, None, "only a block names a site");
+        // The next window began before the throttle existed: already answered.
+        assert_eq!(decide(Action::Throttle, 5_000, &[&first]), None);
+        // A window that began under the throttle and still broke the rule: suspend.
+        let next = decide(Action::Throttle, 20_000, &[&first]).expect("escalated");
+        assert_eq!(next.action, Action::Suspend);
+        assert_eq!(next.expires_at, 10_000 + 4 * 15 * 60 * 1000);
+        // A stronger rule is not covered by a milder verdict.
+        let block = decide(Action::BlockTarget, 5_000, &[&first]).expect("stronger");
+        assert_eq!(block.action, Action::BlockTarget);
+        assert_eq!(block.target.as_deref(), Some("00000000000000aa"));
+    }
+}

@@ -34,6 +34,9 @@ use crate::config::durations::humantime_serde_compat;
 pub struct DetectConfig {
     /// Run the detector. Defaults to `true`.
     pub enabled: bool,
+    /// Apply the hard rules; off, only the model judges (to measure it alone).
+    /// Defaults to `true`.
+    pub rules: bool,
     /// Length of a scoring window. Defaults to `60s`.
     #[serde(with = "humantime_serde_compat")]
     pub window: Duration,
@@ -80,6 +83,7 @@ impl Default for DetectConfig {
     fn default() -> Self {
         DetectConfig {
             enabled: true,
+            rules: true,
             window: Duration::from_secs(60),
             grace: Duration::from_secs(10),
             sweep_ports: 20,

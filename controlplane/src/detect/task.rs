@@ -233,7 +233,11 @@ impl<S: Store + DetectStore + 'static> Detector<S> {
             .collect();
         super::window::relative_to_network(&mut features);
         for ((key, part), features) in keys.iter().zip(features) {
-            let hits = rules::check(part, &features, w, &self.cfg);
+            let hits = if self.cfg.rules {
+                rules::check(part, &features, w, &self.cfg)
+            } else {
+                Vec::new()
+            };
             let rule = hits.first().map(|h| h.rule.to_owned());
             let active: Vec<_> = all
                 .iter()

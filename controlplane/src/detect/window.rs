@@ -290,3 +290,60 @@ impl Features {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(port: u16, target: &str, session: &str, up: u64, down: u64) -> FeatureFields {
+        [
+            ("key", "k_1"),
+            ("node", "n_1"),
+            ("port", &port.to_string()),
+            ("target", target),
+            ("session", session),
+            ("start_ms", "1000"),
+            ("duration_ms", "40"),
+            ("connect_ms", "3"),
+            ("bytes_up", &up.to_string()),
+            ("bytes_down", &down.to_string()),
+            (
+                "outcome",
+                if port == 25 {
+                    "refused_by_policy"
+                } else {
+                    "ok"
+                },
+            ),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+    }
+
+    #[test]
+    fn summaries_merge_as_if_one_server_read_everything() {
+        let records = [
+            rec(443, "aa", "0000000000000000", 500, 250),
+            rec(443, "aa", "00000000000000s1", 500, 250),
+            rec(25, "bb", "00000000000000s2", 0, 0),
+            rec(80, "cc", "00000000000000s1", 300, 40_000),
+        ];
+        let mut whole = Partial::default();
+        let (mut a, mut b) = (Partial::default(), Partial::default());
+        for (i, r) in records.iter().enumerate() {
+            whole.add(r, 100 * i as u64, 2_000);
+            if i % 2 == 0 { &mut a } else { &mut b }.add(r, 100 * i as u64, 2_000);
+        }
+        a.merge(&b);
+        assert_eq!(a, whole);
+        assert_eq!((whole.conns, whole.failures, whole.smtp), (4, 1, 1));
+        assert_eq!(whole.sessions.len(), 2, "no session is not a session");
+        assert_eq!(whole.exchanges["aa"].n, 2, "small up, small down");
+        let f = Features::of(&whole, 2_000, None);
+        assert_eq!(f.values[0], 120.0, "4 connections in 2 s: 120 per minute");
+        assert_eq!(f.values[1], 3.0);
+        assert_eq!(f.values[9], 0.5, "the busiest site had half");
+        assert_eq!(record_key(&records[0]), Some(("k_1".to_owned(), 1040)));
+    }
+}
