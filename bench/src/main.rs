@@ -30,6 +30,26 @@ struct Cli {
     cmd: Cmd,
 }
 
+/// `turbo-bench detect` options.
+#[derive(clap::Args)]
+struct DetectArgs {
+    /// Window length, seconds.
+    #[arg(long, default_value_t = 2)]
+    window_secs: u64,
+    /// Warm-up windows (normal traffic only; the model trains on them).
+    #[arg(long, default_value_t = 8)]
+    warmup: u32,
+    /// Windows of abuse.
+    #[arg(long, default_value_t = 4)]
+    attack: u32,
+    /// Run the server on a private Redis instead of the memory store.
+    #[arg(long)]
+    redis: bool,
+    /// Turn the hard rules off: the model alone judges.
+    #[arg(long)]
+    model_only: bool,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// The standard suite: every workload through every available path.
@@ -89,23 +109,7 @@ enum Cmd {
     /// The abuse detector's evaluation: normal and abusive customers through the real
     /// server and node; per-pattern precision, recall and time to first action, and the
     /// false-positive rate on normal customers.
-    Detect {
-        /// Window length, seconds.
-        #[arg(long, default_value_t = 2)]
-        window_secs: u64,
-        /// Warm-up windows (normal traffic only; the model trains on them).
-        #[arg(long, default_value_t = 8)]
-        warmup: u32,
-        /// Windows of abuse.
-        #[arg(long, default_value_t = 4)]
-        attack: u32,
-        /// Run the server on a private Redis instead of the memory store.
-        #[arg(long)]
-        redis: bool,
-        /// Turn the hard rules off: the model alone judges.
-        #[arg(long)]
-        model_only: bool,
-    },
+    Detect(DetectArgs),
     /// Authentication latency, cold and warm cache, memory store and Redis.
     Auth {
         /// Authentications per row.
@@ -189,32 +193,21 @@ fn main() -> anyhow::Result<()> {
             let rows = turbo_bench::auth::run(&cli.bin_dir, samples, cores, &net)?;
             println!("{}{}", turbo_bench::auth::table(&rows), net.describe());
         }
-        Cmd::Detect {
-            window_secs,
-            warmup,
-            attack,
-            redis,
-            model_only,
-        } => {
-            let eval = turbo_bench::detect::Eval {
-                window: std::time::Duration::from_secs(window_secs),
-                warmup_windows: warmup,
-                attack_windows: attack,
-                model_only,
-                ..turbo_bench::detect::Eval::quick()
-            };
-            detect(&cli.bin_dir, &eval, redis)?;
-        }
+        Cmd::Detect(args) => detect(&cli.bin_dir, &args)?,
     }
     Ok(())
 }
 
 /// `turbo-bench detect`.
-fn detect(
-    bin_dir: &std::path::Path,
-    eval: &turbo_bench::detect::Eval,
-    redis: bool,
-) -> anyhow::Result<()> {
+fn detect(bin_dir: &std::path::Path, args: &DetectArgs) -> anyhow::Result<()> {
+    let redis = args.redis;
+    let eval = &turbo_bench::detect::Eval {
+        window: std::time::Duration::from_secs(args.window_secs),
+        warmup_windows: args.warmup,
+        attack_windows: args.attack,
+        model_only: args.model_only,
+        ..turbo_bench::detect::Eval::quick()
+    };
     use turbo_bench::detect::Api;
     let net = turbo_bench::net::Network::start_configured(
         bin_dir,

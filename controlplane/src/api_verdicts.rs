@@ -31,7 +31,7 @@ pub(crate) async fn of_key<S: Store>(store: &S, key_id: &str) -> Result<Vec<Valu
         .into_iter()
         .filter(|v| v.key_id == key_id)
         .collect();
-    mine.sort_by(|a, b| b.created_unix_ms.cmp(&a.created_unix_ms));
+    mine.sort_by_key(|v| std::cmp::Reverse(v.created_unix_ms));
     Ok(mine.iter().map(|v| verdict_json(v, now)).collect())
 }
 
@@ -43,7 +43,7 @@ pub(crate) async fn list<S: Store>(
     check_admin(&st, &headers)?;
     let now = now_ms();
     let mut all = st.control.store.verdicts().await?;
-    all.sort_by(|a, b| b.created_unix_ms.cmp(&a.created_unix_ms));
+    all.sort_by_key(|v| std::cmp::Reverse(v.created_unix_ms));
     Ok(Json(Value::Array(
         all.iter().map(|v| verdict_json(v, now)).collect(),
     )))

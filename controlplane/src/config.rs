@@ -3,6 +3,7 @@
 
 pub mod check;
 pub(crate) mod durations;
+mod transport;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,6 +12,7 @@ use std::time::Duration;
 use durations::humantime_serde_compat;
 pub(crate) use durations::optional_duration;
 use serde::{Deserialize, Serialize};
+pub use transport::{CongestionControl, UdpOffload};
 
 /// Configuration problems found at start-up.
 #[derive(Debug, thiserror::Error)]
@@ -39,37 +41,6 @@ pub enum ConfigError {
         /// What is wrong.
         reason: String,
     },
-}
-
-/// `udp_offload` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum UdpOffload {
-    /// GRO (and GSO) where the kernel offers it.
-    #[default]
-    Auto,
-    /// One datagram per system call.
-    Off,
-}
-
-/// `congestion_control` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum CongestionControl {
-    /// CUBIC, unpaced (quiche 0.30 paces under BBRv2 only).
-    #[default]
-    Cubic,
-    /// BBRv2, paced.
-    Bbr2,
-}
-
-impl From<CongestionControl> for turbo_quic::CongestionControl {
-    fn from(c: CongestionControl) -> Self {
-        match c {
-            CongestionControl::Cubic => turbo_quic::CongestionControl::Cubic,
-            CongestionControl::Bbr2 => turbo_quic::CongestionControl::Bbr2,
-        }
-    }
 }
 
 /// Server settings. Every field can be set in the TOML file, by flag, or by env var.

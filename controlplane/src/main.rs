@@ -371,15 +371,7 @@ fn main() -> Result<()> {
         }
         Cmd::Invoices { cmd } => invoices(cmd)?,
         Cmd::Users { cmd } => users(cmd)?,
-        Cmd::Verdicts {
-            cmd: VerdictsCmd::List { api },
-        } => println!("{}", api.get("/api/verdicts")?),
-        Cmd::Verdicts {
-            cmd: VerdictsCmd::Lift { id, api },
-        } => println!(
-            "{}",
-            api.post(&format!("/api/verdicts/{id}/lift"), serde_json::json!({}))?
-        ),
+        Cmd::Verdicts { cmd } => verdicts(cmd)?,
         Cmd::Payouts {
             cmd: PayoutsCmd::Run { dry_run, api },
         } => println!(
@@ -388,6 +380,18 @@ fn main() -> Result<()> {
                 "/api/payouts/run",
                 serde_json::json!({ "dry_run": dry_run })
             )?
+        ),
+    }
+    Ok(())
+}
+
+/// `turbo-server verdicts …`.
+fn verdicts(cmd: VerdictsCmd) -> Result<()> {
+    match cmd {
+        VerdictsCmd::List { api } => println!("{}", api.get("/api/verdicts")?),
+        VerdictsCmd::Lift { id, api } => println!(
+            "{}",
+            api.post(&format!("/api/verdicts/{id}/lift"), serde_json::json!({}))?
         ),
     }
     Ok(())

@@ -55,7 +55,7 @@ impl Histogram {
         } else {
             (lo, hi)
         };
-        let mut counts = vec![0f64; BINS];
+        let mut counts = [0f64; BINS];
         for &v in values {
             counts[Self::bin_of(lo, hi, v).unwrap_or(0)] += 1.0;
         }

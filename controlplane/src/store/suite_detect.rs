@@ -164,7 +164,10 @@ async fn verdicts_and_policy_events<S: Store>(store: &S) {
     crate::detect::verdicts::record(store, &v)
         .await
         .expect("record");
-    assert_eq!(store.verdicts().await.expect("verdicts"), [v.clone()]);
+    assert_eq!(
+        store.verdicts().await.expect("verdicts"),
+        std::slice::from_ref(&v)
+    );
     let wait = async {
         loop {
             if let Ok(KeyEvent::Policy { key_id, rules }) = rx.recv().await {
