@@ -57,7 +57,7 @@ impl Eval {
         format!(
             "[detect]\nwindow = \"{ms}ms\"\ngrace = \"{}ms\"\nmin_history = 100\n\
              stuffing_per_min = 600.0\nburst_per_sec = 30.0\nshared_sessions = 40\n\
-             exfil_bytes_per_min = 1048576\nrules = {}\n",
+             exfil_bytes_per_min = 1048576\nthrottle_bytes_per_sec = {THROTTLE_BYTES}\nrules = {}\n",
             ms / 4,
             !self.model_only
         )
@@ -117,7 +117,15 @@ pub struct Sites {
     pub login: SocketAddr,
     /// Takes uploads.
     pub sink: SocketAddr,
+    /// Answers [`BULK`] bytes (for byte limits).
+    pub bulk: SocketAddr,
 }
+
+/// The byte limit of a throttle in the evaluation.
+pub const THROTTLE_BYTES: usize = 128 * 1024;
+
+/// What the bulk site answers.
+pub const BULK: usize = 384 * 1024;
 
 fn unix_ms() -> u64 {
     SystemTime::now()
@@ -179,6 +187,7 @@ pub fn start_sites() -> Result<Sites> {
         api: serve([127, 0, 20, 1], |_| random(200, 3_000))?,
         login: serve([127, 0, 30, 1], |_| 250)?,
         sink: serve([127, 0, 40, 1], |_| 2)?,
+        bulk: serve([127, 0, 41, 1], |_| BULK)?,
     })
 }
 
@@ -467,7 +476,8 @@ pub fn run(proxy: SocketAddr, api: &Api, e: &Eval) -> Result<Outcome> {
     for h in handles {
         let _ = h.join();
     }
-    api.wait_scored(end_ms, e.window * 10)?;
+    // Connections that ended after the run belong to the window after it.
+    api.wait_scored(end_ms + window_ms, e.window * 10)?;
     let customers = customers
         .iter()
         .map(|(c, _)| Seen {

@@ -88,6 +88,10 @@ pub(crate) struct Account {
     wake: Notify,
     /// Wakes connections waiting for credit or for a reason to close.
     changed: Notify,
+    /// A verdict's byte limit on this core: (bytes per second, until Unix ms).
+    pace: Cell<Option<(f64, u64)>>,
+    /// The pace's token bucket: (bytes, when last filled).
+    bucket: Cell<(f64, Instant)>,
 }
 
 impl Account {
@@ -103,6 +107,39 @@ impl Account {
             last_grant: Cell::new(0),
             wake: Notify::new(),
             changed: Notify::new(),
+            pace: Cell::new(None),
+            bucket: Cell::new((0.0, Instant::now())),
+        }
+    }
+
+    /// Limits this core's tunnels of the key to `bytes_per_sec` until `until_unix_ms`
+    /// (`None`: no limit). A burst of one second's worth is allowed.
+    pub(crate) fn set_pace(&self, limit: Option<(f64, u64)>) {
+        if self.pace.get().is_none() {
+            let rate = limit.map_or(0.0, |(r, _)| r);
+            self.bucket.set((rate, Instant::now()));
+        }
+        self.pace.set(limit);
+    }
+
+    /// Waits as long as `n` more bytes need under the pace, if one is in force.
+    async fn keep_pace(&self, n: usize) {
+        let Some((rate, until)) = self.pace.get() else {
+            return;
+        };
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        if now_ms >= until || rate <= 0.0 {
+            self.pace.set(None);
+            return;
+        }
+        let (tokens, last) = self.bucket.get();
+        let now = Instant::now();
+        let tokens = (tokens + now.duration_since(last).as_secs_f64() * rate).min(rate) - n as f64;
+        self.bucket.set((tokens, now));
+        if tokens < 0.0 {
+            monoio::time::sleep(Duration::from_secs_f64(-tokens / rate)).await;
         }
     }
 
@@ -152,6 +189,7 @@ impl Account {
                 Err(e) => return (got, Some(e)),
             }
         }
+        self.keep_pace(n).await;
         (n, None)
     }
 
@@ -252,6 +290,8 @@ pub(crate) struct Accounts {
 struct Book {
     /// This core's index, part of every lease id.
     core: usize,
+    /// How many cores share a key's byte limit.
+    cores: usize,
     /// Lease ids, checkpoint and idle release.
     leases: LeaseConfig,
     /// Where lease requests go.
@@ -268,7 +308,7 @@ struct Book {
 impl Accounts {
     /// The accounts of core `core`, leasing through `control`.
     pub(crate) fn new(
-        core: usize,
+        (core, cores): (usize, usize),
         leases: LeaseConfig,
         control: ControlHandle,
         stats: Arc<Stats>,
@@ -276,6 +316,7 @@ impl Accounts {
         Accounts {
             book: Rc::new(Book {
                 core,
+                cores,
                 leases,
                 control,
                 stats,
@@ -312,6 +353,12 @@ impl Accounts {
         AccountGuard { account }
     }
 
+    /// This core's share of a key's byte limit: the limit over the cores.
+    pub(crate) fn core_share(&self, limit: Option<(u64, u64)>) -> Option<(f64, u64)> {
+        let cores = self.book.cores.max(1) as f64;
+        limit.map(|(rate, until)| (rate as f64 / cores, until))
+    }
+
     /// Applies a key event.
     pub(crate) fn apply(&self, event: &KeyEvent) {
         let map = self.book.map.borrow();
@@ -331,11 +378,15 @@ impl Accounts {
                     }
                 }
             }
+            KeyEvent::Policy { key_id, rules } => {
+                if let Some(a) = map.get(key_id) {
+                    a.set_pace(self.core_share(crate::policy::byte_limit(rules)));
+                }
+            }
             KeyEvent::Resync
             | KeyEvent::Created(_)
             | KeyEvent::NodeRevoked(_)
-            | KeyEvent::NodeReplaced { .. }
-            | KeyEvent::Policy { .. } => {}
+            | KeyEvent::NodeReplaced { .. } => {}
         }
     }
 

@@ -152,7 +152,7 @@ fn assemble(seed: &CoreHandles, socket: UdpSocket) -> std::io::Result<Core> {
         forward: seed.forward.clone(),
     });
     let accounts = Accounts::new(
-        seed.index,
+        (seed.index, seed.cfg.cores),
         seed.cfg.lease.clone(),
         seed.control.clone(),
         seed.stats.clone(),

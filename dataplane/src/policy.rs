@@ -28,10 +28,13 @@ pub struct Restriction {
 pub enum RestrictionKind {
     /// No new tunnel.
     Suspend,
-    /// At most this many new tunnels per second (a burst of one second's worth).
+    /// At most this many new tunnels per second (a burst of one second's worth), and
+    /// this many bytes per second over all of the key's tunnels (0: no byte limit).
     Throttle {
         /// New tunnels per second.
         tunnels_per_sec: u32,
+        /// Bytes per second, both directions together, across the server.
+        bytes_per_sec: u64,
     },
     /// No new tunnel to this site ([`crate::site::SiteKey::site`]).
     BlockTarget(u64),
@@ -91,6 +94,16 @@ impl Policies {
         self.any.store(!keys.is_empty(), Relaxed);
     }
 
+    /// Whether any key has restrictions (one atomic load).
+    pub fn any(&self) -> bool {
+        self.any.load(Relaxed)
+    }
+
+    /// The byte limit in force on `key` and when it ends: `(bytes per second, Unix ms)`.
+    pub fn byte_limit(&self, key: &str) -> Option<(u64, u64)> {
+        byte_limit(&self.of(key)?)
+    }
+
     /// The restrictions in force on `key` (expired ones included).
     pub fn of(&self, key: &str) -> Option<Arc<[Restriction]>> {
         let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());
@@ -123,7 +136,9 @@ impl Policies {
                 RestrictionKind::Suspend => RelayStatus::KeySuspended,
                 RestrictionKind::BlockTarget(t) if t == site => RelayStatus::TargetBlocked,
                 RestrictionKind::BlockTarget(_) => continue,
-                RestrictionKind::Throttle { tunnels_per_sec } => {
+                RestrictionKind::Throttle {
+                    tunnels_per_sec, ..
+                } => {
                     if take_token(&rules.bucket, tunnels_per_sec) {
                         continue;
                     }
@@ -165,6 +180,16 @@ impl Policies {
             ),
         })
     }
+}
+
+/// The byte limit among `rules`: (bytes per second, until Unix ms).
+pub fn byte_limit(rules: &[Restriction]) -> Option<(u64, u64)> {
+    rules.iter().find_map(|r| match r.kind {
+        RestrictionKind::Throttle { bytes_per_sec, .. } if bytes_per_sec > 0 => {
+            Some((bytes_per_sec, r.expires_unix_ms))
+        }
+        _ => None,
+    })
 }
 
 /// Refills a token bucket of `rate` per second (burst `rate`) and takes one token.
@@ -229,7 +254,10 @@ mod tests {
     #[test]
     fn throttle_allows_its_rate_then_refuses() {
         let p = Policies::new(0);
-        let throttle = RestrictionKind::Throttle { tunnels_per_sec: 3 };
+        let throttle = RestrictionKind::Throttle {
+            tunnels_per_sec: 3,
+            bytes_per_sec: 0,
+        };
         p.set(&"k".into(), vec![rule(throttle, u64::MAX)].into());
         let admitted = (0..10).filter(|_| p.check("k", 1, 0).is_ok()).count();
         assert_eq!(admitted, 3);

@@ -93,6 +93,7 @@ pub fn judge(
             None
         },
         tunnels_per_sec: (action == Action::Throttle).then_some(cfg.throttle_tunnels_per_sec),
+        bytes_per_sec: (action == Action::Throttle).then_some(cfg.throttle_bytes_per_sec),
         window_unix_ms: w.start_ms,
         created_unix_ms: now_ms,
         expires_at: now_ms + ttl,

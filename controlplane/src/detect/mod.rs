@@ -63,6 +63,9 @@ pub struct DetectConfig {
     pub exfil_bytes_per_min: u64,
     /// New tunnels per second a throttle allows. Defaults to `5`.
     pub throttle_tunnels_per_sec: u32,
+    /// Bytes per second (both directions, all tunnels) a throttle allows a key on one
+    /// server; 0 for no byte limit. Defaults to `1048576` (1 MiB/s).
+    pub throttle_bytes_per_sec: u64,
     /// How long observations and throttles last; blocks and suspensions last four times
     /// as long. Defaults to `15m`.
     #[serde(with = "humantime_serde_compat")]
@@ -93,6 +96,7 @@ impl Default for DetectConfig {
             shared_sessions: 100,
             exfil_bytes_per_min: 1 << 20,
             throttle_tunnels_per_sec: 5,
+            throttle_bytes_per_sec: 1 << 20,
             ttl: Duration::from_secs(15 * 60),
             min_history: 200,
             history_cap: 20_000,

@@ -1,7 +1,7 @@
 //! A key's restrictions as one line of text, for `turbo:events` (`policy <key> <rules>`):
-//! space-separated `<kind>:<verdict>:<expires ms>:<reason>[:<argument>]`, where kind is
-//! `suspend`, `throttle` (argument: tunnels per second) or `block` (argument: the site's
-//! hex identity). An empty list lifts every restriction. Observations restrict nothing
+//! space-separated `<kind>:<verdict>:<expires ms>:<reason>[:<arguments>]`, where kind is
+//! `suspend`, `throttle` (arguments: tunnels per second, then bytes per second) or
+//! `block` (argument: the site's hex identity). An empty list lifts every restriction. Observations restrict nothing
 //! and are not sent.
 
 use std::sync::Arc;
@@ -31,7 +31,12 @@ pub fn text(verdicts: &[&Verdict], now_unix_ms: u64) -> String {
         Some(match v.action {
             Action::Observe => return None,
             Action::Suspend => head("suspend"),
-            Action::Throttle => format!("{}:{}", head("throttle"), v.tunnels_per_sec.unwrap_or(1)),
+            Action::Throttle => format!(
+                "{}:{}:{}",
+                head("throttle"),
+                v.tunnels_per_sec.unwrap_or(1),
+                v.bytes_per_sec.unwrap_or(0)
+            ),
             Action::BlockTarget => format!("{}:{}", head("block"), token(v.target.as_deref()?)),
         })
     });
@@ -51,10 +56,14 @@ fn restriction(item: &str) -> Option<Restriction> {
         ("suspend", None) => RestrictionKind::Suspend,
         ("throttle", Some(rate)) => RestrictionKind::Throttle {
             tunnels_per_sec: rate.parse().ok()?,
+            bytes_per_sec: parts.next().map_or(Some(0), |b| b.parse().ok())?,
         },
         ("block", Some(site)) => RestrictionKind::BlockTarget(u64::from_str_radix(site, 16).ok()?),
         _ => return None,
     };
+    if parts.next().is_some() {
+        return None;
+    }
     Some(Restriction {
         verdict: verdict.into(),
         kind,
@@ -90,6 +99,7 @@ mod tests {
             drivers: vec![],
             target: Some("00000000000000ff".into()),
             tunnels_per_sec: Some(5),
+            bytes_per_sec: Some(65536),
             window_unix_ms: 0,
             created_unix_ms: 0,
             expires_at,
@@ -108,7 +118,7 @@ mod tests {
         let line = text(&[&s, &t, &b, &o, &old], 50);
         assert_eq!(
             line,
-            "suspend:v_1:100:port_sweep throttle:v_1:100:port_sweep:5 \
+            "suspend:v_1:100:port_sweep throttle:v_1:100:port_sweep:5:65536 \
              block:v_1:100:port_sweep:00000000000000ff"
         );
         let Some(KeyEvent::Policy { key_id, rules }) = event("k_1", &line) else {
@@ -120,7 +130,10 @@ mod tests {
             kinds,
             [
                 RestrictionKind::Suspend,
-                RestrictionKind::Throttle { tunnels_per_sec: 5 },
+                RestrictionKind::Throttle {
+                    tunnels_per_sec: 5,
+                    bytes_per_sec: 65536
+                },
                 RestrictionKind::BlockTarget(255)
             ]
         );

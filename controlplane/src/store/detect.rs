@@ -68,6 +68,9 @@ pub struct Verdict {
     pub target: Option<String>,
     /// New tunnels per second a [`Action::Throttle`] allows.
     pub tunnels_per_sec: Option<u32>,
+    /// Bytes per second a [`Action::Throttle`] allows the key's tunnels together.
+    #[serde(default)]
+    pub bytes_per_sec: Option<u64>,
     /// The window it judged, Unix milliseconds of its start.
     pub window_unix_ms: u64,
     /// When it was made, Unix milliseconds.

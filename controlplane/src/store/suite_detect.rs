@@ -155,6 +155,7 @@ async fn verdicts_and_policy_events<S: Store>(store: &S) {
         drivers: vec!["distinct_ports".into()],
         target: None,
         tunnels_per_sec: None,
+        bytes_per_sec: None,
         window_unix_ms: 0,
         created_unix_ms: crate::detect::verdicts::now_ms(),
         expires_at: u64::MAX / 2,

@@ -10,7 +10,9 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use turbo_bench::detect::{Api, Eval, Outcome, Pattern, Seen};
+use std::io::{Read, Write};
+
+use turbo_bench::detect::{Api, Eval, Outcome, Pattern, Seen, BULK, THROTTLE_BYTES};
 use turbo_bench::detect_report::{false_positive_rate, rows, table};
 use turbo_bench::socks::{self, Auth};
 
@@ -150,13 +152,47 @@ fn enforced_at_the_proxy(net: &Net, o: &Outcome) {
         "other sites stay open"
     );
 
-    // A throttled key that was not escalated further (SMTP attempts go on at the
-    // throttled rate, so that key ends suspended).
+    // A key whose throttle ends its abuse (SMTP attempts and slow uploads go on under
+    // a throttle, so those keys climb to suspension).
     let throttled = o
         .customers
         .iter()
+        .filter(|c| matches!(c.pattern, Pattern::SharedKey | Pattern::ScrapingBurst))
         .find(|c| has(o, &c.key_id, "throttle") && !has(o, &c.key_id, "suspend"))
-        .expect("a throttled key");
+        .unwrap_or_else(|| {
+            let seen: Vec<_> = o
+                .verdicts
+                .iter()
+                .map(|v| {
+                    (
+                        v["key_id"].clone(),
+                        v["action"].clone(),
+                        v["reason"].clone(),
+                    )
+                })
+                .collect();
+            panic!("no key ended throttled: {seen:?}")
+        });
+    // Its tunnels share the byte limit: the bulk answer takes at least as long as the
+    // limit allows after the first second's burst.
+    let auth = Auth {
+        user: "bench".into(),
+        pass: throttled.secret.clone(),
+    };
+    let started = Instant::now();
+    let mut tunnel = socks::connect(net.socks, Some(&auth), o.sites.bulk).expect("tunnel");
+    tunnel.write_all(b"GET\r\n\r\n").expect("request");
+    let mut body = Vec::new();
+    tunnel.read_to_end(&mut body).expect("answer");
+    assert_eq!(body.len(), BULK);
+    let floor = (BULK - THROTTLE_BYTES) as f64 / THROTTLE_BYTES as f64;
+    assert!(
+        started.elapsed().as_secs_f64() >= floor,
+        "{BULK} bytes in {:?} under a {THROTTLE_BYTES} B/s limit",
+        started.elapsed()
+    );
+    // New tunnels over the rate are refused.
+    std::thread::sleep(Duration::from_secs(1));
     let refusals: Vec<String> = (0..20)
         .map(|_| http_status(net, &throttled.secret, web))
         .filter(|(status, _)| *status == 429)

@@ -123,7 +123,7 @@ pub(crate) fn leases(idle_release: Duration) -> LeaseConfig {
 pub(crate) fn accounts(balance: u64, idle_release: Duration) -> (Accounts, Store) {
     let (handle, rx) = control();
     (
-        Accounts::new(0, leases(idle_release), handle, Arc::default()),
+        Accounts::new((0, 1), leases(idle_release), handle, Arc::default()),
         Store::start(balance, rx),
     )
 }

@@ -246,6 +246,10 @@ pub(crate) async fn run(core: Rc<RelayCore>, job: RelayJob<TcpStream>) {
         mut plan,
     } = job;
     let account = core.accounts.attach(&plan.grant.key_id);
+    if core.gate.policies.any() {
+        let limit = core.gate.policies.byte_limit(&plan.grant.key_id);
+        account.set_pace(core.accounts.core_share(limit));
+    }
     if let Err(e) = account.ready().await {
         let status = credit_status(e);
         let _ = stream
