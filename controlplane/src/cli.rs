@@ -29,7 +29,8 @@ pub struct RunArgs {
     /// Data directory: certificate, key, admin token [default: ./turbo-data].
     #[arg(long, env = "TURBO_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Store backend: memory or redis://host:port/db [default: memory].
+    /// Store backend: memory, redis://host:port/db or redis-cluster://host:port,…
+    /// (seed nodes) [default: memory].
     #[arg(long, env = "TURBO_STORE")]
     pub store: Option<String>,
     /// Data-plane cores, 0 = all [default: 0].

@@ -57,8 +57,10 @@ pub struct ServerConfig {
     pub api_listen: SocketAddr,
     /// Where the certificate, key and admin token live. Defaults to `./turbo-data`.
     pub data_dir: PathBuf,
-    /// Store backend: `memory` (embedded, lost on exit) or `redis://host:port/db`
-    /// (shared by every server pointing at it). Defaults to `memory`.
+    /// Store backend: `memory` (embedded, lost on exit), `redis://host:port/db` (one
+    /// Redis shared by every server pointing at it) or
+    /// `redis-cluster://host:port[,host:port…]` (a Redis Cluster's seed nodes).
+    /// Defaults to `memory`.
     pub store: String,
     /// Data-plane cores; 0 means one per available CPU. Defaults to `0`.
     pub cores: usize,
@@ -354,8 +356,17 @@ impl ServerConfig {
     /// # Errors
     /// [`ConfigError::Invalid`] naming the first bad setting.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.store != "memory" && !self.store.starts_with("redis://") {
-            return invalid("store", "must be `memory` or a redis:// URL");
+        let redis = [
+            "redis://",
+            "rediss://",
+            "redis-cluster://",
+            "rediss-cluster://",
+        ];
+        if self.store != "memory" && !redis.iter().any(|s| self.store.starts_with(s)) {
+            return invalid(
+                "store",
+                "must be `memory`, a redis:// URL or redis-cluster://host:port,… seeds",
+            );
         }
         if let Some(url) = &self.ledger {
             if !url.starts_with("postgres://") && !url.starts_with("postgresql://") {

@@ -25,6 +25,17 @@ use crate::service::{ControlPlane, ControlSettings};
 use crate::store::{AnyStore, LeaseTerms, StoreError};
 use crate::tls::{self, TlsError};
 
+/// The store's kind for logs (its URL may hold a password).
+fn store_kind(spec: &str) -> &'static str {
+    if spec == "memory" {
+        "memory"
+    } else if crate::store::redis::events::is_cluster(spec) {
+        "redis-cluster"
+    } else {
+        "redis"
+    }
+}
+
 /// Start-up failures of the server.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -251,6 +262,7 @@ impl Server {
             live,
             pairings,
             pair_ttl: cfg.pair_code_ttl,
+            detect_defaults: cfg.detect.clone(),
         });
         let money = api_state.money.clone();
         let proxy = dataplane.addrs().http;
@@ -264,7 +276,7 @@ impl Server {
             socks = ?addrs.socks,
             http = ?addrs.http,
             quic = %addrs.quic,
-            store = if cfg.store == "memory" { "memory" } else { "redis" },
+            store = store_kind(&cfg.store),
             server_id = %server_id,
             "turbo-server listening"
         );

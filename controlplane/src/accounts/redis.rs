@@ -15,7 +15,7 @@
 //! | `turbo:websession:{sha256 hex}` | string | the session (JSON), expiring after [`SESSION_TTL_SECS`] of disuse |
 //! | `turbo:throttle:{subject}` | string | attempts (`login:{email}` failed sign-ins, `signup:{ip}` sign-ups), expiring [`LOGIN_WINDOW_SECS`] after the first |
 
-use redis::aio::ConnectionManager;
+use crate::store::redis::events::Conn;
 use redis::AsyncCommands;
 
 use super::{
@@ -41,7 +41,7 @@ const USERS: &str = "turbo:{acct}:users";
 /// Accounts on Redis.
 #[derive(Clone)]
 pub struct RedisAccounts {
-    conn: ConnectionManager,
+    conn: Conn,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> AccountError {
@@ -60,7 +60,7 @@ impl RedisAccounts {
         Ok(RedisAccounts { conn })
     }
 
-    fn conn(&self) -> ConnectionManager {
+    fn conn(&self) -> Conn {
         self.conn.clone()
     }
 }

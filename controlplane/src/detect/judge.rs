@@ -81,7 +81,7 @@ pub fn judge(
             Action::BlockTarget | Action::Suspend => 4,
         };
     Some(Verdict {
-        id: format!("v_{:012x}", rand::random::<u64>() >> 16),
+        id: super::verdicts::new_id(),
         key_id: w.key_id.to_owned(),
         action,
         reason,

@@ -15,6 +15,11 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// A fresh verdict id, `v_` and 12 hex digits.
+pub fn new_id() -> String {
+    format!("v_{:012x}", rand::random::<u64>() >> 16)
+}
+
 /// Publishes `key_id`'s restrictions from the verdicts in `all`.
 ///
 /// # Errors

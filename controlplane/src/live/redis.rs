@@ -14,7 +14,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use crate::store::redis::events::Conn;
 use redis::{AsyncCommands, Script};
 use tokio::sync::{broadcast, oneshot};
 
@@ -69,7 +69,7 @@ return 0
 
 /// Feed and presence in Redis.
 pub struct RedisBus {
-    conn: ConnectionManager,
+    conn: Conn,
     feed: broadcast::Sender<LiveEvent>,
     gone: Script,
     sweep: Script,

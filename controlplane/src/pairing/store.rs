@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use crate::store::redis::events::Conn;
 use redis::AsyncCommands;
 
 use super::{PairingError, PairingRecord};
@@ -40,7 +40,7 @@ pub enum Pairings {
     /// One server.
     Memory(Mutex<MemoryPairings>),
     /// Shared.
-    Redis(ConnectionManager),
+    Redis(Conn),
 }
 
 /// The in-memory tables; expired entries are dropped as they are met.

@@ -33,7 +33,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use crate::store::redis::events::Conn;
 use redis::{AsyncCommands, Script};
 use tokio::sync::{broadcast, oneshot};
 use tracing::{debug, warn};
@@ -65,7 +65,7 @@ const USAGE_LOG_MAX_LEN: u64 = 10_000_000;
 
 /// The Redis backend.
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: Conn,
     lease_script: Script,
     reclaim_script: Script,
     events: broadcast::Sender<KeyEvent>,
@@ -123,7 +123,7 @@ impl RedisStore {
         })
     }
 
-    fn conn(&self) -> ConnectionManager {
+    fn conn(&self) -> Conn {
         self.conn.clone()
     }
 
@@ -179,7 +179,7 @@ impl RedisStore {
 /// Warns unless Redis runs with `appendonly yes` and `appendfsync always`, the settings
 /// under which an acknowledged admin write survives a Redis crash. Never fails: managed
 /// Redis often refuses `CONFIG`, and `everysec` is a legitimate trade-off.
-async fn check_persistence(conn: &ConnectionManager) {
+async fn check_persistence(conn: &Conn) {
     let get = |name: &'static str| {
         let mut conn = conn.clone();
         async move {

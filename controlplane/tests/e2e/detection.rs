@@ -4,7 +4,8 @@
 //! flagged; the verdicts are enforced at the proxy (SOCKS5 reply 2, HTTP 429 with a
 //! `Proxy-Status` naming the verdict), listed by `GET /api/verdicts` and
 //! `GET /api/keys/{id}`, and lifting one with `turbo-server verdicts lift` restores
-//! service within a second.
+//! service within a second. A throttle (imposed by hand with `POST /api/verdicts`)
+//! refuses tunnels over its rate and holds the key's tunnels to its byte limit.
 
 use std::net::SocketAddr;
 use std::process::Command;
@@ -65,6 +66,15 @@ fn http_status(net: &Net, secret: &str, target: SocketAddr) -> (u16, String) {
         .unwrap_or_default()
         .to_owned();
     (status, proxy_status)
+}
+
+/// The (key, action, reason) of every verdict, for failure messages.
+fn seen(o: &Outcome) -> Vec<(String, String, String)> {
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+    o.verdicts
+        .iter()
+        .map(|v| (text(&v["key_id"]), text(&v["action"]), text(&v["reason"])))
+        .collect()
 }
 
 fn socks_opens(net: &Net, secret: &str, target: SocketAddr) -> bool {
@@ -152,57 +162,22 @@ fn enforced_at_the_proxy(net: &Net, o: &Outcome) {
         "other sites stay open"
     );
 
-    // A key whose throttle ends its abuse (SMTP attempts and slow uploads go on under
-    // a throttle, so those keys climb to suspension).
-    let throttled = o
-        .customers
+    // Bursts and sharing are throttled with both limits (their enforcement is
+    // `a_throttle_limits_tunnels_and_bytes`: under a throttle these keys may go on and
+    // climb to suspension, so the proxy check uses a manual verdict).
+    let throttle = o
+        .verdicts
         .iter()
-        .filter(|c| matches!(c.pattern, Pattern::SharedKey | Pattern::ScrapingBurst))
-        .find(|c| has(o, &c.key_id, "throttle") && !has(o, &c.key_id, "suspend"))
-        .unwrap_or_else(|| {
-            let seen: Vec<_> = o
-                .verdicts
-                .iter()
-                .map(|v| {
-                    (
-                        v["key_id"].clone(),
-                        v["action"].clone(),
-                        v["reason"].clone(),
-                    )
+        .find(|v| {
+            v["action"] == "throttle"
+                && o.customers.iter().any(|c| {
+                    c.key_id == v["key_id"]
+                        && matches!(c.pattern, Pattern::SharedKey | Pattern::ScrapingBurst)
                 })
-                .collect();
-            panic!("no key ended throttled: {seen:?}")
-        });
-    // Its tunnels share the byte limit: the bulk answer takes at least as long as the
-    // limit allows after the first second's burst.
-    let auth = Auth {
-        user: "bench".into(),
-        pass: throttled.secret.clone(),
-    };
-    let started = Instant::now();
-    let mut tunnel = socks::connect(net.socks, Some(&auth), o.sites.bulk).expect("tunnel");
-    tunnel.write_all(b"GET\r\n\r\n").expect("request");
-    let mut body = Vec::new();
-    tunnel.read_to_end(&mut body).expect("answer");
-    assert_eq!(body.len(), BULK);
-    let floor = (BULK - THROTTLE_BYTES) as f64 / THROTTLE_BYTES as f64;
-    assert!(
-        started.elapsed().as_secs_f64() >= floor,
-        "{BULK} bytes in {:?} under a {THROTTLE_BYTES} B/s limit",
-        started.elapsed()
-    );
-    // New tunnels over the rate are refused.
-    std::thread::sleep(Duration::from_secs(1));
-    let refusals: Vec<String> = (0..20)
-        .map(|_| http_status(net, &throttled.secret, web))
-        .filter(|(status, _)| *status == 429)
-        .map(|(_, why)| why)
-        .collect();
-    assert!(!refusals.is_empty(), "20 quick requests exceed 5 tunnels/s");
-    assert!(
-        refusals.iter().all(|w| w.contains("key_throttled")),
-        "{refusals:?}"
-    );
+        })
+        .unwrap_or_else(|| panic!("no burst or shared key throttled: {:?}", seen(o)));
+    assert_eq!(throttle["tunnels_per_sec"], 5, "{throttle}");
+    assert_eq!(throttle["bytes_per_sec"], THROTTLE_BYTES, "{throttle}");
 
     let lifted = Command::new(bin("turbo-server"))
         .args([
@@ -238,4 +213,80 @@ fn enforced_at_the_proxy(net: &Net, o: &Outcome) {
         .expect("listed");
     assert_eq!(v["in_force"], false);
     assert!(v["lifted_unix_ms"].as_u64().is_some());
+}
+
+/// A throttle as customers see it: new tunnels over its rate are refused (429 naming
+/// the verdict), its tunnels share the byte limit, and a lift ends both. The verdict is
+/// imposed by hand on a server whose detector is off, so nothing escalates it.
+#[test]
+fn a_throttle_limits_tunnels_and_bytes() {
+    let sites = turbo_bench::detect::start_sites().expect("sites");
+    let mut opts = Options::new("io_uring");
+    opts.config = "[detect]\nenabled = false\n".into();
+    let net = Net::start_with(opts);
+    let (secret, key_id) = net.create_key("1000000000");
+    let verdict = net.api_post(
+        "/api/verdicts",
+        serde_json::json!({"key_id": key_id, "action": "throttle", "ttl_secs": 600,
+            "tunnels_per_sec": 5, "bytes_per_sec": THROTTLE_BYTES}),
+    );
+    let id = verdict["id"].as_str().expect("id").to_owned();
+    assert_eq!(verdict["reason"], "manual", "{verdict}");
+    assert_eq!(verdict["in_force"], true, "{verdict}");
+
+    // Twenty requests at once exceed 5 tunnels/s on any machine (the restriction
+    // reaches the proxy's cores through the store's events).
+    let answers: Vec<(u16, String)> = std::thread::scope(|scope| {
+        let calls: Vec<_> = (0..20)
+            .map(|_| scope.spawn(|| http_status(&net, &secret, sites.web[0])))
+            .collect();
+        calls
+            .into_iter()
+            .map(|c| c.join().expect("request"))
+            .collect()
+    });
+    let refusals: Vec<&String> = answers
+        .iter()
+        .filter(|(status, _)| *status == 429)
+        .map(|(_, why)| why)
+        .collect();
+    assert!(!refusals.is_empty(), "20 requests at once: {answers:?}");
+    let named = format!("key_throttled by verdict {id} (manual)");
+    assert!(refusals.iter().all(|w| w.contains(&named)), "{refusals:?}");
+
+    // One second refills the tunnel budget; the bulk answer then takes at least as
+    // long as the byte limit allows after the first second's burst.
+    std::thread::sleep(Duration::from_secs(1));
+    let auth = Auth {
+        user: "bench".into(),
+        pass: secret.clone(),
+    };
+    let started = Instant::now();
+    let mut tunnel = socks::connect(net.socks, Some(&auth), sites.bulk).expect("tunnel");
+    tunnel.write_all(b"GET\r\n\r\n").expect("request");
+    let mut body = Vec::new();
+    tunnel.read_to_end(&mut body).expect("answer");
+    assert_eq!(body.len(), BULK);
+    let floor = (BULK - THROTTLE_BYTES) as f64 / THROTTLE_BYTES as f64;
+    assert!(
+        started.elapsed().as_secs_f64() >= floor,
+        "{BULK} bytes in {:?} under a {THROTTLE_BYTES} B/s limit",
+        started.elapsed()
+    );
+
+    let lifted = net.api_post(&format!("/api/verdicts/{id}/lift"), serde_json::json!({}));
+    assert_eq!(lifted["in_force"], false, "{lifted}");
+    let since = Instant::now();
+    while (0..20).any(|_| http_status(&net, &secret, sites.web[0]).0 == 429) {
+        assert!(
+            since.elapsed() < Duration::from_secs(2),
+            "still throttled after the lift"
+        );
+    }
+    let key = net.api_get(&format!("/api/keys/{key_id}"));
+    assert!(key["verdicts"]
+        .as_array()
+        .expect("verdicts")
+        .iter()
+        .all(|v| v["in_force"] == false));
 }
