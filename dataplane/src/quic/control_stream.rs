@@ -131,6 +131,7 @@ fn handle(core: &Rc<QuicCore>, conn: &Rc<NodeConn>, msg: ControlMessage) {
         | ControlMessage::Score { .. }
         | ControlMessage::Earnings { .. }
         | ControlMessage::Held { .. }
+        | ControlMessage::Servers(_)
         | ControlMessage::Policy(_) => {}
         ControlMessage::Stats(stats) => conn.control.borrow_mut().stats = stats,
         ControlMessage::Delivered {

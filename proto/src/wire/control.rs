@@ -8,6 +8,9 @@
 use super::codec::{put_bytes, put_varint, split_frame, Reader};
 use super::{WireError, WIRE_VERSION};
 
+mod servers;
+pub use servers::{ServerInfo, MAX_SERVERS};
+
 /// Largest control frame body accepted.
 pub const MAX_CONTROL_FRAME: usize = 4096;
 
@@ -193,6 +196,9 @@ pub enum ControlMessage {
         /// Why, for the runner (at most 256 bytes); empty when no longer held.
         reason: String,
     },
+    /// Server -> node, after the welcome and whenever it changes: the network's live
+    /// servers (this one included), so that the node keeps connections to two of them.
+    Servers(Vec<ServerInfo>),
     /// A frame type this build does not know; skipped.
     Unknown {
         /// The frame type byte.
@@ -212,6 +218,7 @@ const T_SCORE: u8 = 9;
 const T_DELIVERED: u8 = 10;
 const T_EARNINGS: u8 = 11;
 const T_HELD: u8 = 12;
+const T_SERVERS: u8 = 13;
 
 impl ControlMessage {
     /// Appends the framed message to `out`.
@@ -277,6 +284,10 @@ impl ControlMessage {
                 put_bytes(&mut body, reason.as_bytes());
                 T_HELD
             }
+            ControlMessage::Servers(list) => {
+                servers::put(list, &mut body);
+                T_SERVERS
+            }
             ControlMessage::Unknown { kind } => *kind,
         };
         out.push(kind);
@@ -318,6 +329,7 @@ impl ControlMessage {
             T_HELD => ControlMessage::Held {
                 reason: r.string("hold reason", 256)?,
             },
+            T_SERVERS => ControlMessage::Servers(servers::read(&mut r)?),
             other => ControlMessage::Unknown { kind: other },
         };
         Ok(msg)

@@ -66,7 +66,61 @@ fn samples() -> Vec<ControlMessage> {
             bytes: 1 << 40,
             done: true,
         },
+        ControlMessage::Servers(vec![
+            server("s0000beef", "turbo-1.example:8443", false),
+            server("s0000cafe", "[2001:db8::1]:8443", true),
+        ]),
+        ControlMessage::Servers(Vec::new()),
     ]
+}
+
+fn server(id: &str, addr: &str, draining: bool) -> ServerInfo {
+    ServerInfo {
+        id: id.into(),
+        addr: addr.into(),
+        pin: [id.len() as u8; 32],
+        draining,
+    }
+}
+
+#[test]
+fn the_longest_server_list_fits_one_frame_and_more_is_cut() {
+    let long = |c: char, n: usize| std::iter::repeat_n(c, n).collect::<String>();
+    let entry = server(&long('s', 40), &long('h', 200), false);
+    let mut wire = Vec::new();
+    ControlMessage::Servers(vec![entry; MAX_SERVERS + 5]).encode(&mut wire);
+    let mut dec = ControlDecoder::new();
+    dec.push(&wire);
+    match dec.next_message() {
+        Ok(Some(ControlMessage::Servers(list))) => {
+            assert_eq!(list.len(), MAX_SERVERS);
+            assert_eq!(list[0].id.len(), servers::MAX_SERVER_ID);
+            assert_eq!(list[0].addr.len(), servers::MAX_SERVER_ADDR);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_server_list_claiming_too_many_entries_is_refused() {
+    let mut body = Vec::new();
+    put_varint(&mut body, MAX_SERVERS as u64 + 1);
+    let mut wire = vec![T_SERVERS];
+    put_bytes(&mut wire, &body);
+    let mut dec = ControlDecoder::new();
+    dec.push(&wire);
+    assert!(dec.next_message().is_err());
+    // A cut-off pin is truncation, not a panic.
+    let mut body = Vec::new();
+    put_varint(&mut body, 1);
+    put_bytes(&mut body, b"s1");
+    put_bytes(&mut body, b"h:1");
+    body.extend_from_slice(&[7; 31]);
+    let mut wire = vec![T_SERVERS];
+    put_bytes(&mut wire, &body);
+    let mut dec = ControlDecoder::new();
+    dec.push(&wire);
+    assert_eq!(dec.next_message(), Err(WireError::Truncated("server pin")));
 }
 
 #[test]
