@@ -9,7 +9,7 @@ use super::codec::{put_bytes, put_varint, split_frame, Reader};
 use super::{WireError, WIRE_VERSION};
 
 mod servers;
-pub use servers::{ServerInfo, MAX_SERVERS};
+pub use servers::{ServerInfo, MAX_SERVERS, MAX_SERVER_ADDR, MAX_SERVER_ID};
 
 /// Largest control frame body accepted.
 pub const MAX_CONTROL_FRAME: usize = 4096;

@@ -4,7 +4,9 @@
 //! connection, so a node trusts each entry's pin as it would a join string's.
 //!
 //! Body: `count: varint | count × (id | addr | pin: 32 bytes | flags: u8)`, strings
-//! length-prefixed. Flag bit 0: the server is draining (dial it no more).
+//! length-prefixed. Flag bit 0: the server is draining (dial it no more); bit 1: this
+//! entry is the server that sent the list (how a node that dialled a join string
+//! learns which entry it is connected to).
 
 use super::super::codec::{put_bytes, put_varint, Reader};
 use super::super::WireError;
@@ -17,6 +19,7 @@ pub const MAX_SERVER_ID: usize = 32;
 pub const MAX_SERVER_ADDR: usize = 96;
 
 const FLAG_DRAINING: u8 = 1;
+const FLAG_SENDER: u8 = 2;
 
 /// One server of the network, as nodes need it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -29,6 +32,8 @@ pub struct ServerInfo {
     pub pin: [u8; 32],
     /// It is shutting down: keep no connection to it.
     pub draining: bool,
+    /// It is the server that sent this list.
+    pub sender: bool,
 }
 
 /// Appends a list of at most [`MAX_SERVERS`] (the rest is cut) to `body`.
@@ -39,7 +44,8 @@ pub(super) fn put(list: &[ServerInfo], body: &mut Vec<u8>) {
         put_bytes(body, &s.id.as_bytes()[..s.id.len().min(MAX_SERVER_ID)]);
         put_bytes(body, &s.addr.as_bytes()[..s.addr.len().min(MAX_SERVER_ADDR)]);
         body.extend_from_slice(&s.pin);
-        body.push(if s.draining { FLAG_DRAINING } else { 0 });
+        let flags = [(s.draining, FLAG_DRAINING), (s.sender, FLAG_SENDER)];
+        body.push(flags.iter().filter(|f| f.0).fold(0, |a, f| a | f.1));
     }
 }
 
@@ -66,6 +72,7 @@ pub(super) fn read(r: &mut Reader<'_>) -> Result<Vec<ServerInfo>, WireError> {
             addr,
             pin,
             draining: flags & FLAG_DRAINING != 0,
+            sender: flags & FLAG_SENDER != 0,
         });
     }
     Ok(list)

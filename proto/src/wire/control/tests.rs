@@ -69,6 +69,10 @@ fn samples() -> Vec<ControlMessage> {
         ControlMessage::Servers(vec![
             server("s0000beef", "turbo-1.example:8443", false),
             server("s0000cafe", "[2001:db8::1]:8443", true),
+            ServerInfo {
+                sender: true,
+                ..server("s0000f00d", "10.0.0.1:1", true)
+            },
         ]),
         ControlMessage::Servers(Vec::new()),
     ]
@@ -80,6 +84,7 @@ fn server(id: &str, addr: &str, draining: bool) -> ServerInfo {
         addr: addr.into(),
         pin: [id.len() as u8; 32],
         draining,
+        sender: false,
     }
 }
 
