@@ -15,6 +15,7 @@ pub mod measure;
 pub mod net;
 pub mod peers;
 pub mod plot;
+pub mod redis_cluster;
 pub mod report;
 pub mod setns;
 pub mod single;
