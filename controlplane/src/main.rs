@@ -83,6 +83,31 @@ enum Cmd {
         #[command(subcommand)]
         cmd: VerdictsCmd,
     },
+    /// The Redis store itself.
+    Store {
+        #[command(subcommand)]
+        cmd: StoreCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum StoreCmd {
+    /// Moves a Redis store from key schema v1 to v2 (cluster-safe); prints what moved
+    /// (JSON). Stop every server first; safe to run again after a crash.
+    Migrate {
+        /// The store: redis://host:port/db (schema v1 lives on one Redis).
+        #[arg(long, env = "TURBO_STORE")]
+        store: String,
+        /// Count what would move; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Prints the store's key schema version.
+    Version {
+        /// The store: redis://host:port/db or redis-cluster://host:port,….
+        #[arg(long, env = "TURBO_STORE")]
+        store: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -372,6 +397,7 @@ fn main() -> Result<()> {
         Cmd::Invoices { cmd } => invoices(cmd)?,
         Cmd::Users { cmd } => users(cmd)?,
         Cmd::Verdicts { cmd } => verdicts(cmd)?,
+        Cmd::Store { cmd } => store(cmd)?,
         Cmd::Payouts {
             cmd: PayoutsCmd::Run { dry_run, api },
         } => println!(
@@ -383,6 +409,28 @@ fn main() -> Result<()> {
         ),
     }
     Ok(())
+}
+
+/// `turbo-server store …`: straight to Redis, no server needed.
+fn store(cmd: StoreCmd) -> Result<()> {
+    use turbo_controlplane::store::RedisStore;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        match cmd {
+            StoreCmd::Migrate { store, dry_run } => {
+                let redis = RedisStore::connect_any_schema(&store).await?;
+                let done = redis.migrate_v1(dry_run).await?;
+                println!("{}", serde_json::to_string(&done)?);
+            }
+            StoreCmd::Version { store } => {
+                let redis = RedisStore::connect_any_schema(&store).await?;
+                println!("{}", redis.schema_version().await?);
+            }
+        }
+        Ok(())
+    })
 }
 
 /// `turbo-server verdicts …`.

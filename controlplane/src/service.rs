@@ -81,6 +81,9 @@ pub struct ControlPlane<S> {
     touched: std::sync::Mutex<HashSet<Arc<str>>>,
     /// What this server's abuse detector has done.
     pub detect: Arc<crate::detect::Status>,
+    /// The expired-lease buckets this server reclaims (index << 32 | of), set from
+    /// the fleet; every bucket until then.
+    reclaim_share: std::sync::atomic::AtomicU64,
 }
 
 impl<S: Store> ControlPlane<S> {
@@ -101,6 +104,23 @@ impl<S: Store> ControlPlane<S> {
             touched: std::sync::Mutex::default(),
             live: std::sync::OnceLock::new(),
             detect: Arc::default(),
+            reclaim_share: std::sync::atomic::AtomicU64::new(1),
+        }
+    }
+
+    /// Sets the expired-lease buckets this server reclaims (its rank in the fleet).
+    pub fn set_reclaim_share(&self, share: crate::store::Share) {
+        let packed = (u64::from(share.index) << 32) | u64::from(share.of.max(1));
+        self.reclaim_share
+            .store(packed, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The expired-lease buckets this server reclaims.
+    pub fn reclaim_share(&self) -> crate::store::Share {
+        let packed = self.reclaim_share.load(std::sync::atomic::Ordering::Relaxed);
+        crate::store::Share {
+            index: (packed >> 32) as u32,
+            of: packed as u32,
         }
     }
 
@@ -258,7 +278,7 @@ impl<S: Store> ControlPlane<S> {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            match self.store.reclaim_expired().await {
+            match self.store.reclaim_expired(self.reclaim_share()).await {
                 Ok(0) => {}
                 Ok(n) => {
                     info!(leases = n, "reclaimed expired leases");

@@ -4,7 +4,7 @@
 use tokio::sync::broadcast;
 use turbo_dataplane::control::{ConnRecord, KeyEvent, LeaseAnswer, LeaseRequest};
 
-use super::{
+use super::{Share, 
     FeatureFields, KeyRecord, LeaseTerms, MemoryStore, NodeRecord, RedisStore, Store, StoreError,
     UsageEntry,
 };
@@ -108,8 +108,8 @@ impl Store for AnyStore {
     async fn usage_trim(&self, cursor: &str) -> Result<(), StoreError> {
         delegate!(self, s => s.usage_trim(cursor).await)
     }
-    async fn reclaim_expired(&self) -> Result<u64, StoreError> {
-        delegate!(self, s => s.reclaim_expired().await)
+    async fn reclaim_expired(&self, share: Share) -> Result<u64, StoreError> {
+        delegate!(self, s => s.reclaim_expired(share).await)
     }
     async fn record_connection(&self, record: &ConnRecord, max_len: u64) -> Result<(), StoreError> {
         delegate!(self, s => s.record_connection(record, max_len).await)

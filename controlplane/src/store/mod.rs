@@ -34,6 +34,27 @@ pub use any::AnyStore;
 pub use memory::MemoryStore;
 pub use redis::RedisStore;
 
+/// The part of the expired-lease buckets one server reclaims: bucket `b` when
+/// `b % of == index`. Live servers share the buckets out by their rank in the fleet;
+/// reclaiming is idempotent, so an overlap while the fleet changes costs nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Share {
+    /// This server's rank.
+    pub index: u32,
+    /// How many servers share.
+    pub of: u32,
+}
+
+impl Share {
+    /// Every bucket (one server, or tests).
+    pub const ALL: Share = Share { index: 0, of: 1 };
+
+    /// Whether bucket `b` is this share's.
+    pub fn covers(self, b: u32) -> bool {
+        b % self.of.max(1) == self.index
+    }
+}
+
 /// The smallest lease granted while the balance allows it, in bytes.
 pub const MIN_LEASE: u64 = 64 * 1024;
 
@@ -251,12 +272,15 @@ pub trait Store: detect::DetectStore + Send + Sync + 'static {
     /// # Errors
     /// [`StoreError::Unavailable`].
     fn usage_trim(&self, cursor: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
-    /// Ends every lease whose TTL passed, returning what it held to its key's balance.
-    /// Returns the number of leases reclaimed.
+    /// Ends every lease of `share`'s buckets whose TTL passed, returning what it held
+    /// to its key's balance. Returns the number of leases reclaimed.
     ///
     /// # Errors
     /// [`StoreError::Unavailable`].
-    fn reclaim_expired(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    fn reclaim_expired(
+        &self,
+        share: Share,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
     /// Appends one feature record per closed connection (bounded to about `max_len`).
     ///
     /// # Errors

@@ -1,21 +1,7 @@
 //! The Redis [`Store`], shared by every `turbo-server` pointing at the same Redis.
 //!
-//! Key schema (all under the `turbo:` prefix):
-//!
-//! | key | type | holds |
-//! |---|---|---|
-//! | `turbo:key:{id}` | hash | `name`, `hash` (hex SHA-256 of the secret), `credits` (unleased balance), `leased`, `bytes_up`, `bytes_down`, `connections`, `overdraft`, `revoked` (0/1), `created` |
-//! | `turbo:keyhash:{sha256 hex}` | string | the key id (lookup by the hash of a high-entropy secret) |
-//! | `turbo:keys` | set | every key id |
-//! | `turbo:node:{id}` | hash | `hash`, `bytes_carried`, `created`, `payout` (the runner's payout address), `payout_min` (the runner's payout threshold, nano-USD; 0 for the server's), `revoked` (0/1) |
-//! | `turbo:nodehash:{sha256 hex}` | string | the node id |
-//! | `turbo:nodes` | set | every node id |
-//! | `turbo:lease:{lease id}` | hash | `key`, `owner`, `amount` (credit held), `seq`, `granted` (last grant), `status` (`live`/`ended`), `expires` (Unix ms); kept an hour after its TTL so retries stay idempotent |
-//! | `turbo:leases` | sorted set | live lease ids scored by expiry (Unix ms) |
-//! | `turbo:usage` | stream | the usage log: one entry per node per applied checkpoint (`owner`, `lease`, `seq`, `node`, `key`, `minute`, `up`, `down`, `conns`), written by the lease script when a ledger takes it in, trimmed once the ledger has it |
-//! | `turbo:session:{key id}:{session}` | string | the node a sticky session is pinned to, with the session's TTL |
-//! | `turbo:conns` | stream | one feature record per closed connection, `XADD … MAXLEN ~` |
-//! | `turbo:events` | pub/sub channel | `revoke {id}`, `credit {id}`, `create {tag}` (16 hex digits, [`turbo_dataplane::known_keys::tag`]), `revoke-node {id}` |
+//! Key schema v2 (cluster-safe; every name is in [`schema`]). Connect with
+//! `redis://host:port/db` (one Redis) or `redis-cluster://host:port,…` (seed nodes).
 //!
 //! Every change to balances runs as one Lua script (lease, reclaim, top-up), so
 //! concurrent servers never double-spend. Lua numbers are doubles: balances stay within
@@ -25,9 +11,10 @@
 //!
 //! Durability is Redis's: an acknowledged admin write survives a Redis crash only with
 //! `appendonly yes` and `appendfsync always` (with `everysec`, up to a second of writes
-//! can be lost). [`RedisStore::connect`] reads both settings and warns when they differ. The clock is Redis's own (`TIME`). Scripts name the
-//! keys they touch, except the reclaim script, which derives lease and key names from
-//! the sorted set; that is fine on a single Redis (not on Redis Cluster).
+//! can be lost). [`RedisStore::connect`] reads both settings and warns when they differ.
+//! The clock is Redis's own (`TIME`). Scripts name the keys they touch, except the
+//! reclaim script, which derives lease and key names of its bucket from the bucket's
+//! hash-tagged prefix (same slot).
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -40,8 +27,8 @@ use tracing::{debug, warn};
 use turbo_dataplane::control::{ConnRecord, KeyEvent, LeaseAnswer, LeaseRequest};
 
 use super::{
-    feature_fields, now_unix, short_id, FeatureFields, KeyRecord, LeaseTerms, NodeRecord, Store,
-    StoreError, UsageEntry, MAX_BALANCE, MIN_LEASE,
+    feature_fields, now_unix, short_id, FeatureFields, KeyRecord, LeaseTerms, NodeRecord, Share,
+    Store, StoreError, UsageEntry, MAX_BALANCE, MIN_LEASE,
 };
 use crate::secrets::{self, SecretHash};
 
@@ -49,17 +36,16 @@ mod credits;
 mod detect;
 pub(crate) mod events;
 mod lua;
+pub mod migrate;
 mod records;
+pub mod schema;
 mod usage;
 use events::{subscriber, Channel};
-use lua::{LEASE_LUA, RECLAIM_LUA, SESSION_LUA, SET_NODE_FIELD_LUA};
+use lua::{LEASE_LUA, NODE_CARRIED_LUA, RECLAIM_LUA, SESSION_LUA, SET_NODE_FIELD_LUA};
 use records::{parse_key, parse_node};
 
 const EVENTS: &str = "turbo:events";
 const CONNS: &str = "turbo:conns";
-const LEASES: &str = "turbo:leases";
-/// The usage log stream (see [`Store::usage_since`]).
-const USAGE_LOG: &str = "turbo:usage";
 /// About how many entries the usage log keeps when no ledger trims it.
 const USAGE_LOG_MAX_LEN: u64 = 10_000_000;
 
@@ -78,20 +64,32 @@ fn unavailable(e: redis::RedisError) -> StoreError {
 }
 
 fn key_name(id: &str) -> String {
-    format!("turbo:key:{id}")
+    schema::key(id)
 }
 
 fn node_name(id: &str) -> String {
-    format!("turbo:node:{id}")
+    schema::node(id)
 }
 
 impl RedisStore {
-    /// Connects to `url` and subscribes to key events; returns once the subscription
-    /// is live, so no event published afterwards is missed.
+    /// Connects to `url` (`redis://…` or `redis-cluster://seed,…`) and subscribes to
+    /// key events; returns once the subscription is live, so no event published
+    /// afterwards is missed. A new store is marked as key schema v2.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when Redis cannot be reached;
+    /// [`StoreError::Corrupt`] when the store is on schema v1 ([`migrate`]).
+    pub async fn connect(url: &str) -> Result<RedisStore, StoreError> {
+        let store = RedisStore::connect_any_schema(url).await?;
+        store.check_schema().await?;
+        Ok(store)
+    }
+
+    /// Like [`RedisStore::connect`] on a store of any schema (to migrate it).
     ///
     /// # Errors
     /// [`StoreError::Unavailable`] when Redis cannot be reached.
-    pub async fn connect(url: &str) -> Result<RedisStore, StoreError> {
+    pub async fn connect_any_schema(url: &str) -> Result<RedisStore, StoreError> {
         let (client, conn) = events::manager(url).await.map_err(unavailable)?;
         let (events, _) = broadcast::channel(1024);
         let errors = Arc::new(AtomicU64::new(0));
@@ -171,6 +169,29 @@ impl RedisStore {
         Ok(())
     }
 
+    /// Adds a new record's `id` to the id set `set`, then writes its secret lookup
+    /// `lookup` (last: a record is usable only once complete).
+    async fn index(&self, id: &str, set: &str, lookup: &str) -> Result<(), StoreError> {
+        let _: i64 = self.conn().sadd(set, id).await.map_err(|e| self.fail(e))?;
+        let _: () = self.conn().set(lookup, id).await.map_err(|e| self.fail(e))?;
+        Ok(())
+    }
+
+    /// Adds carried bytes to the nodes' display counters (after an applied
+    /// checkpoint; the ledger's usage records are the exact count).
+    async fn count_carried(&self, nodes: &[turbo_dataplane::control::NodeUsage]) {
+        for u in nodes.iter().filter(|u| u.up + u.down > 0) {
+            let added: Result<i64, _> = Script::new(NODE_CARRIED_LUA)
+                .key(node_name(&u.node))
+                .arg(u.up + u.down)
+                .invoke_async(&mut self.conn())
+                .await;
+            if let Err(e) = added {
+                debug!(node = %u.node, error = %e, "node byte counter not updated");
+            }
+        }
+    }
+
     async fn members(&self, set: &str) -> Result<Vec<String>, StoreError> {
         self.conn().smembers(set).await.map_err(|e| self.fail(e))
     }
@@ -233,8 +254,9 @@ impl Store for RedisStore {
             hash: secrets::hash(&secret),
         };
         let hash_hex = hex::encode(rec.hash);
-        redis::pipe()
-            .atomic()
+        // Three slots: the record, the id set, then the lookup that makes it usable.
+        let _: () = self
+            .conn()
             .hset_multiple(
                 key_name(&rec.id),
                 &[
@@ -250,11 +272,10 @@ impl Store for RedisStore {
                     ("created", rec.created_unix.to_string()),
                 ],
             )
-            .set(format!("turbo:keyhash:{hash_hex}"), &rec.id)
-            .sadd("turbo:keys", &rec.id)
-            .exec_async(&mut self.conn())
             .await
             .map_err(|e| self.fail(e))?;
+        self.index(&rec.id, "turbo:keys", &format!("turbo:keyhash:{hash_hex}"))
+            .await?;
         let tag = turbo_dataplane::known_keys::tag(&rec.hash);
         self.publish(&format!("create {tag:016x}")).await?;
         Ok((rec, secret))
@@ -315,14 +336,12 @@ impl Store for RedisStore {
         terms: &LeaseTerms,
         request: &LeaseRequest,
     ) -> Result<LeaseAnswer, StoreError> {
+        let bucket = schema::bucket(&request.key_id);
         let mut inv = self.lease_script.prepare_invoke();
         inv.key(key_name(&request.key_id))
-            .key(format!("turbo:lease:{}", request.lease_id))
-            .key(LEASES)
-            .key(USAGE_LOG);
-        for u in &request.usage.nodes {
-            inv.key(node_name(&u.node));
-        }
+            .key(schema::lease(&request.key_id, &request.lease_id))
+            .key(schema::leases(bucket))
+            .key(schema::usage(bucket));
         inv.arg(&*request.lease_id)
             .arg(&terms.owner)
             .arg(request.seq)
@@ -348,6 +367,9 @@ impl Store for RedisStore {
             Err(e) => return Err(self.fail(e)),
         };
         let at = |i: usize| v.get(i).copied().unwrap_or(0).max(0) as u64;
+        if at(5) == 1 {
+            self.count_carried(&request.usage.nodes).await;
+        }
         Ok(LeaseAnswer {
             granted: at(0),
             held: at(1),
@@ -369,14 +391,19 @@ impl Store for RedisStore {
         self.usage_log_trim(cursor).await
     }
 
-    async fn reclaim_expired(&self) -> Result<u64, StoreError> {
-        let n: u64 = self
-            .reclaim_script
-            .key(LEASES)
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(|e| self.fail(e))?;
-        Ok(n)
+    async fn reclaim_expired(&self, share: Share) -> Result<u64, StoreError> {
+        let mut reclaimed = 0;
+        for bucket in (0..schema::BUCKETS).filter(|b| share.covers(*b)) {
+            let n: u64 = self
+                .reclaim_script
+                .key(schema::leases(bucket))
+                .arg(schema::prefix(bucket))
+                .invoke_async(&mut self.conn())
+                .await
+                .map_err(|e| self.fail(e))?;
+            reclaimed += n;
+        }
+        Ok(reclaimed)
     }
 
     async fn record_connection(&self, record: &ConnRecord, max_len: u64) -> Result<(), StoreError> {
@@ -433,8 +460,8 @@ impl Store for RedisStore {
             hash: secrets::hash(&token),
         };
         let hash_hex = hex::encode(rec.hash);
-        redis::pipe()
-            .atomic()
+        let _: () = self
+            .conn()
             .hset_multiple(
                 node_name(&rec.id),
                 &[
@@ -445,11 +472,10 @@ impl Store for RedisStore {
                     ("revoked", "0".into()),
                 ],
             )
-            .set(format!("turbo:nodehash:{hash_hex}"), &rec.id)
-            .sadd("turbo:nodes", &rec.id)
-            .exec_async(&mut self.conn())
             .await
             .map_err(|e| self.fail(e))?;
+        self.index(&rec.id, "turbo:nodes", &format!("turbo:nodehash:{hash_hex}"))
+            .await?;
         Ok((rec, token))
     }
 
@@ -531,3 +557,6 @@ impl Store for RedisStore {
 
 #[cfg(test)]
 pub(crate) mod tests;
+
+#[cfg(test)]
+mod migrate_tests;

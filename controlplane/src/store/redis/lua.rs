@@ -3,8 +3,10 @@
 //! goes through `string.format('%.0f')`, and `HINCRBY` gets the decimal strings the
 //! server sent, so every amount is an exact integer.
 
-/// Books usage, then grants or releases; see [`crate::store::Store::lease`]. Returns
-/// `{granted, held, credits, revoked, ended}`.
+/// Books usage, then grants or releases; see [`crate::store::Store::lease`]. `KEYS`:
+/// the key, the lease, the bucket's live leases and its usage log (one hash tag).
+/// Returns `{granted, held, credits, revoked, ended, applied}` (`applied` is absent
+/// for a checkpoint seen before).
 pub(super) const LEASE_LUA: &str = r#"
 local key, lease, leases = KEYS[1], KEYS[2], KEYS[3]
 if redis.call('EXISTS', key) == 0 then return redis.error_reply('NOKEY') end
@@ -38,13 +40,8 @@ redis.call('HINCRBY', key, 'bytes_down', ARGV[7])
 redis.call('HINCRBY', key, 'connections', ARGV[8])
 local log, max_len = ARGV[12] == '1', ARGV[13]
 local minute = math.floor(now / 60000)
-for i = 5, #KEYS do
-  local j = 14 + (i - 5) * 4
-  local nup, ndown = tonumber(ARGV[j + 1]), tonumber(ARGV[j + 2])
-  if redis.call('EXISTS', KEYS[i]) == 1 then
-    redis.call('HINCRBY', KEYS[i], 'bytes_carried', int(nup + ndown))
-  end
-  if log then
+if log then
+  for j = 14, #ARGV - 3, 4 do
     redis.call('XADD', KEYS[4], 'MAXLEN', '~', max_len, '*', 'owner', owner, 'lease', lease_id,
       'seq', ARGV[3], 'node', ARGV[j], 'key', ARGV[11], 'minute', minute,
       'up', ARGV[j + 1], 'down', ARGV[j + 2], 'conns', ARGV[j + 3])
@@ -72,19 +69,21 @@ redis.call('HSET', key, 'credits', int(credits), 'leased', int(leased))
 redis.call('HSET', lease, 'key', ARGV[11], 'owner', owner, 'amount', int(amount), 'seq', int(seq),
   'granted', int(granted), 'status', new_status, 'expires', int(now + ttl))
 redis.call('PEXPIRE', lease, ttl + 3600000)
-return {granted, amount, credits, revoked, ended and 1 or 0}
+return {granted, amount, credits, revoked, ended and 1 or 0, 1}
 "#;
 
-/// Ends live leases whose expiry passed; returns how many.
+/// Ends bucket `KEYS[1]`'s live leases whose expiry passed; returns how many. The lease
+/// and key hashes it derives from `ARGV[1]`, the bucket's hash-tagged prefix, share the
+/// bucket's slot.
 pub(super) const RECLAIM_LUA: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 1000)
 for _, id in ipairs(ids) do
-  local lease = 'turbo:lease:' .. id
+  local lease = ARGV[1] .. ':lease:' .. id
   if redis.call('HGET', lease, 'status') == 'live' then
     local amount = tonumber(redis.call('HGET', lease, 'amount') or '0')
-    local key = 'turbo:key:' .. (redis.call('HGET', lease, 'key') or '')
+    local key = ARGV[1] .. ':key:' .. (redis.call('HGET', lease, 'key') or '')
     if amount > 0 and redis.call('EXISTS', key) == 1 then
       redis.call('HINCRBY', key, 'credits', string.format('%.0f', amount))
       redis.call('HINCRBY', key, 'leased', string.format('%.0f', -amount))
@@ -133,4 +132,10 @@ pub(super) const SET_NODE_FIELD_LUA: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return 1
+"#;
+
+/// Adds `ARGV[1]` to field `bytes_carried` of node hash `KEYS[1]` if the node exists.
+pub(super) const NODE_CARRIED_LUA: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+return redis.call('HINCRBY', KEYS[1], 'bytes_carried', ARGV[1])
 "#;

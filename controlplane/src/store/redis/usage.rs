@@ -1,10 +1,43 @@
-//! The usage log on Redis: the `turbo:usage` stream the lease script appends to, read
-//! after a cursor (`XRANGE` from just past it) and trimmed up to it (`XTRIM MINID`).
+//! The usage log on Redis: one stream per bucket ([`schema::usage`]) that the lease
+//! script appends to, read after a composite cursor (`v2:` and one stream id per
+//! bucket; `XRANGE` from just past each) and trimmed up to it (`XTRIM MINID`). Any
+//! other cursor (the ledger's first, or one from the one-stream schema v1) reads every
+//! bucket from its start: the ledger keys usage records by (server, lease, seq, node),
+//! so an entry read twice is recorded once.
 
 use redis::AsyncCommands;
 
-use super::{RedisStore, USAGE_LOG};
-use crate::store::{StoreError, UsageEntry, USAGE_LOG_START};
+use super::{schema, RedisStore};
+use crate::store::{StoreError, UsageEntry};
+
+/// The prefix of a composite cursor.
+const CURSOR_PREFIX: &str = "v2:";
+
+/// Each bucket's position in `cursor` (`0`: from the start).
+fn positions(cursor: &str) -> Vec<String> {
+    let start = || vec!["0".to_owned(); schema::BUCKETS as usize];
+    let Some(ids) = cursor.strip_prefix(CURSOR_PREFIX) else {
+        return start();
+    };
+    let ids: Vec<String> = ids.split(',').map(str::to_owned).collect();
+    if ids.len() == schema::BUCKETS as usize && ids.iter().all(|id| is_stream_id(id)) {
+        ids
+    } else {
+        start()
+    }
+}
+
+/// `0` or `ms-seq`.
+fn is_stream_id(id: &str) -> bool {
+    id == "0"
+        || id
+            .split_once('-')
+            .is_some_and(|(ms, seq)| ms.parse::<u64>().is_ok() && seq.parse::<u64>().is_ok())
+}
+
+fn cursor_of(positions: &[String]) -> String {
+    format!("{CURSOR_PREFIX}{}", positions.join(","))
+}
 
 impl RedisStore {
     pub(super) async fn usage_log_since(
@@ -12,34 +45,47 @@ impl RedisStore {
         cursor: &str,
         max: usize,
     ) -> Result<(Vec<UsageEntry>, String), StoreError> {
-        let start = if cursor == USAGE_LOG_START {
-            "-".to_owned()
-        } else {
-            format!("({cursor}")
-        };
-        let reply: redis::streams::StreamRangeReply = self
-            .conn()
-            .xrange_count(USAGE_LOG, start, "+", max)
-            .await
-            .map_err(|e| self.fail(e))?;
-        let next = reply.ids.last().map_or(cursor.to_owned(), |e| e.id.clone());
-        let entries = reply.ids.iter().filter_map(usage_entry).collect();
-        Ok((entries, next))
+        let mut at = positions(cursor);
+        let quota = (max / schema::BUCKETS as usize).max(1);
+        let mut entries = Vec::new();
+        for (b, pos) in (0..schema::BUCKETS).zip(at.iter_mut()) {
+            if entries.len() >= max {
+                break;
+            }
+            let start = if pos == "0" {
+                "-".to_owned()
+            } else {
+                format!("({pos}")
+            };
+            let take = quota.min(max - entries.len());
+            let reply: redis::streams::StreamRangeReply = self
+                .conn()
+                .xrange_count(schema::usage(b), start, "+", take)
+                .await
+                .map_err(|e| self.fail(e))?;
+            if let Some(last) = reply.ids.last() {
+                pos.clone_from(&last.id);
+            }
+            entries.extend(reply.ids.iter().filter_map(usage_entry));
+        }
+        Ok((entries, cursor_of(&at)))
     }
 
     pub(super) async fn usage_log_trim(&self, cursor: &str) -> Result<(), StoreError> {
-        // MINID keeps ids at or above it: the id just after the cursor.
-        let Some((ms, seq)) = cursor.split_once('-') else {
-            return Ok(());
-        };
-        let seq: u64 = seq.parse().unwrap_or(u64::MAX - 1);
-        let _: i64 = redis::cmd("XTRIM")
-            .arg(USAGE_LOG)
-            .arg("MINID")
-            .arg(format!("{ms}-{}", seq + 1))
-            .query_async(&mut self.conn())
-            .await
-            .map_err(|e| self.fail(e))?;
+        for (b, pos) in (0..schema::BUCKETS).zip(positions(cursor)) {
+            // MINID keeps ids at or above it: the id just after the cursor.
+            let Some((ms, seq)) = pos.split_once('-') else {
+                continue;
+            };
+            let seq: u64 = seq.parse().unwrap_or(u64::MAX - 1);
+            let _: i64 = redis::cmd("XTRIM")
+                .arg(schema::usage(b))
+                .arg("MINID")
+                .arg(format!("{ms}-{}", seq + 1))
+                .query_async(&mut self.conn())
+                .await
+                .map_err(|e| self.fail(e))?;
+        }
         Ok(())
     }
 }
@@ -59,4 +105,20 @@ fn usage_entry(e: &redis::streams::StreamId) -> Option<UsageEntry> {
         down: num("down")?,
         connections: num("conns")?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_foreign_ones_start_over() {
+        let mut at = positions("0");
+        assert!(at.iter().all(|p| p == "0"));
+        at[3] = "1700000000000-4".into();
+        assert_eq!(positions(&cursor_of(&at)), at);
+        for foreign in ["1700000000000-4", "v2:1-1", "v2:x", ""] {
+            assert!(positions(foreign).iter().all(|p| p == "0"), "{foreign}");
+        }
+    }
 }
