@@ -89,6 +89,8 @@ pub struct ApiState<S> {
     pub pair_ttl: std::time::Duration,
     /// The detector's settings, the defaults of manual verdicts.
     pub detect_defaults: crate::detect::DetectConfig,
+    /// The network's servers, this one's announcements ([`crate::fleet`]).
+    pub fleet: Arc<crate::fleet::announce::FleetHandle>,
 }
 
 /// An API failure, rendered as `{"error": ...}`.
@@ -274,6 +276,7 @@ pub fn router<S: Store>(state: Arc<ApiState<S>>) -> Router {
         )
         .route("/api/nodes/invite", post(invite::<S>))
         .route("/api/nodes", get(list_nodes::<S>))
+        .route("/api/servers", get(crate::fleet::announce::list::<S>))
         .route("/api/nodes/{id}", get(get_node::<S>))
         .route("/api/nodes/{id}/payout", post(set_payout::<S>))
         .route("/api/nodes/{id}/revoke", post(revoke_node::<S>))

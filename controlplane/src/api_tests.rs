@@ -28,6 +28,15 @@ async fn admin_routes_need_the_token() {
         pairings: Arc::new(crate::pairing::Pairings::Memory(Default::default())),
         pair_ttl: crate::pairing::api::DEFAULT_TTL,
         detect_defaults: Default::default(),
+        fleet: Arc::new(crate::fleet::announce::FleetHandle::new(
+            crate::fleet::Fleet::Memory(Default::default()),
+            crate::fleet::announce::Identity {
+                id: "s1".into(),
+                quic_addr: "127.0.0.1:8443".into(),
+                pin: [7; 32],
+            },
+            Default::default(),
+        )),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -52,6 +61,15 @@ async fn admin_routes_need_the_token() {
             .set("Authorization", "Bearer nope")
             .call();
         assert!(matches!(wrong, Err(ureq::Error::Status(401, _))));
+        let denied = ureq::get(&format!("{base}/api/servers")).call();
+        assert!(matches!(denied, Err(ureq::Error::Status(401, _))));
+        let fleet: Value = ureq::get(&format!("{base}/api/servers"))
+            .set("Authorization", "Bearer secret-admin")
+            .call()
+            .expect("servers")
+            .into_json()
+            .expect("json");
+        assert_eq!(fleet["this"], "s1");
         let off = ureq::get(&format!("{base}/api/ledger/reconcile"))
             .set("Authorization", "Bearer secret-admin")
             .call();

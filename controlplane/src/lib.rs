@@ -14,6 +14,7 @@ pub mod canary;
 pub mod cli;
 pub mod config;
 pub mod detect;
+pub mod fleet;
 pub mod geoip;
 pub mod integrity;
 pub mod live;

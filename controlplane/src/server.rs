@@ -238,8 +238,9 @@ impl Server {
             crate::payments::start(cfg, money.as_deref(), control.store.clone(), live.clone());
         let payments = runtime.block_on(payments).map_err(ServerError::Payments)?;
         let site_key = crate::detect::start(&runtime, cfg, &control)?;
+        let fleet = crate::fleet::announce::start(&runtime, cfg, &control, &server_id, cert.pin)?;
         let mut dp_config = dataplane_config(cfg, &cert, &server_id, links.known_keys)?;
-        dp_config.site_key = site_key;
+        (dp_config.site_key, dp_config.servers) = (site_key, fleet.servers());
         let dataplane = Dataplane::start(dp_config, handle, links.table, &links.key_events)?;
         control.set_metrics(Arc::new(metrics(&dataplane, &control)));
         if let Some(m) = &money {
@@ -263,6 +264,7 @@ impl Server {
             pairings,
             pair_ttl: cfg.pair_code_ttl,
             detect_defaults: cfg.detect.clone(),
+            fleet,
         });
         let money = api_state.money.clone();
         let proxy = dataplane.addrs().http;
@@ -298,6 +300,7 @@ impl Server {
     /// Stops the data plane (which settles its credit leases with the still-running
     /// control plane), then the control plane.
     pub fn shutdown(self) {
+        self.runtime.block_on(self.api_state.fleet.drain());
         self.dataplane.shutdown();
         self.control.store.save();
         self.runtime
@@ -475,6 +478,7 @@ fn dataplane_config(
         udp_offload: cfg.udp_offload == crate::config::UdpOffload::Auto,
         congestion_control: cfg.congestion_control.into(),
         site_key: turbo_dataplane::site::SiteKey::random(),
+        servers: Default::default(),
         limits: connection_limits(cfg),
         auth: AuthConfig {
             ttl: cfg.auth_cache_ttl,

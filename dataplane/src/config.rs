@@ -72,6 +72,8 @@ pub struct DataplaneConfig {
     /// Keys the site and session identities of feature records; the servers of one
     /// network share it.
     pub site_key: crate::site::SiteKey,
+    /// The network's live servers, told to every node (the control plane updates it).
+    pub servers: crate::servers::ServerListHandle,
 }
 
 /// How cores cache authorization answers and limit failures.

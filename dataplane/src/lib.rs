@@ -12,7 +12,7 @@
 //! # Module order
 //! No module imports one that imports it back. From the leaves up (each line may use
 //! the lines above it):
-//! 1. `sys`, `signal`, `pool`, `frontend`, `known_keys`, `routes`; in `quic`: `cid`,
+//! 1. `sys`, `signal`, `pool`, `frontend`, `known_keys`, `routes`, `servers`; in `quic`: `cid`,
 //!    `retry`, `reset`, `control_state`.
 //! 2. `fairshare` (routes), `limits` (fairshare, frontend), `control` (routes,
 //!    known keys), `stats` (control), `config` (limits, known keys, reset key),
@@ -51,6 +51,7 @@ pub use config::{AuthConfig, DataplaneConfig, DataplaneError, DriverChoice, Leas
 pub use quic::reset::ResetKey;
 mod relay;
 pub mod routes;
+pub mod servers;
 mod signal;
 pub mod site;
 mod sockets;

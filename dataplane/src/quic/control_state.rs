@@ -22,6 +22,8 @@ pub(crate) struct ControlStream {
     pub(crate) stats: NodeStats,
     /// The node was last told its earnings are held (so a release is told too).
     pub(super) told_held: bool,
+    /// The version of the server list last told (0: none yet).
+    pub(super) told_servers: u64,
 }
 
 impl ControlStream {

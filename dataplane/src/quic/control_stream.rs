@@ -125,6 +125,7 @@ fn handle(core: &Rc<QuicCore>, conn: &Rc<NodeConn>, msg: ControlMessage) {
                 .queue(&ControlMessage::Pong { seq });
             report_rtt(core, conn);
             send_score(core, conn);
+            send_servers(core, conn);
         }
         ControlMessage::Pong { .. }
         | ControlMessage::Unknown { .. }
@@ -179,6 +180,20 @@ fn send_score(core: &QuicCore, conn: &NodeConn) {
     }
 }
 
+/// Tells an admitted node the network's server list, unless it has this version.
+fn send_servers(core: &QuicCore, conn: &NodeConn) {
+    if conn.node_id.borrow().is_none() {
+        return;
+    }
+    let list = core.cfg.servers.load();
+    let mut control = conn.control.borrow_mut();
+    if list.version == 0 || control.told_servers == list.version {
+        return;
+    }
+    control.told_servers = list.version;
+    control.queue(&ControlMessage::Servers(list.servers.clone()));
+}
+
 fn reject(conn: &NodeConn, code: RejectCode, message: &'static str) {
     let mut cs = conn.control.borrow_mut();
     cs.queue(&ControlMessage::Reject {
@@ -214,6 +229,7 @@ fn admit(core: &Rc<QuicCore>, conn: &Rc<NodeConn>, hello: turbo_proto::wire::con
                         liveness_timeout_ms: liveness.as_millis() as u64,
                         lanes: u8::try_from(core.cores()).unwrap_or(u8::MAX),
                     }));
+                send_servers(&core, &conn);
                 if core.cfg.node_policy != NodePolicy::default() {
                     conn.control
                         .borrow_mut()

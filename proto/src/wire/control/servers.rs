@@ -42,7 +42,10 @@ pub(super) fn put(list: &[ServerInfo], body: &mut Vec<u8>) {
     put_varint(body, list.len() as u64);
     for s in list {
         put_bytes(body, &s.id.as_bytes()[..s.id.len().min(MAX_SERVER_ID)]);
-        put_bytes(body, &s.addr.as_bytes()[..s.addr.len().min(MAX_SERVER_ADDR)]);
+        put_bytes(
+            body,
+            &s.addr.as_bytes()[..s.addr.len().min(MAX_SERVER_ADDR)],
+        );
         body.extend_from_slice(&s.pin);
         let flags = [(s.draining, FLAG_DRAINING), (s.sender, FLAG_SENDER)];
         body.push(flags.iter().filter(|f| f.0).fold(0, |a, f| a | f.1));
