@@ -162,6 +162,15 @@ async fn memory_accounts_pass_the_suite_and_survive_a_restart() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_accounts_pass_the_suite() {
+    let cluster = turbo_bench::redis_cluster::RedisCluster::start().expect("cluster");
+    let store = RedisAccounts::connect(&cluster.seeds_url())
+        .await
+        .expect("connect");
+    suite(&store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_accounts_pass_the_suite() {
     let server = crate::store::redis::tests::Server::start();
     let store = RedisAccounts::connect(&server.url())

@@ -170,6 +170,14 @@ async fn memory_bus() {
 }
 
 #[tokio::test]
+async fn redis_cluster_bus_shared_by_two_servers() {
+    let cluster = turbo_bench::redis_cluster::RedisCluster::start().expect("cluster");
+    let a = LiveBus::open(&cluster.seeds_url()).await.expect("a");
+    let b = LiveBus::open(&cluster.seeds_url()).await.expect("b");
+    run(&a, &b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_bus_shared_by_two_servers() {
     let server = crate::store::redis::tests::Server::start();
     let a = LiveBus::open(&server.url()).await.expect("a");

@@ -307,6 +307,13 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn redis_cluster_pairings() {
+        let cluster = turbo_bench::redis_cluster::RedisCluster::start().expect("cluster");
+        let p = Pairings::open(&cluster.seeds_url()).await.expect("redis");
+        suite(&p).await;
+    }
+
+    #[tokio::test]
     async fn redis_pairings() {
         let server = crate::store::redis::tests::Server::start();
         let p = Pairings::open(&server.url()).await.expect("redis");

@@ -4,9 +4,9 @@
 use tokio::sync::broadcast;
 use turbo_dataplane::control::{ConnRecord, KeyEvent, LeaseAnswer, LeaseRequest};
 
-use super::{Share, 
-    FeatureFields, KeyRecord, LeaseTerms, MemoryStore, NodeRecord, RedisStore, Store, StoreError,
-    UsageEntry,
+use super::{
+    FeatureFields, KeyRecord, LeaseTerms, MemoryStore, NodeRecord, RedisStore, Share, Store,
+    StoreError, UsageEntry,
 };
 use crate::secrets::SecretHash;
 

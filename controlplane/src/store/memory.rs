@@ -27,9 +27,9 @@ use turbo_dataplane::control::{ConnRecord, KeyEvent, LeaseAnswer, LeaseRequest};
 use turbo_dataplane::known_keys;
 
 use super::snapshot::{Snapshot, SnapshotFile};
-use super::{Share, 
-    feature_fields, now_unix, short_id, FeatureFields, KeyRecord, LeaseTerms, NodeRecord, Store,
-    StoreError, UsageEntry, MAX_BALANCE,
+use super::{
+    feature_fields, now_unix, short_id, FeatureFields, KeyRecord, LeaseTerms, NodeRecord, Share,
+    Store, StoreError, UsageEntry, MAX_BALANCE,
 };
 use crate::secrets::{self, SecretHash};
 

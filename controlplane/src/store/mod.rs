@@ -277,10 +277,8 @@ pub trait Store: detect::DetectStore + Send + Sync + 'static {
     ///
     /// # Errors
     /// [`StoreError::Unavailable`].
-    fn reclaim_expired(
-        &self,
-        share: Share,
-    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    fn reclaim_expired(&self, share: Share)
+        -> impl Future<Output = Result<u64, StoreError>> + Send;
     /// Appends one feature record per closed connection (bounded to about `max_len`).
     ///
     /// # Errors

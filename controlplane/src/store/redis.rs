@@ -173,7 +173,11 @@ impl RedisStore {
     /// `lookup` (last: a record is usable only once complete).
     async fn index(&self, id: &str, set: &str, lookup: &str) -> Result<(), StoreError> {
         let _: i64 = self.conn().sadd(set, id).await.map_err(|e| self.fail(e))?;
-        let _: () = self.conn().set(lookup, id).await.map_err(|e| self.fail(e))?;
+        let _: () = self
+            .conn()
+            .set(lookup, id)
+            .await
+            .map_err(|e| self.fail(e))?;
         Ok(())
     }
 
@@ -474,8 +478,12 @@ impl Store for RedisStore {
             )
             .await
             .map_err(|e| self.fail(e))?;
-        self.index(&rec.id, "turbo:nodes", &format!("turbo:nodehash:{hash_hex}"))
-            .await?;
+        self.index(
+            &rec.id,
+            "turbo:nodes",
+            &format!("turbo:nodehash:{hash_hex}"),
+        )
+        .await?;
         Ok((rec, token))
     }
 

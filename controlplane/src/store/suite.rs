@@ -407,7 +407,13 @@ async fn expired_leases_are_reclaimed<S: Store>(store: &S) {
         .await
         .expect("dying lease");
     assert_eq!(store.key(&k.id).await.expect("key").credits, 2000);
-    assert!(store.reclaim_expired(super::Share::ALL).await.expect("reclaim") >= 1);
+    assert!(
+        store
+            .reclaim_expired(super::Share::ALL)
+            .await
+            .expect("reclaim")
+            >= 1
+    );
     let rec = store.key(&k.id).await.expect("key");
     assert_eq!((rec.credits, rec.leased), (3000, 1000));
     // The dead lease's owner comes back late: its usage is charged, nothing granted.
@@ -521,7 +527,13 @@ async fn amounts_near_the_maximum_are_exact<S: Store>(store: &S) {
         )
         .await
         .expect("dying lease");
-    assert!(store.reclaim_expired(super::Share::ALL).await.expect("reclaim") >= 1);
+    assert!(
+        store
+            .reclaim_expired(super::Share::ALL)
+            .await
+            .expect("reclaim")
+            >= 1
+    );
     let rec = store.key(&k.id).await.expect("key");
     assert_eq!((rec.credits, rec.leased), (start - 1_234_568, 0));
 }

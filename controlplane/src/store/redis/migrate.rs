@@ -64,7 +64,11 @@ impl RedisStore {
         }
         let ids: Vec<String> = self.members("turbo:keys").await?;
         for id in ids.iter().take(100) {
-            let v1: bool = self.conn().exists(v1_key(id)).await.map_err(|e| self.fail(e))?;
+            let v1: bool = self
+                .conn()
+                .exists(v1_key(id))
+                .await
+                .map_err(|e| self.fail(e))?;
             if v1 {
                 return Ok("1".into());
             }
@@ -104,7 +108,10 @@ impl RedisStore {
             ..Migration::default()
         };
         for id in self.members("turbo:keys").await? {
-            done.keys += u64::from(self.move_name(&v1_key(&id), &schema::key(&id), dry_run).await?);
+            done.keys += u64::from(
+                self.move_name(&v1_key(&id), &schema::key(&id), dry_run)
+                    .await?,
+            );
         }
         self.migrate_leases(&mut done).await?;
         self.migrate_usage(&mut done).await?;
@@ -122,7 +129,11 @@ impl RedisStore {
     async fn move_name(&self, from: &str, to: &str, dry_run: bool) -> Result<bool, StoreError> {
         let exists: bool = self.conn().exists(from).await.map_err(|e| self.fail(e))?;
         if exists && !dry_run {
-            let _: () = self.conn().rename(from, to).await.map_err(|e| self.fail(e))?;
+            let _: () = self
+                .conn()
+                .rename(from, to)
+                .await
+                .map_err(|e| self.fail(e))?;
         }
         Ok(exists)
     }
@@ -146,7 +157,11 @@ impl RedisStore {
         }
         for name in names {
             let id = name.trim_start_matches("turbo:lease:").to_owned();
-            let key: Option<String> = self.conn().hget(&name, "key").await.map_err(|e| self.fail(e))?;
+            let key: Option<String> = self
+                .conn()
+                .hget(&name, "key")
+                .await
+                .map_err(|e| self.fail(e))?;
             let Some(key) = key else { continue };
             let score = live.iter().find(|(l, _)| *l == id).map(|(_, s)| *s);
             if let (Some(score), false) = (score, done.dry_run) {

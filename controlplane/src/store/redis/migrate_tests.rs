@@ -12,7 +12,10 @@ use super::*;
 /// applied payment marker), an expired live lease `l_old` (50 held), one usage entry.
 async fn write_v1(url: &str) {
     let client = redis::Client::open(url).expect("url");
-    let mut c = client.get_multiplexed_async_connection().await.expect("conn");
+    let mut c = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("conn");
     let key = [
         ("name", "old"),
         ("hash", "00"),
@@ -68,13 +71,19 @@ async fn a_v1_store_is_refused_then_migrated_exactly() {
         refused.map(|e| e.to_string())
     );
 
-    let store = RedisStore::connect_any_schema(&server.url()).await.expect("connect");
+    let store = RedisStore::connect_any_schema(&server.url())
+        .await
+        .expect("connect");
     let dry = store.migrate_v1(true).await.expect("dry run");
     assert_eq!(
         (dry.keys, dry.leases, dry.live_leases, dry.usage_entries),
         (1, 2, 2, 1)
     );
-    assert_eq!(store.schema_version().await.expect("version"), "1", "dry run changes nothing");
+    assert_eq!(
+        store.schema_version().await.expect("version"),
+        "1",
+        "dry run changes nothing"
+    );
 
     let done = store.migrate_v1(false).await.expect("migrate");
     assert_eq!((done.keys, done.leases, done.usage_entries), (1, 2, 1));
@@ -85,7 +94,10 @@ async fn a_v1_store_is_refused_then_migrated_exactly() {
     let key = store.key("k_v1").await.expect("moved key");
     assert_eq!((key.credits, key.leased, key.balance()), (850, 150, 1000));
     assert!(
-        !store.add_credits_once("k_v1", 1, "pay-1").await.expect("marker"),
+        !store
+            .add_credits_once("k_v1", 1, "pay-1")
+            .await
+            .expect("marker"),
         "an applied payment stays applied"
     );
     // The expired lease is reclaimed from its bucket; the live one goes on.

@@ -85,3 +85,14 @@ async fn an_unresponsive_redis_is_an_error_not_a_hang() {
         assert!(Instant::now() < deadline, "Redis did not come back");
     }
 }
+
+/// The same suite on a 3-master Redis Cluster (with replicas) on loopback: every
+/// script and pipeline stays in one slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_store_passes_the_suite() {
+    let cluster = turbo_bench::redis_cluster::RedisCluster::start().expect("cluster");
+    let store = RedisStore::connect(&cluster.seeds_url())
+        .await
+        .expect("connect");
+    crate::store::suite::run(Arc::new(store)).await;
+}

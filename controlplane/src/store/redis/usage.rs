@@ -1,6 +1,7 @@
 //! The usage log on Redis: one stream per bucket ([`schema::usage`]) that the lease
 //! script appends to, read after a composite cursor (`v2:` and one stream id per
-//! bucket; `XRANGE` from just past each) and trimmed up to it (`XTRIM MINID`). Any
+//! bucket; `XRANGE` from just past each, buckets in turn from one that the cursor
+//! picks) and trimmed up to it (`XTRIM MINID`). Any
 //! other cursor (the ledger's first, or one from the one-stream schema v1) reads every
 //! bucket from its start: the ledger keys usage records by (server, lease, seq, node),
 //! so an entry read twice is recorded once.
@@ -46,21 +47,23 @@ impl RedisStore {
         max: usize,
     ) -> Result<(Vec<UsageEntry>, String), StoreError> {
         let mut at = positions(cursor);
-        let quota = (max / schema::BUCKETS as usize).max(1);
         let mut entries = Vec::new();
-        for (b, pos) in (0..schema::BUCKETS).zip(at.iter_mut()) {
+        // Greedy from a start that moves with the cursor: a bucket busier than `max`
+        // cannot keep the others waiting.
+        let first = schema::bucket(cursor);
+        for b in (0..schema::BUCKETS).map(|i| (first + i) % schema::BUCKETS) {
             if entries.len() >= max {
                 break;
             }
+            let pos = &mut at[b as usize];
             let start = if pos == "0" {
                 "-".to_owned()
             } else {
                 format!("({pos}")
             };
-            let take = quota.min(max - entries.len());
             let reply: redis::streams::StreamRangeReply = self
                 .conn()
-                .xrange_count(schema::usage(b), start, "+", take)
+                .xrange_count(schema::usage(b), start, "+", max - entries.len())
                 .await
                 .map_err(|e| self.fail(e))?;
             if let Some(last) = reply.ids.last() {
