@@ -13,41 +13,27 @@ use std::{
     time::Duration,
 };
 
-use sha2::Digest as _;
-use subtle::ConstantTimeEq;
 use tokio::net::UdpSocket;
 use tokio::time::{sleep, sleep_until, Instant};
 use tracing::{info, warn};
 use turbo_proto::wire::control::{
     ControlDecoder, ControlMessage, Hello, NodeStats, RejectCode, Welcome,
 };
-use turbo_proto::wire::{window, ALPN, WIRE_VERSION};
+use turbo_proto::wire::WIRE_VERSION;
 use turbo_quic::batch::{Batcher, Pacer};
 
 pub use turbo_proto::wire::control::Lane;
 
+mod setup;
+use setup::connect;
+pub(crate) use setup::{bind_udp, check_pin, quic_config};
+
 use crate::conn::Conn;
+use crate::servers::Slot;
 use crate::{NodeConfig, NodeError, Shared};
 
 const CONTROL: u64 = 0;
 const STATS_EVERY: Duration = Duration::from_secs(10);
-const UDP_BUFFER: usize = 4 << 20;
-
-/// A UDP socket with large buffers (the kernel caps them at rmem_max / wmem_max).
-fn bind_udp(peer: SocketAddr, local: Option<std::net::IpAddr>) -> std::io::Result<UdpSocket> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let sock = Socket::new(Domain::for_address(peer), Type::DGRAM, Some(Protocol::UDP))?;
-    let _ = sock.set_recv_buffer_size(UDP_BUFFER);
-    let _ = sock.set_send_buffer_size(UDP_BUFFER);
-    sock.set_nonblocking(true)?;
-    let any: SocketAddr = match local {
-        Some(ip) => (ip, 0).into(),
-        None if peer.is_ipv6() => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
-        None => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
-    };
-    sock.bind(&any.into())?;
-    UdpSocket::from_std(sock.into())
-}
 
 /// How a connection ended without a fatal error.
 pub enum ConnectionEnd {
@@ -62,39 +48,6 @@ pub enum ConnectionEnd {
     },
 }
 
-fn quic_config(cfg: &NodeConfig) -> Result<quiche::Config, NodeError> {
-    let mut c = quiche::Config::new(quiche::PROTOCOL_VERSION)?;
-    c.set_application_protos(&[ALPN])?;
-    match (&cfg.join.pin, &cfg.ca_file) {
-        (Some(_), _) => c.verify_peer(false), // The pin is checked before any byte is sent.
-        (None, Some(ca)) => {
-            c.verify_peer(true);
-            c.load_verify_locations_from_file(&ca.to_string_lossy())?;
-        }
-        (None, None) => return Err(NodeError::NoTrustAnchor),
-    }
-    c.set_max_idle_timeout(30_000);
-    turbo_quic::configure_paths(&mut c);
-    cfg.congestion_control.apply(&mut c);
-    // Server -> node data (customer -> target): a stream whose target stops reading
-    // holds at most STREAM_WINDOW of the shared window.
-    c.set_initial_max_data(window::CONNECTION_WINDOW);
-    c.set_max_connection_window(window::CONNECTION_WINDOW);
-    c.set_initial_max_stream_data_bidi_local(1 << 20);
-    c.set_initial_max_stream_data_bidi_remote(window::STREAM_WINDOW_INITIAL);
-    c.set_max_stream_window(window::STREAM_WINDOW);
-    c.set_initial_max_streams_bidi(u64::from(cfg.max_streams));
-    c.set_initial_max_streams_uni(0);
-    #[cfg(feature = "fault-injection")]
-    if crate::fault::current() == crate::fault::Fault::OkNeverReadHugeWindows {
-        c.set_initial_max_data(1 << 40);
-        c.set_initial_max_stream_data_bidi_remote(1 << 40);
-        c.set_max_stream_window(1 << 40);
-        c.set_max_connection_window(1 << 40);
-    }
-    Ok(c)
-}
-
 /// Runs one connection to the server, from dial to close. Must run inside a `LocalSet`.
 ///
 /// # Errors
@@ -102,11 +55,13 @@ fn quic_config(cfg: &NodeConfig) -> Result<quiche::Config, NodeError> {
 pub async fn run(
     cfg: &NodeConfig,
     shared: &Rc<Shared>,
+    slot: &Slot,
     lane: Lane,
     shutdown: &mut Pin<&mut impl Future<Output = ()>>,
 ) -> Result<ConnectionEnd, NodeError> {
     let (socket, local, peer, conn) = connect(cfg, lane).await?;
-    let _lane_status = crate::status::LaneGuard::new(&shared.status, lane.index);
+    let status_lane = slot.status_lane(lane.index);
+    let _lane_status = crate::status::LaneGuard::new(&shared.status, status_lane);
     info!(%peer, "connecting");
     let mut udp = Udp {
         sender: crate::udp::batcher(&socket, cfg.udp_offload)?,
@@ -118,7 +73,9 @@ pub async fn run(
     let mut connection = Connection {
         cfg,
         shared,
+        slot,
         lane,
+        status_lane,
         conn,
         control: Control::new(),
         streams: NewStreams::default(),
@@ -130,40 +87,6 @@ pub async fn run(
             ControlFlow::Continue(paced) => connection.wait(&mut udp, shutdown, paced).await,
         }
     }
-}
-
-/// Resolves the server, binds the UDP socket and starts the QUIC handshake, aiming the
-/// Initial at server core `lane.index`. Returns the socket, its local address, the
-/// server's address and the connection.
-async fn connect(
-    cfg: &NodeConfig,
-    lane: Lane,
-) -> Result<(UdpSocket, SocketAddr, SocketAddr, Rc<Conn>), NodeError> {
-    let server = cfg.join.server_addr();
-    let peer: SocketAddr = tokio::net::lookup_host(&server)
-        .await?
-        .next()
-        .ok_or_else(|| NodeError::Resolve(server.clone()))?;
-    let socket = bind_udp(peer, cfg.bind)?;
-    let local = socket.local_addr()?;
-    let mut qcfg = quic_config(cfg)?;
-    let scid: [u8; 16] = rand::random();
-    let mut dcid: [u8; 16] = rand::random();
-    dcid[0] = lane.index;
-    let quic = quiche::connect_with_dcid_and_buffer_factory::<turbo_quic::ZcFactory>(
-        Some(&cfg.join.host),
-        &quiche::ConnectionId::from_ref(&scid),
-        &quiche::ConnectionId::from_ref(&dcid),
-        local,
-        peer,
-        &mut qcfg,
-    )?;
-    Ok((
-        socket,
-        local,
-        peer,
-        Rc::new(Conn::new(quic, Default::default())),
-    ))
 }
 
 /// The connection's UDP side: the socket, its batched sender and pacer, and the receive
@@ -284,7 +207,10 @@ impl Drain {
 struct Connection<'a> {
     cfg: &'a NodeConfig,
     shared: &'a Rc<Shared>,
+    slot: &'a Slot,
     lane: Lane,
+    /// The lane's index in the status ([`Slot::status_lane`]).
+    status_lane: u16,
     conn: Rc<Conn>,
     control: Control,
     streams: NewStreams,
@@ -304,7 +230,7 @@ impl Connection<'_> {
         let active = self.conn.driver.active.get();
         self.shared
             .status
-            .set_lane(self.lane.index, |l| l.active = active);
+            .set_lane(self.status_lane, |l| l.active = active);
         if self.control.welcomed && self.drain.is_none() && self.shared.usage.capped() {
             warn!(cap = ?self.shared.usage.cap(), "monthly data cap reached: no new streams until next month");
             self.begin_drain(true);
@@ -323,7 +249,7 @@ impl Connection<'_> {
         let counters = udp.sender.counters;
         self.shared
             .status
-            .set_lane(self.lane.index, |l| l.udp = counters);
+            .set_lane(self.status_lane, |l| l.udp = counters);
         if self.conn.quic.borrow().is_closed() {
             return self.closed().map(ControlFlow::Break);
         }
@@ -382,7 +308,12 @@ impl Connection<'_> {
                 self.shared.status.refusal.replace(Some(message));
             }
             ControlMessage::Ping { seq } => self.control.queue(ControlMessage::Pong { seq }),
-            ControlMessage::Drain { grace_ms } => info!(grace_ms, "server is draining"),
+            ControlMessage::Drain { grace_ms } => {
+                info!(grace_ms, "server is draining");
+                self.slot.draining.set(true);
+                self.shared.fleet_changed.notify_one();
+            }
+            ControlMessage::Servers(list) => self.on_servers(list),
             ControlMessage::Policy(p) => {
                 let rules = crate::guard::ServerRules {
                     ports: p.ports,
@@ -419,17 +350,29 @@ impl Connection<'_> {
         self.control.welcomed = true;
         let shared = self.shared;
         shared.status.refusal.take();
-        shared.lanes.set(w.lanes);
-        shared.lanes_changed.notify_one();
+        self.slot.lane_up();
+        self.slot.lanes.set(w.lanes);
+        self.slot.lanes_changed.notify_one();
         shared
             .status
-            .set_lane(self.lane.index, |l| l.connected = true);
+            .set_lane(self.status_lane, |l| l.connected = true);
         if self.lane.index == 0 {
             shared.status.state.set("connected");
         }
         *shared.status.node_id.borrow_mut() = Some(w.node_id.clone());
         self.control.ping_every = Duration::from_millis(w.ping_interval_ms.clamp(100, 60_000));
         self.control.next_ping = Instant::now() + self.control.ping_every;
+    }
+
+    /// The network's server list: kept for the supervisor, which also learns here which
+    /// server this slot reached.
+    fn on_servers(&mut self, list: Vec<turbo_proto::wire::control::ServerInfo>) {
+        if let Some(me) = list.iter().find(|s| s.sender) {
+            self.slot.server.replace(Some(me.id.clone()));
+        }
+        tracing::debug!(servers = list.len(), "server list");
+        self.shared.fleet.replace(Some(list));
+        self.shared.fleet_changed.notify_one();
     }
 
     /// Starts a relay task for each new server-opened stream.
@@ -441,10 +384,10 @@ impl Connection<'_> {
                 self.shared.clone(),
                 u64::from(self.cfg.max_streams),
             ));
-            if !self.shared.carrying.replace(true) {
+            if !self.slot.carrying.replace(true) {
                 // The first stream: open the other lanes now.
                 tracing::debug!("first relay stream: the other lanes may open");
-                self.shared.lanes_changed.notify_one();
+                self.slot.lanes_changed.notify_one();
             }
         }
     }
@@ -555,6 +498,15 @@ impl Connection<'_> {
     }
 }
 
+impl Drop for Connection<'_> {
+    fn drop(&mut self) {
+        if self.control.welcomed {
+            self.slot.lane_down();
+            self.shared.fleet_changed.notify_one();
+        }
+    }
+}
+
 /// The hello this node sends on `lane`.
 fn hello(cfg: &NodeConfig, lane: Lane) -> Hello {
     Hello {
@@ -580,19 +532,5 @@ fn top_up_connection_ids(conn: &Conn) {
         {
             break;
         }
-    }
-}
-
-fn check_pin(cfg: &NodeConfig, conn: &Conn) -> Result<(), NodeError> {
-    let Some(pin) = cfg.join.pin else {
-        return Ok(()); // Verified against the CA by BoringSSL.
-    };
-    let quic = conn.quic.borrow();
-    let der = quic.peer_cert().ok_or(NodeError::PinMismatch)?;
-    let got: [u8; 32] = sha2::Sha256::digest(der).into();
-    if bool::from(got.ct_eq(&pin)) {
-        Ok(())
-    } else {
-        Err(NodeError::PinMismatch)
     }
 }

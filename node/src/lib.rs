@@ -21,6 +21,7 @@ pub mod pair;
 pub mod pool;
 pub mod relay;
 pub mod retry;
+pub mod servers;
 pub mod status;
 pub mod tray;
 pub mod udp;
@@ -84,13 +85,10 @@ pub struct Shared {
     pub status: Rc<status::Status>,
     /// Relay buffers, taken only while bytes move.
     pub pool: pool::BufPool,
-    /// Lanes the server asked for in its latest welcome (its core count).
-    pub lanes: std::cell::Cell<u8>,
-    /// The node has carried a stream since it started: an idle node keeps one lane,
-    /// so that a server's thousands of idle nodes cost one connection each.
-    pub carrying: std::cell::Cell<bool>,
-    /// Signalled when a welcome arrives, so that missing lanes are opened.
-    pub lanes_changed: tokio::sync::Notify,
+    /// The network's server list, as a server last sent it.
+    pub fleet: std::cell::RefCell<Option<Vec<turbo_proto::wire::control::ServerInfo>>>,
+    /// Signalled when the list changes, a server drains or a slot goes down or up.
+    pub fleet_changed: tokio::sync::Notify,
 }
 
 impl NodeConfig {
@@ -181,9 +179,8 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         usage: usage.clone(),
         status: status.clone(),
         pool: pool::BufPool::default(),
-        lanes: std::cell::Cell::new(1),
-        carrying: std::cell::Cell::new(false),
-        lanes_changed: tokio::sync::Notify::new(),
+        fleet: std::cell::RefCell::new(None),
+        fleet_changed: tokio::sync::Notify::new(),
     });
     let mut tasks = Vec::new();
     if let Some(dir) = &config.state_dir {
@@ -225,7 +222,7 @@ async fn run_until_shutdown(
                 _ = status.until_paused(true) => {}
             }
         };
-        run_lanes(config, shared, stop).await?;
+        servers::run(config, shared, stop).await?;
         if shut.get() {
             return Ok(());
         }
@@ -238,23 +235,23 @@ async fn run_until_shutdown(
     }
 }
 
-/// Runs lane 0, then, once the node carries its first stream, one more lane per server
-/// core the server says it has, until shutdown (every lane drains) or a fatal error on
-/// any lane.
-async fn run_lanes(
-    config: &NodeConfig,
+/// Runs lane 0 of `slot`'s server, then, once the slot carries its first stream, one
+/// more lane per server core the server says it has, until shutdown (every lane
+/// drains) or a fatal error on any lane.
+pub(crate) async fn run_lanes(
+    config: Rc<NodeConfig>,
     shared: &Rc<Shared>,
+    slot: Rc<servers::Slot>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), NodeError> {
     // This run's id, which every lane's hello carries (the wire calls it the session).
     let session = rand::random::<u64>() >> 2;
-    let config = Rc::new(config.clone());
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut lanes = tokio::task::JoinSet::new();
     let mut opened = 0u8;
     let mut shutdown = pin!(shutdown);
     loop {
-        while opened < wanted_lanes(&config, shared) && !*stop.borrow() {
+        while opened < wanted_lanes(&config, &slot) && !*stop.borrow() {
             let lane = connection::Lane {
                 session,
                 index: opened,
@@ -262,7 +259,7 @@ async fn run_lanes(
             lanes.spawn_local(run_lane(
                 config.clone(),
                 shared.clone(),
-                lane,
+                (slot.clone(), lane),
                 stopped.clone(),
             ));
             opened += 1;
@@ -272,7 +269,7 @@ async fn run_lanes(
             _ = shutdown.as_mut(), if !*stop.borrow() => {
                 let _ = stop.send(true);
             }
-            _ = shared.lanes_changed.notified() => {}
+            _ = slot.lanes_changed.notified() => {}
             done = lanes.join_next() => match done {
                 None => return Ok(()),
                 Some(Ok(Ok(()))) => {}
@@ -286,13 +283,13 @@ async fn run_lanes(
     }
 }
 
-/// Lanes to keep: one until the node carries its first stream, then what the server
+/// Lanes to keep: one until the slot carries its first stream, then what the server
 /// asked for, within `--max-lanes`.
-fn wanted_lanes(config: &NodeConfig, shared: &Shared) -> u8 {
-    if !shared.carrying.get() {
+fn wanted_lanes(config: &NodeConfig, slot: &servers::Slot) -> u8 {
+    if !slot.carrying.get() {
         return 1;
     }
-    shared.lanes.get().min(config.max_lanes).max(1)
+    slot.lanes.get().min(config.max_lanes).max(1)
 }
 
 /// One lane's connections, one after another, reconnecting with jittered backoff,
@@ -300,13 +297,14 @@ fn wanted_lanes(config: &NodeConfig, shared: &Shared) -> u8 {
 async fn run_lane(
     config: Rc<NodeConfig>,
     shared: Rc<Shared>,
-    lane: connection::Lane,
+    (slot, lane): (Rc<servers::Slot>, connection::Lane),
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), NodeError> {
     let mut backoff = retry::Backoff::default();
     let first = lane.index == 0;
     let set_state = |s: &'static str| {
-        if first {
+        // "connecting" only while no lane, to any server, is admitted.
+        if first && (s != "connecting" || !shared.status.any_connected()) {
             shared.status.state.set(s);
         }
     };
@@ -314,7 +312,7 @@ async fn run_lane(
         let _ = stop.wait_for(|s| *s).await;
     });
     loop {
-        if lane.index >= wanted_lanes(&config, &shared) {
+        if lane.index >= wanted_lanes(&config, &slot) {
             return Ok(());
         }
         if shared.usage.capped() {
@@ -326,8 +324,9 @@ async fn run_lane(
             }
         }
         set_state("connecting");
-        let span = tracing::info_span!("lane", index = lane.index);
-        let connection = connection::run(&config, &shared, lane, &mut stopped).instrument(span);
+        let span = tracing::info_span!("lane", server = %slot.addr, index = lane.index);
+        let connection =
+            connection::run(&config, &shared, &slot, lane, &mut stopped).instrument(span);
         match connection.await {
             Ok(connection::ConnectionEnd::Shutdown) => return Ok(()),
             Ok(connection::ConnectionEnd::Capped) => continue,

@@ -27,7 +27,7 @@ pub struct StatusReport {
     /// Why the server last refused the node, until it is admitted again.
     #[serde(default)]
     pub refused: Option<String>,
-    /// The server's `host:port`.
+    /// The servers' `host:port`, comma-separated (two on a network of several).
     pub server: String,
     /// The node id the server gave.
     pub node_id: Option<String>,
@@ -47,7 +47,7 @@ pub struct StatusReport {
     /// GSO batches the kernel refused (then sent one datagram at a time).
     #[serde(default)]
     pub udp_offload_fallbacks: u64,
-    /// Connections (lanes) to the server that are up, one per server core.
+    /// Connections (lanes) that are up, one per server core, on every server.
     #[serde(default)]
     pub lanes: u8,
     /// Earnings today and this month (UTC), nano-USD, as the server last reported them
@@ -73,12 +73,12 @@ pub struct LaneStatus {
 /// Clears a lane's status when its connection ends, however it ends.
 pub struct LaneGuard<'a> {
     status: &'a Status,
-    index: u8,
+    index: u16,
 }
 
 impl<'a> LaneGuard<'a> {
-    /// Guards lane `index` of `status`.
-    pub fn new(status: &'a Status, index: u8) -> Self {
+    /// Guards lane `index` of `status` ([`Status::set_lane`]).
+    pub fn new(status: &'a Status, index: u16) -> Self {
         LaneGuard { status, index }
     }
 }
@@ -121,14 +121,20 @@ pub struct Status {
 }
 
 impl Status {
-    /// Updates lane `index`'s status with `f`.
-    pub fn set_lane(&self, index: u8, f: impl FnOnce(&mut LaneStatus)) {
+    /// Updates lane `index`'s status with `f` (lane `k` of the node's connection slot
+    /// `s` is index `256 s + k`).
+    pub fn set_lane(&self, index: u16, f: impl FnOnce(&mut LaneStatus)) {
         let mut lanes = self.lanes.borrow_mut();
         let i = usize::from(index);
         if lanes.len() <= i {
             lanes.resize(i + 1, LaneStatus::default());
         }
         f(&mut lanes[i]);
+    }
+
+    /// Whether any lane, to any server, is admitted.
+    pub fn any_connected(&self) -> bool {
+        self.lanes.borrow().iter().any(|l| l.connected)
     }
 
     /// Pauses (drain, then stay offline) or resumes the node.
