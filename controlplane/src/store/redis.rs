@@ -568,3 +568,6 @@ pub(crate) mod tests;
 
 #[cfg(test)]
 mod migrate_tests;
+
+#[cfg(test)]
+mod failover_tests;
