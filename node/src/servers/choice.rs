@@ -16,7 +16,7 @@ use std::time::Duration;
 /// Connections a node keeps, to as many different servers.
 pub const WANT: usize = 2;
 /// The least RTT gain that moves a connection to a closer server.
-pub const SWAP_GAIN: Duration = Duration::from_millis(20);
+pub const SWAP_GAIN: Duration = Duration::from_millis(50);
 
 /// A server the node knows of.
 #[derive(Debug, Clone, Copy)]
@@ -56,7 +56,8 @@ fn rank(c: &Candidate<'_>) -> (bool, Duration, String) {
 }
 
 /// The plan for a node connected to `connected` (server ids) that knows `known`. A
-/// connected server missing from `known` is kept: its connection is the evidence.
+/// connected server missing from `known` is kept: its connection is the evidence (the
+/// caller lists a connected server that left the list and is down as failing).
 pub fn plan(known: &[Candidate<'_>], connected: &[&str]) -> Plan {
     let find = |id: &str| known.iter().find(|c| c.id == id);
     let (mut keep, mut retire): (Vec<&str>, Vec<&str>) = connected

@@ -32,7 +32,7 @@ mod slot;
 pub use slot::Slot;
 
 /// A server none of whose lanes is admitted for this long counts as failing.
-pub const FAIL_AFTER: Duration = Duration::from_secs(6);
+pub const FAIL_AFTER: Duration = Duration::from_secs(4);
 /// How long a failing server is not dialled again (unless it is the only one).
 pub const FAIL_FOR: Duration = Duration::from_secs(30);
 /// How often each server is probed again.
@@ -264,7 +264,7 @@ impl Supervisor<'_> {
             ids.iter()
                 .any(|(s, retired, draining)| s.as_deref() == Some(id) && (*retired || *draining))
         };
-        let known: Vec<choice::Candidate<'_>> = list
+        let mut known: Vec<choice::Candidate<'_>> = list
             .iter()
             .map(|s| choice::Candidate {
                 id: &s.id,
@@ -274,6 +274,19 @@ impl Supervisor<'_> {
                     || rtts.get(&s.id).is_some_and(Option::is_none),
             })
             .collect();
+        // Connected servers the list no longer names (they died, or their entry
+        // lapsed): kept while up, left once failing.
+        for (id, _, draining) in &ids {
+            let Some(id) = id.as_deref() else { continue };
+            if list.iter().all(|s| s.id != id) {
+                known.push(choice::Candidate {
+                    id,
+                    rtt: None,
+                    draining: *draining,
+                    failing: self.failing.contains_key(id),
+                });
+            }
+        }
         let connected: Vec<&str> = ids
             .iter()
             .filter(|(_, retired, _)| !retired)
