@@ -447,9 +447,13 @@ fn graceful_shutdown_settles_leases(driver: &'static str) {
     let mut got = vec![0u8; 500_000];
     t.read_exact(&mut got).expect("bytes");
     let leased = |r: &Redis, id: &str| -> u64 {
-        r.cli(&["HGET", &format!("turbo:key:{id}"), "leased"])
-            .and_then(|v| v.parse().ok())
-            .expect("leased field")
+        r.cli(&[
+            "HGET",
+            &turbo_controlplane::store::redis::schema::key(id),
+            "leased",
+        ])
+        .and_then(|v| v.parse().ok())
+        .expect("leased field")
     };
     assert!(leased(&redis, &net.key_id) > 0, "a lease is out");
     net.signal_server(libc::SIGTERM);
@@ -462,7 +466,11 @@ fn graceful_shutdown_settles_leases(driver: &'static str) {
     );
     let field = |f: &str| -> u64 {
         redis
-            .cli(&["HGET", &format!("turbo:key:{}", net.key_id), f])
+            .cli(&[
+                "HGET",
+                &turbo_controlplane::store::redis::schema::key(&net.key_id),
+                f,
+            ])
             .and_then(|v| v.parse().ok())
             .expect("field")
     };

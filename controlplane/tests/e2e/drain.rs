@@ -55,7 +55,11 @@ fn drain_lets_open_tunnels_finish(driver: &'static str) {
     );
     assert!(status.success(), "{status:?}");
     let leased: u64 = redis
-        .cli(&["HGET", &format!("turbo:key:{}", net.key_id), "leased"])
+        .cli(&[
+            "HGET",
+            &turbo_controlplane::store::redis::schema::key(&net.key_id),
+            "leased",
+        ])
         .and_then(|v| v.parse().ok())
         .unwrap();
     assert_eq!(leased, 0, "every lease settled");
