@@ -117,7 +117,9 @@ impl<S: Store> ControlPlane<S> {
 
     /// The expired-lease buckets this server reclaims.
     pub fn reclaim_share(&self) -> crate::store::Share {
-        let packed = self.reclaim_share.load(std::sync::atomic::Ordering::Relaxed);
+        let packed = self
+            .reclaim_share
+            .load(std::sync::atomic::Ordering::Relaxed);
         crate::store::Share {
             index: (packed >> 32) as u32,
             of: packed as u32,
