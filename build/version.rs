@@ -1,4 +1,5 @@
-//! Stamps `turbo-node --version` with the git commit it was built from
+//! The build script of `turbo-server` and `turbo-node` (both name this file as their
+//! `build`): stamps `--version` with the git commit it was built from
 //! (`TURBO_GIT_COMMIT`: `git rev-parse --short HEAD`, or `unknown` outside git, e.g.
 //! a source tarball or a Docker build without `.git`).
 
@@ -9,7 +10,7 @@ fn main() {
     println!("cargo:rustc-env=TURBO_GIT_COMMIT={}", commit());
     // Rebuild when HEAD moves: a checkout (HEAD) or a commit (the branch's ref file,
     // or packed-refs once git packs it). Outside git, only this script is watched.
-    println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=../build/version.rs");
     for path in ["HEAD", &symbolic_head(), "packed-refs"] {
         if let Some(p) = git(&["rev-parse", "--git-path", path]) {
             let p = PathBuf::from(p);
