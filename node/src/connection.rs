@@ -351,6 +351,7 @@ impl Connection<'_> {
         let shared = self.shared;
         shared.status.refusal.take();
         self.slot.lane_up();
+        self.slot.draining.set(false);
         self.slot.lanes.set(w.lanes);
         self.slot.lanes_changed.notify_one();
         shared

@@ -148,10 +148,20 @@ impl FleetHandle {
 }
 
 /// What nodes are told: the live servers with a readable pin, `me` marked as the
-/// sender, at most [`MAX_SERVERS`] (this one always among them).
+/// sender, at most [`MAX_SERVERS`] (this one always among them). One server per
+/// address: a server restarted on the same address replaces its predecessor's entry
+/// (which lingers until it lapses), and otherwise the freshest entry wins.
 pub fn server_list(live: &[Announcement], me: &str) -> Vec<ServerInfo> {
-    let mut list: Vec<ServerInfo> = live
-        .iter()
+    let mut by_addr: std::collections::HashMap<&str, &Announcement> = Default::default();
+    for a in live {
+        let slot = by_addr.entry(a.quic_addr.as_str()).or_insert(a);
+        let newer = (a.id == me, a.until_ms) > (slot.id == me, slot.until_ms);
+        if newer {
+            *slot = a;
+        }
+    }
+    let mut list: Vec<ServerInfo> = by_addr
+        .into_values()
         .filter_map(|a| {
             Some(ServerInfo {
                 id: a.id.clone(),
@@ -162,7 +172,7 @@ pub fn server_list(live: &[Announcement], me: &str) -> Vec<ServerInfo> {
             })
         })
         .collect();
-    list.sort_by_key(|s| !s.sender);
+    list.sort_by(|a, b| (!a.sender, &a.id).cmp(&(!b.sender, &b.id)));
     list.truncate(MAX_SERVERS);
     list
 }

@@ -72,6 +72,15 @@ fn nodes_get_live_servers_with_the_sender_first_and_bad_pins_left_out() {
     assert_eq!(got, [("s2", true, false), ("s1", false, true)]);
     assert_eq!(list[1].pin, [2; 32]);
     assert_eq!(list[1].addr, "s1.example:8443");
+    // A restarted server (new id, same address) hides its predecessor's entry; between
+    // others on one address, the freshest wins.
+    let mut before = entry("s7", 99, false);
+    before.quic_addr = "s2.example:8443".into();
+    let mut older = entry("s8", 5, false);
+    older.quic_addr = "s1.example:8443".into();
+    let live = [before, older, entry("s1", 9, false), entry("s2", 9, false)];
+    let ids: Vec<String> = server_list(&live, "s2").into_iter().map(|s| s.id).collect();
+    assert_eq!(ids, ["s2", "s1"]);
 }
 
 #[tokio::test]

@@ -177,10 +177,14 @@ impl Supervisor<'_> {
     }
 
     /// Probes servers not probed lately; whether a probe begun within
-    /// [`PROBE_WAIT`] is still under way.
+    /// [`PROBE_WAIT`] is still under way. With one server there is nothing to choose:
+    /// no probe.
     fn probe(&mut self, list: &[ServerInfo]) -> bool {
         let now = Instant::now();
         let mut pending = false;
+        if list.iter().filter(|s| !s.draining).count() < 2 {
+            return false;
+        }
         for server in list.iter().filter(|s| !s.draining) {
             let last = self.probed.get(&server.id).copied();
             if last.is_some_and(|t| now - t < REPROBE_EVERY) {
@@ -264,12 +268,19 @@ impl Supervisor<'_> {
             ids.iter()
                 .any(|(s, retired, draining)| s.as_deref() == Some(id) && (*retired || *draining))
         };
+        // Another id at an address a slot already uses (a server restarted there):
+        // never a second slot to one endpoint.
+        let taken = |s: &ServerInfo| {
+            self.running
+                .iter()
+                .any(|r| r.slot.addr == s.addr && r.slot.server.borrow().as_deref() != Some(&s.id))
+        };
         let mut known: Vec<choice::Candidate<'_>> = list
             .iter()
             .map(|s| choice::Candidate {
                 id: &s.id,
                 rtt: rtts.get(&s.id).copied().flatten(),
-                draining: s.draining || busy(&s.id),
+                draining: s.draining || busy(&s.id) || taken(s),
                 failing: self.failing.contains_key(&s.id)
                     || rtts.get(&s.id).is_some_and(Option::is_none),
             })
