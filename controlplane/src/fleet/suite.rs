@@ -112,3 +112,11 @@ async fn a_draining_server_says_so_and_the_data_plane_gets_the_list() {
     assert!(list.servers[0].draining && list.servers[0].sender);
     assert!(handle.live().await.expect("live")[0].draining);
 }
+
+#[tokio::test]
+async fn redis_cluster_fleet_shared_by_two_servers() {
+    let cluster = turbo_bench::redis_cluster::RedisCluster::start().expect("cluster");
+    let a = Fleet::open(&cluster.seeds_url()).await.expect("a");
+    let b = Fleet::open(&cluster.seeds_url()).await.expect("b");
+    run(&a, &b).await;
+}

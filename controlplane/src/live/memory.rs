@@ -8,10 +8,14 @@ use tokio::sync::broadcast;
 
 use super::{LiveEvent, NetworkClaim, Presence};
 
+/// One node's presence on each server holding it.
+type Holders = HashMap<String, Presence>;
+
 /// Feed and presence in memory.
 pub struct MemoryBus {
     feed: broadcast::Sender<LiveEvent>,
-    presence: Mutex<HashMap<String, Presence>>,
+    /// node → server → its presence there.
+    presence: Mutex<HashMap<String, Holders>>,
     /// network → node → claim expiry (Unix ms).
     claims: Mutex<HashMap<String, HashMap<String, u64>>>,
     /// node → (why, until).
@@ -34,7 +38,7 @@ impl Default for MemoryBus {
 }
 
 impl MemoryBus {
-    fn with<R>(&self, f: impl FnOnce(&mut HashMap<String, Presence>) -> R) -> R {
+    fn with<R>(&self, f: impl FnOnce(&mut HashMap<String, Holders>) -> R) -> R {
         f(&mut self.presence.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
@@ -46,25 +50,44 @@ impl MemoryBus {
         let _ = self.feed.send(event.clone());
     }
 
-    pub(super) fn report(&self, server: &str, online: &[(String, Presence)], offline: &[String]) {
+    /// As [`super::LiveBus::report`].
+    pub(super) fn report(
+        &self,
+        server: &str,
+        online: &[(String, Presence)],
+        offline: &[String],
+        now: u64,
+    ) -> Vec<String> {
         self.with(|map| {
+            let mut gone = Vec::new();
             for id in offline {
-                if map.get(id).is_some_and(|p| p.server == server) {
+                let holders = map.entry(id.clone()).or_default();
+                holders.remove(server);
+                holders.retain(|_, p| p.until > now);
+                if holders.is_empty() {
                     map.remove(id);
+                    gone.push(id.clone());
                 }
             }
             for (id, p) in online {
-                map.insert(id.clone(), p.clone());
+                let holders = map.entry(id.clone()).or_default();
+                holders.retain(|s, q| s != server && q.until > now);
+                holders.insert(server.to_owned(), p.clone());
             }
-        });
+            gone
+        })
     }
 
-    pub(super) fn presence(&self, ids: Option<&[String]>) -> HashMap<String, Presence> {
+    pub(super) fn presence(&self, ids: Option<&[String]>, now: u64) -> HashMap<String, Presence> {
+        let merged = |h: &Holders| super::holders::merge(h.values(), now);
         self.with(|map| match ids {
-            None => map.clone(),
+            None => map
+                .iter()
+                .filter_map(|(id, h)| Some((id.clone(), merged(h)?)))
+                .collect(),
             Some(ids) => ids
                 .iter()
-                .filter_map(|id| Some((id.clone(), map.get(id)?.clone())))
+                .filter_map(|id| Some((id.clone(), merged(map.get(id)?)?)))
                 .collect(),
         })
     }
@@ -103,7 +126,7 @@ impl MemoryBus {
     pub(super) fn sweep(&self, before: u64) -> u64 {
         self.with(|map| {
             let n = map.len();
-            map.retain(|_, p| p.until >= before);
+            map.retain(|_, h| h.values().any(|p| p.until >= before));
             (n - map.len()) as u64
         })
     }

@@ -1,6 +1,7 @@
 //! Live state for the dashboard, shared by every server on one store:
-//! - **presence**: which nodes are online, on which server, with their score parts and
-//!   open streams. Each server reports its own nodes ([`report`]); an entry its server
+//! - **presence**: which nodes are online, on which servers, with their score parts and
+//!   open streams. Each server reports its own nodes ([`report`]); a node on two
+//!   servers has an entry from each, read merged ([`holders`]); an entry its server
 //!   stops refreshing goes stale at `until` and is ignored, then swept.
 //! - **the feed**: what changed, published by the server that saw it and delivered to
 //!   every server's `/events` ([`crate::web::live`]): usage ticks, nodes up and down,
@@ -19,6 +20,7 @@ use tokio::sync::broadcast;
 
 use crate::store::StoreError;
 
+mod holders;
 mod memory;
 mod redis;
 pub mod report;
@@ -87,7 +89,8 @@ impl LiveEvent {
 /// One online node, as its server reports it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Presence {
-    /// The server it is connected to.
+    /// The server it is connected to (read back: every server holding it, by id,
+    /// comma-separated).
     pub server: String,
     /// The country it is routed under.
     pub country: Option<String>,
@@ -165,8 +168,9 @@ impl LiveBus {
         }
     }
 
-    /// Records `server`'s online nodes and removes `offline` ones (only where `server`
-    /// still holds them: a node that moved to another server keeps that one's entry).
+    /// Records `server`'s online nodes and removes `server` from the holders of the
+    /// `offline` ones, at Unix second `now`; returns those of them that no server holds
+    /// any more (a node still on another server stays online).
     ///
     /// # Errors
     /// [`StoreError::Unavailable`].
@@ -175,13 +179,11 @@ impl LiveBus {
         server: &str,
         online: &[(String, Presence)],
         offline: &[String],
-    ) -> Result<(), StoreError> {
+        now: u64,
+    ) -> Result<Vec<String>, StoreError> {
         match self {
-            LiveBus::Memory(b) => {
-                b.report(server, online, offline);
-                Ok(())
-            }
-            LiveBus::Redis(b) => b.report(server, online, offline).await,
+            LiveBus::Memory(b) => Ok(b.report(server, online, offline, now)),
+            LiveBus::Redis(b) => b.report(server, online, offline, now).await,
         }
     }
 
@@ -195,8 +197,8 @@ impl LiveBus {
         now: u64,
     ) -> Result<HashMap<String, Presence>, StoreError> {
         let all = match self {
-            LiveBus::Memory(b) => b.presence(ids),
-            LiveBus::Redis(b) => b.presence(ids).await?,
+            LiveBus::Memory(b) => b.presence(ids, now),
+            LiveBus::Redis(b) => b.presence(ids, now).await?,
         };
         Ok(all.into_iter().filter(|(_, p)| p.until > now).collect())
     }

@@ -2,7 +2,7 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `turbo:presence` | hash | node id → [`Presence`] as JSON, written by the node's server |
+//! | `turbo:presence` | hash | node id → `{"holders": {server id: Presence}}` as JSON: one [`Presence`] per server the node is connected to (a node keeps two servers); a bare [`Presence`] from older servers is read as one holder |
 //! | `turbo:live` | pub/sub channel | [`LiveEvent::encode`] lines |
 //! | `turbo:net:<network>` | sorted set | nodes holding a place on the network, scored by claim expiry (Unix ms) |
 //! | `turbo:refused:<node>` | string | why the node was last refused, expiring |
@@ -25,21 +25,60 @@ use crate::store::StoreError;
 const FEED: &str = "turbo:live";
 const PRESENCE: &str = "turbo:presence";
 
-/// Deletes the nodes `ARGV[2..]` that server `ARGV[1]` holds (or whose entry is
-/// unreadable); returns how many.
-const GONE_LUA: &str = r"
-local n = 0
-for i = 2, #ARGV do
-  local v = redis.call('HGET', KEYS[1], ARGV[i])
-  if v then
-    local ok, p = pcall(cjson.decode, v)
-    if (not ok) or type(p) ~= 'table' or p.server == ARGV[1] then
-      redis.call('HDEL', KEYS[1], ARGV[i])
-      n = n + 1
+/// The holders of entry `v` (a holders map, or an older bare presence), without
+/// `server` and those stale at `now` (Unix s). Shared by the two scripts below.
+const HOLDERS_LUA: &str = r"
+local function holders(v, server, now)
+  local keep = {}
+  if not v then return keep end
+  local ok, e = pcall(cjson.decode, v)
+  if (not ok) or type(e) ~= 'table' then return keep end
+  local all = e.holders
+  if type(all) ~= 'table' then
+    all = {}
+    if type(e.server) == 'string' then all[e.server] = e end
+  end
+  for s, p in pairs(all) do
+    if s ~= server and type(p) == 'table' and (tonumber(p['until']) or 0) > now then
+      keep[s] = p
     end
   end
+  return keep
 end
-return n
+";
+
+/// Server `ARGV[1]` at `ARGV[2]` (Unix s) holds the nodes `ARGV[3], ARGV[5], …` with
+/// the presences (JSON) after each: sets its holder, keeps the others' fresh ones.
+const REPORT_LUA: &str = r"
+local now = tonumber(ARGV[2])
+for i = 3, #ARGV, 2 do
+  local keep = holders(redis.call('HGET', KEYS[1], ARGV[i]), ARGV[1], now)
+  keep[ARGV[1]] = cjson.decode(ARGV[i + 1])
+  redis.call('HSET', KEYS[1], ARGV[i], cjson.encode({holders = keep}))
+end
+return 0
+";
+
+/// Server `ARGV[1]` at `ARGV[2]` no longer holds the nodes `ARGV[3..]`; returns those
+/// that no server holds any more (their entries deleted).
+const GONE_LUA: &str = r"
+local gone = {}
+local now = tonumber(ARGV[2])
+for i = 3, #ARGV do
+  local v = redis.call('HGET', KEYS[1], ARGV[i])
+  if v then
+    local keep = holders(v, ARGV[1], now)
+    if next(keep) == nil then
+      redis.call('HDEL', KEYS[1], ARGV[i])
+      table.insert(gone, ARGV[i])
+    else
+      redis.call('HSET', KEYS[1], ARGV[i], cjson.encode({holders = keep}))
+    end
+  else
+    table.insert(gone, ARGV[i])
+  end
+end
+return gone
 ";
 
 /// Deletes each field `ARGV[2i-1]` whose value is still `ARGV[2i]` (stale as read, not
@@ -72,6 +111,7 @@ pub struct RedisBus {
     conn: Conn,
     feed: broadcast::Sender<LiveEvent>,
     gone: Script,
+    put: Script,
     sweep: Script,
     claim: Script,
     _stop_subscriber: oneshot::Sender<()>,
@@ -111,7 +151,8 @@ impl RedisBus {
         Ok(RedisBus {
             conn,
             feed,
-            gone: Script::new(GONE_LUA),
+            gone: Script::new(&format!("{HOLDERS_LUA}{GONE_LUA}")),
+            put: Script::new(&format!("{HOLDERS_LUA}{REPORT_LUA}")),
             sweep: Script::new(SWEEP_LUA),
             claim: Script::new(CLAIM_LUA),
             _stop_subscriber: stop,
@@ -137,25 +178,25 @@ impl RedisBus {
         server: &str,
         online: &[(String, Presence)],
         offline: &[String],
-    ) -> Result<(), StoreError> {
+        now: u64,
+    ) -> Result<Vec<String>, StoreError> {
         let mut conn = self.conn.clone();
+        let mut gone = Vec::new();
         if !offline.is_empty() {
             let mut call = self.gone.key(PRESENCE);
-            call.arg(server).arg(offline);
-            let _: i64 = call.invoke_async(&mut conn).await.map_err(unavailable)?;
+            call.arg(server).arg(now).arg(offline);
+            gone = call.invoke_async(&mut conn).await.map_err(unavailable)?;
         }
         if !online.is_empty() {
-            let fields: Vec<(&str, String)> = online
-                .iter()
-                .map(|(id, p)| Ok((id.as_str(), serde_json::to_string(p)?)))
-                .collect::<Result<_, serde_json::Error>>()
-                .map_err(unavailable)?;
-            let () = conn
-                .hset_multiple(PRESENCE, &fields)
-                .await
-                .map_err(unavailable)?;
+            let mut call = self.put.key(PRESENCE);
+            call.arg(server).arg(now);
+            for (id, p) in online {
+                call.arg(id)
+                    .arg(serde_json::to_string(p).map_err(unavailable)?);
+            }
+            let _: i64 = call.invoke_async(&mut conn).await.map_err(unavailable)?;
         }
-        Ok(())
+        Ok(gone)
     }
 
     /// Raw entries: `ids`' (or all), as stored.
@@ -183,11 +224,12 @@ impl RedisBus {
     pub(super) async fn presence(
         &self,
         ids: Option<&[String]>,
+        now: u64,
     ) -> Result<HashMap<String, Presence>, StoreError> {
         let raw = self.raw(ids).await?;
         Ok(raw
             .into_iter()
-            .filter_map(|(id, v)| Some((id, serde_json::from_str(&v).ok()?)))
+            .filter_map(|(id, v)| Some((id, super::holders::read(&v, now)?)))
             .collect())
     }
 
@@ -255,7 +297,7 @@ impl RedisBus {
             .raw(None)
             .await?
             .into_iter()
-            .filter(|(_, v)| serde_json::from_str::<Presence>(v).map_or(true, |p| p.until < before))
+            .filter(|(_, v)| super::holders::read(v, 0).is_none_or(|p| p.until < before))
             .collect();
         if stale.is_empty() {
             return Ok(0);

@@ -52,7 +52,8 @@ struct Reported {
 }
 
 impl Reported {
-    /// Writes this tick's presence; returns the nodes that came and went.
+    /// Writes this tick's presence; returns the nodes that came, and those that left
+    /// this server and are on no other.
     async fn tick(
         &mut self,
         bus: &LiveBus,
@@ -60,7 +61,8 @@ impl Reported {
         live: &HashMap<Arc<str>, LiveNode>,
         refresh_all: bool,
     ) -> Result<(Vec<String>, Vec<String>), crate::store::StoreError> {
-        let until = unix_now() + VALID_FOR;
+        let now = unix_now();
+        let until = now + VALID_FOR;
         let up: Vec<String> = live
             .keys()
             .filter(|id| !self.online.contains(&***id))
@@ -79,9 +81,10 @@ impl Reported {
             .iter()
             .map(|(id, n)| (id.to_string(), presence_of(server, n, until)))
             .collect();
-        bus.report(server, &entries, &down).await?;
+        // Only nodes no other server holds went down.
+        let gone = bus.report(server, &entries, &down, now).await?;
         self.online = live.keys().map(|id| id.to_string()).collect();
-        Ok((up, down))
+        Ok((up, gone))
     }
 }
 

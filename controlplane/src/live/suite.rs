@@ -52,7 +52,7 @@ async fn run(a: &LiveBus, b: &LiveBus) {
         ("n1".to_owned(), entry("s-a", 3, now + 10)),
         ("n2".to_owned(), entry("s-a", 0, now - 1)),
     ];
-    a.report("s-a", &online, &[]).await.expect("report");
+    a.report("s-a", &online, &[], now).await.expect("report");
     let ids = ["n1".to_owned(), "n2".to_owned(), "n3".to_owned()];
     let seen = b.presence(Some(&ids), now).await.expect("presence");
     assert_eq!(seen.len(), 1, "n2 is stale, n3 unknown: {seen:?}");
@@ -60,20 +60,38 @@ async fn run(a: &LiveBus, b: &LiveBus) {
     assert_eq!(b.presence(None, now).await.expect("all").len(), 1);
     assert!(b.presence(Some(&[]), now).await.expect("none").is_empty());
 
-    // n1 moves to server b; a's late "offline" for it does not remove b's entry.
-    b.report("s-b", &[("n1".into(), entry("s-b", 1, now + 10))], &[])
+    // n1 is on server b too (a node keeps two servers): read merged; a's "offline"
+    // leaves it online on b, and only b's makes it gone.
+    let on_b = entry("s-b", 1, now + 20);
+    let gone = b
+        .report("s-b", &[("n1".into(), on_b.clone())], &[], now)
         .await
         .expect("report b");
-    a.report("s-a", &[], &["n1".into()]).await.expect("gone a");
+    assert!(gone.is_empty());
+    let both = &a.presence(None, now).await.expect("presence")["n1"];
+    assert_eq!(both.server, "s-a,s-b");
+    assert_eq!(
+        (both.streams, both.until),
+        (4, now + 20),
+        "summed; the last to lapse"
+    );
+    let gone = a.report("s-a", &[], &["n1".into()], now).await.expect("a");
+    assert!(gone.is_empty(), "still on b: {gone:?}");
     let seen = a.presence(None, now).await.expect("presence");
-    assert_eq!(seen["n1"].server, "s-b");
-    b.report("s-b", &[], &["n1".into()]).await.expect("gone b");
+    assert_eq!(seen["n1"], on_b);
+    let gone = b.report("s-b", &[], &["n1".into()], now).await.expect("b");
+    assert_eq!(gone, ["n1"]);
     assert!(a.presence(None, now).await.expect("presence").is_empty());
 
     // The sweep removes entries stale before its bound, and only those.
-    a.report("s-a", &[("n4".into(), entry("s-a", 0, now + 100))], &[])
-        .await
-        .expect("report");
+    a.report(
+        "s-a",
+        &[("n4".into(), entry("s-a", 0, now + 100))],
+        &[],
+        now,
+    )
+    .await
+    .expect("report");
     assert_eq!(b.sweep(now).await.expect("sweep"), 1, "n2 is swept");
     assert_eq!(b.sweep(now).await.expect("sweep again"), 0);
     assert_eq!(a.presence(None, now).await.expect("presence").len(), 1);
@@ -183,4 +201,34 @@ async fn redis_bus_shared_by_two_servers() {
     let a = LiveBus::open(&server.url()).await.expect("a");
     let b = LiveBus::open(&server.url()).await.expect("b");
     run(&a, &b).await;
+}
+
+#[tokio::test]
+async fn an_entry_from_an_older_server_reads_as_one_holder() {
+    let server = crate::store::redis::tests::Server::start();
+    let bus = LiveBus::open(&server.url()).await.expect("bus");
+    let old = entry("s-old", 2, 10_050);
+    let client = ::redis::Client::open(server.url()).expect("client");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("conn");
+    let json = serde_json::to_string(&old).expect("json");
+    let () = ::redis::AsyncCommands::hset(&mut conn, "turbo:presence", "n9", json)
+        .await
+        .expect("hset");
+    let seen = bus.presence(None, 10_000).await.expect("presence");
+    assert_eq!(seen["n9"], old);
+    let gone = bus
+        .report(
+            "s-new",
+            &[("n9".into(), entry("s-new", 1, 10_060))],
+            &[],
+            10_000,
+        )
+        .await
+        .expect("report");
+    assert!(gone.is_empty());
+    let merged = &bus.presence(None, 10_000).await.expect("presence")["n9"];
+    assert_eq!((merged.server.as_str(), merged.streams), ("s-new,s-old", 3));
 }
