@@ -102,9 +102,21 @@ impl NetworkLimit {
         Ok(admitted)
     }
 
-    /// Gives up `node`'s place on the network of `ip` (it disconnected).
-    pub async fn release(&self, bus: &LiveBus, ip: IpAddr, node: &str) {
+    /// Gives up `node`'s place on the network of `ip` (it disconnected from `server`),
+    /// unless another server holds the node (a node keeps two servers): that server
+    /// keeps refreshing the claim.
+    pub async fn release(&self, bus: &LiveBus, ip: IpAddr, node: &str, server: &str) {
         if let Some(network) = network_of(ip, self.strict) {
+            let ids = [node.to_owned()];
+            let now = crate::store::now_unix();
+            let holders = bus.presence(Some(&ids), now).await.unwrap_or_default();
+            if holders
+                .get(node)
+                .is_some_and(|p| p.server.split(',').any(|s| s != server))
+            {
+                tracing::debug!(node, "network claim kept: the node is on another server");
+                return;
+            }
             if let Err(e) = bus.release_network(&network, node).await {
                 tracing::debug!(error = %e, node, "network claim not released; it lapses");
             }

@@ -310,7 +310,8 @@ impl<S: Store> ControlPlane<S> {
                 if self.registry.gone(&node_id, conn) && self.registry.peer(&node_id).is_none() {
                     if let (Some(live), Some(peer)) = (self.live.get(), peer) {
                         let limit = self.settings.network_limit;
-                        limit.release(live, peer.ip(), &node_id).await;
+                        let me = &self.settings.lease.owner;
+                        limit.release(live, peer.ip(), &node_id, me).await;
                     }
                 }
             }
