@@ -62,7 +62,9 @@ fn control_corpus() {
 /// Runs only with `TURBO_WRITE_CORPUS=1`.
 #[test]
 fn write_binary_seeds() {
-    use turbo_proto::wire::control::{ControlMessage, Hello, NodeStats, RejectCode, Welcome};
+    use turbo_proto::wire::control::{
+        ControlMessage, Hello, NodeStats, RejectCode, ServerInfo, Welcome,
+    };
     use turbo_proto::wire::relay::{RelayHeader, RelayReply};
     use turbo_proto::{RelayStatus, TargetAddr};
 
@@ -163,6 +165,16 @@ fn write_binary_seeds() {
             }),
         ),
         ("drain", ControlMessage::Drain { grace_ms: 30_000 }),
+        (
+            "servers",
+            ControlMessage::Servers(vec![ServerInfo {
+                id: "s0000beef".into(),
+                addr: "turbo-2.example:8443".into(),
+                pin: [0xab; 32],
+                draining: false,
+                sender: true,
+            }]),
+        ),
     ];
     let mut stream = Vec::new();
     for (name, m) in &messages {
