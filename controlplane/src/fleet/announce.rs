@@ -137,7 +137,7 @@ impl FleetHandle {
                 warn!(error = %e, "fleet announcement failed");
             }
             turns += 1;
-            if turns % 30 == 0 {
+            if turns.is_multiple_of(30) {
                 let before = now_ms().saturating_sub(Duration::from_secs(60).as_millis() as u64);
                 if let Err(e) = self.fleet.sweep(before).await {
                     debug!(error = %e, "fleet sweep failed");

@@ -55,7 +55,9 @@ pub(crate) async fn drive(core: Rc<QuicCore>, conn: Rc<NodeConn>) {
         }
         let q = conn.quic.borrow();
         let timed_out = q.is_timed_out();
-        let peer_error = q.peer_error().map(|e| String::from_utf8_lossy(&e.reason).into_owned());
+        let peer_error = q
+            .peer_error()
+            .map(|e| String::from_utf8_lossy(&e.reason).into_owned());
         let lived_ms = conn.accepted_at.elapsed().as_millis() as u64;
         // A node's RTT probe (a handshake, then "probe") is routine: debug only.
         if conn.node_id.borrow().is_none() && peer_error.as_deref() == Some("probe") {
