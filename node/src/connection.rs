@@ -480,7 +480,9 @@ impl Connection<'_> {
             _ = sleep_until(self.control.next_ping), if welcomed => self.control.ping(),
             _ = sleep_until(self.control.next_stats), if welcomed => self.queue_stats(),
             _ = shutdown.as_mut(), if self.drain.is_none() => {
-                self.shared.status.state.set("stopping");
+                if !self.slot.retired.get() {
+                    self.shared.status.state.set("stopping");
+                }
                 info!(grace = ?self.cfg.shutdown_grace, "draining");
                 self.begin_drain(false);
             }

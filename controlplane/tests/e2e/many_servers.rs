@@ -127,6 +127,17 @@ fn nodes_keep_two_servers_and_survive_one(driver: &'static str) {
         "every node on both survivors {:?} after A died",
         killed.elapsed()
     );
+    for (i, id) in ids.iter().enumerate() {
+        // The runner's view: connected, to both survivors.
+        let status = wait_for(&format!("node {id}'s status names both survivors"), || {
+            let status = nets[i % 3].node_status(id);
+            let both = survivors
+                .iter()
+                .all(|n| status.contains(&n.quic.to_string()));
+            (both && status.contains("state:          connected")).then_some(status)
+        });
+        assert!(!status.contains(&nets[0].quic.to_string()), "{status}");
+    }
     wait_for("A leaves the announced fleet", || {
         (fleet(survivors[0]).len() == 2).then_some(())
     });

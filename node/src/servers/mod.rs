@@ -240,6 +240,7 @@ impl Supervisor<'_> {
             if id.is_some_and(|id| plan.retire.contains(&id)) && !r.retired {
                 info!(server = %r.slot.addr, "leaving server");
                 r.retired = true;
+                r.slot.retired.set(true);
                 let _ = r.stop.send(true);
             }
         }

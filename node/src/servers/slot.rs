@@ -27,6 +27,8 @@ pub struct Slot {
     down_since: Cell<Option<Instant>>,
     /// The server said it drains.
     pub draining: Cell<bool>,
+    /// The supervisor is leaving this server (the node itself goes on).
+    pub retired: Cell<bool>,
 }
 
 impl Slot {
@@ -42,6 +44,7 @@ impl Slot {
             up: Cell::new(0),
             down_since: Cell::new(Some(Instant::now())),
             draining: Cell::new(false),
+            retired: Cell::new(false),
         }
     }
 
