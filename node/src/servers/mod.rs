@@ -187,7 +187,10 @@ impl Supervisor<'_> {
         }
         for server in list.iter().filter(|s| !s.draining) {
             let last = self.probed.get(&server.id).copied();
-            if last.is_some_and(|t| now - t < REPROBE_EVERY) {
+            // A failed probe is tried again after FAIL_FOR, a good one after a while.
+            let failed = self.rtts.borrow().get(&server.id) == Some(&None);
+            let again = if failed { FAIL_FOR } else { REPROBE_EVERY };
+            if last.is_some_and(|t| now - t < again) {
                 let waiting = !self.rtts.borrow().contains_key(&server.id);
                 pending |= waiting && last.is_some_and(|t| now - t < PROBE_WAIT);
                 continue;
