@@ -209,6 +209,12 @@ pub fn start(
         quic_addr: cfg.public_addr(),
         pin,
     };
+    if cfg.store != "memory" && cfg.public_addr.is_none() {
+        warn!(
+            quic_addr = %me.quic_addr,
+            "public_addr is not set: other servers' nodes are told to dial this address"
+        );
+    }
     let fleet = runtime
         .block_on(Fleet::open(&cfg.store))
         .map_err(|e| StoreError::Unavailable(e.to_string()))?;
