@@ -25,6 +25,11 @@ const MASTERS: usize = 3;
 const SLOTS: u16 = 16384;
 /// How long start-up and failover may take before they fail.
 const DEADLINE: Duration = Duration::from_secs(30);
+/// How long one `redis-cli` call may take.
+const CLI_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a starting node's first answer may take before the fixture looks whether
+/// it exited.
+const NODE_UP: Duration = Duration::from_millis(500);
 
 /// One `redis-server` of the cluster.
 struct Node {
@@ -103,10 +108,28 @@ fn info_field<'a>(text: &'a str, field: &str) -> Option<&'a str> {
         .map(str::trim)
 }
 
-/// Runs `redis-cli -p port args…`; its trimmed output. Error replies (`ERR …`) are
-/// output too: `redis-cli` exits 0 on them.
+/// `redis-cli` under coreutils' `timeout`: a port that accepts and never answers (a
+/// stopped node, or another program that took the port) must not hang the caller.
+fn redis_cli_command(limit: Duration) -> Command {
+    let mut cmd = Command::new("timeout");
+    cmd.args([
+        "-s",
+        "KILL",
+        &format!("{}s", limit.as_secs_f64()),
+        "redis-cli",
+    ]);
+    cmd
+}
+
+/// Runs `redis-cli -p port args…` (for at most [`CLI_TIMEOUT`]); its trimmed output.
+/// Error replies (`ERR …`) are output too: `redis-cli` exits 0 on them.
 fn redis_cli(port: u16, args: &[&str]) -> Result<String> {
-    let out = Command::new("redis-cli")
+    redis_cli_within(port, args, CLI_TIMEOUT)
+}
+
+/// As [`redis_cli`], for at most `limit`.
+fn redis_cli_within(port: u16, args: &[&str], limit: Duration) -> Result<String> {
+    let out = redis_cli_command(limit)
         .args(["-h", "127.0.0.1", "-p", &port.to_string()])
         .args(args)
         .stdin(Stdio::null())
@@ -140,18 +163,15 @@ impl RedisCluster {
             let node = cluster.spawn_node()?;
             cluster.nodes.push(node);
         }
-        for node in &cluster.nodes {
-            let port = node.port;
-            cluster.wait("a node to answer PING", || {
-                redis_cli(port, &["PING"]).ok().filter(|r| r == "PONG")
-            })?;
+        for i in 0..cluster.nodes.len() {
+            cluster.wait_node_up(i)?;
         }
         let addrs: Vec<String> = cluster
             .nodes
             .iter()
             .map(|n| format!("127.0.0.1:{}", n.port))
             .collect();
-        let out = Command::new("redis-cli")
+        let out = redis_cli_command(DEADLINE)
             .args(["--cluster", "create"])
             .args(&addrs)
             .args(["--cluster-replicas", "1", "--cluster-yes"])
@@ -185,8 +205,13 @@ impl RedisCluster {
                 break p;
             }
         };
+        self.spawn_node_at(port, bus)
+    }
+
+    /// Starts a node on `port` with its cluster bus on `bus`.
+    fn spawn_node_at(&self, port: u16, bus: u16) -> Result<Node> {
         let dir = self.dir.path().join(port.to_string());
-        std::fs::create_dir(&dir)?;
+        std::fs::create_dir_all(&dir)?;
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args([
@@ -213,6 +238,32 @@ impl RedisCluster {
             killed: false,
             slots: Vec::new(),
         })
+    }
+
+    /// Waits until node `i` answers as itself (its pid). A node that exited (its port was taken
+    /// between [`free_port`] and its bind, by a test running alongside) is started
+    /// again on other ports, a few times.
+    fn wait_node_up(&mut self, i: usize) -> Result<()> {
+        for _ in 0..5 {
+            let node = &mut self.nodes[i];
+            let up = wait_for_long("a node to answer", DEADLINE, || {
+                // Ours, not another test's node that got the port first.
+                let info =
+                    redis_cli_within(node.port, &["INFO", "server"], NODE_UP).unwrap_or_default();
+                if info_field(&info, "process_id") == Some(&node.child.id().to_string()) {
+                    return Some(true);
+                }
+                let exited = node.child.try_wait().ok().flatten().is_some();
+                exited.then_some(false)
+            })
+            .with_context(|| self.logs())?;
+            if up {
+                return Ok(());
+            }
+            let node = self.spawn_node()?;
+            self.nodes[i] = node;
+        }
+        bail!("redis-server kept exiting at start-up: {}", self.logs())
     }
 
     /// Polls `f` until `Some`, for at most [`DEADLINE`]; on timeout the error carries
@@ -385,8 +436,8 @@ impl RedisCluster {
         })
     }
 
-    /// Runs `redis-cli -p port args…` against one node; its trimmed output (error
-    /// replies included, as text).
+    /// Runs `redis-cli -p port args…` against one node, for at most 5 s; its trimmed
+    /// output (error replies included, as text).
     ///
     /// # Errors
     /// When `redis-cli` cannot run or cannot connect.

@@ -106,3 +106,23 @@ fn cluster_nodes_lines_parse() {
     assert_eq!(r.replica_of.as_deref(), Some("07c3"));
     assert!(parse_node_line("garbage").is_none());
 }
+
+#[test]
+fn a_node_whose_port_was_taken_starts_again_elsewhere() -> Result<()> {
+    // A listener that accepts and never answers: redis-server cannot bind, and a
+    // redis-cli without a time limit would wait on it forever.
+    let held = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let taken = held.local_addr()?.port();
+    let mut cluster = RedisCluster {
+        nodes: Vec::new(),
+        masters: Vec::new(),
+        dir: tempfile::tempdir()?,
+    };
+    let node = cluster.spawn_node_at(taken, crate::net::free_port()?)?;
+    cluster.nodes.push(node);
+    cluster.wait_node_up(0)?;
+    let port = cluster.nodes[0].port;
+    ensure!(port != taken);
+    ensure!(cluster.cli(port, &["PING"])? == "PONG");
+    Ok(())
+}
