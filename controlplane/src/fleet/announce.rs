@@ -124,17 +124,23 @@ impl FleetHandle {
         }
     }
 
-    /// Announces every [`ANNOUNCE_EVERY`], taking the load from `load`, until the
-    /// runtime stops; sweeps lapsed announcements now and then.
-    pub async fn run(self: Arc<Self>, load: impl Fn() -> (u32, u64) + Send + 'static) {
+    /// Announces every [`ANNOUNCE_EVERY`], taking the load from `load` and handing
+    /// each live list read back to `on_live`, until the runtime stops; sweeps lapsed
+    /// announcements now and then.
+    pub async fn run(
+        self: Arc<Self>,
+        load: impl Fn() -> (u32, u64) + Send + 'static,
+        on_live: impl Fn(&[Announcement]) + Send + 'static,
+    ) {
         let mut tick = tokio::time::interval(ANNOUNCE_EVERY);
         let mut turns = 0u64;
         loop {
             tick.tick().await;
             let (nodes, streams) = load();
             self.set_load(nodes, streams);
-            if let Err(e) = self.refresh().await {
-                warn!(error = %e, "fleet announcement failed");
+            match self.refresh().await {
+                Ok(live) => on_live(&live),
+                Err(e) => warn!(error = %e, "fleet announcement failed"),
             }
             turns += 1;
             if turns.is_multiple_of(30) {
@@ -144,6 +150,24 @@ impl FleetHandle {
                 }
             }
         }
+    }
+}
+
+/// This server's share of the expired-lease buckets: its rank among the live servers
+/// that do not drain ([`crate::store::Share`]); every bucket when it is not among them
+/// (draining, or not read back yet).
+pub fn reclaim_share(live: &[Announcement], me: &str) -> crate::store::Share {
+    let serving: Vec<&str> = live
+        .iter()
+        .filter(|a| !a.draining)
+        .map(|a| a.id.as_str())
+        .collect();
+    match serving.iter().position(|id| *id == me) {
+        Some(index) => crate::store::Share {
+            index: index as u32,
+            of: serving.len() as u32,
+        },
+        None => crate::store::Share::ALL,
     }
 }
 
@@ -219,7 +243,8 @@ pub fn start(
         .block_on(Fleet::open(&cfg.store))
         .map_err(|e| StoreError::Unavailable(e.to_string()))?;
     let handle = Arc::new(FleetHandle::new(fleet, me, ServerListHandle::default()));
-    let control = control.clone();
+    let (control, c2, me) = (control.clone(), control.clone(), id.to_owned());
+    let on_live = move |live: &[Announcement]| c2.set_reclaim_share(reclaim_share(live, &me));
     let load = move || {
         let live = control.live_nodes();
         let streams = live
@@ -233,7 +258,7 @@ pub fn start(
     if let Err(e) = runtime.block_on(first.refresh()) {
         warn!(error = %e, "first fleet announcement failed");
     }
-    runtime.spawn(h.run(load));
+    runtime.spawn(h.run(load, on_live));
     Ok(handle)
 }
 

@@ -83,6 +83,27 @@ fn nodes_get_live_servers_with_the_sender_first_and_bad_pins_left_out() {
     assert_eq!(ids, ["s2", "s1"]);
 }
 
+#[test]
+fn live_servers_share_the_lease_buckets_by_rank() {
+    use crate::store::Share;
+    let live = [
+        entry("s1", 9, false),
+        entry("s2", 9, true),
+        entry("s3", 9, false),
+    ];
+    assert_eq!(
+        super::announce::reclaim_share(&live, "s3"),
+        Share { index: 1, of: 2 },
+        "s2 drains: two servers share"
+    );
+    assert_eq!(
+        super::announce::reclaim_share(&live, "s1"),
+        Share { index: 0, of: 2 }
+    );
+    assert_eq!(super::announce::reclaim_share(&live, "s2"), Share::ALL);
+    assert_eq!(super::announce::reclaim_share(&[], "s1"), Share::ALL);
+}
+
 #[tokio::test]
 async fn a_draining_server_says_so_and_the_data_plane_gets_the_list() {
     let servers = turbo_dataplane::servers::ServerListHandle::default();
