@@ -37,9 +37,9 @@ fn fleet(net: &Net) -> Vec<(String, bool)> {
 fn attached(servers: &[&Net], id: &str) -> Vec<usize> {
     (0..servers.len())
         .filter(|i| {
-            servers[*i].node_info(id).is_some_and(|n| {
-                n.get("here").unwrap_or(&n["connected"]) == &Value::Bool(true)
-            })
+            servers[*i]
+                .node_info(id)
+                .is_some_and(|n| n.get("here").unwrap_or(&n["connected"]) == &Value::Bool(true))
         })
         .collect()
 }
