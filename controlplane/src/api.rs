@@ -275,9 +275,9 @@ pub fn router<S: Store>(state: Arc<ApiState<S>>) -> Router {
             post(crate::api_verdicts::lift::<S>),
         )
         .route("/api/nodes/invite", post(invite::<S>))
-        .route("/api/nodes", get(list_nodes::<S>))
+        .route("/api/nodes", get(crate::api_nodes::list_nodes::<S>))
         .route("/api/servers", get(crate::fleet::announce::list::<S>))
-        .route("/api/nodes/{id}", get(get_node::<S>))
+        .route("/api/nodes/{id}", get(crate::api_nodes::get_node::<S>))
         .route("/api/nodes/{id}/payout", post(set_payout::<S>))
         .route("/api/nodes/{id}/revoke", post(revoke_node::<S>))
         .route(
@@ -422,43 +422,6 @@ pub(crate) fn join_string<S>(st: &ApiState<S>, token: String) -> String {
     .to_string()
 }
 
-async fn list_nodes<S: Store>(
-    State(st): State<Arc<ApiState<S>>>,
-    headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
-    check_admin(&st, &headers)?;
-    let live = st.control.live_nodes();
-    let nodes: Vec<Value> = st
-        .control
-        .store
-        .list_nodes()
-        .await?
-        .iter()
-        .map(|n| node_json(&st, n, live.get(n.id.as_str())))
-        .collect();
-    Ok(Json(Value::Array(nodes)))
-}
-
-async fn get_node<S: Store>(
-    State(st): State<Arc<ApiState<S>>>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
-    check_admin(&st, &headers)?;
-    let node = st.control.store.node(&id).await?;
-    let live = st.control.live_nodes();
-    let mut v = node_json(&st, &node, live.get(id.as_str()));
-    if let Some(m) = &st.money {
-        let hold = m
-            .ledger
-            .hold_of(&id)
-            .await
-            .map_err(crate::money::MoneyError::from)?;
-        v["hold"] = json!(hold);
-    }
-    Ok(Json(v))
-}
-
 async fn set_payout<S: Store>(
     State(st): State<Arc<ApiState<S>>>,
     Path(id): Path<String>,
@@ -471,7 +434,7 @@ async fn set_payout<S: Store>(
         .ok_or_else(|| ApiError::BadRequest("payout_address is required".into()))?;
     st.control.store.set_node_payout(&id, &address).await?;
     tracing::info!(node = %id, "payout address set");
-    get_node(State(st), Path(id), headers).await
+    crate::api_nodes::get_node(State(st), Path(id), headers).await
 }
 
 async fn revoke_node<S: Store>(
@@ -483,40 +446,7 @@ async fn revoke_node<S: Store>(
     st.control.store.revoke_node(&id).await?;
     tracing::info!(node = %id, "node revoked");
     let node = st.control.store.node(&id).await?;
-    Ok(Json(node_json(&st, &node, None)))
-}
-
-/// A node as the API shows it: its identity, and its live connection on this server.
-pub(crate) fn node_json<S: Store>(
-    st: &ApiState<S>,
-    n: &crate::store::NodeRecord,
-    l: Option<&crate::service::LiveNode>,
-) -> Value {
-    let code = |c: Option<turbo_proto::params::CountryCode>| c.map(|c| c.to_string());
-    let (ok, failed, disputed) = st.control.registry.attempts(&n.id);
-    json!({
-        "id": n.id,
-        "revoked": n.revoked,
-        "connected": l.is_some(),
-        "country": l.and_then(|l| code(l.country)),
-        "declared_country": l.and_then(|l| code(l.declared_country)),
-        "geoip_country": l.and_then(|l| code(l.geo_country)),
-        "country_verified": l.is_some_and(|l| l.country_verified()),
-        "peer": l.map(|l| l.peer.to_string()),
-        "connected_since": l.map(|l| l.connected_since),
-        "rtt_ms": l.and_then(|l| l.rtt).map(|r| r.as_secs_f64() * 1000.0),
-        "score": l.map(|l| l.score),
-        "active_streams": l.map(|l| l.active.load(std::sync::atomic::Ordering::Relaxed)),
-        "max_streams": l.map(|l| l.max_streams),
-        "lanes": l.map(|l| l.lanes.len()),
-        "attempts_ok": ok,
-        "attempts_failed": failed,
-        "attempts_disputed": disputed,
-        "demoted": st.control.registry.is_demoted(&n.id),
-        "bytes_relayed": n.bytes_carried,
-        "payout_address": n.payout_address,
-        "created_unix": n.created_unix,
-    })
+    Ok(Json(crate::api_nodes::node_json(&st, &node, None, None)))
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 pub mod accounts;
 pub mod api;
 mod api_money;
+mod api_nodes;
 mod api_payments;
 mod api_users;
 mod api_verdicts;
