@@ -1,7 +1,8 @@
 //! The API's node routes (admin token): every node of the network with its live state
-//! as the whole fleet sees it. A node attached to the server that answers shows this
-//! server's view (`here: true`); one attached only to other servers shows the
-//! presence those servers report in the shared store (`servers` names them all).
+//! as the whole fleet sees it. `connected` (and `here`) say the node is attached to the
+//! server that answers, which then shows its own view; `online` says it is attached
+//! to any server of the fleet, and a node attached only to others shows the presence
+//! they report in the shared store (`servers` names every server holding it).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -91,8 +92,9 @@ pub(crate) fn node_json<S: Store>(
     json!({
         "id": n.id,
         "revoked": n.revoked,
-        "connected": l.is_some() || f.is_some(),
+        "connected": l.is_some(),
         "here": l.is_some(),
+        "online": l.is_some() || f.is_some(),
         "servers": servers,
         "country": l.and_then(|l| code(l.country)).or_else(|| f.and_then(|f| f.country.clone())),
         "declared_country": l.and_then(|l| code(l.declared_country)),

@@ -112,37 +112,6 @@ impl Account {
         }
     }
 
-    /// Limits this core's tunnels of the key to `bytes_per_sec` until `until_unix_ms`
-    /// (`None`: no limit). A burst of one second's worth is allowed.
-    pub(crate) fn set_pace(&self, limit: Option<(f64, u64)>) {
-        if self.pace.get().is_none() {
-            let rate = limit.map_or(0.0, |(r, _)| r);
-            self.bucket.set((rate, Instant::now()));
-        }
-        self.pace.set(limit);
-    }
-
-    /// Waits as long as `n` more bytes need under the pace, if one is in force.
-    async fn keep_pace(&self, n: usize) {
-        let Some((rate, until)) = self.pace.get() else {
-            return;
-        };
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        if now_ms >= until || rate <= 0.0 {
-            self.pace.set(None);
-            return;
-        }
-        let (tokens, last) = self.bucket.get();
-        let now = Instant::now();
-        let tokens = (tokens + now.duration_since(last).as_secs_f64() * rate).min(rate) - n as f64;
-        self.bucket.set((tokens, now));
-        if tokens < 0.0 {
-            monoio::time::sleep(Duration::from_secs_f64(-tokens / rate)).await;
-        }
-    }
-
     fn exhausted(&self) -> Option<Exhausted> {
         match self.standing.get() {
             Standing::Revoked => Some(Exhausted::Revoked),
@@ -415,51 +384,7 @@ impl Accounts {
     }
 }
 
-/// What the manager decided to do this round.
-struct Plan {
-    want: u64,
-    release: bool,
-}
-
-fn plan(
-    book: &Book,
-    a: &Account,
-    last_report: Instant,
-    dry_since: Option<Instant>,
-) -> Option<Plan> {
-    let idle = a.connections.get() == 0 && a.last_used.get().elapsed() >= book.leases.idle_release;
-    if book.shutting_down.get() || idle || a.standing.get() == Standing::Revoked {
-        return Some(Plan {
-            want: 0,
-            release: true,
-        });
-    }
-    let low = a.balance.get() < (a.last_grant.get() / 2).max(1);
-    let may_ask = match a.standing.get() {
-        Standing::Dry => dry_since.is_none_or(|t| t.elapsed() >= DRY_RECHECK),
-        _ => true,
-    };
-    if low && may_ask && a.connections.get() > 0 {
-        return Some(Plan {
-            want: 1,
-            release: false,
-        });
-    }
-    let due = last_report.elapsed() >= book.leases.checkpoint;
-    (due && !a.usage.borrow().is_empty()).then_some(Plan {
-        want: 0,
-        release: false,
-    })
-}
-
-/// Sizes the next ask from how fast the last grant went.
-fn next_want(last_want: u64, granted_at: Instant, spent_since: u64) -> u64 {
-    if granted_at.elapsed() < Duration::from_secs(1) {
-        (last_want * 4).clamp(MIN_WANT, MAX_WANT)
-    } else {
-        (spent_since * 2).clamp(MIN_WANT, MAX_WANT)
-    }
-}
+use plan::{next_want, plan};
 
 /// An account manager's state between lease calls.
 struct Manager {
@@ -639,5 +564,7 @@ fn finish(book: &Book) {
 
 #[cfg(test)]
 pub(crate) mod book;
+mod pace;
+mod plan;
 #[cfg(test)]
 mod tests;

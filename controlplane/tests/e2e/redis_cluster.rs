@@ -154,7 +154,7 @@ fn fleet_view_on_every_server(servers: &[Net]) {
                     .as_array()
                     .map(|s| s.iter().filter_map(Value::as_str).collect())
                     .unwrap_or_default();
-                n["connected"] == true && on.len() == 2 && on[0] != on[1]
+                n["online"] == true && on.len() == 2 && on[0] != on[1]
             });
             (all.len() == servers.len() && on_two).then_some(())
         });
