@@ -1,4 +1,5 @@
-//! Many servers on one store (issue 18): every server announces itself, each node keeps
+//! Many servers on one store (issue 18), here a 3-master Redis Cluster with replicas:
+//! every server announces itself, each of ten nodes keeps
 //! connections to two different servers, and when a server dies its nodes go on
 //! serving through the other one at once, then reconnect to a second live server. A
 //! server that stops with SIGTERM announces that it drains first.
@@ -8,13 +9,14 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::fixtures::redis::Redis;
+use turbo_bench::redis_cluster::RedisCluster;
+
 use crate::fixtures::targets::FileServer;
 use crate::fixtures::{curl, random_bytes, wait_for, Net, Options};
 
 /// The nodes' countries: each node is the only one of its country, so a customer
 /// reaches one chosen node.
-const COUNTRIES: [&str; 4] = ["us", "de", "fr", "gb"];
+const COUNTRIES: [&str; 10] = ["us", "de", "fr", "gb", "nl", "se", "jp", "br", "ca", "au"];
 
 /// The server ids `net`'s `GET /api/servers` lists, with their draining flags.
 fn fleet(net: &Net) -> Vec<(String, bool)> {
@@ -52,8 +54,9 @@ fn get_via(net: &Net, country: &str, url: &str) -> Option<usize> {
     out.status.success().then_some(out.stdout.len())
 }
 
-fn three_servers(driver: &'static str, redis: &Redis) -> [Net; 3] {
-    let mut opts = Options::redis(driver, redis);
+fn three_servers(driver: &'static str, cluster: &RedisCluster) -> [Net; 3] {
+    let mut opts = Options::new(driver);
+    opts.store = cluster.seeds_url();
     opts.node = false;
     opts.node_liveness = "2s";
     let a = Net::start_with(opts.clone());
@@ -67,8 +70,8 @@ fn three_servers(driver: &'static str, redis: &Redis) -> [Net; 3] {
 }
 
 fn nodes_keep_two_servers_and_survive_one(driver: &'static str) {
-    let redis = Redis::start();
-    let mut nets = three_servers(driver, &redis);
+    let cluster = RedisCluster::start().expect("cluster");
+    let mut nets = three_servers(driver, &cluster);
     let ids: Vec<String> = COUNTRIES
         .iter()
         .enumerate()
