@@ -400,13 +400,10 @@ fn main() -> Result<()> {
         Cmd::Store { cmd } => store(cmd)?,
         Cmd::Payouts {
             cmd: PayoutsCmd::Run { dry_run, api },
-        } => println!(
-            "{}",
-            api.post(
-                "/api/payouts/run",
-                serde_json::json!({ "dry_run": dry_run })
-            )?
-        ),
+        } => {
+            let body = serde_json::json!({ "dry_run": dry_run });
+            println!("{}", api.post("/api/payouts/run", body)?);
+        }
     }
     Ok(())
 }

@@ -179,6 +179,12 @@ fn enforced_at_the_proxy(net: &Net, o: &Outcome) {
     assert_eq!(throttle["tunnels_per_sec"], 5, "{throttle}");
     assert_eq!(throttle["bytes_per_sec"], THROTTLE_BYTES, "{throttle}");
 
+    lift_restores_service(net, &scanner.secret, id, web);
+}
+
+/// `turbo-server verdicts lift` ends suspension `id` of the key `secret`: its tunnels
+/// open again within a second, and the verdict is listed as lifted.
+fn lift_restores_service(net: &Net, secret: &str, id: &str, web: SocketAddr) {
     let lifted = Command::new(bin("turbo-server"))
         .args([
             "verdicts",
@@ -197,7 +203,7 @@ fn enforced_at_the_proxy(net: &Net, o: &Outcome) {
         String::from_utf8_lossy(&lifted.stderr)
     );
     let since = Instant::now();
-    while !socks_opens(net, &scanner.secret, web) {
+    while !socks_opens(net, secret, web) {
         assert!(
             since.elapsed() < Duration::from_secs(1),
             "still refused after a lift"
