@@ -85,7 +85,11 @@ fn socks_opens(net: &Net, secret: &str, target: SocketAddr) -> bool {
     socks::connect(net.socks, Some(&auth), target).is_ok()
 }
 
+/// A measurement of the detector's quality: its timing features (connect and duration
+/// against the network's median, connections per minute) must not be skewed by 160
+/// other tests sharing the CPU, so it runs alone, after the suite (`scripts/test`).
 #[test]
+#[ignore = "runs alone after the suite: scripts/test"]
 fn abuse_is_acted_on_within_three_windows_and_normal_customers_are_left_alone() {
     let eval = Eval::quick();
     let mut opts = Options::new("io_uring");
