@@ -130,7 +130,10 @@ fn three_servers_on_a_redis_cluster_bill_exactly_and_survive_a_master_failover()
     println!(
         "relayed {relayed} B, customers received {received} B; billed down {down} B, up {up} B, balance {balance} B"
     );
-    assert!(received <= relayed, "customers got only what servers relayed");
+    assert!(
+        received <= relayed,
+        "customers got only what servers relayed"
+    );
     assert!(down <= relayed, "nothing billed twice: {down} > {relayed}");
     assert!(up + down + balance <= CREDITS, "no credit created");
     // What a failover can lose: checkpoints acknowledged by the dead master that its
