@@ -26,6 +26,7 @@ pub use turbo_proto::wire::control::Lane;
 
 mod setup;
 use setup::connect;
+pub(crate) use setup::resolve_server;
 pub(crate) use setup::{bind_udp, check_pin, quic_config};
 
 use crate::conn::Conn;

@@ -72,15 +72,21 @@ pub(crate) fn quic_config(cfg: &NodeConfig) -> Result<quiche::Config, NodeError>
 /// Resolves the server, binds the UDP socket and starts the QUIC handshake, aiming the
 /// Initial at server core `lane.index`. Returns the socket, its local address, the
 /// server's address and the connection.
+/// The server address of `cfg`'s join string, resolved (the first answer).
+///
+/// # Errors
+/// [`NodeError`] when the name does not resolve.
+pub(crate) async fn resolve_server(cfg: &NodeConfig) -> Result<SocketAddr, NodeError> {
+    let server = cfg.join.server_addr();
+    let first = tokio::net::lookup_host(&server).await?.next();
+    first.ok_or(NodeError::Resolve(server))
+}
+
 pub(super) async fn connect(
     cfg: &NodeConfig,
     lane: Lane,
 ) -> Result<(UdpSocket, SocketAddr, SocketAddr, Rc<Conn>), NodeError> {
-    let server = cfg.join.server_addr();
-    let peer: SocketAddr = tokio::net::lookup_host(&server)
-        .await?
-        .next()
-        .ok_or_else(|| NodeError::Resolve(server.clone()))?;
+    let peer = resolve_server(cfg).await?;
     let socket = bind_udp(peer, cfg.bind)?;
     let local = socket.local_addr()?;
     let mut qcfg = quic_config(cfg)?;

@@ -20,11 +20,7 @@ pub const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 /// # Errors
 /// [`NodeError`] when it cannot be resolved or reached, or its pin is wrong.
 pub async fn handshake_rtt(cfg: &NodeConfig) -> Result<Duration, NodeError> {
-    let server = cfg.join.server_addr();
-    let peer: SocketAddr = tokio::net::lookup_host(&server)
-        .await?
-        .next()
-        .ok_or_else(|| NodeError::Resolve(server.clone()))?;
+    let peer = crate::connection::resolve_server(cfg).await?;
     let socket = bind_udp(peer, cfg.bind)?;
     let local = socket.local_addr()?;
     let mut qcfg = quic_config(cfg)?;
